@@ -1,0 +1,3 @@
+from dlf.cli import main
+
+main()

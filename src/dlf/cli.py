@@ -1,0 +1,67 @@
+"""Command line: a thin layer over the Python API (`dlf.train`)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="dlf: CTR prediction with DLF and baselines.")
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    dataset: Optional[str] = typer.Option(None, help="Dataset name (built in: synthetic)."),
+    model: Optional[str] = typer.Option(None, help="Registered model name (see `dlf models`)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with model/data/train sections."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override, e.g. --set model.layers=2 (repeatable)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory for config, weights and metrics."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Train a model, evaluate it on the test split and print AUC / logloss."""
+    from dlf.api import train as run_train
+    from dlf.config import ConfigError, load_config
+    from dlf.train.trainer import TrainingError
+
+    overrides = list(set_) + (["train.progress=false"] if quiet else [])
+    try:
+        cfg = load_config(config, overrides, model=model, dataset=dataset)
+        metrics = run_train(cfg, out=out)
+    except (ConfigError, TrainingError) as exc:
+        _fail(str(exc))
+    table = Table(title=f"{metrics['model']} on {metrics['dataset']} (test split)")
+    for col in ("", "AUC", "logloss"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row(metrics["model"], f"{metrics['test']['auc']:.4f}", f"{metrics['test']['logloss']:.4f}")
+    if "oracle_test" in metrics:
+        o = metrics["oracle_test"]
+        table.add_row("oracle (true probabilities)", f"{o['auc']:.4f}", f"{o['logloss']:.4f}")
+    Console().print(table)
+    if out is not None:
+        Console().print(f"run directory: {out}")
+
+
+@app.command()
+def models() -> None:
+    """List the registered models."""
+    from dlf.models.registry import available_models, get_entry
+
+    for name in available_models():
+        Console().print(f"{name:<12} {get_entry(name).description}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

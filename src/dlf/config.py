@@ -1,0 +1,203 @@
+"""Typed run configuration: defaults <- YAML file <- `--set key=value` overrides.
+
+Every section is a dataclass; values from YAML or the command line are checked
+against the field types, and an unknown key or a bad value raises `ConfigError`
+with the dotted key, what was given and what was expected.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from dlf.data.synthetic import SyntheticConfig
+from dlf.models import get_entry
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # "synthetic" (built in)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 2048
+    eval_batch_size: int = 16384
+    lr: float = 1e-3
+    clip_norm: float = 10.0  # max global gradient norm; 0 disables clipping
+    monitor: Literal["auc-logloss", "auc", "logloss"] = "auc-logloss"
+    lr_decay: float = 0.1  # lr multiplier after an epoch without improvement
+    min_lr: float = 1e-6
+    patience: int = 2  # epochs without improvement before stopping (best weights restored)
+    seed: int = 2025
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    progress: bool = True
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
+
+
+@dataclass
+class RunConfig:
+    model_name: str = "dlf"
+    model: Any = None  # the registered model's config dataclass
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return {"model": {"name": self.model_name, **dataclasses.asdict(self.model)},
+                "data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train)}
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value, tp, key: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: expected one of {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        item_types = [args[0]] * len(value) if args[-1] is Ellipsis else args
+        return tuple(_coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, item_types)))
+    if dataclasses.is_dataclass(tp):
+        return _update(tp(), value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _update(obj, values: dict, prefix: str):
+    """Return a copy of dataclass `obj` with `values` (a nested dict) applied, type-checked."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    changes = {}
+    for key, value in values.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise ConfigError(f"unknown key {dotted!r}; valid keys: {', '.join(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            changes[key] = _update(current, value, dotted)
+        else:
+            changes[key] = _coerce(value, hints[key], dotted)
+    return dataclasses.replace(obj, **changes)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'model.layers=2' -> (['model', 'layers'], 2); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _merge(base: dict, path: list[str], value) -> None:
+    node = base
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(path)}: {part!r} is a value, not a section")
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **top: Any) -> RunConfig:
+    """Build a RunConfig from an optional YAML file, then `top` (e.g. model='lr'), then overrides."""
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping with model/data/train sections")
+    if top.get("model") is not None:
+        _merge(raw, ["model", "name"], top["model"])
+    if top.get("dataset") is not None:
+        _merge(raw, ["data", "dataset"], top["dataset"])
+    for text in overrides or []:
+        _merge(raw, *parse_override(text))
+    return from_dict(raw)
+
+
+def from_dict(raw: dict) -> RunConfig:
+    unknown = set(raw) - {"model", "data", "train"}
+    if unknown:
+        raise ConfigError(f"unknown section(s) {sorted(unknown)}; valid sections: model, data, train")
+    model_raw = dict(raw.get("model") or {})
+    name = model_raw.pop("name", "dlf")
+    try:
+        entry = get_entry(name)
+    except KeyError as exc:
+        raise ConfigError(exc.args[0]) from None
+    cfg = RunConfig(model_name=name,
+                    model=_update(entry.default_config(), model_raw, "model"),
+                    data=_update(DataConfig(), raw.get("data") or {}, "data"),
+                    train=_update(TrainConfig(), raw.get("train") or {}, "train"))
+    for section in (cfg.model, cfg.data.synthetic, cfg.train):
+        try:
+            section.validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    if cfg.data.dataset != "synthetic":
+        raise ConfigError(f"data.dataset: unknown dataset {cfg.data.dataset!r}; available: synthetic")
+    return cfg

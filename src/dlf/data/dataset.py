@@ -1,0 +1,64 @@
+"""In-memory split of encoded columns and a batch iterator that slices tensors.
+
+Batches are cut from whole tensors with one gather per column (no per-row Python);
+shuffling is a seeded permutation drawn once per epoch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from dlf.data.features import Batch
+
+
+@dataclass
+class ArrayDataset:
+    categorical: np.ndarray  # N x F_cat int
+    numeric: np.ndarray  # N x F_num float32
+    multi: np.ndarray  # N x F_multi x L int
+    label: np.ndarray  # N float32
+    group: np.ndarray | None = None  # N int
+    prob: np.ndarray | None = None  # N float: true click probability (synthetic data only)
+
+    def __post_init__(self) -> None:
+        n = len(self.label)
+        for name in ("categorical", "numeric", "multi", "group", "prob"):
+            arr = getattr(self, name)
+            if arr is not None and len(arr) != n:
+                raise ValueError(f"column {name!r} has {len(arr)} rows, label has {n}")
+        # Torch views share memory with the numpy arrays; ids are widened once here.
+        self._t = {
+            "categorical": torch.as_tensor(self.categorical, dtype=torch.int64),
+            "numeric": torch.as_tensor(self.numeric, dtype=torch.float32),
+            "multi": torch.as_tensor(self.multi, dtype=torch.int64),
+            "label": torch.as_tensor(self.label, dtype=torch.float32),
+            "group": None if self.group is None else torch.as_tensor(self.group, dtype=torch.int64),
+        }
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
+                drop_last: bool = False) -> Iterator[Batch]:
+        n = len(self)
+        order = None
+        if shuffle:
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=gen)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            if order is None:
+                take = lambda t: None if t is None else t[start:start + batch_size]  # noqa: E731
+            else:
+                idx = order[start:start + batch_size]
+                take = lambda t: None if t is None else t.index_select(0, idx)  # noqa: E731
+            t = self._t
+            yield Batch(take(t["categorical"]), take(t["numeric"]), take(t["multi"]), take(t["label"]),
+                        take(t["group"]))
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self)
+        return n // batch_size if drop_last else -(-n // batch_size)

@@ -1,0 +1,48 @@
+"""The CLI end to end on a tiny synthetic set, in a subprocess as a user runs it."""
+import json
+import subprocess
+import sys
+
+import yaml
+from safetensors.torch import load_file
+
+TINY = ["--set", "data.synthetic.rows=3000", "--set", "data.synthetic.max_cardinality=200",
+        "--set", "model.embedding_dim=8", "--set", "model.layers=1", "--set", "model.rank=2",
+        "--set", "model.interaction_tokens=2", "--set", "model.implicit_tokens=2", "--set", "model.hidden=16",
+        "--set", "train.epochs=2", "--set", "train.batch_size=256", "--quiet"]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "dlf", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_train_end_to_end_writes_a_run_directory(tmp_path):
+    out = tmp_path / "run"
+    proc = run("train", "--dataset", "synthetic", "--model", "dlf", "--out", str(out), *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "oracle" in proc.stdout and "AUC" in proc.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.5 < metrics["test"]["auc"] <= 1 and metrics["test"]["logloss"] > 0
+    assert metrics["oracle_test"]["auc"] > 0.5 and len(metrics["history"]) == 2
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["model"]["name"] == "dlf" and cfg["model"]["layers"] == 1 and cfg["train"]["epochs"] == 2
+    weights = load_file(out / "model.safetensors")
+    assert any(k.startswith("layers.0.fusion") for k in weights)
+    assert json.loads((out / "feature_map.json").read_text())["fields"][0]["name"] == "c1"
+    assert f"{metrics['test']['auc']:.4f}" in proc.stdout
+
+
+def test_bad_input_gives_one_line_error_and_nonzero_exit():
+    for args, needle in [(["--model", "nosuch"], "unknown model 'nosuch'"),
+                         (["--set", "model.layers=abc"], "model.layers: expected an integer"),
+                         (["--set", "model.what=1"], "unknown key 'model.what'"),
+                         (["--dataset", "mnist"], "unknown dataset 'mnist'")]:
+        proc = run("train", *args)
+        assert proc.returncode == 2
+        assert needle in proc.stderr and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_models_lists_the_registry():
+    proc = run("models")
+    assert proc.returncode == 0 and "dlf_concat" in proc.stdout and "lr" in proc.stdout

@@ -1,0 +1,50 @@
+import pytest
+
+from dlf.config import ConfigError, load_config
+
+
+def test_defaults_yaml_and_overrides_compose(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {name: dlf, layers: 2}\ntrain: {lr: 0.01}\n")
+    cfg = load_config(path, ["model.rank=5", "data.synthetic.rows=1000", "train.batch_size=64",
+                             "data.synthetic.splits=[0.6, 0.2, 0.2]", "model.fusion=concat"])
+    assert (cfg.model_name, cfg.model.layers, cfg.model.rank, cfg.model.fusion) == ("dlf", 2, 5, "concat")
+    assert cfg.model.embedding_dim == 64  # untouched default
+    assert (cfg.train.lr, cfg.train.batch_size) == (0.01, 64)
+    assert cfg.data.synthetic.rows == 1000 and cfg.data.synthetic.splits == (0.6, 0.2, 0.2)
+
+
+def test_model_flag_selects_that_models_defaults():
+    cfg = load_config(None, [], model="dlf_concat")
+    assert (cfg.model.fusion, cfg.model.gate) == ("concat", False)
+    assert load_config(None, [], model="lr").model_name == "lr"
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["model.nope=1"], "unknown key 'model.nope'"),
+    (["model.layers=two"], "model.layers: expected an integer"),
+    (["model.fusion=mean"], "model.fusion: expected one of 'attention' | 'concat'"),
+    (["model.gate=maybe"], "model.gate: expected true or false"),
+    (["train.lr=-1"], "train.lr must be > 0"),
+    (["model.alpha=false", "model.beta=false", "model.gamma=false"], "at least one of alpha"),
+    (["bogus.x=1"], "unknown section"),
+    (["model.layers"], "must look like key.path=value"),
+    (["data.dataset=imagenet"], "unknown dataset 'imagenet'"),
+])
+def test_bad_values_name_the_key_and_what_was_expected(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, overrides)
+
+
+def test_unknown_model_lists_the_available_ones():
+    with pytest.raises(ConfigError, match="unknown model 'gpt'.*dlf"):
+        load_config(None, [], model="gpt")
+
+
+def test_missing_or_broken_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)

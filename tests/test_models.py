@@ -1,0 +1,76 @@
+import itertools
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import random_batch
+from dlf.models import available_models, build_model, get_entry
+
+TINY = dict(embedding_dim=8, layers=2, rank=3, interaction_tokens=3, implicit_tokens=2, hidden=16, attention_heads=2)
+SWITCHES = [dict(alpha=a, beta=b, gamma=c, gate=g, fusion=f)
+            for a, b, c, g, f in itertools.product([True, False], [True, False], [True, False], [True, False],
+                                                  ["attention", "concat"]) if a or b or c]
+
+
+@pytest.mark.parametrize("switches", SWITCHES, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_dlf_every_switch_combination_trains(small_feature_map, switches):
+    torch.manual_seed(0)
+    cfg = replace(get_entry("dlf").default_config(), **TINY, **switches)
+    model = build_model("dlf", small_feature_map, cfg)
+    batch = random_batch(small_feature_map, n=12)
+    logits = model(batch)
+    assert logits.shape == (12,)
+    n_tokens = 3 * (switches["alpha"] + switches["beta"]) + 2 * switches["gamma"]
+    assert model.layer_outputs(model.embedding(batch))[-1].shape == (12, n_tokens, 8)
+    F.binary_cross_entropy_with_logits(logits, batch.label).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+
+
+def test_switches_change_the_architecture(small_feature_map):
+    base = replace(get_entry("dlf").default_config(), **TINY)
+    names = lambda **kw: set(build_model("dlf", small_feature_map, replace(base, **kw)).state_dict())  # noqa: E731
+    full = names()
+    assert any(".fusion." in n for n in full) and any(".gate." in n for n in full)
+    assert not any(".fusion." in n for n in names(fusion="concat"))
+    assert not any(".gate." in n for n in names(gate=False))
+    assert not any(".fmb_x0." in n for n in names(alpha=False))
+    assert not any(".fmb." in n for n in names(beta=False))
+    assert not any(".lcb." in n for n in names(gamma=False))
+
+
+def test_all_branches_off_is_rejected(small_feature_map):
+    cfg = replace(get_entry("dlf").default_config(), alpha=False, beta=False, gamma=False)
+    with pytest.raises(ValueError, match="at least one"):
+        build_model("dlf", small_feature_map, cfg)
+
+
+def test_defaults_are_the_authors():
+    cfg = get_entry("dlf").default_config()
+    assert (cfg.embedding_dim, cfg.layers, cfg.rank, cfg.interaction_tokens, cfg.implicit_tokens, cfg.hidden) == \
+        (64, 3, 24, 32, 32, 512)
+    assert (cfg.fusion, cfg.gate) == ("attention", True)
+    ref = get_entry("dlf_concat").default_config()
+    assert (ref.fusion, ref.gate) == ("concat", False)
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_every_registered_model_overfits_a_tiny_batch(small_feature_map, name):
+    torch.manual_seed(0)
+    cfg = get_entry(name).default_config()
+    if name.startswith("dlf"):
+        cfg = replace(cfg, **TINY)
+    model = build_model(name, small_feature_map, cfg)
+    batch = random_batch(small_feature_map, n=32, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    first = None
+    for _ in range(150):
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(model(batch), batch.label)
+        loss.backward()
+        opt.step()
+        first = loss.item() if first is None else first
+    assert loss.item() < 0.5 * first
