@@ -59,6 +59,14 @@ class ArrayDataset:
             yield Batch(take(t["categorical"]), take(t["numeric"]), take(t["multi"]), take(t["label"]),
                         take(t["group"]))
 
+    def shard(self, rank: int, world: int) -> "ArrayDataset":
+        """Rows rank, rank + world, ... (strided, so every shard sees the same mix of rows)."""
+        if not 0 <= rank < world:
+            raise ValueError(f"shard rank {rank} is outside 0..{world - 1}")
+        pick = lambda a: None if a is None else a[rank::world]  # noqa: E731
+        return ArrayDataset(pick(self.categorical), pick(self.numeric), pick(self.multi), pick(self.label),
+                            pick(self.group), pick(self.prob))
+
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         n = len(self)
         return n // batch_size if drop_last else -(-n // batch_size)
