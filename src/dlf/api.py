@@ -1,22 +1,25 @@
 """The Python API the CLI wraps: `dlf.train(config)` trains, evaluates and writes a run directory."""
 from __future__ import annotations
 
-import dataclasses
-import platform
+import json
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from rich.console import Console
 from safetensors.torch import save_file
 
-import dlf
 from dlf._io import atomic_write_json, atomic_write_text
 from dlf.config import RunConfig, load_config
 from dlf.data.synthetic import generate
 from dlf.models import build_model
 from dlf.train.metrics import classification_metrics
-from dlf.train.trainer import evaluate, fit
+from dlf.train.checkpoint import CheckpointError, list_checkpoints, load_latest
+from dlf.train.distributed import DistContext
+from dlf.train.logging import environment, plot_learning_curves
+from dlf.train.trainer import CHECKPOINT_DIR, TrainingError, evaluate, fit
 
 
 def _resolve(config) -> RunConfig:
@@ -32,35 +35,92 @@ def _resolve(config) -> RunConfig:
     raise TypeError(f"config must be a RunConfig, dict or YAML path, got {type(config).__name__}")
 
 
-def train(config=None, out: str | Path | None = None, console: Console | None = None) -> dict:
-    """Train and evaluate one model; returns the metrics dict (also written to OUT/metrics.json)."""
+def train(config=None, out: str | Path | None = None, console: Console | None = None,
+          resume: str | Path | None = None) -> dict:
+    """Train and evaluate one model; returns the metrics dict (also written to OUT/metrics.json).
+
+    resume: a run directory written by an earlier (possibly killed) call; training continues
+    from its newest valid checkpoint, with the run's config.yaml unless `config` is given.
+    Under torchrun (WORLD_SIZE > 1) this runs DistributedDataParallel; rank 0 writes the files.
+    """
+    if resume is not None:
+        resume = Path(resume)
+        if out is not None and Path(out).resolve() != resume.resolve():
+            raise TrainingError(f"resume writes into the run it continues ({resume}); drop --out or make it the same")
+        if not (resume / "config.yaml").is_file():
+            raise TrainingError(f"cannot resume: {resume / 'config.yaml'} does not exist (not a dlf run directory?)")
+        out = resume
+        if config is None:
+            config = resume / "config.yaml"
     cfg = _resolve(config)
-    console = console or Console(soft_wrap=True)
+    dist = DistContext.from_env(cfg.train.device)
+    try:
+        return _train(cfg, out, console, resume, dist)
+    finally:
+        dist.close()
+
+
+def _comparable(config: dict) -> dict:
+    """The config as JSON sees it, less the keys that do not change what is computed."""
+    d = json.loads(json.dumps(config))
+    for key in ("progress", "tensorboard", "log_every_steps", "keep_checkpoints"):
+        d.get("train", {}).pop(key, None)
+    return d
+
+
+def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
+    console = console or Console(soft_wrap=True, quiet=not dist.is_main)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed % 2**32)
+    random.seed(cfg.train.seed)
+    out = Path(out) if out is not None else None
+    checkpoint = None
+    if out is not None and resume is not None:
+        checkpoint = load_latest(out / CHECKPOINT_DIR, warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
+        if checkpoint is None:
+            console.print(f"no checkpoint in {out / CHECKPOINT_DIR} yet: starting the run from the beginning")
+        elif _comparable(checkpoint.config) != _comparable(cfg.to_dict()):
+            console.print("[yellow]warning:[/yellow] the config differs from the one the checkpoint was written "
+                          "with; the result will not match an uninterrupted run")
+    elif out is not None and list_checkpoints(out / CHECKPOINT_DIR):
+        raise TrainingError(f"{out} already holds checkpoints of a run; continue it with --resume {out} "
+                            "or choose another --out")
 
     data = generate(cfg.data.synthetic)
     model = build_model(cfg.model_name, data.feature_map, cfg.model)
+    if dist.enabled:  # identical initial weights on every rank, then per-rank dropout streams
+        torch.manual_seed(cfg.train.seed + 7919 * dist.rank)
+    schema_hash = data.feature_map.meta.get("schema_hash")
+    if out is not None and dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if resume is None:
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            data.feature_map.save(out / "feature_map.json")
+        env = environment(schema_hash, dist.world, str(dist.device), cfg.train.threads or None)
+        atomic_write_json(out / ("environment.json" if resume is None else "environment.resumed.json"), env)
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"model {cfg.model_name}: {n_params:,} parameters; data {cfg.data.dataset}: "
                   f"{len(data.train):,} train / {len(data.valid):,} valid / {len(data.test):,} test rows")
 
-    result = fit(model, data.train, data.valid, cfg.train, console)
-    test = evaluate(model, data.test, cfg.train.eval_batch_size)
+    try:
+        result = fit(model, data.train, data.valid, cfg.train, console, run_dir=out, config=cfg.to_dict(),
+                     resume=checkpoint, dist=dist)
+    except CheckpointError as exc:
+        raise TrainingError(str(exc)) from None
+    test = evaluate(model, data.test, cfg.train.eval_batch_size, dist, cfg.train.precision)
+    epochs_run = len({r["epoch"] for r in result["history"]})
     metrics = {"model": cfg.model_name, "dataset": cfg.data.dataset, "parameters": n_params,
-               "best_epoch": result["best_epoch"], "epochs_run": len(result["history"]),
+               "best_epoch": result["best_epoch"], "best_step": result["best_step"], "epochs_run": epochs_run,
+               "global_steps": result["global_step"], "world_size": result["world_size"],
+               "replicas_in_sync": result["replicas_in_sync"], "data_schema_hash": schema_hash,
                "train_seconds": result["train_seconds"], "test": test, "history": result["history"]}
     if data.test.prob is not None:
         metrics["oracle_test"] = classification_metrics(data.test.label, data.test.prob)
 
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        atomic_write_json(out / "environment.json", {"dlf": dlf.__version__, "torch": torch.__version__,
-                                                     "python": platform.python_version()})
-        data.feature_map.save(out / "feature_map.json")
+    if out is not None and dist.is_main:
+        plot_learning_curves(result["history"], out / "learning_curves.png")
         tmp = out / ".model.safetensors.tmp"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
         tmp.replace(out / "model.safetensors")

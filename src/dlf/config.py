@@ -43,6 +43,17 @@ class TrainConfig:
     seed: int = 2025
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     progress: bool = True
+    optimizer: Literal["adam", "adamw", "adagrad"] = "adam"
+    weight_decay: float = 0.0  # the optimiser's own weight decay (decoupled for adamw)
+    embedding_l2: float = 0.0  # loss += embedding_l2 * sum of squared embedding weights
+    net_l2: float = 0.0  # loss += net_l2 * sum of squared network weight matrices (no biases)
+    eval_every_steps: int = 0  # also validate every N steps (0: once per epoch); patience counts evaluations
+    checkpoint_every_steps: int = 0  # also checkpoint every N steps (0: once per epoch)
+    keep_checkpoints: int = 2  # newest checkpoints kept in RUN/checkpoints
+    log_every_steps: int = 50  # TensorBoard train-loss interval
+    tensorboard: bool = True  # write RUN/tensorboard event files (needs the tensorboard package)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 (with loss scaling) needs CUDA
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "patience"):
@@ -52,6 +63,11 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
+        for name in ("weight_decay", "embedding_l2", "net_l2", "eval_every_steps", "checkpoint_every_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 
 
 @dataclass

@@ -1,11 +1,20 @@
-"""Training loop: Adam + BCE, gradient clipping, per-epoch validation, lr decay on
-plateau, early stopping with the best weights restored."""
+"""Training loop: BCE with Adam/AdamW/Adagrad, optional L2 on embeddings and on the network,
+gradient clipping, validation every epoch (and optionally every N steps), lr decay on plateau,
+early stopping with the best weights restored, crash-safe checkpoints and exact resume,
+DistributedDataParallel under torchrun, and CUDA bf16/fp16 autocast paths.
+
+Exact resume: the shuffle of epoch e is a pure function of (seed, e), so the loader position is
+just (epoch, step); a checkpoint holds weights, optimiser, plateau state, RNG states and that
+position, and resuming skips the first `step` batches of `epoch`. Evaluation and checkpoints
+never draw random numbers, so a resumed run ends with the same weights as an uninterrupted one.
+"""
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,7 +24,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from dlf.data.dataset import ArrayDataset
+from dlf.train.checkpoint import Checkpoint, TrainState, restore_rng, save_checkpoint
+from dlf.train.distributed import DistContext
+from dlf.train.logging import RunLogger
 from dlf.train.metrics import classification_metrics
+
+CHECKPOINT_DIR = "checkpoints"
 
 
 class TrainingError(RuntimeError):
@@ -51,22 +65,101 @@ class PlateauController:
             group["lr"] = max(group["lr"] * self.decay, self.min_lr)
         return self.bad_epochs >= self.patience
 
+    def state_dict(self) -> dict:
+        return {"best": self.best if math.isfinite(self.best) else None, "bad_epochs": self.bad_epochs,
+                "improved": self.improved}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.best = -math.inf if d.get("best") is None else float(d["best"])
+        self.bad_epochs = int(d.get("bad_epochs", 0))
+        self.improved = bool(d.get("improved", False))
+
+
+# ---------------------------------------------------------------- optimiser and regularisation
+
+def is_embedding_param(name: str, module_types: dict) -> bool:
+    owner = name.rsplit(".", 1)[0] if "." in name else ""
+    return isinstance(module_types.get(owner), nn.Embedding) or type(module_types.get(owner)).__name__ in (
+        "FieldEmbedding",) or name.startswith("embedding.")
+
+
+def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(embedding parameters, network weight matrices); biases and norm scales get no L2."""
+    modules = dict(model.named_modules())
+    emb, net = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if is_embedding_param(name, modules):
+            emb.append(p)
+        elif p.dim() > 1:
+            net.append(p)
+    return emb, net
+
+
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    name = getattr(cfg, "optimizer", "adam")
+    wd = getattr(cfg, "weight_decay", 0.0)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=wd)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=wd)
+    raise TrainingError(f"train.optimizer: unknown optimiser {name!r}; use adam, adamw or adagrad")
+
+
+def l2_penalty(emb: list[nn.Parameter], net: list[nn.Parameter], cfg) -> torch.Tensor | None:
+    """embedding_l2 * sum ||E||^2 + net_l2 * sum ||W||^2 (added to the mean BCE loss)."""
+    terms = []
+    if getattr(cfg, "embedding_l2", 0.0) > 0 and emb:
+        terms.append(cfg.embedding_l2 * sum(p.pow(2).sum() for p in emb))
+    if getattr(cfg, "net_l2", 0.0) > 0 and net:
+        terms.append(cfg.net_l2 * sum(p.pow(2).sum() for p in net))
+    return sum(terms) if terms else None
+
+
+# ---------------------------------------------------------------- evaluation
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, data: ArrayDataset, batch_size: int) -> np.ndarray:
+def predict_proba(model: nn.Module, data: ArrayDataset, batch_size: int, device: torch.device | None = None,
+                  precision: str = "fp32") -> np.ndarray:
     model.eval()
+    device = device or torch.device("cpu")
     out = np.empty(len(data), dtype=np.float32)
     pos = 0
     for batch in data.batches(batch_size):
-        p = torch.sigmoid(model(batch).float()).numpy()
+        if device.type != "cpu":
+            batch = batch.to(device)
+        with _autocast(device, precision):
+            logits = model(batch)
+        p = torch.sigmoid(logits.float()).cpu().numpy()
         out[pos:pos + len(p)] = p
         pos += len(p)
     return out
 
 
-def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int) -> dict:
-    probs = predict_proba(model, data, batch_size)
-    return classification_metrics(data.label, probs, data.group)
+def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int, dist: DistContext | None = None,
+             precision: str = "fp32") -> dict:
+    """Metrics on `data`; with several ranks each predicts its shard and predictions are gathered
+    (every rank then computes the same metrics over all rows)."""
+    dist = dist or DistContext()
+    if not dist.enabled:
+        probs = predict_proba(model, data, batch_size, dist.device, precision)
+        return classification_metrics(data.label, probs, data.group)
+    part = data.shard(dist.rank, dist.world)
+    probs = dist.all_gather_np(predict_proba(model, part, batch_size, dist.device, precision))
+    labels = dist.all_gather_np(part.label)
+    groups = None if part.group is None else dist.all_gather_np(part.group)
+    return classification_metrics(labels, probs, groups)
 
 
 def _progress(console: Console, enabled: bool) -> Progress:
@@ -75,47 +168,176 @@ def _progress(console: Console, enabled: bool) -> Progress:
                     TimeRemainingColumn(), console=console, disable=not enabled, transient=True)
 
 
-def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console: Console | None = None) -> dict:
-    """Train `model` in place; returns {'history': [...], 'best_epoch': int, 'train_seconds': float}."""
+# ---------------------------------------------------------------- the loop
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console: Console | None = None, *,
+        run_dir: str | Path | None = None, config: dict | None = None, resume: Checkpoint | None = None,
+        dist: DistContext | None = None) -> dict:
+    """Train `model` in place (best weights restored at the end).
+
+    run_dir: where checkpoints/, train_log.csv and tensorboard/ go (None: no files).
+    config: the resolved run config, stored in each checkpoint.
+    resume: a loaded checkpoint to continue from.
+    dist: the process group context (world size 1 when None).
+    Returns {'history', 'best_epoch', 'best_step', 'train_seconds', 'global_step', 'world_size',
+    'replicas_in_sync'}.
+    """
+    dist = dist or DistContext()
+    main = dist.is_main
     console = console or Console(soft_wrap=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    say = console.print if main else (lambda *a, **k: None)
+    device = dist.device
+    precision = getattr(cfg, "precision", "fp32")
+    if precision == "fp16" and device.type != "cuda":
+        raise TrainingError("train.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    run_dir = Path(run_dir) if run_dir is not None else None
+    ckpt_dir = run_dir / CHECKPOINT_DIR if run_dir is not None else None
+
+    # --- data: each rank trains on its strided shard with batch_size / world rows per step
+    full_rows = len(train)
+    if cfg.batch_size % dist.world:
+        raise TrainingError(f"train.batch_size={cfg.batch_size} must be divisible by the world size {dist.world}")
+    batch_size = cfg.batch_size // dist.world
+    if dist.enabled:
+        train = train.shard(dist.rank, dist.world)
+    # same number of steps on every rank (shards differ by at most one row)
+    steps_per_epoch = -(-(full_rows // dist.world) // batch_size)
+
+    model.to(device)
+    emb_params, net_params = split_params(model)
+    optimizer = build_optimizer(model, cfg)
     plateau = PlateauController(cfg.lr_decay, cfg.patience, cfg.min_lr)
-    history, best_state, best_epoch = [], None, 0
-    started = time.perf_counter()
-    steps_per_epoch = train.num_batches(cfg.batch_size)
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        epoch_start, seen, loss_sum = time.perf_counter(), 0, 0.0
-        with _progress(console, cfg.progress) as bar:
-            task = bar.add_task(f"epoch {epoch}", total=steps_per_epoch, loss=0.0, rate=0.0)
-            for step, batch in enumerate(train.batches(cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch)):
-                optimizer.zero_grad(set_to_none=True)
-                loss = F.binary_cross_entropy_with_logits(model(batch), batch.label)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"training loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
-                                        f"lower train.lr (now {optimizer.param_groups[0]['lr']:g}) or check inputs")
-                loss.backward()
-                if cfg.clip_norm > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-                optimizer.step()
-                seen += len(batch)
-                loss_sum += loss.item() * len(batch)
-                bar.update(task, advance=1, loss=loss_sum / seen, rate=seen / (time.perf_counter() - epoch_start))
-        train_time = time.perf_counter() - epoch_start
-        val = evaluate(model, valid, cfg.eval_batch_size)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    state, best_state = TrainState(), None
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        state = resume.state
+        plateau.load_state_dict(state.plateau)
+        if state.scaler and precision == "fp16":
+            scaler.load_state_dict(state.scaler)
+        best_state = resume.best
+        say(f"resuming from {resume.path.name}: epoch {state.epoch}, step {state.step}/{steps_per_epoch} "
+            f"(global step {state.global_step})" + ("; training had already finished" if state.done else ""))
+    net = model
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    logger = RunLogger(run_dir if main else None, purge_step=state.global_step if resume else None,
+                       tensorboard=getattr(cfg, "tensorboard", True), note=say)
+    every_eval = getattr(cfg, "eval_every_steps", 0)
+    every_ckpt = getattr(cfg, "checkpoint_every_steps", 0)
+    log_every = max(1, getattr(cfg, "log_every_steps", 50))
+    config = config or {}
+
+    def checkpoint() -> None:
+        state.plateau = plateau.state_dict()
+        state.scaler = scaler.state_dict() if scaler.is_enabled() else {}
+        if ckpt_dir is None:
+            return
+        rank_rng = dist.all_gather(torch.get_rng_state().unsqueeze(0)) if dist.enabled else None
+        if main:
+            save_checkpoint(ckpt_dir, model_state=_unwrap(net).state_dict(), optimizer_state=optimizer.state_dict(),
+                            state=state, config=config, best_state=best_state,
+                            keep=getattr(cfg, "keep_checkpoints", 2),
+                            rank_rng=None if rank_rng is None else [t[0] for t in rank_rng])
+        dist.barrier()
+
+    def run_eval(epoch_end: bool) -> bool:
+        """Validate, record history, step the plateau controller; returns True to stop."""
+        nonlocal best_state
+        val = evaluate(_unwrap(net), valid, cfg.eval_batch_size, dist, precision)
         lr = optimizer.param_groups[0]["lr"]
         stop = plateau.step(monitor_value(val, cfg.monitor), optimizer)
-        record = {"epoch": epoch, "train_loss": loss_sum / seen, "lr": lr, "samples_per_s": seen / train_time,
-                  **{f"val_{k}": v for k, v in val.items()}}
-        history.append(record)
-        console.print(f"epoch {epoch:>2}  loss {record['train_loss']:.4f}  val AUC {val['auc']:.4f}  "
-                      f"val logloss {val['logloss']:.4f}  lr {lr:.0e}  {record['samples_per_s']:,.0f} samples/s"
-                      + ("  *" if plateau.improved else ""))
+        record = {"epoch": state.epoch, "step": state.global_step, "epoch_end": epoch_end,
+                  "train_loss": state.loss_sum / max(state.seen, 1), "lr": lr,
+                  "samples_per_s": epoch_rate(),
+                  **{f"val_{k}": v for k, v in val.items()}, "best": plateau.improved}
+        state.history.append(record)
+        where = f"epoch {state.epoch:>2}" + ("" if epoch_end else f" step {state.global_step}")
+        say(f"{where}  loss {record['train_loss']:.4f}  val AUC {val['auc']:.4f}  "
+            f"val logloss {val['logloss']:.4f}  lr {lr:.0e}  {record['samples_per_s']:,.0f} samples/s"
+            + ("  *" if plateau.improved else ""), highlight=False)
         if plateau.improved:
-            best_state, best_epoch = copy.deepcopy(model.state_dict()), epoch
+            best_state = {k: v.detach().clone() for k, v in _unwrap(net).state_dict().items()}
+            state.best_epoch, state.best_step = state.epoch, state.global_step
+        logger.evaluation(record, state.history)
         if stop:
-            console.print(f"early stop: no improvement for {cfg.patience} epoch(s); restoring epoch {best_epoch}")
-            break
+            say(f"early stop: no improvement in {cfg.patience} evaluation(s); restoring epoch {state.best_epoch} "
+                f"(step {state.best_step})")
+        net.train()
+        return stop
+
+    run_started = time.perf_counter()
+    seconds_before = state.train_seconds
+    epoch_started = [time.perf_counter(), 0]  # clock and rows seen when this process started the epoch
+
+    def epoch_rate() -> float:
+        return (state.seen - epoch_started[1]) * dist.world / max(time.perf_counter() - epoch_started[0], 1e-9)
+
+    if resume is not None:
+        restore_rng(resume.rng_for_rank(dist.rank))
+    try:
+        while not state.done and state.epoch <= cfg.epochs:
+            epoch, skip = state.epoch, state.step
+            net.train()
+            epoch_started[:] = [time.perf_counter(), state.seen]
+            stop = False
+            with _progress(console, cfg.progress and main) as bar:
+                task = bar.add_task(f"epoch {epoch}", total=steps_per_epoch, completed=skip,
+                                    loss=state.loss_sum / max(state.seen, 1), rate=0.0)
+                batches = train.batches(batch_size, shuffle=True, seed=cfg.seed, epoch=epoch)
+                for index, batch in enumerate(batches):
+                    if index >= steps_per_epoch:
+                        break
+                    if index < skip:  # resume: these batches were trained before the checkpoint
+                        continue
+                    if device.type != "cpu":
+                        batch = batch.to(device)
+                    optimizer.zero_grad(set_to_none=True)
+                    with _autocast(device, precision):
+                        logits = net(batch)
+                    loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
+                    if not torch.isfinite(loss):
+                        raise TrainingError(f"training loss became {loss.item()} at epoch {epoch}, step {index + 1}; "
+                                            f"lower train.lr (now {optimizer.param_groups[0]['lr']:g}) or check inputs")
+                    penalty = l2_penalty(emb_params, net_params, cfg)
+                    total = loss if penalty is None else loss + penalty
+                    scaler.scale(total).backward()
+                    if cfg.clip_norm > 0:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    state.step, state.global_step = index + 1, state.global_step + 1
+                    state.seen += len(batch)
+                    state.loss_sum += loss.item() * len(batch)
+                    bar.update(task, advance=1, loss=state.loss_sum / state.seen, rate=epoch_rate())
+                    if main and state.global_step % log_every == 0:
+                        logger.step(state.global_step, loss.item(), optimizer.param_groups[0]["lr"])
+                    last = index + 1 == steps_per_epoch
+                    if every_eval and state.global_step % every_eval == 0 and not last:
+                        stop = run_eval(epoch_end=False)
+                        if stop:
+                            break
+                    if every_ckpt and state.global_step % every_ckpt == 0 and not last:
+                        state.train_seconds = seconds_before + time.perf_counter() - run_started
+                        checkpoint()
+            if not stop:
+                stop = run_eval(epoch_end=True)
+            state.epoch, state.step, state.loss_sum, state.seen = epoch + 1, 0, 0.0, 0
+            state.done = stop or state.epoch > cfg.epochs
+            state.train_seconds = seconds_before + time.perf_counter() - run_started
+            checkpoint()
+    finally:
+        logger.close()
     if best_state is not None:
-        model.load_state_dict(best_state)
-    return {"history": history, "best_epoch": best_epoch, "train_seconds": time.perf_counter() - started}
+        _unwrap(net).load_state_dict(best_state)
+    in_sync = dist.all_equal(float(sum(p.double().sum().item() for p in model.parameters())))
+    return {"history": state.history, "best_epoch": state.best_epoch, "best_step": state.best_step,
+            "train_seconds": state.train_seconds, "global_step": state.global_step, "world_size": dist.world,
+            "replicas_in_sync": in_sync}

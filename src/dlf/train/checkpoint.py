@@ -1,0 +1,251 @@
+"""Crash-safe training checkpoints that load without unpickling anything.
+
+One checkpoint is ONE safetensors file, `RUN/checkpoints/step-<global step>.safetensors`:
+
+* tensors: `model/<name>` (current weights), `best/<name>` (best-so-far weights, if any),
+  `optim/<param index>/<state key>` (optimiser state tensors), `rng/torch`, `rng/numpy`,
+  `rng/cuda/<i>`;
+* the safetensors header metadata key `dlf_checkpoint` holds a JSON document with everything
+  else: optimiser param groups and non-tensor state, the plateau controller, the python RNG
+  state, the loader position (epoch, step within the epoch, global step), the running epoch
+  loss, history, best epoch/step, the resolved config, and a SHA-256 digest of all tensor bytes.
+
+The file is written to a temporary sibling and renamed over the target (atomic on POSIX), so a
+crash leaves either the old or the new checkpoint, never half of one. Loading parses the
+safetensors header (no code execution is possible: safetensors is a JSON header plus raw bytes,
+and the rest is JSON) and verifies the digest, so a truncated or bit-flipped file is detected;
+`load_latest` then warns and falls back to the previous checkpoint (the last `keep` are kept).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from dlf._io import atomic_write_bytes
+
+FORMAT = "dlf-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^step-(\d+)\.safetensors$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, corrupted or not a dlf checkpoint."""
+
+
+@dataclass
+class TrainState:
+    """Everything besides weights and optimiser that the loop needs to continue exactly."""
+
+    epoch: int = 1  # epoch in progress (1-based)
+    step: int = 0  # batches of `epoch` already trained
+    global_step: int = 0
+    loss_sum: float = 0.0  # running train loss sum over this epoch's batches (for the epoch record)
+    seen: int = 0  # rows trained this epoch
+    train_seconds: float = 0.0
+    history: list = field(default_factory=list)
+    best_epoch: int = 0
+    best_step: int = 0
+    plateau: dict = field(default_factory=dict)  # PlateauController.state_dict()
+    scaler: dict = field(default_factory=dict)  # GradScaler state (fp16 only)
+    done: bool = False  # training finished (epochs exhausted or early stop)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainState":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model: dict  # name -> tensor
+    best: dict | None
+    optimizer: dict  # torch optimizer state_dict
+    rng: dict
+    state: TrainState
+    config: dict
+
+    def rng_for_rank(self, rank: int) -> dict:
+        """RNG states for one rank: rank 0's full set, with that rank's own torch state if saved."""
+        rng = dict(self.rng)
+        if rank in rng.get("ranks", {}):
+            rng["torch"] = rng["ranks"][rank]
+        return rng
+
+
+# ---------------------------------------------------------------- RNG states
+
+def capture_rng() -> tuple[dict, dict]:
+    """(tensors, json) for torch, numpy, python and (if present) CUDA RNG states."""
+    tensors = {"rng/torch": torch.get_rng_state()}
+    np_state = np.random.get_state()
+    tensors["rng/numpy"] = torch.from_numpy(np.asarray(np_state[1], dtype=np.int64))
+    py_version, py_internal, py_gauss = random.getstate()
+    meta = {"numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": [py_version, list(py_internal), py_gauss]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{i}"] = s
+    return tensors, meta
+
+
+def restore_rng(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    name, pos, has_gauss, cached = rng["numpy_meta"]
+    np.random.set_state((name, rng["numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+    cuda = [rng["cuda"][i] for i in sorted(rng.get("cuda", {}))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+
+
+# ---------------------------------------------------------------- optimiser state
+
+def _split_optimizer(opt_state: dict) -> tuple[dict, dict]:
+    tensors, meta_state = {}, {}
+    for idx, slots in opt_state["state"].items():
+        for key, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim/{idx}/{key}"] = value
+            else:
+                meta_state.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": opt_state["param_groups"], "state": meta_state}
+
+
+def _join_optimizer(tensors: dict, meta: dict) -> dict:
+    state: dict = {}
+    for name, value in tensors.items():
+        _, idx, key = name.split("/", 2)
+        state.setdefault(int(idx), {})[key] = value
+    for idx, slots in meta.get("state", {}).items():
+        state.setdefault(int(idx), {}).update(slots)
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        for k in ("betas",):
+            if isinstance(g.get(k), list):
+                g[k] = tuple(g[k])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+# ---------------------------------------------------------------- digest
+
+def _digest(tensors: dict) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _cpu(t: torch.Tensor) -> torch.Tensor:
+    # clone: safetensors refuses tensors that share storage, and we must not alias live weights
+    return t.detach().to("cpu", copy=True).contiguous()
+
+
+# ---------------------------------------------------------------- save / load
+
+def checkpoint_path(directory: Path, global_step: int) -> Path:
+    return Path(directory) / f"step-{global_step:09d}.safetensors"
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Checkpoint files in `directory`, newest (highest step) first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def save_checkpoint(directory: str | Path, *, model_state: dict, optimizer_state: dict, state: TrainState,
+                    config: dict, best_state: dict | None = None, keep: int = 2,
+                    rank_rng: list[torch.Tensor] | None = None) -> Path:
+    """Write one checkpoint atomically and delete all but the newest `keep`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model/{k}": _cpu(v) for k, v in model_state.items()}
+    if best_state is not None:
+        tensors.update({f"best/{k}": _cpu(v) for k, v in best_state.items()})
+    opt_tensors, opt_meta = _split_optimizer(optimizer_state)
+    tensors.update({k: _cpu(v) for k, v in opt_tensors.items()})
+    rng_tensors, rng_meta = capture_rng()
+    tensors.update({k: _cpu(v) for k, v in rng_tensors.items()})
+    for r, t in enumerate(rank_rng or []):  # torch RNG of every rank (dropout) in multi-process runs
+        tensors[f"rng/rank/{r}"] = _cpu(t)
+    doc = {"format": FORMAT, "version": VERSION, "state": state.to_dict(), "optimizer": opt_meta,
+           "rng": rng_meta, "config": config, "has_best": best_state is not None, "digest": _digest(tensors)}
+    path = checkpoint_path(directory, state.global_step)
+    atomic_write_bytes(path, st_save(tensors, metadata={"dlf_checkpoint": json.dumps(doc)}))
+    for old in list_checkpoints(directory)[max(keep, 1):]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and verify one checkpoint; raises CheckpointError saying what is wrong."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    try:
+        tensors = st_load(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + header_len])
+        doc = json.loads(header["__metadata__"]["dlf_checkpoint"])
+    except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted ({type(exc).__name__}: {exc})") from None
+    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        raise CheckpointError(f"{path} is not a dlf checkpoint of version {VERSION}")
+    if _digest(tensors) != doc.get("digest"):
+        raise CheckpointError(f"checkpoint {path} is corrupted (tensor bytes do not match the stored SHA-256)")
+    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")} if doc["has_best"] else None
+    optimizer = _join_optimizer({k: v for k, v in tensors.items() if k.startswith("optim/")}, doc["optimizer"])
+    rng = {"torch": tensors["rng/torch"], "numpy": tensors["rng/numpy"], "numpy_meta": doc["rng"]["numpy"],
+           "python": doc["rng"]["python"],
+           "cuda": {int(k.rsplit("/", 1)[1]): v for k, v in tensors.items() if k.startswith("rng/cuda/")},
+           "ranks": {int(k.rsplit("/", 1)[1]): v for k, v in tensors.items() if k.startswith("rng/rank/")}}
+    return Checkpoint(path, model, best, optimizer, rng, TrainState.from_dict(doc["state"]), doc["config"])
+
+
+def load_latest(directory: str | Path, warn=None) -> Checkpoint | None:
+    """Newest checkpoint that verifies; a bad one is reported (warning) and skipped.
+
+    Returns None when the directory holds no checkpoint at all; raises CheckpointError when
+    checkpoints exist but none of them can be used.
+    """
+    paths = list_checkpoints(directory)
+    errors = []
+    for path in paths:
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as exc:
+            errors.append(str(exc))
+            message = f"{exc}; trying the previous checkpoint"
+            (warn or (lambda m: warnings.warn(m, RuntimeWarning, stacklevel=2)))(message)
+            continue
+        return ckpt
+    if errors:
+        raise CheckpointError("no usable checkpoint in " + str(directory) + ": " + "; ".join(errors))
+    return None

@@ -1,0 +1,117 @@
+"""Process-group plumbing for multi-process training on PyTorch's own engine (torchrun + DDP).
+
+`torchrun --nproc-per-node N -m dlf train ...` sets RANK / WORLD_SIZE / LOCAL_RANK /
+MASTER_ADDR / MASTER_PORT; `DistContext.from_env` reads them and joins the process group
+(gloo on CPU, NCCL on CUDA). A plain `python -m dlf train` is world size 1 and touches no
+process group at all.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    backend: str | None = None
+    owns_group: bool = False  # this context called init_process_group (and must destroy it)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device: str = "auto") -> "DistContext":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        dev = resolve_device(device, local_rank)
+        if world <= 1:
+            return cls(device=dev)
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        owns = False
+        if not dist.is_initialized():
+            if dev.type == "cuda":
+                torch.cuda.set_device(dev)
+            dist.init_process_group(backend=backend, rank=rank, world_size=world)
+            owns = True
+        return cls(rank, world, local_rank, dev, backend, owns)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False
+
+    # ------------------------------------------------------------ collectives
+    def _comm(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device) if self.backend == "nccl" else t.cpu()
+
+    def all_gather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Gather a tensor of possibly different first-dimension length from every rank."""
+        if not self.enabled:
+            return [t]
+        n = self._comm(torch.tensor([t.shape[0]], dtype=torch.int64))
+        sizes = [torch.zeros_like(n) for _ in range(self.world)]
+        dist.all_gather(sizes, n)
+        sizes = [int(s.item()) for s in sizes]
+        padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype)
+        padded[: t.shape[0]] = t
+        padded = self._comm(padded)
+        out = [torch.zeros_like(padded) for _ in range(self.world)]
+        dist.all_gather(out, padded)
+        return [o[:s].cpu() for o, s in zip(out, sizes)]
+
+    def all_gather_np(self, a: np.ndarray) -> np.ndarray:
+        return torch.cat(self.all_gather(torch.from_numpy(np.ascontiguousarray(a)))).numpy()
+
+    def all_equal(self, value: float) -> bool:
+        """True when `value` is the same on every rank (used to check replicas stay in sync)."""
+        if not self.enabled:
+            return True
+        t = self._comm(torch.tensor([value, -value], dtype=torch.float64))
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t[0].item() == value and -t[1].item() == value)
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device(device)
+
+
+def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
+    """`torchrun --standalone --nproc-per-node N -m dlf <argv without --nproc>` (argv as after `dlf`)."""
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        if arg.startswith("--nproc="):
+            continue
+        rest.append(arg)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "dlf", *rest]

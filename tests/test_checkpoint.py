@@ -1,0 +1,119 @@
+"""Checkpoints: atomic single-file safetensors + JSON, verified on load, fallback to the previous
+good one, and no code execution from a crafted file."""
+import pickle
+import warnings
+
+import pytest
+import torch
+
+import dlf
+from dlf.train.checkpoint import (CheckpointError, TrainState, list_checkpoints, load_checkpoint, load_latest,
+                                  save_checkpoint)
+from dlf.train.trainer import TrainingError
+
+TINY = {"model": {"name": "dlf", "embedding_dim": 8, "layers": 1, "rank": 2, "interaction_tokens": 2,
+                  "implicit_tokens": 2, "hidden": 16},
+        "data": {"synthetic": {"rows": 2000, "max_cardinality": 200}},
+        "train": {"epochs": 2, "batch_size": 256, "threads": 1, "progress": False, "checkpoint_every_steps": 3}}
+
+
+def _tiny(**train):
+    cfg = {k: dict(v) for k, v in TINY.items()}
+    cfg["train"] = {**cfg["train"], **train}
+    return cfg
+
+
+def _save(tmp_path, step, value=1.0):
+    model = torch.nn.Linear(3, 1)
+    torch.nn.init.constant_(model.weight, value)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.ones(2, 3)).sum().backward()
+    opt.step()
+    state = TrainState(epoch=1, step=step, global_step=step, history=[{"epoch": 1, "val_auc": 0.5}])
+    return save_checkpoint(tmp_path, model_state=model.state_dict(), optimizer_state=opt.state_dict(), state=state,
+                           config={"train": {"seed": 1}}, best_state=model.state_dict(), keep=2), model, opt
+
+
+def test_roundtrip_restores_weights_optimizer_and_position(tmp_path):
+    path, model, opt = _save(tmp_path, 5, value=0.25)
+    ck = load_checkpoint(path)
+    assert ck.state.global_step == 5 and ck.state.history[0]["val_auc"] == 0.5
+    assert torch.equal(ck.model["weight"], model.weight.detach()) and torch.equal(ck.best["bias"], model.bias.detach())
+    opt2 = torch.optim.Adam(torch.nn.Linear(3, 1).parameters(), lr=1.0)
+    opt2.load_state_dict(ck.optimizer)
+    ref = opt.state_dict()
+    for idx, slots in ref["state"].items():
+        for key, value in slots.items():
+            assert torch.equal(opt2.state_dict()["state"][idx][key], value)
+    assert opt2.param_groups[0]["lr"] == 1e-3 and opt2.param_groups[0]["betas"] == ref["param_groups"][0]["betas"]
+    assert ck.config == {"train": {"seed": 1}}
+
+
+def test_only_the_newest_two_are_kept(tmp_path):
+    for step in (1, 2, 3, 4):
+        _save(tmp_path, step)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000004.safetensors", "step-000000003.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_damaged_latest_warns_and_previous_is_used(tmp_path, damage):
+    _save(tmp_path, 1)
+    newest, _, _ = _save(tmp_path, 2)
+    raw = newest.read_bytes()
+    if damage == "truncate":
+        newest.write_bytes(raw[: len(raw) // 2])
+    elif damage == "flip":  # one byte of tensor data: only the digest can notice
+        newest.write_bytes(raw[:-3] + bytes([raw[-3] ^ 0xFF]) + raw[-2:])
+    else:
+        newest.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="truncated or corrupted|corrupted"):
+        load_checkpoint(newest)
+    messages = []
+    ck = load_latest(tmp_path, warn=messages.append)
+    assert ck.state.global_step == 1
+    assert len(messages) == 1 and "step-000000002" in messages[0] and "previous checkpoint" in messages[0]
+
+
+def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
+    path, _, _ = _save(tmp_path, 1)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            load_latest(tmp_path)
+    assert load_latest(tmp_path / "nothing-here") is None
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))  # unpickling would create the marker file
+
+
+def test_crafted_pickle_checkpoint_does_not_execute(tmp_path):
+    run = tmp_path / "run"
+    dlf.train(_tiny(epochs=1), out=run)
+    good = list_checkpoints(run / "checkpoints")[0]
+    marker = tmp_path / "pwned"
+    # a pickle (and a torch.save zip pickle) dressed as the newest checkpoint
+    evil = run / "checkpoints" / "step-000099999.safetensors"
+    evil.write_bytes(pickle.dumps(_Exploit(marker)))
+    torch.save({"x": _Exploit(marker)}, run / "checkpoints" / "step-000099998.safetensors")
+    assert not marker.exists()
+    messages = []
+    ck = load_latest(run / "checkpoints", warn=messages.append)
+    assert ck.path == good and len(messages) == 2
+    assert not marker.exists()
+    # and a whole resume through the API survives it too
+    metrics = dlf.train(None, resume=run)
+    assert not marker.exists() and metrics["epochs_run"] == 1
+
+
+def test_fresh_run_into_a_directory_with_checkpoints_is_refused(tmp_path):
+    run = tmp_path / "run"
+    dlf.train(_tiny(epochs=1), out=run)
+    with pytest.raises(TrainingError, match="--resume"):
+        dlf.train(_tiny(epochs=1), out=run)

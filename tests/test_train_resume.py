@@ -1,0 +1,99 @@
+"""Kill a training subprocess with SIGKILL mid-epoch, resume it, and get bit-identical weights."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+TINY = ["--set", "data.synthetic.rows=3000", "--set", "data.synthetic.max_cardinality=200",
+        "--set", "model.embedding_dim=8", "--set", "model.layers=1", "--set", "model.rank=2",
+        "--set", "model.interaction_tokens=2", "--set", "model.implicit_tokens=2", "--set", "model.hidden=16",
+        "--set", "model.dropout=0.2",  # dropout draws from the torch RNG: its state must be restored too
+        "--set", "train.epochs=3", "--set", "train.batch_size=256", "--set", "train.threads=1",
+        "--set", "train.checkpoint_every_steps=3", "--set", "train.eval_every_steps=7", "--quiet"]
+STEPS_PER_EPOCH = 10  # 2400 train rows / 256
+
+
+def dlf(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "dlf", *args], capture_output=True, text=True, timeout=300, **kw)
+
+
+def _steps(run):
+    return sorted(int(p.name[5:14]) for p in (run / "checkpoints").glob("step-*.safetensors"))
+
+
+def _kill_after_mid_epoch_checkpoint(run):
+    proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(run), *TINY],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            if (run / "checkpoints").is_dir() and any(s % STEPS_PER_EPOCH for s in _steps(run)):
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.002)
+        return proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("full") / "run"
+    proc = dlf("train", "--out", str(run), *TINY)
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+def _assert_same_weights(a, b):
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_sigkill_mid_epoch_then_resume_gives_bit_identical_weights(tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    rc = _kill_after_mid_epoch_checkpoint(run)
+    assert rc == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (run / "model.safetensors").exists()
+    killed_at = max(_steps(run))
+    proc = dlf("train", "--resume", str(run), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert f"resuming from step-{killed_at:09d}" in proc.stdout
+    _assert_same_weights(run, uninterrupted)
+    # the CSV log is the whole history once, not the killed run's rows plus the resumed run's
+    _assert_same_log(run, uninterrupted)
+
+
+def _assert_same_log(a, b, skip=("samples_per_s",)):
+    ra = list(csv.DictReader((a / "train_log.csv").open()))
+    rb = list(csv.DictReader((b / "train_log.csv").open()))
+    assert len(ra) == len(rb)
+    for x, y in zip(ra, rb):
+        assert {k: v for k, v in x.items() if k not in skip} == {k: v for k, v in y.items() if k not in skip}
+
+
+def test_corrupted_latest_checkpoint_on_resume_warns_and_uses_the_previous(tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    assert _kill_after_mid_epoch_checkpoint(run) == -signal.SIGKILL
+    # a truncated copy posing as the newest checkpoint (as a crash during a non-atomic copy would leave)
+    steps = _steps(run)
+    newest = run / "checkpoints" / f"step-{max(steps):09d}.safetensors"
+    damaged = run / "checkpoints" / f"step-{max(steps) + 1:09d}.safetensors"
+    damaged.write_bytes(newest.read_bytes()[:-1000])
+    proc = dlf("train", "--resume", str(run), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "truncated or corrupted" in proc.stdout and "previous checkpoint" in proc.stdout
+    _assert_same_weights(run, uninterrupted)
+
+
+def test_resume_of_a_non_run_is_a_one_line_error(tmp_path):
+    proc = dlf("train", "--resume", str(tmp_path))
+    assert proc.returncode == 2 and "config.yaml" in proc.stderr and "Traceback" not in proc.stderr
