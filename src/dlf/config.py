@@ -54,6 +54,9 @@ class TrainConfig:
     tensorboard: bool = True  # write RUN/tensorboard event files (needs the tensorboard package)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 (with loss scaling) needs CUDA
+    # multi-process data split: "batch" = each rank keeps a slice of every global batch (results do not depend
+    # on the process count); "rows" = each rank reads only train.shard(rank, world) (less reading per rank)
+    ddp_sharding: Literal["batch", "rows"] = "batch"
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "patience"):

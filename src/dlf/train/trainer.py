@@ -174,6 +174,27 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+def _rows(batch, start: int, step: int):
+    take = lambda t: None if t is None else t[start::step]  # noqa: E731
+    return type(batch)(take(batch.categorical), take(batch.numeric), take(batch.multi), take(batch.label),
+                       take(batch.group))
+
+
+def epoch_batches(train: ArrayDataset, global_batch: int, dist: DistContext, sharding: str, seed: int, epoch: int):
+    """This rank's batches of one epoch (a pure function of seed and epoch, so resume can skip ahead).
+
+    sharding "batch": the global batch order is the same for every world size and each rank keeps
+    a strided slice of every global batch, so N processes follow the 1-process trajectory (up to
+    float summation order). "rows": `train` is already this rank's shard; it is shuffled on its own.
+    """
+    if sharding == "rows":
+        return train.batches(global_batch // dist.world, shuffle=True, seed=seed, epoch=epoch)
+    batches = train.batches(global_batch, shuffle=True, seed=seed, epoch=epoch)
+    if not dist.enabled:
+        return batches
+    return (_rows(b, dist.rank, dist.world) for b in batches)
+
+
 def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console: Console | None = None, *,
         run_dir: str | Path | None = None, config: dict | None = None, resume: Checkpoint | None = None,
         dist: DistContext | None = None) -> dict:
@@ -197,15 +218,16 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt_dir = run_dir / CHECKPOINT_DIR if run_dir is not None else None
 
-    # --- data: each rank trains on its strided shard with batch_size / world rows per step
-    full_rows = len(train)
+    # --- data: batch_size is the global batch; each rank trains on batch_size / world rows per step
     if cfg.batch_size % dist.world:
         raise TrainingError(f"train.batch_size={cfg.batch_size} must be divisible by the world size {dist.world}")
-    batch_size = cfg.batch_size // dist.world
-    if dist.enabled:
+    sharding = getattr(cfg, "ddp_sharding", "batch") if dist.enabled else "batch"
+    if sharding == "rows":  # each rank reads only its strided shard of the rows, shuffled on its own
+        rank_rows = len(train) // dist.world  # shards differ by at most one row: same step count everywhere
         train = train.shard(dist.rank, dist.world)
-    # same number of steps on every rank (shards differ by at most one row)
-    steps_per_epoch = -(-(full_rows // dist.world) // batch_size)
+        steps_per_epoch = -(-rank_rows // (cfg.batch_size // dist.world))
+    else:  # every rank draws the same global batch and keeps rows rank, rank+world, ...: world-size invariant
+        steps_per_epoch = len(train) // cfg.batch_size + (len(train) % cfg.batch_size >= dist.world)
 
     model.to(device)
     emb_params, net_params = split_params(model)
@@ -224,6 +246,10 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         say(f"resuming from {resume.path.name}: epoch {state.epoch}, step {state.step}/{steps_per_epoch} "
             f"(global step {state.global_step})" + ("; training had already finished" if state.done else ""))
     net = model
+    if dist.enabled and device.type == "cuda" and getattr(cfg, "sync_batchnorm", True):
+        # batch-norm statistics over the global batch (torch supports SyncBatchNorm on CUDA only;
+        # on CPU each rank normalises with its own slice's statistics)
+        net = model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -290,7 +316,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
             with _progress(console, cfg.progress and main) as bar:
                 task = bar.add_task(f"epoch {epoch}", total=steps_per_epoch, completed=skip,
                                     loss=state.loss_sum / max(state.seen, 1), rate=0.0)
-                batches = train.batches(batch_size, shuffle=True, seed=cfg.seed, epoch=epoch)
+                batches = epoch_batches(train, cfg.batch_size, dist, sharding, cfg.seed, epoch)
                 for index, batch in enumerate(batches):
                     if index >= steps_per_epoch:
                         break
