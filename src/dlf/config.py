@@ -57,6 +57,7 @@ class TrainConfig:
     # multi-process data split: "batch" = each rank keeps a slice of every global batch (results do not depend
     # on the process count); "rows" = each rank reads only train.shard(rank, world) (less reading per rank)
     ddp_sharding: Literal["batch", "rows"] = "batch"
+    sync_batchnorm: bool = True  # multi-process on CUDA: BatchNorm -> SyncBatchNorm (torch has none on CPU)
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "patience"):

@@ -1,0 +1,87 @@
+"""Training options (optimisers, L2, evaluation every N steps) and what a run directory holds."""
+import csv
+import json
+
+import pytest
+import torch
+
+import dlf
+from dlf.config import ConfigError, load_config
+from dlf.train.trainer import build_optimizer, l2_penalty, split_params
+
+TINY = ["data.synthetic.rows=2000", "data.synthetic.max_cardinality=200", "model.embedding_dim=8", "model.layers=1",
+        "model.rank=2", "model.interaction_tokens=2", "model.implicit_tokens=2", "model.hidden=16",
+        "train.batch_size=256", "train.threads=1", "train.progress=false"]
+
+
+def _cfg(*extra):
+    return load_config(None, TINY + list(extra))
+
+
+def _model(cfg):
+    from dlf.data.synthetic import generate
+    from dlf.models import build_model
+    return build_model(cfg.model_name, generate(cfg.data.synthetic).feature_map, cfg.model)
+
+
+@pytest.mark.parametrize("name,cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                      ("adagrad", torch.optim.Adagrad)])
+def test_optimizer_choice(name, cls):
+    cfg = _cfg(f"train.optimizer={name}", "train.weight_decay=0.01")
+    opt = build_optimizer(_model(cfg), cfg.train)
+    assert type(opt) is cls and opt.param_groups[0]["weight_decay"] == 0.01 and opt.param_groups[0]["lr"] == 1e-3
+
+
+def test_defaults_are_the_authors_settings():
+    t = _cfg().train
+    assert (t.optimizer, t.lr, t.clip_norm, t.monitor, t.lr_decay, t.patience) == ("adam", 1e-3, 10.0, "auc-logloss",
+                                                                                   0.1, 2)
+    assert t.embedding_l2 == t.net_l2 == 0 and t.eval_every_steps == 0 and t.checkpoint_every_steps == 0
+    with pytest.raises(ConfigError, match="train.optimizer"):
+        _cfg("train.optimizer=sgd")
+    with pytest.raises(ConfigError, match="train.embedding_l2 must be >= 0"):
+        _cfg("train.embedding_l2=-1")
+
+
+def test_l2_penalty_splits_embeddings_from_network_weights():
+    cfg = _cfg("train.embedding_l2=0.5", "train.net_l2=0.25")
+    model = _model(cfg)
+    emb, net = split_params(model)
+    assert {id(p) for p in emb} == {id(p) for p in model.embedding.parameters()}
+    assert net and all(p.dim() > 1 for p in net) and not {id(p) for p in emb} & {id(p) for p in net}
+    want = 0.5 * sum(p.pow(2).sum() for p in emb) + 0.25 * sum(p.pow(2).sum() for p in net)
+    assert torch.allclose(l2_penalty(emb, net, cfg.train), want)
+    assert l2_penalty(emb, net, _cfg().train) is None
+    # and fit() applies it: a strong embedding L2 keeps the table near zero while plain training grows it
+    from dlf.data.synthetic import generate
+    from dlf.train.trainer import fit
+    norms = []
+    for extra in ([], ["train.embedding_l2=1000"]):
+        c = _cfg("train.epochs=1", *extra)
+        torch.manual_seed(0)
+        m = _model(c)
+        d = generate(c.data.synthetic)
+        fit(m, d.train, d.valid, c.train)
+        norms.append(float(m.embedding.table.detach().norm()))
+    assert norms[1] < 0.5 * norms[0]
+
+
+def test_eval_every_steps_and_run_directory_contents(tmp_path):
+    out = tmp_path / "run"
+    metrics = dlf.train(_cfg("train.epochs=2", "train.eval_every_steps=3", "train.log_every_steps=2",
+                             "train.patience=10"), out=out)
+    steps = [r["step"] for r in metrics["history"]]
+    # 1600 train rows / 256 = 7 steps per epoch: evaluations at 3, 6, 7 (epoch end), 9, 12, 14 (epoch end)
+    assert steps == [3, 6, 7, 9, 12, 14]
+    assert [r["epoch_end"] for r in metrics["history"]] == [False, False, True, False, False, True]
+    rows = list(csv.DictReader((out / "train_log.csv").open()))
+    assert [int(r["step"]) for r in rows] == steps and float(rows[-1]["val_auc"]) == metrics["history"][-1]["val_auc"]
+    png = (out / "learning_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    env = json.loads((out / "environment.json").read_text())
+    assert env["packages"]["torch"] and env["torch_threads"] == 1 and "git_commit" in env and env["world_size"] == 1
+    assert "data_schema_hash" in env
+    assert (out / "config.yaml").is_file() and (out / "model.safetensors").is_file()
+    assert len(list((out / "checkpoints").glob("step-*.safetensors"))) == 2  # keep_checkpoints=2 of 2 epochs
