@@ -88,7 +88,15 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
         raise TrainingError(f"{out} already holds checkpoints of a run; continue it with --resume {out} "
                             "or choose another --out")
 
-    data = generate(cfg.data.synthetic)
+    if cfg.data.dataset == "processed":
+        from dlf.data.schema import DataError
+        from dlf.data.store import load_dataset
+        try:
+            data = load_dataset(cfg.data.path)
+        except DataError as exc:
+            raise TrainingError(str(exc)) from None
+    else:
+        data = generate(cfg.data.synthetic)
     model = build_model(cfg.model_name, data.feature_map, cfg.model)
     if dist.enabled:  # identical initial weights on every rank, then per-rank dropout streams
         torch.manual_seed(cfg.train.seed + 7919 * dist.rank)

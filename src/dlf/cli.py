@@ -27,6 +27,7 @@ def train(
     set_: list[str] = typer.Option([], "--set", "-s", help="Override, e.g. --set model.layers=2 (repeatable)."),
     out: Optional[Path] = typer.Option(None, help="Run directory for config, weights and metrics."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Processed dataset folder (from `dlf preprocess`)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory from its newest "
                                           "valid checkpoint (uses its config.yaml; --set still applies)."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Train with N processes: runs torchrun --nproc-per-node N "
@@ -44,7 +45,7 @@ def train(
     from dlf.train.checkpoint import CheckpointError
     from dlf.train.trainer import TrainingError
 
-    overrides = list(set_) + (["train.progress=false"] if quiet else [])
+    overrides = list(set_) + (["train.progress=false"] if quiet else []) + ([f"data.path={data}"] if data else [])
     try:
         if resume is not None:
             if config is not None or model is not None or dataset is not None:
@@ -70,6 +71,50 @@ def train(
     Console().print(table)
     if out is not None:
         Console().print(f"run directory: {out}")
+
+
+@app.command()
+def preprocess(
+    preset: str = typer.Option(..., help="criteo, avazu, fuxictr, libfm, frappe, movielens-1m or generic."),
+    input_: list[str] = typer.Option(..., "--input", "-i", help="Input file or folder; ROLE=PATH (train/valid/test) "
+                                     "to give a split as a file (repeatable)."),
+    out: Path = typer.Option(..., help="Output folder (replaced atomically when complete)."),
+    schema: Optional[Path] = typer.Option(None, help="Schema YAML (dlf schema, or a FuxiCTR dataset_config.yaml)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="KEY=VALUE: min_count, buckets, split "
+                                     "(random/time/sequential), ratios=0.8,0.1,0.1, seed, time_column, numeric, "
+                                     "fields (repeatable)."),
+    on_bad_row: str = typer.Option("error", help="error: stop at the first bad row; skip: drop and count them."),
+    force: bool = typer.Option(False, help="Rebuild even when the output is up to date."),
+) -> None:
+    """Preprocess a raw dataset into the fast on-disk format that `dlf train --data` reads."""
+    from dlf.data.preprocess import preprocess as run_preprocess
+    from dlf.data.schema import DataError
+
+    options = {}
+    for item in option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--option {item!r} must look like KEY=VALUE")
+        options[key.strip()] = value.strip()
+    try:
+        result = run_preprocess(preset, input_, out, schema=schema, options=options, on_bad_row=on_bad_row,
+                                force=force, log=lambda m: err.print(m, highlight=False))
+    except DataError as exc:
+        _fail(str(exc))
+    meta = result.feature_map.meta
+    if result.skipped:
+        Console().print(f"{out}: up to date, nothing to do", highlight=False)
+        return
+    splits = ", ".join(f"{k} {v['rows']:,} rows ({(v['label_rate'] or 0):.1%} positive)"
+                       for k, v in meta["splits"].items())
+    Console().print(f"wrote {out}: {splits}; {len(result.feature_map.fields)} fields; "
+                    f"{result.rows / max(result.seconds, 1e-9):,.0f} rows/s", highlight=False)
+    bad = meta.get("bad_rows", {})
+    if bad.get("count"):
+        where = ", ".join(f"{f}: {n}" for f, n in bad["by_file"].items())
+        Console().print(f"skipped {bad['count']} bad row(s) ({where}); first: {bad['examples'][0]}", highlight=False)
+    for reason, n in (meta.get("filtered_rows") or {}).items():
+        Console().print(f"dropped {n:,} row(s) by the preset's rule: {reason}", highlight=False)
 
 
 @app.command()

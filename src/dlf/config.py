@@ -25,8 +25,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"  # "synthetic" (built in)
+    dataset: str = "synthetic"  # "synthetic" (built in) or "processed" (a folder written by `dlf preprocess`)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    path: str | None = None  # processed dataset folder (`dlf preprocess --out`); implies dataset "processed"
 
 
 @dataclass
@@ -218,6 +219,11 @@ def from_dict(raw: dict) -> RunConfig:
             section.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-    if cfg.data.dataset != "synthetic":
-        raise ConfigError(f"data.dataset: unknown dataset {cfg.data.dataset!r}; available: synthetic")
+    if cfg.data.path and cfg.data.dataset == "synthetic":
+        cfg.data.dataset = "processed"
+    if cfg.data.dataset not in ("synthetic", "processed"):
+        raise ConfigError(f"data.dataset: unknown dataset {cfg.data.dataset!r}; available: synthetic, processed "
+                          "(with data.path = a folder written by dlf preprocess)")
+    if cfg.data.dataset == "processed" and not cfg.data.path:
+        raise ConfigError("data.dataset 'processed' needs data.path (a folder written by dlf preprocess), e.g. --data DIR")
     return cfg

@@ -1,0 +1,653 @@
+"""`dlf preprocess`: raw files -> vocabularies fit on train -> encoded columns on disk.
+
+Two streaming passes over the input (three for time/sequential splits):
+  pass 1  parse + validate each chunk, assign rows to splits, count train values per field
+          (vocabularies, numeric statistics, longest lists) and rows per split;
+  pass 2  parse again, encode with the frozen vocabularies, write each split's rows into
+          preallocated .npy columns.
+Everything per chunk is vectorised per column (PyArrow compute / NumPy); memory holds one
+chunk plus the value counts, so it grows with vocabulary size, not with rows.
+
+Ids (see dlf.data.features): 0 = padding, 1 = out of vocabulary (and values under
+min_count), 2 = missing when the field had missing values in train, then real values
+by decreasing train count. Hashed fields: 2 = missing, 3 + hash % buckets.
+
+Output goes to a temporary sibling folder that is renamed to OUT only once complete;
+re-running with unchanged inputs (path, size, mtime, head/tail bytes) and unchanged
+schema/options returns at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.feather as feather
+
+from dlf.data.features import OOV_ID, FeatureMap, FieldSpec
+from dlf.data.presets import ROLES, Source, get_preset
+from dlf.data.readers import DEFAULT_BLOCK_BYTES, BadRows, Chunk
+from dlf.data.schema import DataError, FieldOptions, Schema
+from dlf.data.store import SPLITS, STORE_VERSION, SplitWriter, is_processed
+
+MISSING_ID = 2
+PIPELINE_VERSION = 1  # bump when encoding changes, so old outputs are rebuilt
+_NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@dataclass
+class Result:
+    out: Path
+    skipped: bool  # True when the output was already up to date
+    feature_map: FeatureMap
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return sum(s["rows"] for s in self.feature_map.meta["splits"].values())
+
+
+# ---- hashing helpers (vectorised) ----------------------------------------------------------
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on uint64 arrays."""
+    with np.errstate(over="ignore"):
+        x = x.astype(np.uint64, copy=True)
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def hash_strings(arr: pa.Array) -> np.ndarray:
+    """A stable 64-bit hash of each string (polynomial over bytes, then mixed); nulls hash as ''."""
+    arr = pc.fill_null(arr, "").cast(pa.large_string())
+    arr = pa.concat_arrays([arr]) if arr.offset else arr
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[: len(arr) + 1]
+    data = arr.buffers()[2]
+    raw = np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]] if data is not None else np.zeros(0, np.uint8)
+    offsets = offsets - offsets[0]
+    lengths = np.diff(offsets)
+    out = lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    if len(raw):
+        with np.errstate(over="ignore"):
+            pos = np.arange(len(raw), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+            maxlen = int(lengths.max())
+            powers = np.cumprod(np.full(maxlen, np.uint64(1099511628211), dtype=np.uint64), dtype=np.uint64)
+            terms = (raw.astype(np.uint64) + np.uint64(1)) * powers[pos]
+            nonempty = lengths > 0
+            sums = np.add.reduceat(terms, offsets[:-1][nonempty])
+            out[nonempty] += sums
+    return _mix64(out)
+
+
+def _uniform(seed: int, source: int, lines: np.ndarray) -> np.ndarray:
+    key = (lines.astype(np.uint64) << np.uint64(20)) ^ np.uint64(source) ^ (np.uint64(seed & 0xFFFFFFFF) << np.uint64(44))
+    return (_mix64(_mix64(key)) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+# ---- parsing one chunk ---------------------------------------------------------------------
+
+@dataclass
+class Parsed:
+    label: np.ndarray  # float32 0/1
+    cat: list[pa.Array]  # per categorical field: keys (string), null = missing
+    num: list[np.ndarray]  # per numeric field: float64, NaN = missing
+    multi: list[pa.Array]  # per multi field: list<string>, empty list = missing
+    group: np.ndarray | None
+    time: np.ndarray | None
+    rows: np.ndarray  # data-row ordinal in its file (1-based), the key of the seeded random split
+
+
+def _to_np_bool(arr) -> np.ndarray:
+    return pc.fill_null(arr, False).to_numpy(zero_copy_only=False)
+
+
+def _criteo_bucket(v: np.ndarray) -> np.ndarray:
+    """The standard Criteo treatment: v > 2 -> floor(ln(v)^2), else int(v)."""
+    out = np.trunc(v)
+    big = v > 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[big] = np.floor(np.log(v[big]) ** 2)
+    return out
+
+
+class ChunkParser:
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.cat = schema.of_kind("categorical")
+        self.num = schema.of_kind("numeric")
+        self.multi = schema.of_kind("multi")
+
+    def parse(self, chunk: Chunk, bad: BadRows) -> Parsed | None:
+        s = self.schema
+        n = len(chunk)
+        keep = np.ones(n, dtype=bool)
+
+        def reject(mask: np.ndarray, message: Callable[[int], str]) -> None:
+            for row in np.flatnonzero(mask & keep):
+                bad.add(chunk.where(row), message(row), chunk.file)
+            keep[mask] = False
+
+        col = lambda name: chunk.columns[name]  # noqa: E731
+        # label
+        text = pc.utf8_trim_whitespace(col(s.label))
+        if s.label_values == "binary":
+            ok = _to_np_bool(pc.match_substring_regex(text, r"^[01](\.0*)?$"))
+            expected = "0 or 1"
+        else:
+            ok = _to_np_bool(pc.match_substring_regex(text, r"^(-1|\+?1)(\.0*)?$"))
+            expected = "-1 or 1 (libFM labels; use label_values: binary for 0/1 files)"
+        reject(~ok, lambda r: f"field {s.label!r}: expected label {expected}, got {text[r].as_py()!r}")
+        label = np.zeros(n, dtype=np.float32)
+        if ok.any():
+            label[ok] = pc.cast(pc.filter(text, pa.array(ok)), pa.float64()).to_numpy()
+        if s.label_values == "pm1":
+            label = (label > 0).astype(np.float32)
+
+        def numbers(f: FieldOptions | str) -> np.ndarray:
+            name = f if isinstance(f, str) else f.column
+            raw = pc.utf8_trim_whitespace(col(name))
+            missing = _to_np_bool(pc.equal(pc.utf8_length(raw), 0))
+            good = _to_np_bool(pc.match_substring_regex(raw, _NUMBER))
+            reject(~good & ~missing, lambda r: f"field {name!r}: expected a number, got {raw[r].as_py()!r}")
+            v = np.full(n, np.nan)
+            if good.any():
+                v[good] = pc.cast(pc.filter(raw, pa.array(good)), pa.float64()).to_numpy()
+            return v
+
+        cat = []
+        for f in self.cat:
+            if f.transform == "criteo-bucket":
+                v = numbers(f)
+                b = _criteo_bucket(v)
+                keys = pc.cast(pa.array(np.nan_to_num(b).astype(np.int64)), pa.string())
+                cat.append(pc.if_else(pa.array(np.isnan(v)), pa.scalar(None, pa.string()), keys))
+            else:
+                raw = col(f.column)
+                cat.append(pc.if_else(pc.equal(pc.utf8_length(raw), 0), pa.scalar(None, pa.string()), raw))
+        num = [numbers(f) for f in self.num]
+        multi = []
+        for f in self.multi:
+            lists = pc.split_pattern(col(f.column), f.separator)
+            flat = pc.list_flatten(lists)
+            # drop empty items ('a||b', '') without a row loop
+            if len(flat) and not _to_np_bool(pc.greater(pc.utf8_length(flat), 0)).all():
+                nonempty = pc.greater(pc.utf8_length(flat), 0)
+                parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+                kept = _to_np_bool(nonempty)
+                counts = np.bincount(parents[kept], minlength=n)
+                offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+                lists = pa.ListArray.from_arrays(pa.array(offsets), pc.filter(flat, nonempty))
+            multi.append(lists)
+        group = None
+        if s.group:
+            group = (hash_strings(col(s.group)) >> np.uint64(1)).astype(np.int64)
+        tvals = None
+        if s.split.method == "time":
+            tvals = numbers(s.split.time_column)
+            reject(np.isnan(tvals), lambda r: f"field {s.split.time_column!r}: missing time value (split by time)")
+        if not keep.all():
+            if not keep.any():
+                return None
+            mask = pa.array(keep)
+            label = label[keep]
+            cat = [pc.filter(a, mask) for a in cat]
+            num = [a[keep] for a in num]
+            multi = [pc.filter(a, mask) for a in multi]
+            group = None if group is None else group[keep]
+            tvals = None if tvals is None else tvals[keep]
+        return Parsed(label, cat, num, multi, group, tvals, chunk.lines[keep] - chunk.header_lines)
+
+
+# ---- per-field state ----------------------------------------------------------------------
+
+class Counter:
+    """Value counts merged chunk by chunk (memory ~ number of distinct values)."""
+
+    def __init__(self, value_type=pa.string()) -> None:
+        self.value_type = value_type
+        self.parts: list[pa.Table] = []
+        self.pending = 0
+        self.table = pa.table({"v": pa.array([], value_type), "c": pa.array([], pa.int64())})
+
+    def add(self, values: pa.Array) -> None:
+        vc = pc.value_counts(values)
+        if not len(vc):
+            return
+        t = pa.table({"v": vc.field("values"), "c": vc.field("counts").cast(pa.int64())})
+        t = t.filter(pc.is_valid(t["v"]))
+        self.parts.append(t)
+        self.pending += len(t)
+        if self.pending > max(1_000_000, 2 * len(self.table)):
+            self._merge()
+
+    def _merge(self) -> None:
+        if self.parts:
+            t = pa.concat_tables([self.table] + [p.cast(self.table.schema) for p in self.parts])
+            self.table = t.group_by("v").aggregate([("c", "sum")]).rename_columns(["v", "c"])
+            self.parts, self.pending = [], 0
+
+    def result(self) -> pa.Table:
+        self._merge()
+        return self.table
+
+
+@dataclass
+class FieldState:
+    opts: FieldOptions
+    out_kind: str
+    counter: Counter | None = None
+    has_missing: bool = False
+    max_len: int = 0
+    n: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    vocab: pa.Array | None = None
+    base: int = 0
+    vocab_size: int = 0
+    mean: float = 0.0
+    std: float = 1.0
+
+    def stats(self) -> dict:
+        d = {"source": self.opts.column, "transform": self.opts.transform, "min_count": self.opts.min_count,
+             "buckets": self.opts.buckets}
+        if self.out_kind != "numeric":
+            d.update(has_missing=self.has_missing, first_value_id=self.base,
+                     values=0 if self.vocab is None else len(self.vocab))
+        if self.out_kind == "multi":
+            d.update(separator=self.opts.separator, max_len=self.max_len)
+        if self.opts.transform == "standardize":
+            d.update(mean=self.mean, std=self.std)
+        if self.out_kind == "numeric":
+            d.update(train_count=self.n)
+        return d
+
+    # fitting (train rows only)
+    def fit(self, keys) -> None:
+        if self.out_kind == "numeric":
+            v = keys[~np.isnan(keys)]
+            self.n += len(v)
+            self.total += float(v.sum())
+            self.total_sq += float((v * v).sum())
+            return
+        if self.out_kind == "multi":
+            lengths = pc.list_value_length(keys).to_numpy(zero_copy_only=False)
+            if len(lengths):
+                self.max_len = max(self.max_len, int(lengths.max()))
+                self.has_missing |= bool((lengths == 0).any())
+            keys = pc.list_flatten(keys)
+        else:
+            self.has_missing |= keys.null_count > 0
+        if self.opts.buckets == 0:
+            self.counter.add(keys)
+
+    def freeze(self) -> None:
+        o = self.opts
+        if self.out_kind == "numeric":
+            if self.n:
+                self.mean = self.total / self.n
+                self.std = float(np.sqrt(max(self.total_sq / self.n - self.mean ** 2, 0.0))) or 1.0
+            return
+        if self.out_kind == "multi" and o.max_len:
+            self.max_len = o.max_len
+        self.max_len = max(self.max_len, 1) if self.out_kind == "multi" else 0
+        if o.buckets:
+            self.base = MISSING_ID + 1
+            self.vocab_size = self.base + o.buckets
+            return
+        t = self.counter.result()
+        t = t.filter(pc.greater_equal(t["c"], o.min_count))
+        t = t.sort_by([("c", "descending"), ("v", "ascending")])
+        self.vocab = t["v"].combine_chunks() if t.num_rows else pa.array([], self.counter.value_type)
+        self.base = MISSING_ID + int(self.has_missing)
+        self.vocab_size = self.base + len(self.vocab)
+        self.counter = None
+
+    # encoding
+    def encode_keys(self, keys: pa.Array) -> np.ndarray:
+        if self.opts.buckets:
+            h = hash_strings(keys) % np.uint64(self.opts.buckets)
+            ids = (h.astype(np.int64) + self.base).astype(np.int32)
+        else:
+            idx = pc.index_in(keys, value_set=self.vocab)
+            ids = pc.fill_null(pc.add(idx, self.base), OOV_ID).to_numpy(zero_copy_only=False).astype(np.int32)
+        if keys.null_count:
+            ids[_to_np_bool(pc.is_null(keys))] = MISSING_ID if (self.has_missing or self.opts.buckets) else OOV_ID
+        return ids
+
+    def encode(self, keys):
+        if self.out_kind == "numeric":
+            v = keys
+            t = self.opts.transform
+            if t == "log":
+                v = np.sign(v) * np.log1p(np.abs(v))
+            elif t == "standardize":
+                v = (v - self.mean) / self.std
+            return np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        if self.out_kind == "categorical":
+            return self.encode_keys(keys)
+        n = len(keys)
+        out = np.zeros((n, self.max_len), dtype=np.int32)
+        lengths = pc.list_value_length(keys).to_numpy(zero_copy_only=False)
+        missing = lengths == 0
+        flat = pc.list_flatten(keys)
+        if len(flat):
+            ids = self.encode_keys(flat)
+            rows = pc.list_parent_indices(keys).to_numpy(zero_copy_only=False)
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            pos = np.arange(len(flat)) - np.repeat(starts, lengths)
+            sel = pos < self.max_len
+            out[rows[sel], pos[sel]] = ids[sel]
+        if missing.any():
+            out[missing, 0] = MISSING_ID if self.has_missing else OOV_ID
+        return out
+
+
+# ---- inputs, fingerprint, atomic output ----------------------------------------------------
+
+def parse_inputs(items: list[str | Path]) -> list[tuple[str, Path]]:
+    """'train=a.csv', 'test=b.csv' or plain paths (role train: split by ratios)."""
+    out = []
+    for item in items:
+        text = str(item)
+        role, sep, path = text.partition("=")
+        if sep and role in ROLES:
+            out.append((role, Path(path)))
+        else:
+            out.append(("train", Path(text)))
+    if not out:
+        raise DataError("no input given (--input PATH, or --input train=PATH --input test=PATH)")
+    for _, p in out:
+        if not p.exists():
+            raise DataError(f"{p}: no such file or directory")
+    return out
+
+
+def _file_digest(path: Path) -> dict:
+    st = path.stat()
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        if st.st_size > 2 << 20:
+            fh.seek(-(1 << 20), os.SEEK_END)
+            h.update(fh.read(1 << 20))
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sample_sha256": h.hexdigest()}
+
+
+def fingerprint(preset: str, schema: Schema, sources: list[Source], extra_files: list[Path], options: dict) -> str:
+    payload = {"pipeline": PIPELINE_VERSION, "store": STORE_VERSION, "preset": preset, "schema": schema.to_dict(),
+               "options": {k: str(v) for k, v in sorted(options.items())},
+               "inputs": [(s.role, _file_digest(Path(s.path))) for s in sources],
+               "extra": [_file_digest(p) for p in extra_files]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _clean_stale(out: Path) -> None:
+    for p in out.parent.glob(f".{out.name}.tmp-*"):
+        try:
+            pid = int(p.name.rsplit("-", 2)[-2])
+        except (ValueError, IndexError):
+            continue
+        alive = True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            pass
+        if not alive or pid == os.getpid():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Swap the finished folder into place; the previous output stays whole until the swap."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        out.rename(old)
+        try:
+            tmp.rename(out)
+        except BaseException:
+            old.rename(out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+# ---- the pipeline --------------------------------------------------------------------------
+
+def apply_options(schema: Schema, options: dict) -> Schema:
+    """Generic --option overrides: min_count, buckets, split, ratios, seed, time_column."""
+    import dataclasses
+    fields = list(schema.fields)
+    if "min_count" in options:
+        fields = [dataclasses.replace(f, min_count=int(options["min_count"])) if f.kind != "numeric" else f
+                  for f in fields]
+    if "buckets" in options:
+        fields = [dataclasses.replace(f, buckets=int(options["buckets"])) if f.kind != "numeric" else f
+                  for f in fields]
+    split = schema.split
+    if "split" in options:
+        split = dataclasses.replace(split, method=str(options["split"]))
+    if "ratios" in options:
+        try:
+            ratios = tuple(float(x) for x in str(options["ratios"]).split(","))
+        except ValueError:
+            raise DataError(f"--option ratios=TRAIN,VALID,TEST expects three numbers, got {options['ratios']!r}") from None
+        split = dataclasses.replace(split, ratios=ratios)
+    if "seed" in options:
+        split = dataclasses.replace(split, seed=int(options["seed"]))
+    if "time_column" in options:
+        split = dataclasses.replace(split, time_column=str(options["time_column"]))
+    return dataclasses.replace(schema, fields=fields, split=split).validate("schema with --option overrides")
+
+
+KNOWN_OPTIONS = {"min_count", "buckets", "split", "ratios", "seed", "time_column", "numeric", "fields", "dataset_id"}
+
+
+def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: str | Path | Schema | None = None,
+               options: dict | None = None, on_bad_row: str = "error", block_bytes: int = DEFAULT_BLOCK_BYTES,
+               force: bool = False, log: Callable[[str], None] | None = None, _fail_after_chunks: int = -1) -> Result:
+    """Preprocess raw files into OUT (see module doc). Raises DataError on bad input."""
+    started = time.perf_counter()
+    log = log or (lambda msg: None)
+    options = dict(options or {})
+    unknown = set(options) - KNOWN_OPTIONS
+    if unknown:
+        raise DataError(f"unknown option(s) {sorted(unknown)}; known: {', '.join(sorted(KNOWN_OPTIONS))}")
+    p = get_preset(preset)
+    bad = BadRows(on_bad_row)
+    parsed_inputs = parse_inputs(inputs)
+    user_schema = None
+    extra_files: list[Path] = []
+    if isinstance(schema, Schema):
+        user_schema = schema
+    elif schema is not None:
+        extra_files.append(Path(schema))
+        user_schema = _load_schema_file(Path(schema), options)
+    sch, sources = p.build(parsed_inputs, user_schema, options)
+    sch = apply_options(sch, {k: v for k, v in options.items() if k not in ("numeric", "fields", "dataset_id")})
+    if preset == "movielens-1m":
+        extra_files += [Path(sources[0].path).parent / "users.dat", Path(sources[0].path).parent / "movies.dat"]
+    out = Path(out)
+    fp = fingerprint(preset, sch, sources, extra_files, options | {"on_bad_row": on_bad_row})
+    if out.exists() and not is_processed(out) and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out} exists and is not a dlf processed dataset; choose another --out")
+    if not force and is_processed(out):
+        fm = FeatureMap.load(out / "feature_map.json")
+        if fm.meta.get("fingerprint") == fp:
+            log(f"{out} is up to date (same inputs and schema); nothing to do")
+            return Result(out, True, fm, time.perf_counter() - started)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        fm = _run(sch, sources, tmp, bad, block_bytes, log, _fail_after_chunks)
+        fm.meta.update(fingerprint=fp, preset=preset, options={k: str(v) for k, v in options.items()},
+                       inputs=[{"role": s.role, "path": s.path} for s in sources],
+                       bad_rows=bad.summary(), seconds=round(time.perf_counter() - started, 3))
+        fm.save(tmp / "feature_map.json")  # written last: its presence marks a complete dataset
+        if out.exists() and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Result(out, False, fm, time.perf_counter() - started)
+
+
+def _load_schema_file(path: Path, options: dict) -> Schema:
+    import yaml
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"schema file {str(path)!r} does not exist") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DataError(f"schema file {str(path)!r} is not valid YAML: {exc}") from None
+    if isinstance(raw, dict) and ("feature_cols" in raw or any(isinstance(v, dict) and "feature_cols" in v
+                                                               for v in raw.values())):
+        from dlf.data.presets import schema_from_fuxictr
+        return schema_from_fuxictr(raw, f"dataset config {str(path)!r}", options.get("dataset_id"))
+    if not isinstance(raw, dict):
+        raise DataError(f"schema file {str(path)!r} must hold a mapping (label, fields, ...)")
+    return Schema.from_dict(raw, f"schema file {str(path)!r}")
+
+
+def _split_of(parsed: Parsed, src_index: int, source: Source, schema: Schema, given: set[str],
+              time_cdf, seq_state: dict) -> np.ndarray:
+    """Split id (0 train, 1 valid, 2 test) of each row."""
+    n = len(parsed.label)
+    if source.role != "train":
+        return np.full(n, SPLITS.index(source.role), dtype=np.int8)
+    r = np.array(schema.split.ratios, dtype=np.float64)
+    for i, role in enumerate(SPLITS[1:], 1):
+        if role in given:
+            r[i] = 0.0
+    r = np.cumsum(r / r.sum())
+    method = schema.split.method
+    if method == "random":
+        u = _uniform(schema.split.seed, src_index, parsed.rows)
+    elif method == "time":
+        values, before, counts, total = time_cdf
+        pos = np.searchsorted(values, parsed.time)
+        u = (before[pos] + 0.5 * counts[pos]) / total
+    else:
+        start = seq_state["pos"]
+        u = (np.arange(start, start + n) + 0.5) / seq_state["total"]
+        seq_state["pos"] = start + n
+    return np.minimum(np.searchsorted(r, u, side="right"), 2).astype(np.int8)
+
+
+def _chunks(sources: list[Source], bad: BadRows, block: int, parser: ChunkParser):
+    for i, src in enumerate(sources):
+        for chunk in src.read(bad, block):
+            parsed = parser.parse(chunk, bad)
+            if parsed is not None:
+                yield i, src, parsed
+
+
+def _run(schema: Schema, sources: list[Source], tmp: Path, bad: BadRows, block: int, log, fail_after: int) -> FeatureMap:
+    parser = ChunkParser(schema)
+    states = ([FieldState(f, "categorical", Counter()) for f in parser.cat]
+              + [FieldState(f, "numeric") for f in parser.num]
+              + [FieldState(f, "multi", Counter()) for f in parser.multi])
+    given = {s.role for s in sources}
+    quiet = BadRows("skip")  # re-reads: rows already reported in pass 1
+    time_cdf, seq_total = None, 0
+    if schema.split.method in ("time", "sequential"):
+        log("pass 0: split order")
+        counter = Counter(pa.float64())
+        for _, src, parsed in _chunks([s for s in sources if s.role == "train"], BadRows(bad.mode), block, parser):
+            seq_total += len(parsed.label)
+            if parsed.time is not None:
+                counter.add(pa.array(parsed.time))
+        if schema.split.method == "time":
+            t = counter.result().sort_by("v")
+            values, counts = t["v"].to_numpy(), t["c"].to_numpy().astype(np.float64)
+            before = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            time_cdf = (values, before, counts, counts.sum() or 1.0)
+    log("pass 1: fit vocabularies on train")
+    for s in sources:
+        s.filtered.clear()  # counted in pass 1 only
+    rows = np.zeros(3, dtype=np.int64)
+    positives = np.zeros(3)
+    seq = {"pos": 0, "total": max(seq_total, 1)}
+    for i, src, parsed in _chunks(sources, bad, block, parser):
+        split = _split_of(parsed, i, src, schema, given, time_cdf, seq)
+        rows += np.bincount(split, minlength=3)
+        positives += np.bincount(split, weights=parsed.label, minlength=3)
+        train = split == 0
+        if not train.any():
+            continue
+        mask = pa.array(train)
+        keys = parsed.cat + parsed.num + parsed.multi
+        for st, k in zip(states, keys):
+            st.fit(k[train] if isinstance(k, np.ndarray) else pc.filter(k, mask))
+    filtered: dict[str, int] = {}
+    for s in sources:
+        for k, v in s.filtered.items():
+            filtered[k] = filtered.get(k, 0) + v
+    if rows[0] == 0:
+        raise DataError("no training rows: the inputs are empty after dropping bad rows, or the split sends "
+                        "nothing to train")
+    for st in states:
+        st.freeze()
+    n_cat, n_num, n_multi = len(parser.cat), len(parser.num), len(parser.multi)
+    max_len = max([st.max_len for st in states if st.out_kind == "multi"], default=1)
+    log(f"pass 2: encode and write {int(rows.sum()):,} rows")
+    writers = [SplitWriter(tmp / name, int(rows[k]), n_cat, n_num, n_multi, max_len, schema.group is not None)
+               for k, name in enumerate(SPLITS)]
+    seq = {"pos": 0, "total": max(seq_total, 1)}
+    written = 0
+    for i, src, parsed in _chunks(sources, quiet, block, parser):
+        if written == fail_after:
+            raise RuntimeError("simulated crash while writing (test hook)")
+        written += 1
+        split = _split_of(parsed, i, src, schema, given, time_cdf, seq)
+        n = len(parsed.label)
+        cat = np.zeros((n, n_cat), dtype=np.int32)
+        num = np.zeros((n, n_num), dtype=np.float32)
+        mul = np.zeros((n, n_multi, max_len), dtype=np.int32)
+        for j, k in enumerate(parsed.cat):
+            cat[:, j] = states[j].encode(k)
+        for j, k in enumerate(parsed.num):
+            num[:, j] = states[n_cat + j].encode(k)
+        for j, k in enumerate(parsed.multi):
+            enc = states[n_cat + n_num + j].encode(k)
+            mul[:, j, :enc.shape[1]] = enc
+        for k in range(3):
+            sel = split == k
+            if sel.any():
+                writers[k].write({"categorical": cat[sel], "numeric": num[sel], "multi": mul[sel],
+                                  "label": parsed.label[sel],
+                                  "group": None if parsed.group is None else parsed.group[sel]})
+    for w in writers:
+        w.close()
+    # vocabularies, in id order
+    (tmp / "vocab").mkdir()
+    for st in states:
+        if st.vocab is not None:
+            feather.write_feather(pa.table({"value": st.vocab}), tmp / "vocab" / f"{st.opts.name}.arrow")
+    specs = [FieldSpec(st.opts.name, st.out_kind, vocab_size=st.vocab_size,
+                       max_len=st.max_len if st.out_kind == "multi" else 0) for st in states]
+    meta = {"store_version": STORE_VERSION,
+            "splits": {name: {"rows": int(rows[k]), "label_rate": float(positives[k] / rows[k]) if rows[k] else None}
+                       for k, name in enumerate(SPLITS)},
+            "fields": {st.opts.name: st.stats() for st in states},
+            "schema": schema.to_dict(), "schema_hash": schema.digest(), "filtered_rows": filtered,
+            "ids": {"pad": 0, "oov": OOV_ID, "missing": MISSING_ID}}
+    return FeatureMap(fields=specs, label=schema.label, group=schema.group, meta=meta)

@@ -1,0 +1,460 @@
+"""Presets: the schema and the reader of each public CTR dataset in its native format.
+
+A preset turns the user's `--input` paths into a `Schema` and a list of `Source`s (one per
+file, each tagged train/valid/test). A source yields `Chunk`s whose columns are text named
+as the schema's raw columns ("" = missing), derived columns (Avazu's weekday, MovieLens'
+joined user/movie attributes, libFM's fields) already computed, vectorised per chunk.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dlf.data.readers import (BadRows, Chunk, check_file, read_delimited, read_double_colon, read_lines,
+                              read_parquet)
+from dlf.data.schema import DataError, FieldOptions, Schema
+
+ROLES = ("train", "valid", "test")
+
+
+@dataclass
+class Source:
+    role: str  # train | valid | test; train files are split by the schema's split ratios into what is not given
+    path: str
+    read: Callable[[BadRows, int], Iterator[Chunk]]  # (bad rows, block bytes) -> chunks
+    filtered: dict = field(default_factory=dict)  # rows a preset rule dropped on purpose (e.g. rating 3)
+
+
+@dataclass
+class Preset:
+    name: str
+    description: str
+    build: Callable[[list[tuple[str, Path]], "Schema | None", dict], tuple[Schema, list[Source]]]
+
+
+# ---- generic delimited / parquet -------------------------------------------------------------
+
+def _format_of(path: Path, schema: Schema) -> tuple[str, str]:
+    fmt = schema.format
+    if fmt == "auto":
+        suffix = path.suffix.lower()
+        fmt = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".txt": "tsv"}.get(suffix)
+        if fmt is None:
+            raise DataError(f"{path}: cannot tell the format from the name; set `format: csv|tsv|parquet` in the schema")
+    delimiter = schema.delimiter or {"csv": ",", "tsv": "\t"}.get(fmt, ",")
+    return fmt, delimiter
+
+
+def table_sources(inputs: list[tuple[str, Path]], schema: Schema,
+                  derive: Callable[[Chunk, BadRows], Chunk] | None = None, use: list[str] | None = None) -> list[Source]:
+    use = use or schema.raw_columns()
+    sources = []
+    for role, path in inputs:
+        fmt, delimiter = _format_of(path, schema)
+
+        def read(bad: BadRows, block: int, path=path, fmt=fmt, delimiter=delimiter):
+            if fmt == "parquet":
+                chunks = read_parquet(path, use=use, rows=max(4096, block // 64))
+            else:
+                chunks = read_delimited(path, delimiter=delimiter, header=schema.header, columns=schema.columns,
+                                        use=use, bad=bad, encoding=schema.encoding, quote=fmt == "csv",
+                                        block_bytes=block)
+            for chunk in chunks:
+                yield derive(chunk, bad) if derive else chunk
+        sources.append(Source(role, str(path), read))
+    return sources
+
+
+def _expand_inputs(inputs: list[tuple[str, Path]], names: dict[str, tuple[str, ...]]) -> list[tuple[str, Path]]:
+    """A directory input becomes its train/valid/test files (first name found for each role)."""
+    out = []
+    for role, path in inputs:
+        if path.is_dir():
+            found = False
+            for r, candidates in names.items():
+                for c in candidates:
+                    if (path / c).exists():
+                        out.append((r, path / c))
+                        found = True
+                        break
+            if not found:
+                raise DataError(f"{path}: directory has none of the expected files "
+                                f"{sorted({c for cs in names.values() for c in cs})}")
+        else:
+            out.append((role, path))
+    return out
+
+
+def _generic(inputs, schema, options):
+    if schema is None:
+        raise DataError("preset 'generic' needs a schema: --schema my_schema.yaml (label, fields, format)")
+    return schema, table_sources(inputs, schema)
+
+
+# ---- Criteo ---------------------------------------------------------------------------------
+
+CRITEO_COLUMNS = ["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
+
+
+def criteo_schema(numeric: str = "bucket", min_count: int = 10) -> Schema:
+    if numeric not in ("bucket", "log", "standardize", "none"):
+        raise DataError(f"criteo numeric treatment must be bucket, log, standardize or none, got {numeric!r}")
+    if numeric == "bucket":
+        ints = [FieldOptions(f"I{i}", "categorical", transform="criteo-bucket", min_count=min_count)
+                for i in range(1, 14)]
+    else:
+        ints = [FieldOptions(f"I{i}", "numeric", transform=numeric) for i in range(1, 14)]
+    cats = [FieldOptions(f"C{i}", "categorical", min_count=min_count) for i in range(1, 27)]
+    return Schema(fields=ints + cats, label="label", format="tsv", delimiter="\t", header=False,
+                  columns=list(CRITEO_COLUMNS)).validate("criteo preset")
+
+
+def _criteo(inputs, schema, options):
+    schema = schema or criteo_schema(options.get("numeric", "bucket"), int(options.get("min_count", 10)))
+    return schema, table_sources(inputs, schema)
+
+
+# ---- Avazu ----------------------------------------------------------------------------------
+
+AVAZU_COLUMNS = ["id", "click", "hour", "C1", "banner_pos", "site_id", "site_domain", "site_category", "app_id",
+                 "app_domain", "app_category", "device_id", "device_ip", "device_model", "device_type",
+                 "device_conn_type"] + [f"C{i}" for i in range(14, 22)]
+
+
+def avazu_schema(min_count: int = 2) -> Schema:
+    names = [c for c in AVAZU_COLUMNS if c not in ("id", "click", "hour")] + ["hour", "weekday", "weekend"]
+    return Schema(fields=[FieldOptions(n, "categorical", min_count=min_count) for n in names], label="click",
+                  format="csv", header=True).validate("avazu preset")
+
+
+def _avazu_derive(chunk: Chunk, bad: BadRows) -> Chunk:
+    """hour YYMMDDHH -> hour (of day), weekday (0 = Monday), weekend (0/1)."""
+    raw = chunk.columns["hour"]
+    ts = pc.strptime(raw, format="%y%m%d%H", unit="s", error_is_null=True)
+    bad_mask = pc.is_null(ts).to_numpy(zero_copy_only=False) | (pc.utf8_length(raw).to_numpy(zero_copy_only=False) != 8)
+    keep = ~bad_mask
+    for row in np.flatnonzero(bad_mask):
+        bad.add(chunk.where(row), f"field 'hour': expected YYMMDDHH, got {raw[row].as_py()!r}", chunk.file)
+    ts = pc.fill_null(ts, pa.scalar(0, pa.timestamp("s")))
+    hour = pc.cast(pc.hour(ts), pa.string())
+    weekday = pc.day_of_week(ts)
+    weekend = pc.cast(pc.greater_equal(weekday, 5), pa.int8())
+    cols = dict(chunk.columns)
+    cols.update(hour=hour, weekday=pc.cast(weekday, pa.string()), weekend=pc.cast(weekend, pa.string()))
+    out = Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines)
+    return out.take(keep)
+
+
+def _avazu(inputs, schema, options):
+    schema = schema or avazu_schema(int(options.get("min_count", 2)))
+    use = [c for c in AVAZU_COLUMNS if c != "id"]
+    return schema, table_sources(inputs, schema, derive=_avazu_derive, use=use)
+
+
+# ---- FuxiCTR / BARS splits --------------------------------------------------------------------
+
+FUXI_FILES = {r: (f"{r}.csv", f"{r}.parquet") for r in ROLES}
+
+
+def schema_from_fuxictr(cfg: dict, where: str, dataset_id: str | None = None) -> Schema:
+    """A FuxiCTR dataset_config.yaml (one dataset id -> {feature_cols, label_col, ...}) as a Schema."""
+    if "feature_cols" not in cfg:
+        ids = [k for k, v in cfg.items() if isinstance(v, dict) and "feature_cols" in v]
+        if dataset_id:
+            if dataset_id not in ids:
+                raise DataError(f"{where}: no dataset {dataset_id!r}; it has {ids}")
+            ids = [dataset_id]
+        if len(ids) != 1:
+            raise DataError(f"{where}: holds {len(ids)} dataset ids {ids}; pick one with --option dataset_id=NAME")
+        cfg = cfg[ids[0]]
+    default_min = int(cfg.get("min_categr_count", 1))
+    fields = []
+    for i, col in enumerate(cfg.get("feature_cols") or []):
+        if not isinstance(col, dict) or "name" not in col:
+            raise DataError(f"{where}: feature_cols[{i}] needs a name")
+        if col.get("active", True) is False:
+            continue
+        names = col["name"] if isinstance(col["name"], list) else [col["name"]]
+        ftype = col.get("type", "categorical")
+        for n in names:
+            min_count = int(col.get("min_categr_count", default_min))
+            if ftype == "numeric":
+                norm = str(col.get("normalizer", "")).lower()
+                fields.append(FieldOptions(n, "numeric", transform="standardize" if "standard" in norm else "none"))
+            elif ftype == "categorical":
+                bucket = "bucket" in str(col.get("preprocess", ""))
+                fields.append(FieldOptions(n, "categorical", min_count=max(min_count, 1),
+                                           transform="criteo-bucket" if bucket else "none"))
+            elif ftype == "sequence":
+                fields.append(FieldOptions(n, "multi", min_count=max(min_count, 1),
+                                           separator=str(col.get("splitter", "^")), max_len=int(col.get("max_len", 0))))
+            else:
+                raise DataError(f"{where}: feature_cols[{i}]: type {ftype!r} is not supported "
+                                "(categorical, numeric, sequence)")
+    label = cfg.get("label_col", {"name": "label"})
+    label = label[0] if isinstance(label, list) else label
+    fmt = str(cfg.get("data_format", "auto"))
+    return Schema(fields=fields, label=str(label["name"]), format=fmt if fmt in ("csv", "parquet") else "auto",
+                  header=True).validate(where)
+
+
+def _fuxictr(inputs, schema, options):
+    inputs = _expand_inputs(inputs, FUXI_FILES)
+    if schema is None:
+        schema = _infer_schema(inputs)
+    return schema, table_sources(inputs, schema)
+
+
+def _infer_schema(inputs) -> Schema:
+    """No YAML given: label is the column named label/click/clicked, every other column categorical."""
+    path = inputs[0][1]
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+        names = pq.ParquetFile(check_file(path)).schema_arrow.names
+    else:
+        with open(check_file(path), encoding="utf-8", errors="replace") as fh:
+            names = [c.strip().strip('"') for c in fh.readline().rstrip("\r\n").split(",")]
+    label = next((c for c in ("label", "click", "clicked") if c in names), None)
+    if label is None:
+        raise DataError(f"{path}: no label column (label, click or clicked) in {names}; pass the dataset YAML "
+                        "with --schema")
+    return Schema(fields=[FieldOptions(c, "categorical") for c in names if c != label], label=label,
+                  header=True).validate(f"schema inferred from {path}")
+
+
+# ---- libFM (Frappe, iPinYou release) ---------------------------------------------------------
+
+FRAPPE_FIELDS = [("user", 957), ("item", 4082), ("daytime", 7), ("weekday", 7), ("isweekend", 2),
+                 ("homework", 3), ("cost", 2), ("weather", 9), ("country", 80), ("city", 233)]
+
+
+def libfm_schema(sizes: list[tuple[str, int]]) -> Schema:
+    fields, start = [], 0
+    for name, size in sizes:
+        fields.append(FieldOptions(name, "categorical", range=(start, start + size - 1)))
+        start += size
+    return Schema(fields=fields, label="label", label_values="pm1", header=False, columns=["label"]).validate()
+
+
+def parse_sizes(text: str) -> list[tuple[str, int]]:
+    """'user:957,item:4082' -> [('user', 957), ('item', 4082)]"""
+    out = []
+    for part in text.split(","):
+        name, _, size = part.strip().partition(":")
+        if not name or not size.isdigit() or int(size) < 1:
+            raise DataError(f"libFM fields must look like name:size,name:size; got {part!r}")
+        out.append((name, int(size)))
+    return out
+
+
+def _libfm_derive(schema: Schema):
+    ranged = [f for f in schema.fields if f.range is not None]
+    if not ranged or len(ranged) != len(schema.fields):
+        raise DataError("libFM input needs every field's index range: fields with range: [first, last] in the "
+                        "schema, or --option fields=name:size,name:size,... (sizes in index order)")
+    order = sorted(range(len(ranged)), key=lambda i: ranged[i].range[0])
+    starts = np.array([ranged[i].range[0] for i in order], dtype=np.int64)
+    ends = np.array([ranged[i].range[1] for i in order], dtype=np.int64)
+    if np.any(starts[1:] <= ends[:-1]):
+        raise DataError("libFM field ranges overlap")
+    names = [ranged[i].name for i in order]
+    numeric = [ranged[i].kind == "numeric" for i in order]
+    nf = len(names)
+
+    def derive(chunk: Chunk, bad: BadRows) -> Chunk:
+        n = len(chunk)
+        toks = pc.utf8_split_whitespace(chunk.columns["line"])
+        counts = pc.list_value_length(toks).to_numpy(zero_copy_only=False)
+        keep = counts >= 1
+        for row in np.flatnonzero(~keep):
+            bad.add(chunk.where(row), "empty line, expected 'label index:value ...'", chunk.file)
+        label = pc.replace_substring_regex(pc.utf8_trim_whitespace(chunk.columns["line"]), r"\s.*$", "")
+        feats = pc.list_slice(toks, 1)
+        rows = pc.list_parent_indices(feats).to_numpy(zero_copy_only=False)
+        flat = pc.list_flatten(feats)
+        kv = pc.split_pattern(flat, ":", max_splits=1)
+        ok = pc.equal(pc.list_value_length(kv), 2).to_numpy(zero_copy_only=False)
+        idx_txt = pc.list_element(pc.fill_null(kv, pa.scalar(["", ""], pa.list_(pa.string()))), 0)
+        ok &= pc.match_substring_regex(idx_txt, r"^[0-9]{1,18}$").to_numpy(zero_copy_only=False)
+        idx = np.zeros(len(ok), dtype=np.int64)
+        if ok.any():
+            idx[ok] = pc.cast(pc.filter(idx_txt, pa.array(ok)), pa.int64()).to_numpy()
+        pos = np.searchsorted(starts, idx, side="right") - 1
+        ok &= (pos >= 0) & (idx <= ends[np.clip(pos, 0, nf - 1)])
+        for t in np.flatnonzero(~ok):
+            if keep[rows[t]]:
+                keep[rows[t]] = False
+                bad.add(chunk.where(rows[t]), f"feature {flat[t].as_py()!r}: expected index:value with an index "
+                        f"inside one field's range ({names[0]} starts at {starts[0]}, last index {ends[-1]})",
+                        chunk.file)
+        pos = np.clip(pos, 0, nf - 1)
+        slot = rows * nf + pos
+        dup = np.bincount(slot[ok], minlength=n * nf) > 1
+        for s in np.flatnonzero(dup):
+            r = s // nf
+            if keep[r]:
+                keep[r] = False
+                bad.add(chunk.where(r), f"field {names[s % nf]!r} appears more than once in the row", chunk.file)
+        cols = {"label": label}
+        for j, name in enumerate(names):
+            sel = ok & (pos == j)
+            key = np.full(n, -1, dtype=np.int64)
+            key[rows[sel]] = idx[sel]
+            if numeric[j]:
+                text = np.full(n, "", dtype=object)
+                if sel.any():
+                    v = pc.list_element(pc.filter(kv, pa.array(sel)), 1).to_numpy(zero_copy_only=False)
+                    text[rows[sel]] = v
+                cols[name] = pa.array(text, pa.string())
+            else:
+                cols[name] = pc.if_else(pa.array(key >= 0), pc.cast(pa.array(key), pa.string()), "")
+        return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(keep)
+    return derive
+
+
+def _libfm(inputs, schema, options):
+    if schema is None:
+        if "fields" not in options:
+            raise DataError("preset 'libfm' needs the fields' index ranges: --option fields=name:size,name:size,... "
+                            "or a schema with `range` per field (preset 'frappe' has Frappe's built in)")
+        schema = libfm_schema(parse_sizes(options["fields"]))
+    derive = _libfm_derive(schema)
+    return schema, _line_sources(inputs, schema, derive)
+
+
+def _frappe(inputs, schema, options):
+    return _libfm(inputs, schema or libfm_schema(FRAPPE_FIELDS), options)
+
+
+def _line_sources(inputs, schema: Schema, derive) -> list[Source]:
+    sources = []
+    for role, path in inputs:
+        def read(bad: BadRows, block: int, path=path):
+            for chunk in read_lines(path, bad=bad, encoding=schema.encoding, block_bytes=block):
+                yield derive(chunk, bad)
+        sources.append(Source(role, str(path), read))
+    return sources
+
+
+# ---- MovieLens-1M -----------------------------------------------------------------------------
+
+ML_FIELDS = ["user_id", "movie_id", "gender", "age", "occupation", "zip", "year", "genres"]
+
+
+def movielens_schema(min_count: int = 1) -> Schema:
+    fields = [FieldOptions(n, "categorical", min_count=min_count) for n in ML_FIELDS[:-1]]
+    fields.append(FieldOptions("genres", "multi", separator="|", min_count=min_count))
+    return Schema(fields=fields, label="label", group="user_id", header=True).validate("movielens-1m preset")
+
+
+def _read_table(path: Path, columns: list[str]) -> dict[str, list[str]]:
+    """A small '::' table (users.dat, movies.dat), ISO-8859-1; read whole (a few thousand lines)."""
+    check_file(path)
+    data = {c: [] for c in columns}
+    with open(path, encoding="iso-8859-1", newline="") as fh:
+        for number, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            parts = line.split("::")
+            if len(parts) != len(columns):
+                raise DataError(f"{path}:{number}: expected {len(columns)} fields separated by '::' "
+                                f"({', '.join(columns)}), got {len(parts)}")
+            for c, v in zip(columns, parts):
+                data[c].append(v)
+    return data
+
+
+def _movielens(inputs, schema, options):
+    schema = schema or movielens_schema(int(options.get("min_count", 1)))
+    ratings, folder = [], None
+    for role, path in inputs:
+        if path.is_dir():
+            folder = path
+            for name in ("ratings.dat", "ratings.csv", "ratings_100k_sample.dat"):
+                if (path / name).exists():
+                    ratings.append((role, path / name))
+                    break
+            else:
+                raise DataError(f"{path}: no ratings.dat or ratings.csv in the directory")
+        elif path.name in ("users.dat", "movies.dat"):
+            folder = path.parent
+        else:
+            ratings.append((role, path))
+            folder = folder or path.parent
+    if not ratings:
+        raise DataError("movielens-1m: no ratings file among the inputs")
+    users = _read_table(folder / "users.dat", ["user_id", "gender", "age", "occupation", "zip"])
+    movies = _read_table(folder / "movies.dat", ["movie_id", "title", "genres"])
+    years = [(m.group(1) if (m := re.search(r"\((\d{4})\)\s*$", t)) else "") for t in movies["title"]]
+    user_keys = pa.array(users["user_id"])
+    movie_keys = pa.array(movies["movie_id"])
+    user_cols = {c: pa.array(users[c]) for c in ("gender", "age", "occupation", "zip")}
+    movie_cols = {"year": pa.array(years), "genres": pa.array(movies["genres"])}
+
+    def derive(chunk: Chunk, bad: BadRows, source: Source) -> Chunk:
+        rating = chunk.columns["rating"]
+        valid = pc.match_substring_regex(rating, r"^\s*[1-5](\.0)?\s*$").to_numpy(zero_copy_only=False)
+        for row in np.flatnonzero(~valid):
+            bad.add(chunk.where(row), f"field 'rating': expected 1-5, got {rating[row].as_py()!r}", chunk.file)
+        r = np.zeros(len(chunk), dtype=np.int64)
+        if valid.any():
+            r[valid] = pc.cast(pc.cast(pc.filter(rating, pa.array(valid)), pa.float64()), pa.int64()).to_numpy()
+        three = valid & (r == 3)
+        source.filtered["rating 3"] = source.filtered.get("rating 3", 0) + int(three.sum())
+        cols = {"user_id": chunk.columns["user_id"], "movie_id": chunk.columns["movie_id"],
+                "label": pa.array(np.where(r >= 4, "1", "0"))}
+        if "timestamp" in chunk.columns:
+            cols["timestamp"] = chunk.columns["timestamp"]
+        u = pc.index_in(chunk.columns["user_id"], value_set=user_keys)
+        m = pc.index_in(chunk.columns["movie_id"], value_set=movie_keys)
+        for name, arr in user_cols.items():
+            cols[name] = pc.fill_null(pc.take(arr, u), "")
+        for name, arr in movie_cols.items():
+            cols[name] = pc.fill_null(pc.take(arr, m), "")
+        return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(valid & ~three)
+
+    sources = []
+    for role, path in ratings:
+        src = Source(role, str(path), None)
+
+        def read(bad: BadRows, block: int, path=path, src=src):
+            if path.suffix.lower() == ".csv":
+                chunks = read_delimited(path, delimiter=",", header=True, columns=None,
+                                        use=["user_id", "movie_id", "rating", "timestamp"], bad=bad, quote=True,
+                                        block_bytes=block)
+            else:
+                chunks = read_double_colon(path, columns=["user_id", "movie_id", "rating", "timestamp"], bad=bad,
+                                           block_bytes=block)
+            for chunk in chunks:
+                yield derive(chunk, bad, src)
+        src.read = read
+        sources.append(src)
+    return schema, sources
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("criteo", "Criteo Kaggle train.txt (TSV, no header: label, I1-I13, C1-C26); "
+           "--option numeric=bucket|log|standardize, min_count=10", _criteo),
+    Preset("avazu", "Avazu Kaggle CSV (header; id dropped; hour -> hour, weekday, weekend); --option min_count=2",
+           _avazu),
+    Preset("fuxictr", "BARS/FuxiCTR splits: a folder with train/valid/test .csv or .parquet; "
+           "--schema dataset_config.yaml", _fuxictr),
+    Preset("libfm", "libFM 'label idx:val ...' files, label -1/1; --option fields=name:size,...", _libfm),
+    Preset("frappe", "Frappe in libFM format (10 one-hot fields, label -1/1)", _frappe),
+    Preset("movielens-1m", "MovieLens-1M ratings.dat/users.dat/movies.dat (or ratings.csv); "
+           "4-5 -> 1, 1-2 -> 0, 3 dropped", _movielens),
+    Preset("generic", "any CSV/TSV/Parquet with --schema my_schema.yaml", _generic),
+]}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise DataError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,263 @@
+"""Stream raw files chunk by chunk as columns of text, with the line number of every row.
+
+Every reader yields `Chunk`s: a dict of raw column name -> `pyarrow.Array` (strings), the
+file and the physical line (or Parquet row) number of each row, so later steps can say
+exactly where a bad value is. Malformed rows (wrong column count, bad encoding) are
+reported through `BadRows`: by default the first one stops the run with a `DataError`
+naming file and line; with `on_bad_row="skip"` they are dropped and counted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+
+from dlf.data.schema import DataError
+
+DEFAULT_BLOCK_BYTES = 16 << 20  # text read per chunk (about 60k Criteo rows)
+
+
+@dataclass
+class Chunk:
+    file: str
+    lines: np.ndarray  # int64, 1-based physical line (or Parquet row) of each row
+    columns: dict[str, pa.Array]
+    unit: str = "line"
+    header_lines: int = 0  # lines before the first data row (row ordinal = line - header_lines)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def where(self, row: int) -> str:
+        return f"{self.file}:{self.lines[row]}" if self.unit == "line" else f"{self.file} row {self.lines[row]}"
+
+    def take(self, keep: np.ndarray) -> "Chunk":
+        if keep.all():
+            return self
+        mask = pa.array(keep)
+        return Chunk(self.file, self.lines[keep], {k: pc.filter(v, mask) for k, v in self.columns.items()}, self.unit,
+                     self.header_lines)
+
+
+@dataclass
+class BadRows:
+    """Collects malformed rows: raises on the first one (mode 'error') or counts them (mode 'skip')."""
+
+    mode: str = "error"
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+    by_file: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("error", "skip"):
+            raise DataError(f"on_bad_row must be 'error' or 'skip', got {self.mode!r}")
+
+    def add(self, where: str, message: str, file: str) -> None:
+        text = f"{where}: {message}"
+        if self.mode == "error":
+            raise DataError(text)
+        self.count += 1
+        self.by_file[file] = self.by_file.get(file, 0) + 1
+        if len(self.examples) < 10:
+            self.examples.append(text)
+
+    def summary(self) -> dict:
+        return {"count": self.count, "by_file": self.by_file, "examples": self.examples}
+
+
+def check_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    return path
+
+
+def _shift_lines(start: int, n: int, skipped: list[int]) -> np.ndarray:
+    """Physical lines of n good rows that begin at line `start`, given the bad lines skipped among them."""
+    lines = np.arange(start, start + n, dtype=np.int64)
+    for b in sorted(skipped):
+        lines[lines >= b] += 1
+    return lines
+
+
+def _fix_encoding(path: str, chunk_lines: np.ndarray, columns: dict[str, pa.Array], bad: BadRows,
+                  encoding: str) -> tuple[np.ndarray, dict[str, pa.Array]]:
+    """Binary columns -> UTF-8 strings; a row with bytes that do not decode is a bad row."""
+    keep = np.ones(len(chunk_lines), dtype=bool)
+    out = {}
+    for name, arr in columns.items():
+        try:
+            out[name] = arr.cast(pa.string())
+            continue
+        except pa.ArrowInvalid:
+            pass
+        values = arr.to_pylist()  # error path only: find the rows that do not decode
+        for i, v in enumerate(values):
+            try:
+                v.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if keep[i]:
+                    keep[i] = False
+                    bad.add(f"{path}:{chunk_lines[i]}", f"column {name!r}: bytes that are not valid {encoding} "
+                            f"({exc.reason} at byte {exc.start}); pass the right encoding in the schema", path)
+        out[name] = pa.array([v.decode("utf-8", "replace") for v in values], pa.string())
+    if not keep.all():
+        mask = pa.array(keep)
+        out = {k: pc.filter(v, mask) for k, v in out.items()}
+        chunk_lines = chunk_lines[keep]
+    return chunk_lines, out
+
+
+def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: list[str] | None,
+                   use: list[str] | None, bad: BadRows, encoding: str = "utf-8", quote: bool = False,
+                   block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Chunk]:
+    """CSV/TSV as text columns. `columns`: names of all columns when there is no header;
+    `use`: the columns to keep (all when None)."""
+    path = check_file(path)
+    name = str(path)
+    if header:
+        with open(path, "rb") as fh:
+            first = fh.readline()
+        try:
+            head = first.decode(encoding).rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise DataError(f"{name}:1: header is not valid {encoding}") from None
+        names = [c.strip().strip('"') for c in head.split(delimiter)]
+        if use:
+            absent = [c for c in use if c not in names]
+            if absent:
+                raise DataError(f"{name}:1: header has no column(s) {absent}; it has {names}")
+    else:
+        names = list(columns or [])
+    if len(set(names)) != len(names):
+        raise DataError(f"{name}: duplicate column names in {names}")
+    use = list(use) if use else names
+    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    skipped: list[tuple[int | None, str, int]] = []
+
+    def on_invalid(row) -> str:
+        skipped.append((row.number, row.text, row.actual_columns))
+        return "skip"
+
+    read_opts = pcsv.ReadOptions(column_names=names, skip_rows=1 if header else 0, block_size=block_bytes,
+                                 use_threads=False, encoding="utf8" if utf8 else encoding)
+    parse_opts = pcsv.ParseOptions(delimiter=delimiter, quote_char='"' if quote else False,
+                                   ignore_empty_lines=False, invalid_row_handler=on_invalid)
+    kind = pa.binary() if utf8 else pa.string()
+    conv_opts = pcsv.ConvertOptions(column_types={c: kind for c in names}, include_columns=use,
+                                    strings_can_be_null=False, quoted_strings_can_be_null=False)
+    try:
+        reader = pcsv.open_csv(path, read_options=read_opts, parse_options=parse_opts, convert_options=conv_opts)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise DataError(f"{name}: cannot read as {'CSV' if delimiter == ',' else 'delimited text'}: "
+                        f"{_short(exc)}") from None
+    next_line = 2 if header else 1
+
+    def report_skipped() -> list[int]:
+        bad_lines = []
+        for number, text, actual in skipped:
+            bad.add(f"{name}:{number}", f"expected {len(names)} columns separated by {delimiter!r}, got {actual}"
+                    + (f" ({text[:60]!r})" if text else " (empty line)"), name)
+            if number is not None:
+                bad_lines.append(number)
+        skipped.clear()
+        return bad_lines
+
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            report_skipped()
+            break
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            raise DataError(f"{name} (after line {next_line - 1}): {_short(exc)}") from None
+        bad_lines = report_skipped()
+        lines = _shift_lines(next_line, batch.num_rows, bad_lines)
+        ends = ([int(lines[-1])] if len(lines) else []) + bad_lines
+        if ends:
+            next_line = max(ends) + 1
+        cols = {c: batch.column(c) for c in use}
+        if utf8:
+            lines, cols = _fix_encoding(name, lines, cols, bad, encoding)
+        if cols and len(lines):
+            # CRLF files: the last column keeps its '\r'
+            last = names[-1]
+            if last in cols:
+                cols[last] = pc.utf8_rtrim(cols[last], characters="\r")
+            yield Chunk(name, lines, cols, "line", 1 if header else 0)
+
+
+def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144) -> Iterator[Chunk]:
+    import pyarrow.parquet as pq
+
+    path = check_file(path)
+    name = str(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{name}: not a readable Parquet file: {_short(exc)}") from None
+    have = pf.schema_arrow.names
+    if use:
+        absent = [c for c in use if c not in have]
+        if absent:
+            raise DataError(f"{name}: Parquet file has no column(s) {absent}; it has {have}")
+    start = 1
+    for batch in pf.iter_batches(batch_size=rows, columns=use):
+        cols = {}
+        for c in batch.schema.names:
+            arr = batch.column(c)
+            if pa.types.is_dictionary(arr.type):
+                arr = arr.dictionary_decode()
+            if pa.types.is_floating(arr.type):
+                # 3.0 -> "3" so that numbers written as floats match the same values written as ints
+                as_int = pc.cast(arr, pa.int64(), safe=False)
+                arr = pc.if_else(pc.equal(pc.cast(as_int, arr.type), arr), pc.cast(as_int, pa.string()),
+                                 pc.cast(arr, pa.string()))
+            elif not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
+                arr = pc.cast(arr, pa.string())
+            cols[c] = pc.fill_null(arr, "")
+        n = batch.num_rows
+        yield Chunk(name, np.arange(start, start + n, dtype=np.int64), cols, unit="row")
+        start += n
+
+
+def read_lines(path: str | Path, *, bad: BadRows, encoding: str = "utf-8",
+               block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Chunk]:
+    """Whole lines as one column 'line' (trailing '\\r' removed)."""
+    for chunk in read_delimited(path, delimiter="\x1f", header=False, columns=["line"], use=None, bad=bad,
+                                encoding=encoding, block_bytes=block_bytes):
+        yield chunk
+
+
+def read_double_colon(path: str | Path, *, columns: list[str], bad: BadRows, encoding: str = "iso-8859-1",
+                      block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Chunk]:
+    """MovieLens `a::b::c` files: read with ':' as separator, keep every other column."""
+    raw = []
+    for i, c in enumerate(columns):
+        raw.append(c)
+        if i < len(columns) - 1:
+            raw.append(f"__sep{i}")
+    for chunk in read_delimited(path, delimiter=":", header=False, columns=raw, use=None, bad=bad,
+                                encoding=encoding, block_bytes=block_bytes):
+        keep = np.ones(len(chunk), dtype=bool)
+        for i in range(len(columns) - 1):
+            nonempty = pc.not_equal(pc.utf8_length(chunk.columns[f"__sep{i}"]), 0).to_numpy(zero_copy_only=False)
+            for row in np.flatnonzero(nonempty & keep):
+                keep[row] = False
+                bad.add(chunk.where(row), f"expected {len(columns)} fields separated by '::'", chunk.file)
+        chunk = chunk.take(keep) if not keep.all() else chunk
+        yield Chunk(chunk.file, chunk.lines, {c: chunk.columns[c] for c in columns}, chunk.unit, chunk.header_lines)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]

@@ -1,0 +1,236 @@
+"""A small typed description of a raw dataset: which column is the label, which are
+categorical, numeric or multi-valued fields, an optional group id, per-field options,
+how the input files are laid out and how rows are split into train/valid/test.
+
+Readable from YAML (`Schema.from_yaml`); an unknown key, a wrong type or a bad value
+raises `DataError` naming the file and the dotted key. Two ways to list fields:
+
+    label: label
+    fields:
+      - {name: I1, kind: numeric, transform: log}
+      - {name: C1, kind: categorical, min_count: 10}
+      - {name: genres, kind: multi, separator: "|", max_len: 6}
+
+or the shorthand `categorical: [C1, C2]`, `numeric: [...]`, `multi: [...]` with shared
+`defaults: {min_count: 2}`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+
+class DataError(ValueError):
+    """Bad input data or a bad dataset description; the message names file, line and field."""
+
+
+KINDS = ("categorical", "numeric", "multi")
+TRANSFORMS = ("none", "log", "standardize", "criteo-bucket")
+SPLIT_METHODS = ("random", "time", "sequential")
+LABEL_VALUES = ("binary", "pm1")
+FORMATS = ("auto", "csv", "tsv", "parquet")
+
+
+@dataclass
+class FieldOptions:
+    """One model input field and how it is built from the raw columns."""
+
+    name: str
+    kind: Literal["categorical", "numeric", "multi"] = "categorical"
+    source: str | None = None  # raw column; defaults to `name`
+    min_count: int = 1  # values seen fewer times in train map to OOV
+    buckets: int = 0  # > 0: hash values into this many buckets instead of a vocabulary
+    transform: str = "none"  # numeric: none | log | standardize; categorical: criteo-bucket (numeric text -> bins)
+    separator: str = "|"  # multi-valued fields
+    max_len: int = 0  # multi-valued fields: padded length; 0 = longest list seen in train
+    range: tuple[int, int] | None = None  # libFM: inclusive index range owned by this field
+
+    @property
+    def column(self) -> str:
+        return self.source or self.name
+
+    def validate(self, where: str) -> None:
+        if self.kind not in KINDS:
+            raise DataError(f"{where}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.transform not in TRANSFORMS:
+            raise DataError(f"{where}: transform must be one of {', '.join(TRANSFORMS)}, got {self.transform!r}")
+        if self.kind == "numeric" and self.transform == "criteo-bucket":
+            raise DataError(f"{where}: transform 'criteo-bucket' makes categories; use kind: categorical")
+        if self.kind != "numeric" and self.transform in ("log", "standardize"):
+            raise DataError(f"{where}: transform {self.transform!r} applies to numeric fields only")
+        if self.min_count < 1 or self.buckets < 0 or self.max_len < 0:
+            raise DataError(f"{where}: min_count must be >= 1, buckets and max_len >= 0")
+        if self.kind == "multi" and not self.separator:
+            raise DataError(f"{where}: a multi-valued field needs a non-empty separator")
+
+
+@dataclass
+class SplitOptions:
+    method: Literal["random", "time", "sequential"] = "random"
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train / valid / test
+    seed: int = 2025
+    time_column: str | None = None  # method: time
+
+    def validate(self, where: str = "split") -> None:
+        if self.method not in SPLIT_METHODS:
+            raise DataError(f"{where}.method must be one of {', '.join(SPLIT_METHODS)}, got {self.method!r}")
+        if len(self.ratios) != 3 or min(self.ratios) < 0 or abs(sum(self.ratios) - 1) > 1e-6 or self.ratios[0] <= 0:
+            raise DataError(f"{where}.ratios must be three fractions >= 0 summing to 1 (train > 0), got {self.ratios}")
+        if self.method == "time" and not self.time_column:
+            raise DataError(f"{where}: method 'time' needs time_column")
+
+
+@dataclass
+class Schema:
+    fields: list[FieldOptions]
+    label: str = "label"
+    label_values: Literal["binary", "pm1"] = "binary"  # {0,1} or {-1,1} (mapped to 0/1)
+    group: str | None = None  # raw column giving the group id for gAUC
+    format: Literal["auto", "csv", "tsv", "parquet"] = "auto"
+    delimiter: str | None = None  # default from format
+    header: bool = True
+    columns: list[str] | None = None  # names of all columns, in order, when the file has no header
+    encoding: str = "utf-8"
+    split: SplitOptions = field(default_factory=SplitOptions)
+
+    def validate(self, where: str = "schema") -> "Schema":
+        if not self.fields:
+            raise DataError(f"{where}: no fields")
+        names = [f.name for f in self.fields]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise DataError(f"{where}: duplicate field name(s) {dup}")
+        for i, f in enumerate(self.fields):
+            f.validate(f"{where}: fields[{i}] ({f.name!r})")
+        if self.label_values not in LABEL_VALUES:
+            raise DataError(f"{where}: label_values must be one of {', '.join(LABEL_VALUES)}, got {self.label_values!r}")
+        if self.format not in FORMATS:
+            raise DataError(f"{where}: format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if not self.header and not self.columns:
+            raise DataError(f"{where}: a file without header needs `columns` (all column names in order)")
+        if self.columns:
+            missing = [c for c in self.raw_columns() if c not in self.columns]
+            if missing:
+                raise DataError(f"{where}: column(s) {missing} are used but not listed in `columns`")
+        self.split.validate(f"{where}: split")
+        return self
+
+    def raw_columns(self) -> list[str]:
+        cols = [self.label] + [f.column for f in self.fields if f.range is None]
+        if self.group:
+            cols.append(self.group)
+        if self.split.method == "time" and self.split.time_column:
+            cols.append(self.split.time_column)
+        return list(dict.fromkeys(cols))
+
+    def of_kind(self, kind: str) -> list[FieldOptions]:
+        """Fields by output kind (criteo-bucket numeric sources are categorical outputs)."""
+        return [f for f in self.fields if f.kind == kind]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "schema") -> "Schema":
+        return _schema_from_dict(raw, where)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Schema":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"schema file {str(path)!r} does not exist") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise DataError(f"schema file {str(path)!r} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise DataError(f"schema file {str(path)!r} must hold a mapping (label, fields, ...)")
+        return cls.from_dict(raw, f"schema file {str(path)!r}")
+
+
+# ---- YAML -> dataclasses, strict -------------------------------------------------------------
+
+_FIELD_KEYS = [f.name for f in dataclasses.fields(FieldOptions)]
+_SPLIT_KEYS = [f.name for f in dataclasses.fields(SplitOptions)]
+_SCHEMA_KEYS = [f.name for f in dataclasses.fields(Schema)] + ["categorical", "numeric", "multi", "defaults"]
+
+
+def _check_keys(raw: dict, valid: list[str], where: str) -> None:
+    for key in raw:
+        if key not in valid:
+            raise DataError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+
+
+def _typed(value, tp, where: str):
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DataError(f"{where}: expected an integer, got {value!r}")
+    elif tp is str:
+        if not isinstance(value, str):
+            raise DataError(f"{where}: expected a string, got {value!r}")
+    elif tp is bool:
+        if not isinstance(value, bool):
+            raise DataError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+_FIELD_TYPES = {"name": str, "kind": str, "source": str, "min_count": int, "buckets": int, "transform": str,
+                "separator": str, "max_len": int}
+
+
+def _field(raw, where: str, defaults: dict, kind: str | None = None) -> FieldOptions:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise DataError(f"{where}: expected a field name or a mapping, got {raw!r}")
+    _check_keys(raw, _FIELD_KEYS, where)
+    values = {**defaults, **({"kind": kind} if kind else {}), **raw}
+    if "name" not in values:
+        raise DataError(f"{where}: a field needs a name")
+    for key, value in values.items():
+        if key in _FIELD_TYPES and value is not None:
+            _typed(value, _FIELD_TYPES[key], f"{where}.{key}")
+    if values.get("range") is not None:
+        r = values["range"]
+        if not (isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(x, int) for x in r) and r[0] <= r[1]):
+            raise DataError(f"{where}.range: expected [first_index, last_index], got {r!r}")
+        values["range"] = (int(r[0]), int(r[1]))
+    return FieldOptions(**values)
+
+
+def _schema_from_dict(raw: dict, where: str) -> Schema:
+    _check_keys(raw, _SCHEMA_KEYS, where)
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise DataError(f"{where}.defaults: expected a mapping")
+    _check_keys(defaults, _FIELD_KEYS, f"{where}.defaults")
+    fields: list[FieldOptions] = []
+    for i, item in enumerate(raw.get("fields") or []):
+        fields.append(_field(item, f"{where}: fields[{i}]", defaults))
+    for kind in KINDS:
+        for i, item in enumerate(raw.get(kind) or []):
+            fields.append(_field(item, f"{where}: {kind}[{i}]", defaults, kind))
+    split_raw = raw.get("split") or {}
+    if not isinstance(split_raw, dict):
+        raise DataError(f"{where}.split: expected a mapping")
+    _check_keys(split_raw, _SPLIT_KEYS, f"{where}: split")
+    split = SplitOptions(**split_raw)
+    if isinstance(split.ratios, list):
+        split.ratios = tuple(float(x) for x in split.ratios)
+    top = {k: v for k, v in raw.items() if k not in ("fields", "split", "defaults", *KINDS)}
+    for key, tp in (("label", str), ("group", str), ("delimiter", str), ("header", bool), ("encoding", str)):
+        if top.get(key) is not None:
+            _typed(top[key], tp, f"{where}: {key}")
+    if top.get("columns") is not None and not (isinstance(top["columns"], list)
+                                                and all(isinstance(c, str) for c in top["columns"])):
+        raise DataError(f"{where}: columns must be a list of names")
+    return Schema(fields=fields, split=split, **top).validate(where)

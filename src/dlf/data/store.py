@@ -1,0 +1,257 @@
+"""On-disk format of a processed dataset and its memory-mapped loader.
+
+    DIR/feature_map.json          FeatureMap (fields, vocab sizes, label, group) + meta: counts, label rate,
+                                  transforms, schema, fingerprint of inputs + schema, store version
+    DIR/vocab/<field>.arrow       each vocabulary field's values in id order (id = base + row)
+    DIR/{train,valid,test}/
+        categorical.npy           int32   N x F_cat
+        numeric.npy               float32 N x F_num  (transformed; missing -> 0)
+        multi.npy                 int32   N x F_multi x L (0 = padding)
+        label.npy                 float32 N  (0/1)
+        group.npy                 int64   N  (only when the schema has a group column)
+
+Plain .npy files, written contiguous, opened with `np.load(mmap_mode="r")`: nothing is read
+until a batch touches it. `feature_map.json` is written last and the whole folder is
+renamed into place, so a folder with a feature map is complete.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from dlf.data.features import Batch, FeatureMap
+from dlf.data.schema import DataError
+
+STORE_VERSION = 1
+SPLITS = ("train", "valid", "test")
+COLUMNS = ("categorical", "numeric", "multi", "label", "group")
+DEFAULT_BLOCK_ROWS = 1 << 16
+
+
+class MappedDataset:
+    """A split held in (memory-mapped) arrays; the same interface as `ArrayDataset`.
+
+    Ids stay int32 on disk and are widened per batch. Shuffling permutes blocks of
+    `block_rows` contiguous rows, then rows inside each block (one contiguous read per
+    block), so an epoch touches the file sequentially in big pieces; the order is a pure
+    function of (seed, epoch).
+    """
+
+    def __init__(self, categorical: np.ndarray, numeric: np.ndarray, multi: np.ndarray, label: np.ndarray,
+                 group: np.ndarray | None = None, block_rows: int = DEFAULT_BLOCK_ROWS) -> None:
+        n = len(label)
+        for name, arr in (("categorical", categorical), ("numeric", numeric), ("multi", multi), ("group", group)):
+            if arr is not None and len(arr) != n:
+                raise ValueError(f"column {name!r} has {len(arr)} rows, label has {n}")
+        self.categorical, self.numeric, self.multi = categorical, numeric, multi
+        self.label, self.group, self.prob = label, group, None
+        self.block_rows = max(1, int(block_rows))
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self)
+        return n // batch_size if drop_last else -(-n // batch_size)
+
+    def _read(self, lo: int, hi: int) -> dict:
+        return {"categorical": np.asarray(self.categorical[lo:hi]), "numeric": np.asarray(self.numeric[lo:hi]),
+                "multi": np.asarray(self.multi[lo:hi]), "label": np.asarray(self.label[lo:hi]),
+                "group": None if self.group is None else np.asarray(self.group[lo:hi])}
+
+    @staticmethod
+    def _batch(cols: dict, idx=None) -> Batch:
+        def t(a, dtype):
+            if a is None:
+                return None
+            if idx is not None:
+                a = a[idx]
+            return torch.from_numpy(a.astype(dtype))  # one copy: widened, writable, contiguous
+        return Batch(t(cols["categorical"], np.int64), t(cols["numeric"], np.float32),
+                     t(cols["multi"], np.int64), t(cols["label"], np.float32), t(cols["group"], np.int64))
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
+                drop_last: bool = False) -> Iterator[Batch]:
+        n = len(self)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        stop = n - n % batch_size if drop_last else n
+        if not shuffle:
+            for start in range(0, stop, batch_size):
+                yield self._batch(self._read(start, min(start + batch_size, stop)))
+            return
+        rng = np.random.default_rng([seed, epoch, 0x5EED])
+        block = self.block_rows
+        order = rng.permutation(-(-n // block)) if n else np.empty(0, dtype=np.int64)
+        pending: list[dict] = []
+        pending_rows = emitted = 0
+        for b in order:
+            lo, hi = int(b) * block, min(n, (int(b) + 1) * block)
+            cols = self._read(lo, hi)
+            perm = rng.permutation(hi - lo)
+            cols = {k: (None if v is None else v[perm]) for k, v in cols.items()}
+            pending.append(cols)
+            pending_rows += hi - lo
+            while pending_rows >= batch_size and emitted + batch_size <= stop:
+                merged = _concat(pending)
+                yield self._batch({k: (None if v is None else v[:batch_size]) for k, v in merged.items()})
+                emitted += batch_size
+                pending = [{k: (None if v is None else v[batch_size:]) for k, v in merged.items()}]
+                pending_rows -= batch_size
+        if pending_rows and emitted < stop:
+            yield self._batch(_concat(pending))
+
+    def shard(self, rank: int, world: int) -> "MappedDataset":
+        """Rows rank, rank + world, ... (strided, so every shard sees the same mix of rows)."""
+        if not 0 <= rank < world:
+            raise ValueError(f"shard rank {rank} is outside 0..{world - 1}")
+        pick = lambda a: None if a is None else a[rank::world]  # noqa: E731
+        return MappedDataset(pick(self.categorical), pick(self.numeric), pick(self.multi), pick(self.label),
+                             pick(self.group), self.block_rows)
+
+
+def _concat(parts: list[dict]) -> dict:
+    if len(parts) == 1:
+        return parts[0]
+    return {k: (None if parts[0][k] is None else np.concatenate([p[k] for p in parts])) for k in parts[0]}
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+class SplitWriter:
+    """Preallocated .npy columns of one split, filled chunk by chunk in input order."""
+
+    def __init__(self, folder: Path, rows: int, n_cat: int, n_num: int, n_multi: int, max_len: int,
+                 with_group: bool) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        shapes = {"categorical": ((rows, n_cat), np.int32), "numeric": ((rows, n_num), np.float32),
+                  "multi": ((rows, n_multi, max_len), np.int32), "label": ((rows,), np.float32)}
+        if with_group:
+            shapes["group"] = ((rows,), np.int64)
+        self.arrays = {}
+        for name, (shape, dtype) in shapes.items():
+            path = folder / f"{name}.npy"
+            if int(np.prod(shape)) == 0:
+                np.save(path, np.zeros(shape, dtype=dtype))
+                self.arrays[name] = None
+            else:
+                self.arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        self.rows, self.pos = rows, 0
+
+    def write(self, cols: dict[str, np.ndarray]) -> None:
+        n = len(cols["label"])
+        if self.pos + n > self.rows:
+            raise RuntimeError("more rows than counted in the first pass (input changed while reading?)")
+        for name, arr in self.arrays.items():
+            if arr is not None:
+                arr[self.pos:self.pos + n] = cols[name]
+        self.pos += n
+
+    def close(self) -> None:
+        if self.pos != self.rows:
+            raise RuntimeError(f"wrote {self.pos} rows, expected {self.rows} (input changed while reading?)")
+        for arr in self.arrays.values():
+            if arr is not None:
+                arr.flush()
+        self.arrays = {}
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+def is_processed(folder: str | Path) -> bool:
+    fm = Path(folder) / "feature_map.json"
+    if not fm.is_file():
+        return False
+    try:
+        meta = json.loads(fm.read_text()).get("meta", {})
+    except (OSError, ValueError):
+        return False
+    return meta.get("store_version") is not None
+
+
+def load_split(folder: str | Path, split: str, feature_map: FeatureMap | None = None,
+               mmap: bool = True) -> MappedDataset:
+    folder = Path(folder) / split
+    arrays = {}
+    for name in COLUMNS:
+        path = folder / f"{name}.npy"
+        if not path.exists():
+            if name == "group":
+                arrays[name] = None
+                continue
+            raise DataError(f"{folder}: missing {name}.npy; the processed dataset is incomplete (re-run dlf preprocess)")
+        try:
+            arrays[name] = np.load(path, mmap_mode="r" if mmap else None)
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{path}: cannot read ({exc}); re-run dlf preprocess") from None
+    try:
+        return MappedDataset(**arrays)
+    except ValueError as exc:
+        raise DataError(f"{folder}: {exc}; the processed dataset is damaged (re-run dlf preprocess)") from None
+
+
+def load_processed(folder: str | Path, mmap: bool = True
+                   ) -> tuple[FeatureMap, MappedDataset, MappedDataset, MappedDataset]:
+    """(feature map, train, valid, test) of a folder written by `dlf preprocess`."""
+    folder = Path(folder)
+    fm_path = folder / "feature_map.json"
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such processed dataset directory (run dlf preprocess first)")
+    if not fm_path.is_file():
+        raise DataError(f"{folder}: no feature_map.json: not a complete processed dataset (run dlf preprocess)")
+    try:
+        fm = FeatureMap.load(fm_path)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{fm_path}: unreadable feature map: {exc}") from None
+    version = fm.meta.get("store_version")
+    if version != STORE_VERSION:
+        raise DataError(f"{fm_path}: store version {version!r} is not supported (expected {STORE_VERSION}); "
+                        "re-run dlf preprocess")
+    splits = [load_split(folder, s, fm, mmap) for s in SPLITS]
+    n_cat, n_num, n_multi = (len(fm.of_kind(k)) for k in ("categorical", "numeric", "multi"))
+    for name, ds in zip(SPLITS, splits):
+        want = fm.meta.get("splits", {}).get(name, {}).get("rows")
+        if want is not None and len(ds) != want:
+            raise DataError(f"{folder / name}: has {len(ds)} rows, feature map says {want}; re-run dlf preprocess")
+        if ds.categorical.shape[1] != n_cat or ds.numeric.shape[1] != n_num or ds.multi.shape[1] != n_multi:
+            raise DataError(f"{folder / name}: column counts do not match feature_map.json; re-run dlf preprocess")
+    return fm, splits[0], splits[1], splits[2]
+
+
+@dataclass
+class ProcessedData:
+    """What `dlf.api.train` needs from a dataset (the same shape as the synthetic generator's result)."""
+
+    feature_map: FeatureMap
+    train: MappedDataset
+    valid: MappedDataset
+    test: MappedDataset
+
+
+def load_dataset(folder: str | Path) -> ProcessedData:
+    fm, train, valid, test = load_processed(folder)
+    if len(train) == 0 or len(valid) == 0 or len(test) == 0:
+        empty = [n for n, d in zip(SPLITS, (train, valid, test)) if len(d) == 0]
+        raise DataError(f"{folder}: split(s) {empty} are empty; training needs rows in train, valid and test "
+                        "(re-run dlf preprocess with other --option ratios=... or input files)")
+    return ProcessedData(fm, train, valid, test)
+
+
+def vocabulary(folder: str | Path, name: str) -> dict[str, int]:
+    """value -> id of a vocabulary field of a processed dataset (missing values: id 2 when the field had any)."""
+    import pyarrow.feather as feather
+
+    folder = Path(folder)
+    fm = FeatureMap.load(folder / "feature_map.json")
+    info = fm.meta.get("fields", {}).get(name)
+    path = folder / "vocab" / f"{name}.arrow"
+    if info is None or not path.exists():
+        raise DataError(f"{folder}: field {name!r} has no vocabulary (numeric, hashed or unknown field)")
+    values = feather.read_table(path)["value"].to_pylist()
+    base = int(info["first_value_id"])
+    return {v: base + i for i, v in enumerate(values)}

@@ -1,0 +1,64 @@
+"""`dlf preprocess` and `dlf train --data` as a user runs them."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+TINY = ["--set", "model.embedding_dim=4", "--set", "model.layers=1", "--set", "model.rank=2",
+        "--set", "model.interaction_tokens=2", "--set", "model.implicit_tokens=2", "--set", "model.hidden=8",
+        "--set", "train.epochs=3", "--quiet"]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "dlf", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_preprocess_then_train_on_processed_data(tmp_path):
+    out = tmp_path / "ml"
+    proc = run("preprocess", "--preset", "movielens-1m", "--input", str(FIX / "movielens_tiny"), "--out", str(out),
+               "--option", "ratios=0.5,0.25,0.25")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and "rating 3" in proc.stdout
+    again = run("preprocess", "--preset", "movielens-1m", "--input", str(FIX / "movielens_tiny"), "--out", str(out),
+                "--option", "ratios=0.5,0.25,0.25")
+    assert again.returncode == 0 and "up to date" in again.stdout
+    # train on a generated CSV with a learnable signal (label = a in {a0, a1}, 10 % flipped)
+    import random
+    rng = random.Random(0)
+    lines = ["y,a,b,n"]
+    for i in range(600):
+        a, b = rng.randrange(6), rng.randrange(4)
+        y = int(a < 2) ^ int(rng.random() < 0.1)
+        lines.append(f"{y},a{a},b{b},{rng.random():.3f}")
+    (tmp_path / "g.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "s.yaml").write_text("label: y\ncategorical: [a, b]\nnumeric: [n]\n")
+    data = tmp_path / "g"
+    proc = run("preprocess", "--preset", "generic", "--schema", str(tmp_path / "s.yaml"), "--input",
+               str(tmp_path / "g.csv"), "--out", str(data))
+    assert proc.returncode == 0, proc.stderr
+    proc = run("train", "--data", str(data), "--out", str(tmp_path / "run"), "--set", "train.batch_size=64",
+               "--set", "train.lr=0.01", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["dataset"] == "processed" and "oracle_test" not in metrics
+    assert metrics["test"]["auc"] > 0.75, metrics["test"]
+    fm = json.loads((tmp_path / "run" / "feature_map.json").read_text())
+    assert [f["name"] for f in fm["fields"]] == ["a", "b", "n"]
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1\t2\n")
+    for args, needle in [
+        (["preprocess", "--preset", "nosuch", "--input", str(bad), "--out", str(tmp_path / "o")], "unknown preset"),
+        (["preprocess", "--preset", "criteo", "--input", str(bad), "--out", str(tmp_path / "o")],
+         "bad.txt:1: expected 40 columns"),
+        (["preprocess", "--preset", "criteo", "--input", str(bad), "--out", str(tmp_path / "o"), "--option", "x"],
+         "must look like KEY=VALUE"),
+        (["train", "--data", str(tmp_path / "missing")], "no such processed dataset"),
+    ]:
+        proc = run(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert len([l for l in proc.stderr.strip().splitlines() if l.startswith("error")]) == 1

@@ -1,0 +1,79 @@
+"""The memory-mapped loader: same interface and rows as ArrayDataset, seeded block shuffle, shards."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dlf.data.dataset import ArrayDataset
+from dlf.data.preprocess import preprocess
+from dlf.data.schema import DataError
+from dlf.data.store import MappedDataset, load_processed
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+
+
+def make(n=1000, block=64):
+    rng = np.random.default_rng(0)
+    cat = rng.integers(0, 50, (n, 3)).astype(np.int32)
+    num = rng.standard_normal((n, 2)).astype(np.float32)
+    mul = rng.integers(0, 9, (n, 1, 4)).astype(np.int32)
+    lab = (np.arange(n) % 2).astype(np.float32)
+    grp = np.arange(n, dtype=np.int64)
+    return MappedDataset(cat, num, mul, lab, grp, block_rows=block), ArrayDataset(cat, num, mul, lab, grp)
+
+
+def test_unshuffled_batches_match_array_dataset():
+    m, a = make()
+    assert len(m) == len(a) and m.num_batches(128) == a.num_batches(128) == 8 and m.prob is None
+    for bm, ba in zip(m.batches(128), a.batches(128)):
+        for k in ("categorical", "numeric", "multi", "label", "group"):
+            x, y = getattr(bm, k), getattr(ba, k)
+            assert x.dtype == y.dtype and torch.equal(x, y)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_block_shuffle_is_a_seeded_permutation(drop_last):
+    m, _ = make(n=1000, block=64)
+    ids = lambda **kw: torch.cat([b.group for b in m.batches(100, shuffle=True, drop_last=drop_last, **kw)])  # noqa
+    first = ids(seed=1, epoch=1)
+    sizes = [len(b) for b in m.batches(100, shuffle=True, seed=1, epoch=1, drop_last=drop_last)]
+    assert len(sizes) == m.num_batches(100, drop_last) and all(s == 100 for s in sizes[:-1])
+    if not drop_last:
+        assert sorted(first.tolist()) == list(range(1000))
+    assert len(set(first.tolist())) == len(first)
+    assert torch.equal(first, ids(seed=1, epoch=1))
+    assert not torch.equal(first, ids(seed=1, epoch=2)) and not torch.equal(first, ids(seed=2, epoch=1))
+    assert not torch.equal(first[:200], torch.arange(200))
+    # rows stay aligned across columns
+    for b in m.batches(100, shuffle=True, seed=3):
+        assert torch.equal(b.label, (b.group % 2).float())
+        assert torch.equal(b.categorical, torch.from_numpy(m.categorical[b.group.numpy()]).long())
+
+
+def test_shards_partition_rows():
+    m, a = make(n=103)
+    parts = [m.shard(r, 3) for r in range(3)]
+    assert sorted(np.concatenate([np.asarray(p.group) for p in parts]).tolist()) == list(range(103))
+    assert np.array_equal(np.asarray(parts[1].group), np.asarray(a.shard(1, 3).group))
+    assert len(list(parts[0].batches(10, shuffle=True))) == parts[0].num_batches(10)
+    with pytest.raises(ValueError):
+        m.shard(3, 3)
+
+
+def test_load_processed_memory_maps_and_checks_integrity(tmp_path):
+    out = tmp_path / "o"
+    preprocess("criteo", [FIX / "criteo_tiny.txt"], out, options={"min_count": 1, "ratios": "0.5,0.25,0.25"})
+    fm, tr, va, te = load_processed(out)
+    assert isinstance(tr.categorical, np.memmap) and tr.categorical.dtype == np.int32
+    assert len(tr) + len(va) + len(te) == 24 and fm.meta["store_version"] == 1 and fm.meta["schema_hash"]
+    b = next(tr.batches(4, shuffle=True))
+    assert b.categorical.dtype == torch.int64 and b.categorical.shape == (4, 39) and b.multi.shape[:2] == (4, 0)
+    # a truncated split is detected, not silently loaded
+    np.save(out / "valid" / "label.npy", np.zeros(1, np.float32))
+    with pytest.raises(DataError, match="re-run dlf preprocess"):
+        load_processed(out)
+    (out / "feature_map.json").unlink()
+    with pytest.raises(DataError, match="no feature_map.json"):
+        load_processed(out)
