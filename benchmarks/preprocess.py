@@ -1,0 +1,120 @@
+"""Preprocessing throughput and peak memory on generated Criteo-format files.
+
+    python benchmarks/preprocess.py --rows 1000000 10000000 [--workdir /tmp/dlf-bench]
+
+For each size: writes a Criteo `train.txt`-format TSV (label, I1-I13, C1-C26; Zipf-distributed
+values with Criteo-like cardinalities, ~4 % empty), then runs `dlf preprocess --preset criteo`
+in a child process and reports rows/s and the child's peak RSS. When the `fuxictr` package
+is installed, also times its FeatureProcessor on the same file (it is not a dependency).
+Record the figures in docs/benchmarks.md; run nothing else on the machine meanwhile.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# distinct values per categorical column, roughly Criteo's (the largest capped so that generation stays quick)
+CARDINALITIES = [1460, 583, 1_000_000, 800_000, 305, 24, 12517, 633, 3, 93145, 5683, 1_000_000, 3194, 27, 14992,
+                 1_000_000, 10, 5652, 2173, 4, 1_000_000, 18, 15, 286181, 105, 142572]
+
+
+def generate(path: Path, rows: int, seed: int = 0, chunk: int = 200_000) -> None:
+    rng = np.random.default_rng(seed)
+    tmp = path.with_suffix(".part")
+    with open(tmp, "w") as fh:
+        for start in range(0, rows, chunk):
+            n = min(chunk, rows - start)
+            cols = [(rng.random(n) < 0.25).astype(int).astype(str)]
+            for _ in range(13):
+                v = np.floor(rng.lognormal(1.5, 1.8, n)).astype(np.int64).astype(str)
+                v[rng.random(n) < 0.04] = ""
+                cols.append(v)
+            for card in CARDINALITIES:
+                ids = np.minimum(rng.zipf(1.3, n), card) * 2654435761 % (1 << 32)
+                v = np.char.mod("%08x", ids)
+                v[rng.random(n) < 0.04] = ""
+                cols.append(v)
+            fh.write("\n".join("\t".join(r) for r in zip(*cols)) + "\n")
+    tmp.replace(path)
+
+
+def run_dlf(src: Path, out: Path) -> dict:
+    """`dlf preprocess` in a child process that prints its own peak RSS on exit."""
+    argv = ["dlf", "preprocess", "--preset", "criteo", "--input", str(src), "--out", str(out), "--force"]
+    code = ("import atexit, resource, sys\n"
+            "atexit.register(lambda: print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+            " file=sys.stderr))\n"
+            f"sys.argv = {argv!r}\n"
+            "from dlf.cli import main\nmain()\n")
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode:
+        raise SystemExit(proc.stderr)
+    peak_kb = int(proc.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
+    rows = sum(s["rows"] for s in json.loads((out / "feature_map.json").read_text())["meta"]["splits"].values())
+    return {"tool": "dlf", "rows": rows, "seconds": round(wall, 2), "rows_per_s": round(rows / wall),
+            "peak_rss_mb": round(peak_kb / 1024)}
+
+
+def run_fuxictr(src: Path, work: Path) -> dict | None:
+    try:
+        import fuxictr  # noqa: F401
+    except ImportError:
+        return None
+    code = f"""
+import time, resource, pandas as pd
+from fuxictr.preprocess import FeatureProcessor
+cols = ['label'] + ['I%d' % i for i in range(1, 14)] + ['C%d' % i for i in range(1, 27)]
+t = time.perf_counter()
+df = pd.read_csv({str(src)!r}, sep='\\t', header=None, names=cols, dtype=str)
+fp = FeatureProcessor(feature_cols=[{{'name': cols[1:], 'active': True, 'dtype': 'str', 'type': 'categorical'}}],
+                      label_col={{'name': 'label', 'dtype': float}}, dataset_id='bench', data_root={str(work)!r})
+df = fp.preprocess(df); fp.fit(df, min_categr_count=10); fp.transform(df)
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode:
+        return {"tool": "fuxictr", "error": proc.stderr.strip().splitlines()[-1:]}
+    secs, rss = proc.stdout.split()
+    return {"tool": "fuxictr", "seconds": round(float(secs), 2), "peak_rss_mb": round(int(rss) / 1024)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/dlf-bench-preprocess"))
+    args = ap.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for rows in args.rows:
+        src = args.workdir / f"criteo_{rows}.txt"
+        if not src.exists():
+            t = time.perf_counter()
+            generate(src, rows)
+            print(f"generated {src} ({src.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.1f}s",
+                  file=sys.stderr)
+        r = run_dlf(src, args.workdir / f"out_{rows}")
+        r["file_mb"] = round(src.stat().st_size / 1e6)
+        results.append(r)
+        print(json.dumps(r))
+        f = run_fuxictr(src, args.workdir / f"fuxi_{rows}")
+        if f is not None:
+            f["rows"] = rows
+            if "seconds" in f:
+                f["rows_per_s"] = round(rows / f["seconds"])
+            results.append(f)
+            print(json.dumps(f))
+    print(json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
