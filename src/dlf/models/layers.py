@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -32,3 +33,37 @@ def raw_matrix(rows: int, cols: int) -> nn.Parameter:
     w = torch.empty(rows, cols)
     nn.init.kaiming_uniform_(w, a=math.sqrt(5))
     return nn.Parameter(w)
+
+
+def mlp_tower(in_dim: int, hidden_units: Sequence[int], out_dim: int | None = None, dropout: float = 0.0,
+              batch_norm: bool = False) -> nn.Sequential:
+    """The baselines' DNN (FuxiCTR's MLP_Block): per hidden width h, Linear -> [BatchNorm] -> ReLU -> [Dropout];
+    then a Linear to `out_dim` when given (else the last hidden layer is the output; empty `hidden_units` and no
+    `out_dim` is the identity)."""
+    layers: list[nn.Module] = []
+    for width in hidden_units:
+        layers.append(nn.Linear(in_dim, width))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(nn.ReLU())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        in_dim = width
+    if out_dim is not None:
+        layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+def check_config(cfg, positive: Sequence[str] = (), units: Sequence[str] = (), rates: Sequence[str] = ()) -> None:
+    """Raise ValueError naming the bad `model.<field>`: `positive` ints >= 1, `units` non-empty lists of ints >= 1,
+    `rates` (dropout) in [0, 1)."""
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"model.{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in units:
+        value = tuple(getattr(cfg, name))
+        if not value or any(v < 1 for v in value):
+            raise ValueError(f"model.{name} must be a non-empty list of sizes >= 1, got {list(value)}")
+    for name in rates:
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ValueError(f"model.{name} must be in [0, 1), got {getattr(cfg, name)}")
