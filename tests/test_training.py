@@ -37,3 +37,18 @@ def test_monitor_is_higher_is_better():
     assert monitor_value(m, "auc-logloss") == pytest.approx(0.35)
     assert monitor_value(m, "auc") == 0.8 and monitor_value(m, "logloss") == -0.45
     assert not math.isnan(monitor_value(m, "auc-logloss"))
+
+
+def test_a_last_batch_of_one_row_is_dropped_not_a_batchnorm_crash():
+    from rich.console import Console
+
+    import dlf
+    from dlf.config import load_config
+
+    # 1001 train rows at batch 100: the 1-row tail would crash BatchNorm in training mode
+    cfg = load_config(None, ["data.synthetic.rows=1251", "data.synthetic.splits=[0.8, 0.1, 0.1]",
+                             "data.synthetic.max_cardinality=50", "model.embedding_dim=4", "model.layers=1",
+                             "model.rank=2", "model.interaction_tokens=2", "model.implicit_tokens=2",
+                             "model.hidden=8", "train.epochs=1", "train.batch_size=100", "train.progress=false"])
+    metrics = dlf.train(cfg, console=Console(quiet=True))
+    assert metrics["history"][0]["epoch"] == 1 and metrics["epochs_run"] == 1

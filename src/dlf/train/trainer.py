@@ -225,9 +225,11 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
     if sharding == "rows":  # each rank reads only its strided shard of the rows, shuffled on its own
         rank_rows = len(train) // dist.world  # shards differ by at most one row: same step count everywhere
         train = train.shard(dist.rank, dist.world)
-        steps_per_epoch = -(-rank_rows // (cfg.batch_size // dist.world))
+        per_rank = cfg.batch_size // dist.world
+        steps_per_epoch = rank_rows // per_rank + (rank_rows % per_rank >= 2)
     else:  # every rank draws the same global batch and keeps rows rank, rank+world, ...: world-size invariant
-        steps_per_epoch = len(train) // cfg.batch_size + (len(train) % cfg.batch_size >= dist.world)
+        steps_per_epoch = len(train) // cfg.batch_size + (len(train) % cfg.batch_size >= 2 * dist.world)
+    # (a last partial batch is kept only if every rank gets >= 2 rows: BatchNorm cannot train on one row)
 
     model.to(device)
     emb_params, net_params = split_params(model)
