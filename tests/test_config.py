@@ -7,10 +7,11 @@ def test_defaults_yaml_and_overrides_compose(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model: {name: dlf, layers: 2}\ntrain: {lr: 0.01}\n")
     cfg = load_config(path, ["model.rank=5", "data.synthetic.rows=1000", "train.batch_size=64",
-                             "data.synthetic.splits=[0.6, 0.2, 0.2]", "model.fusion=concat"])
+                             "data.synthetic.splits=[0.6, 0.2, 0.2]", "model.fusion=concat",
+                             "train.min_lr=1e-7"])
     assert (cfg.model_name, cfg.model.layers, cfg.model.rank, cfg.model.fusion) == ("dlf", 2, 5, "concat")
     assert cfg.model.embedding_dim == 64  # untouched default
-    assert (cfg.train.lr, cfg.train.batch_size) == (0.01, 64)
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.min_lr) == (0.01, 64, 1e-7)
     assert cfg.data.synthetic.rows == 1000 and cfg.data.synthetic.splits == (0.6, 0.2, 0.2)
 
 
