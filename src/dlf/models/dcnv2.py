@@ -43,7 +43,8 @@ class DCNv2Config:
 
     def validate(self) -> None:
         if self.structure not in ("parallel", "stacked", "crossnet_only"):
-            raise ValueError(f"model.structure must be 'parallel', 'stacked' or 'crossnet_only', got {self.structure!r}")
+            raise ValueError("model.structure must be 'parallel', 'stacked' or 'crossnet_only', "
+                             f"got {self.structure!r}")
         check_config(self, positive=["embedding_dim", "cross_layers", "low_rank", "experts"], rates=["dropout"])
         if self.structure != "crossnet_only":
             check_config(self, units=["hidden_units"])

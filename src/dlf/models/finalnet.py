@@ -62,7 +62,8 @@ class FinalNetConfig:
 
 
 class FactorizedInteraction(nn.Module):
-    """A drop-in for Linear(in_dim, out_dim): h = W x + b = [h_2 ; h_1]; concat -> [h_2 ; h_1 h_2], sum -> h_2 + h_1 h_2."""
+    """A drop-in for Linear(in_dim, out_dim): h = W x + b = [h_2 ; h_1];
+    concat -> [h_2 ; h_1 * h_2], sum -> h_2 + h_1 * h_2."""
 
     def __init__(self, in_dim: int, out_dim: int, residual_type: str):
         super().__init__()
