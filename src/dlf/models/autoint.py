@@ -74,7 +74,7 @@ class InteractingLayer(nn.Module):
         return torch.relu(mixed + self.residual(x))
 
 
-@register("autoint", AutoIntConfig, "AutoInt+: multi-head self-attention over field tokens + a parallel DNN")
+@register("autoint", AutoIntConfig, "AutoInt+: multi-head self-attention over field tokens + DNN")
 class AutoInt(nn.Module):
     def __init__(self, feature_map: FeatureMap, cfg: AutoIntConfig):
         super().__init__()

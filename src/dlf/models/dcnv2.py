@@ -87,7 +87,7 @@ class LowRankMixtureCrossLayer(nn.Module):
         return (self.gate_weights(x).unsqueeze(-1) * experts).sum(dim=1) + x
 
 
-@register("dcnv2", DCNv2Config, "DCNv2: full-rank cross network + DNN (parallel/stacked), optional low-rank mixture")
+@register("dcnv2", DCNv2Config, "DCNv2: cross network + DNN, parallel/stacked, low-rank mixture")
 class DCNv2(nn.Module):
     def __init__(self, feature_map: FeatureMap, cfg: DCNv2Config):
         super().__init__()

@@ -84,7 +84,7 @@ class BilinearFusion(nn.Module):
         return (self.linear1(o1) + self.linear2(o2)).squeeze(-1) + cross
 
 
-@register("finalmlp", FinalMLPConfig, "FinalMLP: two gated MLP streams fused by multi-head bilinear aggregation")
+@register("finalmlp", FinalMLPConfig, "FinalMLP: two gated MLP streams, bilinear fusion")
 class FinalMLP(nn.Module):
     def __init__(self, feature_map: FeatureMap, cfg: FinalMLPConfig):
         super().__init__()

@@ -107,7 +107,7 @@ class FieldGate(nn.Module):
         return torch.cat([e, e * gates], dim=1)
 
 
-@register("finalnet", FinalNetConfig, "FinalNet: factorized interaction blocks (field-gated + plain) ensembled")
+@register("finalnet", FinalNetConfig, "FinalNet: two factorized-interaction blocks, one field-gated")
 class FinalNet(nn.Module):
     def __init__(self, feature_map: FeatureMap, cfg: FinalNetConfig):
         super().__init__()

@@ -40,7 +40,7 @@ class FMConfig:
         check_config(self, positive=["embedding_dim"])
 
 
-@register("fm", FMConfig, "factorization machine: first-order weights + all pairwise <v_i, v_j>")
+@register("fm", FMConfig, "factorization machine: linear + all pairwise <v_i, v_j>")
 class FM(nn.Module):
     def __init__(self, feature_map: FeatureMap, cfg: FMConfig):
         super().__init__()

@@ -72,7 +72,7 @@ class WuKongLayer(nn.Module):
         return self.norm(z + residual)
 
 
-@register("wukong", WuKongConfig, "WuKong: stacked FM blocks + linear compression blocks, residual + LayerNorm")
+@register("wukong", WuKongConfig, "WuKong: stacked FM + linear compression blocks (DLF's parent)")
 class WuKong(nn.Module):
     def __init__(self, feature_map: FeatureMap, cfg: WuKongConfig):
         super().__init__()
