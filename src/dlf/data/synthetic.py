@@ -19,7 +19,7 @@ ceiling no model can beat beyond sampling noise. Everything is deterministic for
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -72,6 +72,9 @@ class SyntheticData:
     train: ArrayDataset
     valid: ArrayDataset
     test: ArrayDataset
+    # per split ("train", "valid", "test"): the planted logit components as they enter the logit, each
+    # standardised over all rows: "first", "pair", "triple" (logit = b + s1 first + s2 pair + s3 triple)
+    components: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def _zipf_sample(rng: np.random.Generator, n_values: int, exponent: float, size) -> np.ndarray:
@@ -166,4 +169,6 @@ def generate(cfg: SyntheticConfig | None = None) -> SyntheticData:
     bounds = np.cumsum([int(round(s * n)) for s in cfg.splits[:2]])
     parts = np.split(np.arange(n), bounds)
     ds = [ArrayDataset(categorical[i], numeric[i], multi[i], label[i], prob=prob[i]) for i in parts]
-    return SyntheticData(fm, *ds)
+    planted = {"first": unit(first), "pair": unit(pair), "triple": unit(triple)}
+    components = {name: {k: c[i] for k, c in planted.items()} for name, i in zip(("train", "valid", "test"), parts)}
+    return SyntheticData(fm, *ds, components=components)
