@@ -1,0 +1,122 @@
+"""The `dlf export`, `dlf predict` and `dlf serve` commands (registered on dlf.cli's Typer app).
+
+Thin wrappers over dlf.serve.bundle / predict / server; every expected failure is one
+`error: ...` line and exit status 2 (through dlf.cli's `_fail`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+
+
+def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
+    err = Console(stderr=True)
+
+    @app.command()
+    def export(
+        run: Path = typer.Argument(..., help="A finished run directory (dlf train --out RUN)."),
+        out: Path = typer.Option(..., "--out", help="Bundle folder to write (replaced atomically with --force)."),
+        format: str = typer.Option("torch", "--format", help="torch: weights + preprocessing; onnx: also model.onnx "
+                                   "(whole model, ids/values -> probability)."),
+        data: Optional[Path] = typer.Option(None, "--data", help="The run's processed dataset folder, when it is "
+                                            "not where the run's config.yaml says."),
+        force: bool = typer.Option(False, help="Replace an existing bundle at --out."),
+    ) -> None:
+        """Write a self-contained model bundle (weights, feature map, vocabularies, config) for serving."""
+        from dlf.data.schema import DataError
+        from dlf.serve.bundle import BundleError, export_bundle
+
+        try:
+            path = export_bundle(run, out, data=data, format=format, force=force,
+                                 log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+        except (BundleError, DataError) as exc:
+            fail(str(exc))
+        import json
+        manifest = json.loads((path / "bundle.json").read_text())
+        Console().print(f"wrote bundle {path}: model {manifest['model']['name']}, "
+                        f"{manifest['preprocessing']['mode']} inputs, {len(manifest['files'])} files"
+                        + (", model.onnx" if manifest.get("onnx") else ""), highlight=False, soft_wrap=True)
+
+    @app.command()
+    def predict(
+        bundle: Path = typer.Argument(..., help="Bundle folder (dlf export)."),
+        input_: Path = typer.Option(..., "--input", "-i", help="CSV, TSV or Parquet file of raw rows."),
+        output: Path = typer.Option(..., "--output", "-o", help="Output file: .parquet, or .csv/.tsv."),
+        id_column: Optional[str] = typer.Option(None, "--id-column", help="Copy this input column to the output."),
+        on_bad_row: str = typer.Option("error", help="error: stop at the first bad row; skip: drop and count them."),
+        engine: str = typer.Option("torch", help="torch or onnx (ONNX Runtime; needs a bundle exported with "
+                                   "--format onnx)."),
+        format: str = typer.Option("auto", "--format", help="Input format: auto (from the suffix), csv, tsv, parquet."),
+        header: Optional[bool] = typer.Option(None, "--header/--no-header", help="Whether the CSV/TSV has a header "
+                                              "(default: as the training files)."),
+        columns: Optional[str] = typer.Option(None, help="Column names of a file without header, comma-separated."),
+        batch_size: int = typer.Option(8192, help="Rows per model call."),
+        chunk_mb: float = typer.Option(4.0, help="Text read per chunk (bounds memory)."),
+        threads: int = typer.Option(0, help="Intra-op threads (0: the engine's default)."),
+    ) -> None:
+        """Score a file of raw rows with a bundle, streaming it in chunks; writes probabilities."""
+        from dlf.data.schema import DataError
+        from dlf.serve.bundle import BundleError, load_bundle
+        from dlf.serve.predict import Scorer, predict_file
+
+        if on_bad_row not in ("error", "skip"):
+            fail(f"--on-bad-row must be error or skip, got {on_bad_row!r}")
+        if chunk_mb <= 0:
+            fail("--chunk-mb must be > 0")
+        try:
+            if threads and engine == "torch":
+                import torch
+                torch.set_num_threads(threads)
+            b = load_bundle(bundle, build_model=engine == "torch")
+            scorer = Scorer(b, engine, batch_size, threads)
+            result = predict_file(b, input_, output, id_column=id_column, on_bad_row=on_bad_row, engine=engine,
+                                  fmt=format, header=header,
+                                  columns=[c.strip() for c in columns.split(",")] if columns else None,
+                                  block_bytes=int(chunk_mb * (1 << 20)), scorer=scorer,
+                                  log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+        except (BundleError, DataError) as exc:
+            fail(str(exc))
+        rate = result.rows / max(result.seconds, 1e-9)
+        Console().print(f"wrote {result.output}: {result.rows:,} rows scored in {result.seconds:.1f}s "
+                        f"({rate:,.0f} rows/s, {engine})", highlight=False, soft_wrap=True)
+        bad = result.bad_rows
+        if bad.get("count"):
+            Console().print(f"skipped {bad['count']} bad row(s); first: {bad['examples'][0]}", highlight=False,
+                            soft_wrap=True)
+
+    @app.command()
+    def serve(
+        bundle: Path = typer.Argument(..., help="Bundle folder (dlf export)."),
+        port: int = typer.Option(8000, help="TCP port."),
+        host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+        api_key: Optional[str] = typer.Option(None, envvar="DLF_API_KEY", help="Require this key in the X-API-Key "
+                                              "header of /predict and /metadata (or set DLF_API_KEY)."),
+        max_batch: int = typer.Option(1000, help="Most records per request (413 above)."),
+        max_body_mb: float = typer.Option(4.0, help="Largest request body in MiB (413 above)."),
+        engine: str = typer.Option("torch", help="torch or onnx."),
+        threads: int = typer.Option(0, help="Intra-op threads (0: the engine's default)."),
+        access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="One JSON line per request."),
+        log_level: str = typer.Option("info", help="uvicorn log level."),
+    ) -> None:
+        """Serve a bundle over HTTP: POST /predict, GET /health, /metadata, /metrics."""
+        from dlf.data.schema import DataError
+        from dlf.serve.bundle import BundleError
+
+        if max_batch < 1 or max_body_mb <= 0:
+            fail("--max-batch must be >= 1 and --max-body-mb > 0")
+        try:
+            import fastapi  # noqa: F401
+            import uvicorn  # noqa: F401
+        except ImportError:
+            fail("dlf serve needs FastAPI and uvicorn: pip install 'dlf[serve]'")
+        from dlf.serve.server import serve as run_server
+        try:
+            run_server(bundle, host=host, port=port, api_key=api_key or os.environ.get("DLF_API_KEY") or None,
+                       max_batch=max_batch, max_body_bytes=int(max_body_mb * (1 << 20)), engine=engine,
+                       threads=threads, log_level=log_level, access_logs=access_log)
+        except (BundleError, DataError) as exc:
+            fail(str(exc))

@@ -1,0 +1,232 @@
+"""Raw feature values -> the model's `Batch`, with the encoders the preprocessing froze on train.
+
+Nothing here re-implements an encoding: a bundle's encoder is `dlf.data.preprocess`'s own
+`ChunkParser` (text -> keys and numbers, criteo buckets, multi-value splitting, bad-value
+checks) and `FieldState.encode` (vocabulary lookup with OOV/missing ids, hashing, numeric
+transforms), rebuilt from the saved feature map and `vocab/<field>.arrow` files instead of
+being fit. So a value is encoded exactly as `dlf preprocess` encoded it for training:
+unseen categories -> OOV (id 1), missing values -> the missing id (2) when the field had
+missing values in train (else OOV), numeric missing -> 0 after the transform.
+
+Two modes:
+  raw  (a run trained on `dlf preprocess` output): inputs are raw column values (text).
+  ids  (a run trained on the built-in synthetic data, which has no raw values): inputs are
+       already-encoded ids and numeric values; categorical ids outside [0, vocab_size) -> OOV,
+       empty -> OOV, numeric empty -> 0, multi-valued: '|'-separated ids.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from dlf.data.features import OOV_ID, Batch, FeatureMap
+from dlf.data.preprocess import ChunkParser, FieldState
+from dlf.data.readers import BadRows, Chunk
+from dlf.data.schema import DataError, Schema, SplitOptions
+
+NUMBER_RE = re.compile(r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$")  # as dlf.data.preprocess
+INT_RE = re.compile(r"^\s*[-+]?[0-9]+\s*$")
+IDS_SEPARATOR = "|"
+
+
+def _preset_derive(preset: str | None) -> tuple[Callable | None, set[str]]:
+    """A preset's per-chunk derivation of model columns from raw ones, and the columns it derives."""
+    if preset == "avazu":
+        from dlf.data.presets import _avazu_derive
+        return _avazu_derive, {"weekday", "weekend"}
+    return None, set()
+
+
+@dataclass
+class InputField:
+    """One input column a caller sends: for /metadata and request validation."""
+
+    name: str  # the raw column
+    kind: str  # categorical | numeric | multi
+    number: bool = False  # the text must be a number (numeric fields, criteo-bucket, ids)
+    integer: bool = False  # ids mode: an integer id
+    separator: str | None = None  # multi-valued fields
+
+
+class Encoder:
+    """Encodes chunks of raw text columns (or request records) into a `Batch`."""
+
+    def __init__(self, feature_map: FeatureMap, vocabularies: dict[str, pa.Array]) -> None:
+        self.feature_map = feature_map
+        meta = feature_map.meta or {}
+        self.mode = "raw" if meta.get("schema") else "ids"
+        self.cat = feature_map.of_kind("categorical")
+        self.num = feature_map.of_kind("numeric")
+        self.multi = feature_map.of_kind("multi")
+        self.max_len = max([f.max_len for f in self.multi], default=1) if self.multi else 1
+        if self.mode == "ids":
+            self.derive, derived = None, set()
+            self.inputs = ([InputField(f.name, "categorical", number=True, integer=True) for f in self.cat]
+                           + [InputField(f.name, "numeric", number=True) for f in self.num]
+                           + [InputField(f.name, "multi", separator=IDS_SEPARATOR) for f in self.multi])
+            self.columns = [i.name for i in self.inputs]
+            return
+        try:
+            schema = Schema.from_dict(meta["schema"], "bundle feature map schema")
+        except (DataError, TypeError, KeyError) as exc:
+            raise DataError(f"the bundle's preprocessing schema is unreadable: {exc}") from None
+        # scoring needs no group column and no split; the label is never read (see encode_chunk)
+        self.schema = dataclasses.replace(schema, group=None, split=SplitOptions())
+        self.parser = ChunkParser(self.schema)
+        stats = meta.get("fields", {})
+        self.states: list[FieldState] = []
+        specs = {f.name: f for f in feature_map.fields}
+        for kind, opts_list in (("categorical", self.parser.cat), ("numeric", self.parser.num),
+                                ("multi", self.parser.multi)):
+            for opts in opts_list:
+                spec, st = specs.get(opts.name), stats.get(opts.name)
+                if spec is None or st is None or spec.kind != kind:
+                    raise DataError(f"the bundle's feature map has no {kind} field {opts.name!r} matching its schema")
+                state = FieldState(opts, kind)
+                if kind == "numeric":
+                    state.mean, state.std = float(st.get("mean", 0.0)), float(st.get("std", 1.0)) or 1.0
+                else:
+                    state.has_missing = bool(st.get("has_missing", False))
+                    state.base = int(st["first_value_id"])
+                    state.vocab_size = spec.vocab_size
+                    state.max_len = spec.max_len
+                    if not opts.buckets:
+                        vocab = vocabularies.get(opts.name)
+                        if vocab is None:
+                            raise DataError(f"the bundle has no vocabulary for field {opts.name!r}")
+                        if state.base + len(vocab) != spec.vocab_size:
+                            raise DataError(f"vocabulary of field {opts.name!r} has {len(vocab)} values; the feature "
+                                            f"map expects {spec.vocab_size - state.base}")
+                        state.vocab = vocab
+                self.states.append(state)
+        if [s.opts.name for s in self.states] != [f.name for f in feature_map.fields]:
+            raise DataError("the bundle's schema and feature map list different fields")
+        self.derive, derived = _preset_derive(meta.get("preset"))
+        self.inputs = []
+        by_column: dict[str, InputField] = {}
+        for st in self.states:
+            col = st.opts.column
+            if col in derived and self.derive is not None:
+                continue
+            number = st.out_kind == "numeric" or st.opts.transform == "criteo-bucket"
+            if col in by_column:  # two fields from one column (e.g. numeric and bucketed)
+                by_column[col].number |= number
+                continue
+            by_column[col] = InputField(col, st.out_kind, number=number,
+                                        separator=st.opts.separator if st.out_kind == "multi" else None)
+            self.inputs.append(by_column[col])
+        self.columns = [i.name for i in self.inputs]
+
+    # ---- chunks of text columns -> Batch ------------------------------------------------------
+
+    def encode_chunk(self, chunk: Chunk, bad: BadRows) -> tuple[Batch | None, np.ndarray]:
+        """Encode one chunk (columns: `self.columns`, text, '' = missing). Returns the batch of the
+        rows kept and a boolean mask of them (bad rows are reported to `bad`: raised or counted)."""
+        n = len(chunk)
+        if self.mode == "ids":
+            return self._encode_ids(chunk, bad)
+        work = Chunk(chunk.file, chunk.lines, dict(chunk.columns), chunk.unit, 0)
+        if self.derive is not None:
+            work = self.derive(work, bad)
+        # the label is not an input: give the parser a valid constant label column
+        one = "1" if self.schema.label_values == "pm1" else "0"
+        work.columns[self.schema.label] = pa.array(np.full(len(work), one, dtype=object), pa.string())
+        parsed = self.parser.parse(work, bad) if len(work) else None
+        if parsed is None:
+            return None, np.zeros(n, dtype=bool)
+        keep = np.isin(chunk.lines, parsed.rows)
+        m = len(parsed.label)
+        n_cat, n_num = len(self.parser.cat), len(self.parser.num)
+        cat = np.zeros((m, n_cat), dtype=np.int64)
+        num = np.zeros((m, n_num), dtype=np.float32)
+        mul = np.zeros((m, len(self.parser.multi), self.max_len), dtype=np.int64)
+        for j, k in enumerate(parsed.cat):
+            cat[:, j] = self.states[j].encode(k)
+        for j, k in enumerate(parsed.num):
+            num[:, j] = self.states[n_cat + j].encode(k)
+        for j, k in enumerate(parsed.multi):
+            enc = self.states[n_cat + n_num + j].encode(k)
+            mul[:, j, :enc.shape[1]] = enc
+        return _batch(cat, num, mul), keep
+
+    def _encode_ids(self, chunk: Chunk, bad: BadRows) -> tuple[Batch | None, np.ndarray]:
+        n = len(chunk)
+        keep = np.ones(n, dtype=bool)
+
+        def text(name):
+            return pc.utf8_trim_whitespace(chunk.columns[name])
+
+        def check(name, arr, regex, what):
+            empty = pc.equal(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
+            ok = pc.fill_null(pc.match_substring_regex(arr, regex), False).to_numpy(zero_copy_only=False) | empty
+            for row in np.flatnonzero(~ok & keep):
+                bad.add(chunk.where(row), f"field {name!r}: expected {what}, got {arr[row].as_py()!r}", chunk.file)
+            keep[~ok] = False
+            return empty
+
+        def ints(arr, empty):
+            v = np.zeros(len(arr), dtype=np.int64)
+            good = ~empty & keep  # rows that failed a check are neither empty nor kept
+            if good.any():
+                v[good] = pc.cast(pc.filter(arr, pa.array(good)), pa.int64()).to_numpy()
+            return v
+
+        cat = np.full((n, len(self.cat)), OOV_ID, dtype=np.int64)
+        for j, f in enumerate(self.cat):
+            arr = text(f.name)
+            empty = check(f.name, arr, INT_RE.pattern, "an integer id")
+            v = ints(arr, empty)
+            cat[:, j] = np.where(~empty & (v >= 0) & (v < f.vocab_size), v, OOV_ID)
+        num = np.zeros((n, len(self.num)), dtype=np.float32)
+        for j, f in enumerate(self.num):
+            arr = text(f.name)
+            empty = check(f.name, arr, NUMBER_RE.pattern, "a number")
+            good = ~empty & keep
+            if good.any():
+                num[good, j] = pc.cast(pc.filter(arr, pa.array(good)), pa.float64()).to_numpy()
+        mul = np.zeros((n, len(self.multi), self.max_len), dtype=np.int64)
+        for j, f in enumerate(self.multi):
+            lists = pc.split_pattern(text(f.name), IDS_SEPARATOR)
+            flat = pc.utf8_trim_whitespace(pc.list_flatten(lists))
+            rows = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+            nonempty = pc.greater(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False)
+            ok = pc.fill_null(pc.match_substring_regex(flat, INT_RE.pattern), False).to_numpy(zero_copy_only=False)
+            for t in np.flatnonzero(nonempty & ~ok):
+                if keep[rows[t]]:
+                    keep[rows[t]] = False
+                    bad.add(chunk.where(rows[t]), f"field {f.name!r}: expected ids separated by "
+                            f"{IDS_SEPARATOR!r}, got item {flat[t].as_py()!r}", chunk.file)
+            sel = nonempty & ok
+            if sel.any():
+                ids = pc.cast(pc.filter(flat, pa.array(sel)), pa.int64()).to_numpy()
+                ids = np.where((ids >= 0) & (ids < f.vocab_size), ids, OOV_ID)
+                r = rows[sel]
+                starts = np.searchsorted(r, r, side="left")
+                pos = np.arange(len(r)) - starts
+                fits = pos < f.max_len
+                mul[r[fits], j, pos[fits]] = ids[fits]
+        if not keep.any():
+            return None, keep
+        return _batch(cat[keep], num[keep], mul[keep]), keep
+
+    # ---- request records -> text columns ------------------------------------------------------
+
+    def records_chunk(self, records: list[dict[str, str]], name: str = "request") -> Chunk:
+        """Request records (already validated and converted to text, see server) as a Chunk."""
+        cols = {c: pa.array([r.get(c, "") for r in records], pa.string()) for c in self.columns}
+        return Chunk(name, np.arange(len(records), dtype=np.int64), cols, unit="row")
+
+
+def _batch(cat: np.ndarray, num: np.ndarray, mul: np.ndarray) -> Batch:
+    n = len(cat)
+    return Batch(torch.from_numpy(np.ascontiguousarray(cat, dtype=np.int64)),
+                 torch.from_numpy(np.ascontiguousarray(num, dtype=np.float32)),
+                 torch.from_numpy(np.ascontiguousarray(mul, dtype=np.int64)),
+                 torch.zeros(n, dtype=torch.float32))

@@ -1,0 +1,216 @@
+"""Batch scoring: `dlf predict BUNDLE --input FILE --output FILE`.
+
+The input (CSV, TSV or Parquet) is streamed chunk by chunk with dlf.data.readers (the same
+readers, line numbers and bad-row handling as `dlf preprocess`), each chunk is encoded with the
+bundle's frozen encoders (dlf.serve.encoding), scored by PyTorch or ONNX Runtime in
+sub-batches, and appended to the output (Parquet or CSV) before the next chunk is read: memory
+holds one chunk, whatever the file size. The output is written to a hidden temporary sibling
+and renamed into place when complete, so a failed run leaves no half-written file.
+
+Output columns: the `--id-column` (as text) when asked, then `probability` (float32 in Parquet; in
+CSV the float32 value written in full, so it reads back exactly).
+Bad rows (wrong column count, text in a numeric field, bytes that are not UTF-8, ...): by
+default the first one stops the run with `FILE:LINE: field 'X': expected ...`; with
+`--on-bad-row skip` they are dropped from the output and counted.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from dlf.data.features import Batch
+from dlf.data.readers import BadRows, Chunk, check_file, read_delimited, read_parquet
+from dlf.data.schema import DataError
+from dlf.serve.bundle import Bundle, BundleError
+
+DEFAULT_BLOCK_BYTES = 4 << 20
+DEFAULT_BATCH_SIZE = 8192
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass
+class PredictResult:
+    output: Path
+    rows: int  # rows scored (written)
+    bad_rows: dict = field(default_factory=dict)  # BadRows.summary()
+    seconds: float = 0.0
+
+
+# ---- scoring --------------------------------------------------------------------------------------
+
+class Scorer:
+    """Batch -> probabilities with PyTorch (the bundle's model) or ONNX Runtime (model.onnx)."""
+
+    def __init__(self, bundle: Bundle, engine: str = "torch", batch_size: int = DEFAULT_BATCH_SIZE,
+                 threads: int = 0) -> None:
+        if engine not in ("torch", "onnx"):
+            raise BundleError(f"--engine must be torch or onnx, got {engine!r}")
+        if batch_size < 1:
+            raise BundleError(f"--batch-size must be >= 1, got {batch_size}")
+        self.engine, self.batch_size = engine, batch_size
+        self.model = bundle.model
+        self.onnx = None
+        if engine == "onnx":
+            if bundle.onnx_path is None:
+                raise BundleError(f"{bundle.path}: the bundle has no model.onnx; export it with "
+                                  "dlf export RUN --out BUNDLE --format onnx")
+            from dlf.serve.onnx import OnnxRunner
+            self.onnx = OnnxRunner(bundle.onnx_path, threads)
+        elif self.model is None:
+            raise BundleError("the bundle was loaded without its model")
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        import torch
+
+        n = len(batch)
+        out = np.empty(n, dtype=np.float32)
+        for lo in range(0, n, self.batch_size):
+            hi = min(lo + self.batch_size, n)
+            part = Batch(batch.categorical[lo:hi], batch.numeric[lo:hi], batch.multi[lo:hi], batch.label[lo:hi])
+            if self.onnx is not None:
+                out[lo:hi] = self.onnx.run(part)
+            else:
+                with torch.inference_mode():
+                    out[lo:hi] = torch.sigmoid(self.model(part).float()).numpy()
+        return out
+
+
+# ---- reading --------------------------------------------------------------------------------------
+
+def _input_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        if fmt not in ("csv", "tsv", "parquet"):
+            raise DataError(f"--format must be auto, csv, tsv or parquet, got {fmt!r}")
+        return fmt
+    found = FORMATS.get(path.suffix.lower())
+    if found is None:
+        raise DataError(f"{path}: cannot tell the format from the name; pass --format csv|tsv|parquet")
+    return found
+
+
+def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, fmt: str = "auto", header: bool | None = None,
+               columns: list[str] | None = None, delimiter: str | None = None, extra: list[str] | None = None,
+               block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Chunk]:
+    """Chunks of the bundle's input columns (and `extra` columns, e.g. an id) from a CSV/TSV/Parquet file.
+
+    header None: as the training files were (the bundle's schema), e.g. no header for Criteo TSV,
+    whose columns are then the schema's `columns` (without the label when the file has one column
+    fewer: test files carry no label). `columns` names the columns of a file without header."""
+    path = check_file(path)
+    fmt = _input_format(path, fmt)
+    need = list(dict.fromkeys(list(bundle.encoder.columns) + list(extra or [])))
+    if fmt == "parquet":
+        yield from read_parquet(path, use=need, rows=max(1024, block_bytes // 256))
+        return
+    schema = getattr(bundle.encoder, "schema", None)
+    if delimiter is None:
+        delimiter = schema.delimiter if (schema is not None and schema.delimiter and schema.format == fmt) else \
+            ("\t" if fmt == "tsv" else ",")
+    if header is None:
+        header = columns is None and (schema is None or schema.header)
+    names = None
+    if not header:
+        names = list(columns or (schema.columns if schema is not None and schema.columns else []))
+        if not names:
+            raise DataError(f"{path}: a file without header needs --columns NAME,NAME,... (all columns in order)")
+        label = bundle.feature_map.label
+        if columns is None and label in names:
+            with open(path, "rb") as fh:
+                first = fh.readline().decode("utf-8", "replace").rstrip("\r\n")
+            if len(first.split(delimiter)) == len(names) - 1:
+                names.remove(label)  # a test file without the label column
+        missing = [c for c in need if c not in names]
+        if missing:
+            raise DataError(f"{path}: the columns {names} do not include {missing}")
+    encoding = schema.encoding if schema is not None else "utf-8"
+    yield from read_delimited(path, delimiter=delimiter, header=header, columns=names, use=need, bad=bad,
+                              encoding=encoding, quote=fmt == "csv", block_bytes=block_bytes)
+
+
+# ---- writing --------------------------------------------------------------------------------------
+
+class _Writer:
+    def __init__(self, path: Path, fmt: str, schema: pa.Schema) -> None:
+        self.path = path
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+            self.writer = pq.ParquetWriter(str(path), schema)
+        else:
+            import pyarrow.csv as pcsv
+            opts = pcsv.WriteOptions(delimiter="\t" if fmt == "tsv" else ",")
+            self.writer = pcsv.CSVWriter(str(path), schema, write_options=opts)
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _output_format(path: Path, fmt: str) -> str:
+    if fmt == "auto":
+        found = FORMATS.get(path.suffix.lower(), "csv")
+        return found
+    if fmt not in ("csv", "tsv", "parquet"):
+        raise DataError(f"--output-format must be auto, csv, tsv or parquet, got {fmt!r}")
+    return fmt
+
+
+def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_column: str | None = None,
+                 on_bad_row: str = "error", engine: str = "torch", fmt: str = "auto", header: bool | None = None,
+                 columns: list[str] | None = None, delimiter: str | None = None, output_format: str = "auto",
+                 batch_size: int = DEFAULT_BATCH_SIZE, block_bytes: int = DEFAULT_BLOCK_BYTES,
+                 scorer: Scorer | None = None, log: Callable[[str], None] | None = None) -> PredictResult:
+    """Score every row of INPUT into OUTPUT (see module doc). Raises DataError / BundleError."""
+    started = time.perf_counter()
+    log = log or (lambda msg: None)
+    bad = BadRows(on_bad_row)
+    scorer = scorer or Scorer(bundle, engine, batch_size)
+    output = Path(output)
+    ofmt = _output_format(output, output_format)
+    if output.exists() and output.is_dir():
+        raise DataError(f"{output}: is a directory; --output must be a file")
+    if Path(input).resolve() == output.resolve():
+        raise DataError(f"{output}: --output must not be the input file")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # CSV: float32 values written as float64 text, which round-trips them exactly (pyarrow prints float32 at 6 digits)
+    ptype = pa.float32() if ofmt == "parquet" else pa.float64()
+    fields = ([pa.field(id_column, pa.string())] if id_column else []) + [pa.field("probability", ptype)]
+    schema = pa.schema(fields)
+    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    writer = _Writer(tmp, ofmt, schema)
+    rows = chunks = 0
+    try:
+        for chunk in read_input(bundle, input, bad, fmt=fmt, header=header, columns=columns, delimiter=delimiter,
+                                extra=[id_column] if id_column else None, block_bytes=block_bytes):
+            batch, keep = bundle.encoder.encode_chunk(chunk, bad)
+            chunks += 1
+            if batch is None:
+                continue
+            probs = scorer(batch)
+            cols = []
+            if id_column:
+                ids = chunk.columns[id_column]
+                cols.append(ids if keep.all() else ids.filter(pa.array(keep)))
+            cols.append(pa.array(probs.astype(ptype.to_pandas_dtype()), ptype))
+            writer.write(pa.Table.from_arrays(cols, schema=schema))
+            rows += len(probs)
+            if chunks % 20 == 0:
+                log(f"{rows:,} rows scored")
+        writer.close()
+        os.replace(tmp, output)
+    except BaseException:
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001 - already failing; the temporary file goes anyway
+            pass
+        tmp.unlink(missing_ok=True)
+        raise
+    return PredictResult(output, rows, bad.summary(), time.perf_counter() - started)

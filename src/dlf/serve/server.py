@@ -1,0 +1,395 @@
+"""`dlf serve BUNDLE --port P`: an HTTP scoring service (FastAPI + uvicorn, the `[serve]` extra).
+
+    POST /predict    body: a JSON list of records (objects of raw input values), or
+                     {"records": [...]}; answers {"probabilities": [...], "rows": n, "model": name}
+    GET  /health     liveness: {"status": "ok", ...} (no API key needed)
+    GET  /metadata   model, bundle and the input fields: names, kinds, transforms, vocab sizes
+    GET  /metrics    Prometheus text format: request counts by path/method/status, a latency
+                     histogram per path, rows scored, process RSS (no API key needed)
+
+Request checks, in order: API key when one is configured (X-API-Key or `Authorization: Bearer`,
+401); body size (413, also for bodies without Content-Length, read up to the limit only);
+JSON (422); batch size (413); every record's fields (422 with one entry per problem, e.g.
+{"loc": ["body", 3, "age"], "msg": "expected a number, got 'abc'"}). Unknown fields are errors
+(typos do not pass silently); an absent field, null or "" is a missing value, encoded as in
+training. Values are the raw values the training files held: strings or numbers; a
+multi-valued field takes a list or a separator-joined string.
+
+Each request is logged as one JSON line (logger `dlf.serve.access`: time, method, path, status,
+duration, rows, client, request id). An unexpected error answers 500 with one line and the
+server keeps serving. Inference runs in a worker thread, one batch at a time (the model's own
+intra-op threads use the cores).
+"""
+# no `from __future__ import annotations`: FastAPI reads the endpoints' `Request` annotations at runtime
+
+import hmac
+import json
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from dlf.serve.bundle import Bundle
+from dlf.serve.encoding import INT_RE, NUMBER_RE, InputField
+
+access_log = logging.getLogger("dlf.serve.access")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ROUTES = ("/predict", "/health", "/metadata", "/metrics")
+MAX_ERRORS = 50
+DEFAULT_MAX_BATCH = 1000
+DEFAULT_MAX_BODY_BYTES = 4 << 20
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, detail) -> None:
+        super().__init__(str(detail))
+        self.status, self.detail = status, detail
+
+
+# ---- metrics -----------------------------------------------------------------------------------
+
+class Metrics:
+    """Counters and a latency histogram, rendered in the Prometheus text format (no client library)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.latency: dict[str, list] = {}  # path -> [bucket counts..., sum, count]
+        self.rows = 0
+        self.started = time.time()
+
+    def observe(self, path: str, method: str, status: int, seconds: float, rows: int = 0) -> None:
+        path = path if path in ROUTES else "other"
+        with self.lock:
+            key = (path, method, str(status))
+            self.requests[key] = self.requests.get(key, 0) + 1
+            h = self.latency.setdefault(path, [0] * len(LATENCY_BUCKETS) + [0.0, 0])
+            for i, b in enumerate(LATENCY_BUCKETS):
+                if seconds <= b:
+                    h[i] += 1
+            h[-2] += seconds
+            h[-1] += 1
+            self.rows += rows
+
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.requests.values())
+
+    def render(self, info: dict) -> str:
+        lines = ["# HELP dlf_requests_total HTTP requests by path, method and status code.",
+                 "# TYPE dlf_requests_total counter"]
+        with self.lock:
+            for (path, method, status), n in sorted(self.requests.items()):
+                lines.append(f'dlf_requests_total{{path="{path}",method="{method}",status="{status}"}} {n}')
+            lines += ["# HELP dlf_request_duration_seconds Request latency in seconds.",
+                      "# TYPE dlf_request_duration_seconds histogram"]
+            for path, h in sorted(self.latency.items()):
+                for b, n in zip(LATENCY_BUCKETS, h):
+                    lines.append(f'dlf_request_duration_seconds_bucket{{path="{path}",le="{b}"}} {n}')
+                lines.append(f'dlf_request_duration_seconds_bucket{{path="{path}",le="+Inf"}} {h[-1]}')
+                lines.append(f'dlf_request_duration_seconds_sum{{path="{path}"}} {h[-2]:.6f}')
+                lines.append(f'dlf_request_duration_seconds_count{{path="{path}"}} {h[-1]}')
+            rows = self.rows
+        labels = ",".join(f'{k}="{v}"' for k, v in info.items())
+        lines += ["# HELP dlf_predicted_rows_total Records scored.", "# TYPE dlf_predicted_rows_total counter",
+                  f"dlf_predicted_rows_total {rows}",
+                  "# HELP dlf_model_info The model being served.", "# TYPE dlf_model_info gauge",
+                  f"dlf_model_info{{{labels}}} 1",
+                  "# HELP process_resident_memory_bytes Resident memory of the server process.",
+                  "# TYPE process_resident_memory_bytes gauge",
+                  f"process_resident_memory_bytes {rss_bytes()}",
+                  "# HELP process_start_time_seconds Start time of the server (Unix time).",
+                  "# TYPE process_start_time_seconds gauge",
+                  f"process_start_time_seconds {self.started:.3f}"]
+        return "\n".join(lines) + "\n"
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size from /proc (0 where /proc is not available)."""
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+# ---- request validation --------------------------------------------------------------------------
+
+def _scalar(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return str(int(value)) if value.is_integer() else repr(value)
+    raise ValueError(f"expected a string or a number, got {type(value).__name__}")
+
+
+def value_text(value, f: InputField) -> str:
+    """One JSON value of an input field -> the text a training file would have held ('' = missing)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        raise ValueError("expected a string or a number, got a boolean")
+    if f.kind == "multi":
+        if isinstance(value, list):
+            items = []
+            for item in value:
+                if item is None or isinstance(item, (bool, list, dict)):
+                    raise ValueError(f"list items must be strings or numbers, got {json.dumps(item)}")
+                text = _scalar(item)
+                if f.separator and f.separator in text:
+                    raise ValueError(f"list item {text!r} contains the separator {f.separator!r}")
+                items.append(text)
+            return (f.separator or "|").join(items)
+        if isinstance(value, dict):
+            raise ValueError("expected a list of values or a separator-joined string, got an object")
+        return _scalar(value)
+    if isinstance(value, (list, dict)):
+        raise ValueError(f"expected a single value, got {'a list' if isinstance(value, list) else 'an object'}")
+    text = _scalar(value)
+    if f.integer and text.strip() and not INT_RE.match(text):
+        raise ValueError(f"expected an integer id, got {value!r}")
+    if f.number and text.strip() and not NUMBER_RE.match(text):
+        raise ValueError(f"expected a number, got {value!r}")
+    return text
+
+
+def validate_records(payload, inputs: list[InputField], max_batch: int) -> list[dict[str, str]]:
+    """The request body (parsed JSON) -> records of text values; RequestError(413/422) otherwise."""
+    if isinstance(payload, dict) and set(payload) == {"records"}:
+        payload = payload["records"]
+    if not isinstance(payload, list):
+        raise RequestError(422, [{"loc": ["body"], "msg": "expected a JSON list of records (objects of field "
+                                  "values), or {\"records\": [...]}", "type": "type_error.list"}])
+    if not payload:
+        raise RequestError(422, [{"loc": ["body"], "msg": "no records: send at least one", "type": "value_error"}])
+    if len(payload) > max_batch:
+        raise RequestError(413, f"batch of {len(payload)} records is larger than the limit of {max_batch}; "
+                                "split it into smaller requests")
+    by_name = {f.name: f for f in inputs}
+    names = ", ".join(by_name)
+    errors, out = [], []
+    for i, rec in enumerate(payload):
+        if not isinstance(rec, dict):
+            errors.append({"loc": ["body", i], "msg": "expected an object of field values", "type": "type_error.dict"})
+            continue
+        row = {}
+        for key, value in rec.items():
+            f = by_name.get(key)
+            if f is None:
+                errors.append({"loc": ["body", i, key], "msg": f"unknown field; the inputs are: {names}",
+                               "type": "value_error.unknown_field"})
+                continue
+            try:
+                row[key] = value_text(value, f)
+            except ValueError as exc:
+                errors.append({"loc": ["body", i, key], "msg": str(exc), "type": "value_error"})
+        out.append(row)
+        if len(errors) >= MAX_ERRORS:
+            break
+    if errors:
+        raise RequestError(422, errors[:MAX_ERRORS])
+    return out
+
+
+# ---- the app -------------------------------------------------------------------------------------
+
+class AccessLog:
+    """ASGI middleware: one JSON log line and the metrics for every HTTP request."""
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = {"code": 500}
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
+        counters = scope["dlf"] = {"rows": 0}  # shared with the endpoint even if the scope is copied
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            seconds = time.perf_counter() - started
+            rows = counters["rows"]
+            self.metrics.observe(scope["path"], scope["method"], status["code"], seconds, rows)
+            client = scope.get("client")
+            access_log.info(json.dumps({
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
+                "method": scope["method"], "path": scope["path"], "status": status["code"],
+                "duration_ms": round(seconds * 1000, 3), "rows": rows,
+                "client": f"{client[0]}:{client[1]}" if client else None, "request_id": request_id}))
+
+
+def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = DEFAULT_MAX_BATCH,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, engine: str = "torch", threads: int = 0):
+    """The FastAPI application serving `bundle` (see module doc)."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from starlette.concurrency import run_in_threadpool
+
+    from dlf.data.readers import BadRows
+    from dlf.data.schema import DataError
+    from dlf.serve.predict import Scorer
+
+    if max_batch < 1 or max_body_bytes < 1:
+        raise ValueError("max_batch and max_body_bytes must be >= 1")
+    scorer = Scorer(bundle, engine, batch_size=max(max_batch, 1), threads=threads)
+    encoder = bundle.encoder
+    metrics = Metrics()
+    inference = threading.Lock()
+    meta = bundle.metadata() | {"engine": engine, "limits": {"max_batch": max_batch, "max_body_bytes": max_body_bytes},
+                                "api_key_required": bool(api_key)}
+    info = {"model": bundle.model_name, "dlf_version": bundle.manifest["dlf_version"],
+            "bundle_format": str(bundle.manifest["format_version"]), "engine": engine}
+    key = api_key.encode() if api_key else None
+
+    app = FastAPI(title="dlf scoring server", version=bundle.manifest["dlf_version"], docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    def check_key(request: Request) -> None:
+        if key is None:
+            return
+        given = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if given is None and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if given is None or not hmac.compare_digest(given.encode(), key):
+            raise RequestError(401, "missing or wrong API key (send it in the X-API-Key header)")
+
+    async def read_body(request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise RequestError(400, "bad Content-Length header")
+            if int(length) > max_body_bytes:
+                raise RequestError(413, f"request body of {int(length)} bytes is larger than the limit of "
+                                        f"{max_body_bytes} bytes")
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > max_body_bytes:
+                raise RequestError(413, f"request body is larger than the limit of {max_body_bytes} bytes")
+        return bytes(body)
+
+    def score(records: list[dict[str, str]]):
+        bad = BadRows("skip")
+        batch, keep = encoder.encode_chunk(encoder.records_chunk(records, "record"), bad)
+        if bad.count:
+            raise RequestError(422, [{"loc": ["body", _record_index(e)], "msg": e, "type": "value_error"}
+                                     for e in bad.examples])
+        with inference:
+            return scorer(batch)
+
+    @app.exception_handler(RequestError)
+    async def on_request_error(request: Request, exc: RequestError):
+        headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else None
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def on_error(request: Request, exc: Exception):
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        logging.getLogger("dlf.serve").error("error on %s %s: %s: %s", request.method, request.url.path,
+                                             type(exc).__name__, line)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        check_key(request)
+        body = await read_body(request)
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestError(422, [{"loc": ["body"], "msg": f"invalid JSON: {str(exc).splitlines()[0]}",
+                                      "type": "value_error.json"}]) from None
+        records = validate_records(payload, encoder.inputs, max_batch)
+        try:
+            probs = await run_in_threadpool(score, records)
+        except DataError as exc:
+            raise RequestError(422, [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]) from None
+        request.scope.get("dlf", {})["rows"] = len(records)
+        return {"probabilities": probs.tolist(), "rows": len(records), "model": bundle.model_name}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": bundle.model_name, "uptime_seconds": round(time.time() - metrics.started, 3),
+                "requests": metrics.total()}
+
+    @app.get("/metadata")
+    async def metadata(request: Request):
+        check_key(request)
+        return meta
+
+    @app.get("/metrics")
+    async def prometheus():
+        return PlainTextResponse(metrics.render(info), media_type="text/plain; version=0.0.4")
+
+    app.state.metrics = metrics
+    return AccessLog(app, metrics)
+
+
+def _record_index(message: str):
+    """'record row 3: field ...' -> 3 (the chunk's row unit names the record index)."""
+    try:
+        return int(message.split(":", 1)[0].rsplit(" ", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.name == access_log.name:
+            return msg
+        return json.dumps({"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+                           "level": record.levelname.lower(), "logger": record.name, "msg": msg})
+
+
+def serve(bundle_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, engine: str = "torch",
+          threads: int = 0, log_level: str = "info", access_logs: bool = True) -> None:
+    """Load the bundle and run the server until interrupted (uvicorn, one process)."""
+    import uvicorn
+
+    from dlf.serve.bundle import load_bundle
+
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+    bundle = load_bundle(bundle_path, build_model=engine == "torch")
+    app = create_app(bundle, api_key=api_key, max_batch=max_batch, max_body_bytes=max_body_bytes, engine=engine,
+                     threads=threads)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_JsonLines())
+    for name in ("dlf.serve", "dlf.serve.access"):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = [handler]
+        lg.propagate = False
+        lg.setLevel(logging.INFO if (access_logs or name == "dlf.serve") else logging.WARNING)
+    logging.getLogger("dlf.serve").info("serving %s (%s, %s engine) on http://%s:%d", bundle_path,
+                                        bundle.model_name, engine, host, port)
+    level = log_level.upper()
+    log_config = {"version": 1, "disable_existing_loggers": False,
+                  "formatters": {"json": {"()": _JsonLines}},
+                  "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "json",
+                                           "stream": "ext://sys.stderr"}},
+                  "loggers": {"uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
+                              "uvicorn.error": {"handlers": ["default"], "level": level, "propagate": False},
+                              "uvicorn.access": {"handlers": ["default"], "level": "WARNING", "propagate": False}}}
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False,
+                log_config=log_config)

@@ -1,0 +1,261 @@
+"""Bundles and batch scoring: export -> load round trip, `predict` on a file equals the trainer's
+evaluation on the same rows, the bundle's encoders reproduce the preprocessing's ids, bad rows,
+version/integrity checks, and a bundle crafted to run code on load does not run it."""
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from dlf.cli import app
+from dlf.config import load_config
+from dlf.data.readers import BadRows
+from dlf.data.schema import DataError
+from dlf.data.store import load_processed
+from dlf.models import build_model
+from dlf.serve.bundle import BundleError, export_bundle, load_bundle
+from dlf.serve.demo import build_demo_run
+from dlf.serve.predict import predict_file, read_input
+from dlf.train.trainer import predict_proba
+
+try:
+    import onnxruntime  # noqa: F401
+    HAS_ORT = True
+except ImportError:  # the [serve] extra is not installed: the ONNX parts are skipped
+    HAS_ORT = False
+needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed (pip install 'dlf[serve]')")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve_bundle")
+    paths = build_demo_run(folder, rows=2500, test_rows=400)
+    paths["bundle"] = export_bundle(paths["run"], folder / "bundle", format="onnx" if HAS_ORT else "torch")
+    return paths
+
+
+def run_model(run: Path):
+    cfg = load_config(run / "config.yaml")
+    fm = load_processed(cfg.data.path)[0]
+    model = build_model(cfg.model_name, fm, cfg.model)
+    model.load_state_dict(load_file(str(run / "model.safetensors")))
+    return model.eval()
+
+
+def test_bundle_layout_and_round_trip(demo):
+    b = load_bundle(demo["bundle"])
+    files = {p.relative_to(demo["bundle"]).as_posix() for p in demo["bundle"].rglob("*") if p.is_file()}
+    assert {"bundle.json", "model.safetensors", "feature_map.json", "vocab/city.arrow",
+            "vocab/tags.arrow", "vocab/visits_bucket.arrow"} <= files
+    assert ("model.onnx" in files) == HAS_ORT
+    assert "vocab/site.arrow" not in files  # hashed field: no vocabulary
+    m = b.manifest
+    assert m["format_version"] == 1 and m["dlf_version"] and m["model"]["name"] == "dlf"
+    assert m["preprocessing"]["mode"] == "raw" and b.encoder.columns == ["site", "visits", "city", "device", "age",
+                                                                           "tags"]
+    assert not list(demo["bundle"].parent.glob(".bundle.tmp-*"))  # the temporary folder was renamed away
+    _, _, _, test = load_processed(demo["data"])
+    want = predict_proba(run_model(demo["run"]), test, 4096)
+    got = predict_proba(b.model, test, 4096)
+    assert np.array_equal(want, got)
+
+
+def test_encoder_reproduces_preprocessing_ids(demo):
+    """Encoding test.csv with the bundle gives exactly the ids/values dlf preprocess wrote for the test split
+    (unseen categories -> OOV, missing -> the missing id, standardized numerics, hashed and bucketed fields)."""
+    b = load_bundle(demo["bundle"], build_model=False)
+    _, _, _, test = load_processed(demo["data"])
+    parts = [b.encoder.encode_chunk(c, BadRows())[0] for c in read_input(b, demo["test_csv"], BadRows())]
+    cat = np.concatenate([p.categorical.numpy() for p in parts])
+    num = np.concatenate([p.numeric.numpy() for p in parts])
+    mul = np.concatenate([p.multi.numpy() for p in parts])
+    assert np.array_equal(cat, test.categorical) and np.array_equal(mul, test.multi)
+    assert np.allclose(num, test.numeric, atol=0, rtol=0)
+    city = [f.name for f in b.feature_map.of_kind("categorical")].index("city")
+    assert (cat[:, city] == 2).any()  # missing cities have the missing id
+
+
+def test_unseen_and_missing_values(demo):
+    b = load_bundle(demo["bundle"], build_model=False)
+    chunk = b.encoder.records_chunk([{"city": "atlantis", "device": "phone"}, {"city": "", "device": "toaster"},
+                                     {"city": "city3", "device": "phone", "age": "40", "tags": "t1;nope"}])
+    batch, keep = b.encoder.encode_chunk(chunk, BadRows())
+    assert keep.all()
+    names = [f.name for f in b.feature_map.of_kind("categorical")]
+    city, device = names.index("city"), names.index("device")
+    assert batch.categorical[0, city] == 1 and batch.categorical[1, city] == 2  # unseen -> OOV, missing -> 2
+    assert batch.categorical[1, device] == 1  # device never missing in train: unseen -> OOV
+    assert batch.categorical[2, city] >= 3
+    assert batch.multi[2, 0, 1] == 1 and batch.multi[2, 0, 0] >= 3 and batch.multi[2, 0, 2] == 0
+    assert batch.multi[0, 0, 0] == 2  # an empty list is the missing id, as in training
+
+
+def test_predict_file_equals_trainer_evaluation(demo, tmp_path):
+    b = load_bundle(demo["bundle"])
+    _, _, _, test = load_processed(demo["data"])
+    want = predict_proba(run_model(demo["run"]), test, 16384)
+    out = predict_file(b, demo["test_csv"], tmp_path / "p.parquet", id_column="id", block_bytes=2048)
+    got = pq.read_table(out.output)
+    assert out.rows == len(test) == got.num_rows and got.column_names == ["id", "probability"]
+    assert got["id"].to_pylist()[:2] == ["r1000000", "r1000001"]
+    np.testing.assert_allclose(got["probability"].to_numpy(), want, rtol=0, atol=1e-6)
+    # CSV output, read back exactly; same rows from a Parquet input
+    pcsv.write_csv(pcsv.read_csv(demo["test_csv"], convert_options=pcsv.ConvertOptions(
+        column_types={c: "string" for c in ["id", "click", "city", "device", "age", "tags", "site", "visits"]},
+        strings_can_be_null=False)), tmp_path / "x.csv")
+    pq.write_table(pcsv.read_csv(demo["test_csv"]), tmp_path / "in.parquet")
+    out = predict_file(b, tmp_path / "in.parquet", tmp_path / "p.csv")
+    back = pcsv.read_csv(out.output)
+    assert back.column_names == ["probability"]
+    np.testing.assert_allclose(back["probability"].to_numpy().astype(np.float32), want, rtol=0, atol=1e-6)
+
+
+@needs_ort
+def test_predict_onnx_engine_matches_torch(demo, tmp_path):
+    b = load_bundle(demo["bundle"])
+    t = predict_file(b, demo["test_csv"], tmp_path / "t.parquet")
+    o = predict_file(b, demo["test_csv"], tmp_path / "o.parquet", engine="onnx")
+    np.testing.assert_allclose(pq.read_table(o.output)["probability"].to_numpy(),
+                               pq.read_table(t.output)["probability"].to_numpy(), rtol=0, atol=1e-5)
+
+
+def test_bad_rows_error_or_skip(demo, tmp_path):
+    b = load_bundle(demo["bundle"])
+    lines = demo["test_csv"].read_text().splitlines()
+    lines[3] += ",extra"  # one column too many
+    cols = lines[5].split(",")
+    cols[4] = "forty"  # age must be a number
+    lines[5] = ",".join(cols)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"bad\.csv:4: "):
+        predict_file(b, bad, tmp_path / "o.csv")
+    assert not (tmp_path / "o.csv").exists() and not list(tmp_path.glob(".o.csv.tmp-*"))
+    res = predict_file(b, bad, tmp_path / "o.csv", on_bad_row="skip", id_column="id")
+    assert res.bad_rows["count"] == 2 and res.rows == len(lines) - 3
+    assert res.bad_rows["examples"][0].endswith("bad.csv:4: expected 8 columns separated by ',', got 9 "
+                                                f"({lines[3][:60]!r})")
+    assert res.bad_rows["examples"][1].endswith("bad.csv:6: field 'age': expected a number, got 'forty'")
+    ids = pcsv.read_csv(res.output)["id"].to_pylist()
+    assert lines[3].split(",")[0] not in ids and lines[5].split(",")[0] not in ids and lines[4].split(",")[0] in ids
+
+
+def test_incompatible_or_modified_bundles_are_refused(demo, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(demo["bundle"], copy)
+    manifest = json.loads((copy / "bundle.json").read_text())
+    (copy / "bundle.json").write_text(json.dumps({**manifest, "format_version": 99, "dlf_version": "9.0"}))
+    with pytest.raises(BundleError, match=r"bundle format version 99 \(written by dlf 9.0\) is not supported"):
+        load_bundle(copy)
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    vocab = copy / "vocab" / "city.arrow"
+    vocab.write_bytes(vocab.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(BundleError, match="checksum does not match"):
+        load_bundle(copy)
+    with pytest.raises(BundleError, match="no such bundle directory"):
+        load_bundle(tmp_path / "nothing")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "pwned"))
+
+
+def test_crafted_bundle_does_not_run_code(demo, tmp_path):
+    evil = tmp_path / "evil"
+    shutil.copytree(demo["bundle"], evil)
+    marker = tmp_path / "MARKER"
+    payload = pickle.dumps({"state": _Exploit(str(marker))})
+    pickle.loads(pickle.dumps(_Exploit(str(tmp_path / "control"))))  # the payload does run when unpickled
+    assert (tmp_path / "control").exists()
+    for name in ("model.pkl", "weights.pt", "model.pt", "vocab/city.pkl"):
+        (evil / name).write_bytes(payload)
+    (evil / "model.safetensors").write_bytes(payload)  # where the weights would be
+    # ... with a manifest that vouches for it, as an attacker would write
+    import hashlib
+    manifest = json.loads((evil / "bundle.json").read_text())
+    manifest["files"]["model.safetensors"] = {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
+    (evil / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="model.safetensors: not a valid safetensors file"):
+        load_bundle(evil)
+    assert not marker.exists()
+    # the weights file is fine but a vocabulary is a pickle: also refused without running it
+    shutil.copyfile(demo["bundle"] / "model.safetensors", evil / "model.safetensors")
+    (evil / "vocab" / "city.arrow").write_bytes(payload)
+    manifest["files"]["model.safetensors"] = json.loads((demo["bundle"] / "bundle.json").read_text())["files"][
+        "model.safetensors"]
+    manifest["files"]["vocab/city.arrow"] = manifest["files"]["model.safetensors"] | {
+        "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
+    (evil / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="not a readable vocabulary"):
+        load_bundle(evil)
+    assert not marker.exists()
+
+
+def test_cli_export_and_predict(demo, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["export", str(demo["run"]), "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "wrote bundle" in res.output and not (tmp_path / "b" / "model.onnx").exists()
+    res = runner.invoke(app, ["export", str(demo["run"]), "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "already holds a bundle" in res.output
+    res = runner.invoke(app, ["predict", str(tmp_path / "b"), "--input", str(demo["test_csv"]), "--output",
+                              str(tmp_path / "p.csv"), "--id-column", "id"])
+    assert res.exit_code == 0, res.output
+    assert "400 rows scored" in res.output
+    res = runner.invoke(app, ["predict", str(tmp_path / "b"), "--input", str(demo["test_csv"]), "--output",
+                              str(tmp_path / "p.csv"), "--engine", "onnx"])
+    assert res.exit_code == 2 and "no model.onnx" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["predict", str(tmp_path / "b"), "--input", str(demo["test_csv"]), "--output",
+                              str(tmp_path / "p.csv"), "--id-column", "nope"])
+    assert res.exit_code == 2 and "header has no column(s) ['nope']" in res.output
+    res = runner.invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "not a finished dlf run directory" in res.output
+
+
+@needs_ort
+def test_synthetic_run_exports_an_ids_bundle(tmp_path):
+    """Synthetic runs have no raw values: the bundle takes encoded ids / numeric values."""
+    from rich.console import Console
+
+    from dlf.api import train
+    from dlf.data.synthetic import SyntheticConfig, generate
+
+    cfg = {"model": {"name": "lr"}, "data": {"synthetic": {"rows": 1500, "categorical": 4, "numeric": 2,
+                                                             "max_cardinality": 50, "seed": 3}},
+           "train": {"epochs": 1, "batch_size": 256, "progress": False, "tensorboard": False}}
+    train(cfg, out=tmp_path / "run", console=Console(quiet=True))
+    bundle = load_bundle(export_bundle(tmp_path / "run", tmp_path / "b", format="onnx"))
+    assert bundle.mode == "ids" and not (tmp_path / "b" / "vocab").exists()
+    test = generate(SyntheticConfig(rows=1500, categorical=4, numeric=2, max_cardinality=50, seed=3)).test
+    fm = bundle.feature_map
+    header = [f.name for f in fm.of_kind("categorical")] + [f.name for f in fm.of_kind("numeric")] + \
+        [f.name for f in fm.of_kind("multi")]
+    rows = []
+    for i in range(len(test)):
+        vals = [str(v) for v in test.categorical[i]] + [repr(float(v)) for v in test.numeric[i]]
+        vals += ["|".join(str(v) for v in test.multi[i, j] if v) for j in range(test.multi.shape[1])]
+        rows.append(",".join(vals))
+    (tmp_path / "ids.csv").write_text(",".join(header) + "\n" + "\n".join(rows) + "\n")
+    out = predict_file(bundle, tmp_path / "ids.csv", tmp_path / "p.parquet")
+    want = predict_proba(bundle.model, test, 4096)
+    np.testing.assert_allclose(pq.read_table(out.output)["probability"].to_numpy(), want, rtol=0, atol=1e-6)
+    onnx = predict_file(bundle, tmp_path / "ids.csv", tmp_path / "o.parquet", engine="onnx")
+    np.testing.assert_allclose(pq.read_table(onnx.output)["probability"].to_numpy(), want, rtol=0, atol=1e-5)
+    # an id outside the vocabulary is OOV; text is a bad row
+    (tmp_path / "odd.csv").write_text(",".join(header) + "\n" + ",".join(["999999"] + rows[0].split(",")[1:]) + "\n"
+                                      + ",".join(["abc"] + rows[0].split(",")[1:]) + "\n")
+    with pytest.raises(DataError, match=r"odd\.csv:3: field 'c1': expected an integer id, got 'abc'"):
+        predict_file(bundle, tmp_path / "odd.csv", tmp_path / "q.parquet")
+    res = predict_file(bundle, tmp_path / "odd.csv", tmp_path / "q.parquet", on_bad_row="skip")
+    assert res.rows == 1 and res.bad_rows["count"] == 1

@@ -1,0 +1,38 @@
+"""ONNX export: ONNX Runtime matches PyTorch to 1e-5 for DLF (attention and concat fusion) and LR,
+at several batch sizes (the batch axis is dynamic)."""
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from conftest import random_batch  # noqa: E402
+from dlf.models import build_model, get_entry  # noqa: E402
+from dlf.serve.onnx import OnnxRunner, ProbabilityModel, export_onnx  # noqa: E402
+
+TINY = dict(embedding_dim=8, layers=2, rank=3, interaction_tokens=3, implicit_tokens=2, hidden=16, attention_heads=2)
+
+
+@pytest.mark.parametrize("name,overrides", [("dlf", TINY), ("dlf_concat", TINY), ("lr", {})])
+def test_onnx_matches_pytorch(name, overrides, small_feature_map, tmp_path):
+    import dataclasses
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(get_entry(name).default_config(), **overrides)
+    model = build_model(name, small_feature_map, cfg).eval()
+    with torch.no_grad():  # weights of a trained size, not the 1e-4 initial embeddings (which make a constant)
+        for p in model.parameters():
+            p.normal_(0.0, 0.4)
+    info = export_onnx(model, small_feature_map, tmp_path / "m.onnx")
+    assert info["inputs"] == ["categorical", "numeric", "multi"] and info["opset"] == 17
+    runner = OnnxRunner(tmp_path / "m.onnx")
+    wrapper = ProbabilityModel(model).eval()
+    for n, seed in ((1, 1), (7, 2), (300, 3)):
+        b = random_batch(small_feature_map, n, seed)
+        b.multi[0, 0, :] = 0  # an empty list
+        b.categorical[-1, 0] = 1  # OOV
+        with torch.no_grad():
+            want = wrapper(b.categorical, b.numeric, b.multi).numpy()
+        got = runner.run(b)
+        assert got.shape == (n,)
+        assert want.std() > 1e-3 or n == 1  # the outputs do vary with the input
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

@@ -1,0 +1,158 @@
+"""The scoring server through FastAPI's TestClient: valid, malformed, oversized and unauthorised
+requests get the right status codes, the server stays healthy, predictions equal `dlf predict`'s,
+metrics and access logs are written; and the load-test script runs against a real server."""
+import json
+import logging
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient  # noqa: E402
+
+from dlf.serve.bundle import export_bundle, load_bundle  # noqa: E402
+from dlf.serve.demo import build_demo_run  # noqa: E402
+from dlf.serve.predict import predict_file  # noqa: E402
+from dlf.serve.server import create_app  # noqa: E402
+
+KEY = "s3cret"
+AUTH = {"X-API-Key": KEY}
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve_server")
+    paths = build_demo_run(folder, rows=2000, test_rows=200)
+    paths["bundle"] = export_bundle(paths["run"], folder / "bundle")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def client(demo):
+    app = create_app(load_bundle(demo["bundle"]), api_key=KEY, max_batch=50, max_body_bytes=20_000)
+    with TestClient(app) as c:
+        yield c
+
+
+def test_predict_matches_batch_scoring(demo, client, tmp_path):
+    out = predict_file(load_bundle(demo["bundle"]), demo["test_csv"], tmp_path / "p.parquet", id_column="id")
+    want = pq.read_table(out.output)["probability"].to_numpy()[:40]
+    table = pcsv.read_csv(demo["test_csv"], convert_options=pcsv.ConvertOptions(
+        column_types={c: "string" for c in ["id", "click", "city", "device", "age", "tags", "site", "visits"]},
+        strings_can_be_null=False))
+    rows = table.slice(0, 40).to_pylist()
+    records = [{k: v for k, v in r.items() if k not in ("id", "click")} for r in rows]
+    r = client.post("/predict", json=records, headers=AUTH)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["rows"] == 40 and body["model"] == "dlf" and r.headers["x-request-id"]
+    np.testing.assert_allclose(body["probabilities"], want, rtol=0, atol=1e-6)
+    # JSON numbers, lists for multi-valued fields, null / absent = missing give the same answers
+    typed = []
+    for rec in records:
+        t = dict(rec)
+        t["age"] = int(t["age"]) if t["age"] else None
+        t["visits"] = float(t["visits"]) if t["visits"] else None
+        t["tags"] = t["tags"].split(";") if t["tags"] else []
+        if not t["city"]:
+            del t["city"]
+        typed.append(t)
+    r = client.post("/predict", json={"records": typed}, headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["probabilities"], want, rtol=0, atol=1e-6)
+
+
+def test_validation_errors_are_field_level_422(client):
+    r = client.post("/predict", json=[{"city": "city1", "age": "forty", "colour": "red"}, 7,
+                                      {"tags": {"a": 1}, "device": True, "site": [1]}], headers=AUTH)
+    assert r.status_code == 422
+    detail = {tuple(d["loc"]): d["msg"] for d in r.json()["detail"]}
+    assert detail[("body", 0, "age")] == "expected a number, got 'forty'"
+    assert detail[("body", 0, "colour")].startswith("unknown field; the inputs are: site, visits, city")
+    assert detail[("body", 1)] == "expected an object of field values"
+    assert "separator-joined string" in detail[("body", 2, "tags")]
+    assert "boolean" in detail[("body", 2, "device")] and "a list" in detail[("body", 2, "site")]
+    for body in (b"[{", b"\xff\xfe", b"", b'{"rows": []}', b"[]", b"NaN", b'[{"age": NaN}]'):
+        r = client.post("/predict", content=body, headers=AUTH | {"Content-Type": "application/json"})
+        assert r.status_code == 422, (body, r.text)
+        assert isinstance(r.json()["detail"], list)
+
+
+def test_oversized_requests_413(client):
+    r = client.post("/predict", json=[{"city": "city1"}] * 51, headers=AUTH)
+    assert r.status_code == 413 and "limit of 50" in r.json()["detail"]
+    r = client.post("/predict", json=[{"city": "x" * 30_000}], headers=AUTH)
+    assert r.status_code == 413 and "20000 bytes" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: the body is read only up to the limit
+        for _ in range(100):
+            yield b" " * 1000
+    r = client.post("/predict", content=chunks(), headers=AUTH)
+    assert r.status_code == 413
+
+
+def test_api_key_401(client):
+    for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer nope"}):
+        r = client.post("/predict", json=[{"city": "city1"}], headers=headers)
+        assert r.status_code == 401 and "API key" in r.json()["detail"]
+        assert client.get("/metadata", headers=headers).status_code == 401
+    assert client.get("/health").status_code == 200  # probes need no key
+
+
+def test_internal_error_500_then_healthy(demo, client, monkeypatch):
+    app = create_app(load_bundle(demo["bundle"]))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        import dlf.serve.encoding as enc
+        monkeypatch.setattr(enc.Encoder, "encode_chunk", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+        r = c.post("/predict", json=[{"city": "city1"}])
+        assert r.status_code == 500 and r.json() == {"detail": "internal error: RuntimeError"}
+        monkeypatch.undo()
+        assert c.post("/predict", json=[{"city": "city1"}]).status_code == 200
+        assert c.get("/health").json()["status"] == "ok"
+
+
+def test_health_metadata_metrics_and_access_log(client, caplog):
+    with caplog.at_level(logging.INFO, logger="dlf.serve.access"):
+        assert client.post("/predict", json=[{"city": "city2", "device": "tablet"}], headers=AUTH).status_code == 200
+        assert client.post("/predict", json=[{"age": "x"}], headers=AUTH).status_code == 422
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "dlf.serve.access"]
+    assert [(x["path"], x["status"], x["rows"]) for x in lines[-2:]] == [("/predict", 200, 1), ("/predict", 422, 0)]
+    assert {"ts", "method", "duration_ms", "client", "request_id"} <= set(lines[-1])
+    h = client.get("/health")
+    assert h.status_code == 200 and h.json()["status"] == "ok" and h.json()["model"] == "dlf"
+    meta = client.get("/metadata", headers=AUTH).json()
+    assert meta["model"]["name"] == "dlf" and meta["limits"] == {"max_batch": 50, "max_body_bytes": 20_000}
+    fields = {f["name"]: f for f in meta["fields"]}
+    assert fields["age"]["kind"] == "numeric" and fields["age"]["transform"] == "standardize"
+    assert fields["tags"]["separator"] == ";" and fields["visits_bucket"]["input"] == "visits"
+    assert [i["name"] for i in meta["inputs"]] == ["site", "visits", "city", "device", "age", "tags"]
+    text = client.get("/metrics").text
+    assert 'dlf_requests_total{path="/predict",method="POST",status="200"}' in text
+    for status in ("401", "413", "422"):
+        assert f'path="/predict",method="POST",status="{status}"' in text
+    assert 'dlf_request_duration_seconds_bucket{path="/predict",le="+Inf"}' in text
+    assert "dlf_predicted_rows_total" in text and "process_resident_memory_bytes" in text
+
+
+def test_load_script_runs_against_a_real_server(demo, tmp_path):
+    """benchmarks/serve_load.py starts `dlf serve` on 127.0.0.1, drives it briefly and stops it."""
+    out = tmp_path / "load.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "serve_load.py"), "--bundle", str(demo["bundle"]),
+                           "--duration", "1", "--warmup", "0.2", "--concurrency", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads(out.read_text())
+    assert [s["records_per_request"] for s in res["scenarios"]] == [1, 100]
+    assert all(s["errors"] == 0 and s["requests"] > 0 and s["p99_ms"] >= s["p50_ms"] for s in res["scenarios"])
+    assert res["rss_mib_start"] > 0 and res["rss_mib_end"] > 0
