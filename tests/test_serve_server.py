@@ -156,3 +156,48 @@ def test_load_script_runs_against_a_real_server(demo, tmp_path):
     assert [s["records_per_request"] for s in res["scenarios"]] == [1, 100]
     assert all(s["errors"] == 0 and s["requests"] > 0 and s["p99_ms"] >= s["p50_ms"] for s in res["scenarios"])
     assert res["rss_mib_start"] > 0 and res["rss_mib_end"] > 0
+
+
+def test_concurrent_requests_are_micro_batched(demo):
+    """Requests that arrive while the model is busy are merged into one call, each gets its own answers,
+    and a bad request in a merged call does not spoil the others."""
+    import threading
+    import time
+
+    from dlf.serve.predict import Scorer
+
+    bundle = load_bundle(demo["bundle"])
+    solo = TestClient(create_app(bundle, micro_batch=False))
+    records = [{"city": f"city{i % 12}", "device": "phone", "age": 20 + i} for i in range(12)]
+    want = [solo.post("/predict", json=records[i:i + 2]).json()["probabilities"] for i in range(0, 12, 2)]
+    original = Scorer.__call__
+    gate = threading.Event()
+
+    def slow(self, batch):  # the first call holds the model until the other requests are queued
+        gate.wait(10)
+        return original(self, batch)
+
+    app = create_app(bundle)
+    with TestClient(app) as c, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Scorer, "__call__", slow)
+        answers, threads = {}, []
+
+        def post(i, body):
+            answers[i] = c.post("/predict", json=body)
+        for i in range(6):
+            threads.append(threading.Thread(target=post, args=(i, records[2 * i:2 * i + 2])))
+            threads[-1].start()
+            if i == 0:
+                time.sleep(0.3)  # request 0 is in the model; 1..5 queue up behind it
+        threads.append(threading.Thread(target=post, args=(6, [{"age": "x"}])))  # fails validation before queueing
+        threads[-1].start()
+        time.sleep(0.3)
+        gate.set()
+        for t in threads:
+            t.join(30)
+        assert app.app.state.batcher.calls == 2  # request 0, then 1..5 together
+        for i in range(6):
+            assert answers[i].status_code == 200
+            np.testing.assert_allclose(answers[i].json()["probabilities"], want[i], rtol=0, atol=1e-6)
+        assert answers[6].status_code == 422
+        assert "dlf_model_calls_total 2" in c.get("/metrics").text

@@ -100,6 +100,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         engine: str = typer.Option("torch", help="torch or onnx."),
         threads: int = typer.Option(0, help="Intra-op threads (0: the engine's default)."),
         access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="One JSON line per request."),
+        micro_batch: bool = typer.Option(True, "--micro-batch/--no-micro-batch", help="Merge requests that arrive "
+                                         "while the model is busy into its next call."),
         log_level: str = typer.Option("info", help="uvicorn log level."),
     ) -> None:
         """Serve a bundle over HTTP: POST /predict, GET /health, /metadata, /metrics."""
@@ -117,6 +119,6 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         try:
             run_server(bundle, host=host, port=port, api_key=api_key or os.environ.get("DLF_API_KEY") or None,
                        max_batch=max_batch, max_body_bytes=int(max_body_mb * (1 << 20)), engine=engine,
-                       threads=threads, log_level=log_level, access_logs=access_log)
+                       threads=threads, log_level=log_level, access_logs=access_log, micro_batch=micro_batch)
         except (BundleError, DataError) as exc:
             fail(str(exc))

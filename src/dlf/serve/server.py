@@ -17,11 +17,14 @@ multi-valued field takes a list or a separator-joined string.
 
 Each request is logged as one JSON line (logger `dlf.serve.access`: time, method, path, status,
 duration, rows, client, request id). An unexpected error answers 500 with one line and the
-server keeps serving. Inference runs in a worker thread, one batch at a time (the model's own
-intra-op threads use the cores).
+server keeps serving. Inference runs in a worker thread, one call at a time (the model's own
+intra-op threads use the cores); requests that arrive while the model is busy are merged into
+the next call (MicroBatcher), so many small concurrent requests cost few model calls.
 """
 # no `from __future__ import annotations`: FastAPI reads the endpoints' `Request` annotations at runtime
 
+import asyncio
+import collections
 import hmac
 import json
 import logging
@@ -31,6 +34,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
+
+import numpy as np
 
 from dlf.serve.bundle import Bundle
 from dlf.serve.encoding import INT_RE, NUMBER_RE, InputField
@@ -59,7 +64,12 @@ class Metrics:
         self.requests: dict[tuple[str, str, str], int] = {}
         self.latency: dict[str, list] = {}  # path -> [bucket counts..., sum, count]
         self.rows = 0
+        self.calls = 0
         self.started = time.time()
+
+    def model_call(self) -> None:
+        with self.lock:
+            self.calls += 1
 
     def observe(self, path: str, method: str, status: int, seconds: float, rows: int = 0) -> None:
         path = path if path in ROUTES else "other"
@@ -92,10 +102,12 @@ class Metrics:
                 lines.append(f'dlf_request_duration_seconds_bucket{{path="{path}",le="+Inf"}} {h[-1]}')
                 lines.append(f'dlf_request_duration_seconds_sum{{path="{path}"}} {h[-2]:.6f}')
                 lines.append(f'dlf_request_duration_seconds_count{{path="{path}"}} {h[-1]}')
-            rows = self.rows
+            rows, calls = self.rows, self.calls
         labels = ",".join(f'{k}="{v}"' for k, v in info.items())
         lines += ["# HELP dlf_predicted_rows_total Records scored.", "# TYPE dlf_predicted_rows_total counter",
                   f"dlf_predicted_rows_total {rows}",
+                  "# HELP dlf_model_calls_total Model calls (concurrent requests are merged into one call).",
+                  "# TYPE dlf_model_calls_total counter", f"dlf_model_calls_total {calls}",
                   "# HELP dlf_model_info The model being served.", "# TYPE dlf_model_info gauge",
                   f"dlf_model_info{{{labels}}} 1",
                   "# HELP process_resident_memory_bytes Resident memory of the server process.",
@@ -236,8 +248,66 @@ class AccessLog:
                 "client": f"{client[0]}:{client[1]}" if client else None, "request_id": request_id}))
 
 
+class MicroBatcher:
+    """Merges the records of concurrent /predict requests into one model call.
+
+    Opportunistic: a request that arrives while the model is idle is scored at once (no waiting
+    window, so no added latency at low load); requests that arrive while a call is running queue
+    up and the next call takes all of them (up to `max_rows` records). If a merged call fails on
+    bad input, its requests are scored one by one so that each gets its own answer or error.
+    """
+
+    def __init__(self, score_many, max_rows: int) -> None:
+        self.score_many, self.max_rows = score_many, max_rows
+        self.pending: collections.deque = collections.deque()
+        self.loop = self.task = self.wake = None
+        self.calls = 0
+
+    def _ensure_running(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.loop is not loop or self.task.done():
+            self.loop, self.wake = loop, asyncio.Event()
+            self.task = loop.create_task(self._run())
+
+    async def submit(self, records: list):
+        self._ensure_running()
+        future = self.loop.create_future()
+        self.pending.append((records, future))
+        self.wake.set()
+        return await future
+
+    async def _run(self) -> None:
+        from starlette.concurrency import run_in_threadpool
+
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.pending:
+                batch, rows = [], 0
+                while self.pending and (not batch or rows + len(self.pending[0][0]) <= self.max_rows):
+                    records, future = self.pending.popleft()
+                    if not future.done():  # a client that went away
+                        batch.append((records, future))
+                        rows += len(records)
+                if not batch:
+                    continue
+                self.calls += 1
+                try:
+                    results = await run_in_threadpool(self.score_many, [r for r, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                    results = [exc] * len(batch)
+                for (_, future), result in zip(batch, results):
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+
+
 def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = DEFAULT_MAX_BATCH,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, engine: str = "torch", threads: int = 0):
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, engine: str = "torch", threads: int = 0,
+               micro_batch: bool = True):
     """The FastAPI application serving `bundle` (see module doc)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, PlainTextResponse
@@ -294,7 +364,27 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
             raise RequestError(422, [{"loc": ["body", _record_index(e)], "msg": e, "type": "value_error"}
                                      for e in bad.examples])
         with inference:
+            metrics.model_call()
             return scorer(batch)
+
+    def score_many(requests: list[list[dict[str, str]]]) -> list:
+        """Score several requests' records in one call; results (or exceptions) per request."""
+        if len(requests) == 1:
+            return [score(requests[0])]
+        try:
+            probs = score([r for records in requests for r in records])
+        except (RequestError, DataError):  # bad input somewhere: score each request on its own
+            results = []
+            for records in requests:
+                try:
+                    results.append(score(records))
+                except (RequestError, DataError) as exc:
+                    results.append(exc)
+            return results
+        bounds = np.cumsum([0] + [len(r) for r in requests])
+        return [probs[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    batcher = MicroBatcher(score_many, max_batch) if micro_batch else None
 
     @app.exception_handler(RequestError)
     async def on_request_error(request: Request, exc: RequestError):
@@ -319,7 +409,10 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
                                       "type": "value_error.json"}]) from None
         records = validate_records(payload, encoder.inputs, max_batch)
         try:
-            probs = await run_in_threadpool(score, records)
+            if batcher is not None:
+                probs = await batcher.submit(records)
+            else:
+                probs = await run_in_threadpool(score, records)
         except DataError as exc:
             raise RequestError(422, [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]) from None
         request.scope.get("dlf", {})["rows"] = len(records)
@@ -340,6 +433,7 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
         return PlainTextResponse(metrics.render(info), media_type="text/plain; version=0.0.4")
 
     app.state.metrics = metrics
+    app.state.batcher = batcher
     return AccessLog(app, metrics)
 
 
@@ -362,7 +456,7 @@ class _JsonLines(logging.Formatter):
 
 def serve(bundle_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, engine: str = "torch",
-          threads: int = 0, log_level: str = "info", access_logs: bool = True) -> None:
+          threads: int = 0, log_level: str = "info", access_logs: bool = True, micro_batch: bool = True) -> None:
     """Load the bundle and run the server until interrupted (uvicorn, one process)."""
     import uvicorn
 
@@ -373,7 +467,7 @@ def serve(bundle_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         torch.set_num_threads(threads)
     bundle = load_bundle(bundle_path, build_model=engine == "torch")
     app = create_app(bundle, api_key=api_key, max_batch=max_batch, max_body_bytes=max_body_bytes, engine=engine,
-                     threads=threads)
+                     threads=threads, micro_batch=micro_batch)
     handler = logging.StreamHandler()
     handler.setFormatter(_JsonLines())
     for name in ("dlf.serve", "dlf.serve.access"):
