@@ -63,7 +63,7 @@ def train(config=None, out: str | Path | None = None, console: Console | None = 
 def _comparable(config: dict) -> dict:
     """The config as JSON sees it, less the keys that do not change what is computed."""
     d = json.loads(json.dumps(config))
-    for key in ("progress", "tensorboard", "log_every_steps", "keep_checkpoints"):
+    for key in ("progress", "tensorboard", "log_every_steps", "keep_checkpoints", "grad_norm_every_steps"):
         d.get("train", {}).pop(key, None)
     return d
 

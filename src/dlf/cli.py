@@ -126,6 +126,11 @@ def models() -> None:
         Console().print(f"{name:<12} {get_entry(name).description}", highlight=False)
 
 
+from dlf.bench.commands import register as _register_bench_commands  # noqa: E402
+
+_register_bench_commands(app, _fail)  # dlf bench / analyze (src/dlf/bench/commands.py)
+
+
 from dlf.serve.commands import register as _register_serve_commands  # noqa: E402
 
 _register_serve_commands(app, _fail)  # dlf export / predict / serve (src/dlf/serve/commands.py)

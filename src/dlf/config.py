@@ -59,6 +59,7 @@ class TrainConfig:
     # on the process count); "rows" = each rank reads only train.shard(rank, world) (less reading per rank)
     ddp_sharding: Literal["batch", "rows"] = "batch"
     sync_batchnorm: bool = True  # multi-process on CUDA: BatchNorm -> SyncBatchNorm (torch has none on CPU)
+    grad_norm_every_steps: int = 0  # > 0: RUN/grad_norms.csv, per-branch/per-layer gradient norms every N steps
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "patience"):
@@ -68,7 +69,8 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
-        for name in ("weight_decay", "embedding_l2", "net_l2", "eval_every_steps", "checkpoint_every_steps"):
+        for name in ("weight_decay", "embedding_l2", "net_l2", "eval_every_steps", "checkpoint_every_steps",
+                     "grad_norm_every_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.keep_checkpoints < 1:

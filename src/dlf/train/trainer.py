@@ -261,6 +261,11 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
     every_ckpt = getattr(cfg, "checkpoint_every_steps", 0)
     log_every = max(1, getattr(cfg, "log_every_steps", 50))
     config = config or {}
+    grad_log = None  # train.grad_norm_every_steps: per-branch / per-layer gradient norms (dlf.train.grad_norms)
+    if main and run_dir is not None and getattr(cfg, "grad_norm_every_steps", 0):
+        from dlf.train.grad_norms import GradNormLogger
+        grad_log = GradNormLogger(run_dir / "grad_norms.csv", model, cfg.grad_norm_every_steps,
+                                  resume_step=state.global_step if resume is not None else None)
 
     def checkpoint() -> None:
         state.plateau = plateau.state_dict()
@@ -336,8 +341,11 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                     penalty = l2_penalty(emb_params, net_params, cfg)
                     total = loss if penalty is None else loss + penalty
                     scaler.scale(total).backward()
-                    if cfg.clip_norm > 0:
+                    if cfg.clip_norm > 0 or grad_log is not None:
                         scaler.unscale_(optimizer)
+                    if grad_log is not None:  # norms before clipping
+                        grad_log.maybe_log(state.global_step + 1, epoch)
+                    if cfg.clip_norm > 0:
                         nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
                     scaler.step(optimizer)
                     scaler.update()

@@ -1,0 +1,1 @@
+"""Benchmarks: `dlf bench` (runner, report) and `dlf analyze` (gradient norms, low-order probe)."""

@@ -1,0 +1,82 @@
+"""The `dlf bench` and `dlf analyze` commands (registered on dlf.cli's Typer app).
+
+Thin wrappers over dlf.bench.runner / analyze; a bad spec or run folder is one `error: ...` line and
+exit status 2 (through dlf.cli's `_fail`); a bench in which some runs failed exits with status 1.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+
+
+def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
+    @app.command()
+    def bench(
+        spec_file: Optional[Path] = typer.Argument(None, help="Bench YAML (models, datasets, seeds, set, search); "
+                                                   "see configs/bench/. Optional with --models."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Bench folder (default: the file's `out`, else "
+                                           "runs/bench). Rerunning into it resumes."),
+        models: Optional[str] = typer.Option(None, "--models", help="Comma-separated registered models or variants "
+                                             "of the file, e.g. dlf,lr (replaces the file's list)."),
+        datasets: Optional[str] = typer.Option(None, "--datasets", help="Comma-separated: synthetic and/or folders "
+                                               "from dlf preprocess (replaces the file's list)."),
+        seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated train seeds, e.g. 1,2,3."),
+        set_: list[str] = typer.Option([], "--set", "-s", help="Override for every run, e.g. --set train.epochs=2 "
+                                       "(wins over the file; model.KEY only where the model has KEY)."),
+        grid: list[str] = typer.Option([], "--grid", help="Search grid entry KEY=V1,V2,... (repeatable): equal-budget "
+                                       "search per model, selected on validation."),
+        trials: Optional[int] = typer.Option(None, "--trials", help="Search trials per model (0: the whole grid)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs and their state; run nothing."),
+        report_only: bool = typer.Option(False, "--report-only", help="Rewrite the report from the runs on disk."),
+    ) -> None:
+        """Run models x datasets x seeds (and ablation variants); write report.md, results.csv and bench.png."""
+        from dlf.bench.runner import BenchError, load_spec, parse_sets, run_bench
+
+        try:
+            spec_path = spec_file
+            if spec_path is None and models is None:
+                saved = (out or Path("runs/bench")) / "bench.yaml"
+                if not saved.is_file():
+                    fail("give a bench YAML file or --models (or --out of an existing bench to resume it)")
+                spec_path = saved
+            spec = load_spec(spec_path, models=models, datasets=datasets, seeds=seeds, grid=grid, trials=trials)
+            cli_sets = parse_sets(set_)
+        except BenchError as exc:
+            fail(str(exc))
+        if spec_path is not None and spec_file is None:  # resuming a saved bench.yaml: its --set flags come back
+            import yaml
+            cli_sets = {**(yaml.safe_load(spec_path.read_text()) or {}).get("cli_set", {}), **cli_sets}
+        folder = out or Path(spec.out or "runs/bench")
+        console = Console(soft_wrap=True)
+        result = run_bench(spec, folder, console=console, cli_sets=cli_sets, dry_run=dry_run, report_only=report_only)
+        if dry_run:
+            return
+        console.print(f"report: {result.report}  (chart: {folder / 'bench.png'}, per run: {folder / 'results.csv'})",
+                      highlight=False)
+        if result.interrupted:
+            raise typer.Exit(130)
+        if result.failed:
+            console.print(f"[red]{len(result.failed)} run(s) failed[/red]; see the report", highlight=False)
+            raise typer.Exit(1)
+
+    @app.command()
+    def analyze(
+        runs: list[Path] = typer.Argument(..., help="Run directories (dlf train --out / a bench's runs/...)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN/analysis of the first run)."),
+        probe_rows: int = typer.Option(20_000, "--probe-rows", min=100, help="Train rows the linear probe is fit on."),
+        no_probe: bool = typer.Option(False, "--no-probe", help="Skip the low-order linear probe."),
+    ) -> None:
+        """Plot gradient norms per branch/layer (grad_norms.csv) and probe each DLF layer for the planted
+        low-order signal (synthetic data); several runs are compared in one probe chart."""
+        from dlf.bench.analyze import AnalysisError, analyze_runs
+
+        try:
+            result = analyze_runs(runs, out, probe_rows=probe_rows, probe=not no_probe,
+                                  log=lambda m: Console().print(m, highlight=False, soft_wrap=True))
+        except AnalysisError as exc:
+            fail(str(exc))
+        for path in result["files"]:
+            Console().print(f"wrote {path}", highlight=False)

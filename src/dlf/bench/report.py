@@ -1,0 +1,249 @@
+"""The bench report: report.md (mean ± std over seeds per dataset and variant, failures, search
+selections), results.csv (one row per run and trial), summary.json and bench.png."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dlf._io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+RUN_COLUMNS = ["kind", "dataset", "variant", "model", "seed", "trial", "status", "test_auc", "test_logloss",
+               "val_score", "parameters", "epochs_run", "best_epoch", "train_seconds", "samples_per_s",
+               "trial_params", "error", "run_dir"]
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (ddof 1; None with fewer than 2 values)."""
+    if not values:
+        return None, None
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, None
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def train_samples_per_s(metrics: dict) -> float | None:
+    """Mean training throughput over the epochs (the epoch-end evaluations' samples/s)."""
+    rates = [r["samples_per_s"] for r in metrics.get("history", []) if r.get("epoch_end") and r.get("samples_per_s")]
+    return sum(rates) / len(rates) if rates else None
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """One row per (dataset, variant) over the seed runs (trials excluded), in plan order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        if r["kind"] == "run":
+            groups.setdefault((r["dataset"], r["variant"]), []).append(r)
+    rows = []
+    for (dataset, variant), runs in groups.items():
+        ok = [r for r in runs if r["metrics"] is not None]
+        ms = [r["metrics"] for r in ok]
+        auc = mean_std([m["test"]["auc"] for m in ms])
+        logloss = mean_std([m["test"]["logloss"] for m in ms])
+        rates = [x for x in (train_samples_per_s(m) for m in ms) if x is not None]
+        rows.append({
+            "dataset": dataset, "variant": variant, "model": runs[0]["model"], "seeds": len(runs), "ok": len(ok),
+            "failed": sum(r["status"] == "failed" for r in runs),
+            "pending": sum(r["status"] in ("pending", "planned") for r in runs),
+            "auc_mean": auc[0], "auc_std": auc[1], "logloss_mean": logloss[0], "logloss_std": logloss[1],
+            "parameters": ms[0]["parameters"] if ms else None,
+            "epochs": mean_std([m["epochs_run"] for m in ms])[0],
+            "best_epoch": mean_std([m["best_epoch"] for m in ms])[0],
+            "train_seconds": mean_std([m["train_seconds"] for m in ms])[0],
+            "samples_per_s": mean_std(rates)[0],
+            "errors": sorted({r["error"] for r in runs if r["status"] == "failed" and r["error"]}),
+            "trial_params": runs[0].get("trial_params") or {},
+            "oracle": next((m["oracle_test"] for m in ms if "oracle_test" in m), None),
+        })
+    return rows
+
+
+def _fmt(mean, std, digits=4) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
+def _num(x, fmt="{:,.0f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def _environment(records: list[dict]) -> str:
+    for r in records:
+        env_path = Path(r["run_dir"]) / "environment.json"
+        if r["metrics"] is not None and env_path.is_file():
+            env = json.loads(env_path.read_text())
+            bits = [f"torch {env.get('torch', '?')}", f"device {env.get('device', '?')}",
+                    f"threads {env.get('threads') or env.get('torch_threads') or 'default'}"]
+            if env.get("git_commit"):
+                bits.append(f"commit {env['git_commit']}")
+            return ", ".join(bits)
+    return f"python {platform.python_version()}"
+
+
+def _set_text(values: dict) -> str:
+    return ", ".join(f"`{k}={v}`" for k, v in values.items()) or "none"
+
+
+def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
+    runs = [r for r in result.records if r["kind"] == "run"]
+    trials = [r for r in result.records if r["kind"] == "trial"]
+    done = sum(r["metrics"] is not None for r in runs)
+    failed = sum(r["status"] == "failed" for r in runs)
+    pending = sum(r["status"] in ("pending", "planned") for r in runs)
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"# Benchmark `{result.out}`", "",
+             f"{now}. {len(runs)} runs: {done} done, {failed} failed, {pending} not run yet"
+             + (f"; {len(trials)} search trials" if trials else "") + (" (**interrupted**)" if result.interrupted
+                                                                      else "") + ".",
+             f"Seeds: {', '.join(map(str, spec.seeds))}. Environment: {_environment(result.records)}.",
+             "Mean ± sample std over the seeds that finished (std omitted for one seed). `epochs` = epochs run "
+             "(early stopping), `train s` = training wall-clock including per-epoch validation, `samples/s` = "
+             "training throughput; timing columns are noisy when other processes share the machine.", ""]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        ds_rows = [r for r in rows if r["dataset"] == dataset]
+        good = sorted((r for r in ds_rows if r["auc_mean"] is not None), key=lambda r: -r["auc_mean"])
+        bad = [r for r in ds_rows if r["auc_mean"] is None]
+        lines += [f"## {dataset}", "",
+                  "| # | variant | model | seeds ok | test AUC | test logloss | params | epochs | train s | samples/s |",
+                  "|---:|---|---|---|---|---|---:|---:|---:|---:|"]
+        for i, r in enumerate(good, 1):
+            note = "" if r["ok"] == r["seeds"] else f" ({r['failed']} failed, {r['pending']} not run)"
+            lines.append(f"| {i} | {r['variant']} | {r['model']} | {r['ok']}/{r['seeds']}{note} | "
+                         f"{_fmt(r['auc_mean'], r['auc_std'])} | {_fmt(r['logloss_mean'], r['logloss_std'])} | "
+                         f"{_num(r['parameters'])} | {_num(r['epochs'], '{:.1f}')} | "
+                         f"{_num(r['train_seconds'], '{:,.1f}')} | {_num(r['samples_per_s'])} |")
+        oracle = next((r["oracle"] for r in ds_rows if r["oracle"]), None)
+        if oracle:
+            lines.append(f"| | oracle (true probabilities) | | | {oracle['auc']:.4f} | {oracle['logloss']:.4f} "
+                         "| | | | |")
+        for r in bad:
+            status = "FAILED" if r["failed"] else "not run yet"
+            why = f": {r['errors'][0]}" if r["errors"] else ""
+            why = why.replace("|", "\\|")
+            lines.append(f"| – | {r['variant']} | {r['model']} | 0/{r['seeds']} {status}{why} | – | – | – | – | – | – |")
+        lines.append("")
+        if good and oracle:
+            gap = oracle["auc"] - good[0]["auc_mean"]
+            lines += [f"Best: {good[0]['variant']} ({good[0]['auc_mean']:.4f}), {gap:.4f} AUC below the oracle.", ""]
+    # settings
+    lines += ["## Settings", "", f"- every run: {_set_text({**spec.set, **cli_sets})}"
+              + (f" (base config `{spec.config}`)" if spec.config else "")]
+    for ds in spec.datasets:
+        where = "built-in synthetic data" if ds.path is None else f"`{ds.path}`"
+        lines.append(f"- dataset {ds.name}: {where}; {_set_text(ds.set)}")
+    for v in spec.models:
+        lines.append(f"- {v.name}: model `{v.model}`; {_set_text(v.set)}")
+    skipped = sorted({(r["variant"], k) for r in result.records for k in r.get("skipped_keys", [])})
+    if skipped:
+        per: dict[str, list[str]] = {}
+        for variant, key in skipped:
+            per.setdefault(variant, []).append(key)
+        lines.append("- common overrides not applicable (no such model key), skipped: "
+                     + "; ".join(f"{v}: {', '.join(ks)}" for v, ks in per.items()))
+    lines.append("")
+    if result.selections:
+        lines += ["## Hyper-parameter search", "",
+                  f"Grid: {_set_text({k: v for k, v in spec.search.grid.items()})}; "
+                  f"{spec.search.trials or 'all'} trial(s) per model, selected on the validation monitor at the "
+                  "best epoch (one seed), then trained with every seed.", "",
+                  "| dataset | variant | trials done | chosen | validation score | grid keys not applicable |",
+                  "|---|---|---|---|---:|---|"]
+        for (dataset, variant), sel in result.selections.items():
+            chosen = _set_text(sel["params"]) if sel["params"] is not None else "none (every trial failed)"
+            score = "–" if sel["score"] is None else f"{sel['score']:.4f}"
+            lines.append(f"| {dataset} | {variant} | {sel['completed']}/{sel['trials']} | {chosen} | {score} | "
+                         f"{', '.join(sel.get('skipped_grid_keys') or []) or '–'} |")
+        lines.append("")
+    failures = [r for r in result.records if r["status"] == "failed"]
+    if failures:
+        lines += ["## Failed runs", ""]
+        for r in failures:
+            what = f"trial {r['trial']}" if r["kind"] == "trial" else f"seed {r['seed']}"
+            lines.append(f"- {r['dataset']} / {r['variant']} / {what}: {r['error']} "
+                         f"(details: `{Path(r['run_dir']) / 'error.json'}`)")
+        lines.append("")
+    waiting = [r for r in result.records if r["status"] == "pending"]
+    if waiting:
+        lines += ["## Not run yet", "", "Rerun the same `dlf bench` command to run these (finished runs are kept):",
+                  ""]
+        lines += [f"- {r['dataset']} / {r['variant']} / "
+                  + (f"trial {r['trial']}" if r["kind"] == "trial" else f"seed {r['seed']}") for r in waiting]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_rows(records: list[dict]) -> list[dict]:
+    out = []
+    for r in records:
+        m = r["metrics"] or {}
+        out.append({"kind": r["kind"], "dataset": r["dataset"], "variant": r["variant"], "model": r["model"],
+                    "seed": r["seed"], "trial": r["trial"] or "", "status": r["status"],
+                    "test_auc": m.get("test", {}).get("auc", ""), "test_logloss": m.get("test", {}).get("logloss", ""),
+                    "val_score": r.get("val_score", "") if r.get("val_score") is not None else "",
+                    "parameters": m.get("parameters", ""), "epochs_run": m.get("epochs_run", ""),
+                    "best_epoch": m.get("best_epoch", ""), "train_seconds": m.get("train_seconds", ""),
+                    "samples_per_s": train_samples_per_s(m) if m else "",
+                    "trial_params": json.dumps(r.get("trial_params") or {}) if r.get("trial_params") else "",
+                    "error": r["error"] or "", "run_dir": r["run_dir"]})
+    return out
+
+
+def plot_chart(rows: list[dict], path: Path) -> bool:
+    """One panel per dataset: mean test AUC per variant with ± std error bars; the oracle as a dashed line."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    if not any(r["auc_mean"] is not None for r in rows):
+        return False
+    try:
+        import matplotlib
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    heights = [max(2.0, 0.35 * sum(r["dataset"] == d for r in rows) + 1.2) for d in datasets]
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(8, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, dataset in zip(axes[:, 0], datasets):
+        ds = sorted((r for r in rows if r["dataset"] == dataset), key=lambda r: r["auc_mean"] or -1)
+        names = [r["variant"] + ("" if r["auc_mean"] is not None else " (failed)") for r in ds]
+        means = [r["auc_mean"] if r["auc_mean"] is not None else float("nan") for r in ds]
+        errs = [r["auc_std"] or 0.0 for r in ds]
+        ax.barh(names, means, xerr=errs, color=["tab:red" if r["model"].startswith("dlf") else "tab:blue"
+                                                for r in ds], alpha=0.8, capsize=3)
+        finite = [m for m in means if not math.isnan(m)]
+        oracle = next((r["oracle"] for r in ds if r["oracle"]), None)
+        hi = max(finite + ([oracle["auc"]] if oracle else []))
+        lo = min(finite)
+        ax.set_xlim(lo - max(0.01, 0.15 * (hi - lo)), hi + max(0.005, 0.05 * (hi - lo)))
+        if oracle:
+            ax.axvline(oracle["auc"], color="black", linestyle="--", linewidth=1, label="oracle")
+            ax.legend(loc="lower right")
+        ax.set_title(f"{dataset}: test AUC (mean ± std over seeds)")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return True
+
+
+def write_report(result, spec, cli_sets: dict) -> Path:
+    out = Path(result.out)
+    rows = summarize(result.records)
+    atomic_write_text(out / "report.md", render_markdown(result, spec, cli_sets, rows) + "\n")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RUN_COLUMNS)
+    writer.writeheader()
+    writer.writerows(run_rows(result.records))
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    atomic_write_json(out / "summary.json", {
+        "interrupted": result.interrupted, "rows": [{k: v for k, v in r.items()} for r in rows],
+        "search": [{"dataset": d, "variant": v, **sel} for (d, v), sel in result.selections.items()]})
+    plot_chart(rows, out / "bench.png")
+    return out / "report.md"

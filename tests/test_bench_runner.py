@@ -1,0 +1,207 @@
+"""`dlf bench` on a tiny synthetic set: the table, failures, resume, variants, search and the CLI."""
+import csv
+import json
+import statistics
+
+import pytest
+import yaml
+from rich.console import Console
+from typer.testing import CliRunner
+
+import dlf
+from dlf.bench.runner import BenchError, load_spec, run_bench, search_points, spec_from_dict
+from dlf.cli import app
+
+TINY = {"data.synthetic.rows": 1200, "data.synthetic.max_cardinality": 50, "data.synthetic.categorical": 4,
+        "data.synthetic.numeric": 1, "train.epochs": 1, "train.batch_size": 256, "train.lr": 0.01,
+        "model.embedding_dim": 4, "train.threads": 1}
+QUIET = Console(quiet=True)
+
+
+def tiny_spec(models, seeds=(1, 2), **extra):
+    return spec_from_dict({"models": models, "seeds": list(seeds), "set": dict(TINY), **extra})
+
+
+class CountingTrain:
+    """dlf.train, recording each call (out or resume) and optionally raising KeyboardInterrupt."""
+
+    def __init__(self, interrupt_on_call=None):
+        self.calls, self.interrupt_on_call = [], interrupt_on_call
+
+    def __call__(self, cfg, out=None, resume=None, console=None):
+        self.calls.append((cfg.model_name, cfg.train.seed, "resume" if resume else "fresh"))
+        if self.interrupt_on_call == len(self.calls):
+            raise KeyboardInterrupt
+        return dlf.train(cfg, out=out, resume=resume, console=console)
+
+
+def test_two_models_two_seeds_give_mean_and_std(tmp_path):
+    result = run_bench(tiny_spec(["lr", "fm"]), tmp_path, console=QUIET)
+    assert not result.failed and not result.interrupted
+    assert sorted((r["variant"], r["seed"]) for r in result.records) == [("fm", 1), ("fm", 2), ("lr", 1), ("lr", 2)]
+    summary = json.loads((tmp_path / "summary.json").read_text())["rows"]
+    report = (tmp_path / "report.md").read_text()
+    for row in summary:
+        aucs = [json.loads((tmp_path / "runs" / "synthetic" / row["variant"] / f"seed-{s}" / "metrics.json")
+                           .read_text())["test"]["auc"] for s in (1, 2)]
+        assert aucs[0] != aucs[1]  # the seed changes the run
+        assert row["auc_mean"] == pytest.approx(statistics.mean(aucs))
+        assert row["auc_std"] == pytest.approx(statistics.stdev(aucs))
+        assert row["ok"] == 2 and row["parameters"] > 0 and row["epochs"] == 1 and row["samples_per_s"] > 0
+        assert f"{row['auc_mean']:.4f} ± {row['auc_std']:.4f}" in report
+    assert "oracle (true probabilities)" in report
+    # the common model.embedding_dim does not exist for LR: skipped there and said so, applied to FM
+    assert "lr: model.embedding_dim" in report
+    fm_cfg = yaml.safe_load((tmp_path / "runs/synthetic/fm/seed-1/config.yaml").read_text())
+    assert fm_cfg["model"]["embedding_dim"] == 4 and fm_cfg["train"]["seed"] == 1
+    with (tmp_path / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
+    assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+def test_a_failing_variant_is_reported_while_the_others_complete(tmp_path):
+    spec = tiny_spec({"lr": {}, "bad-key": {"model": "fm", "set": {"model.no_such_key": 3}},
+                      "diverges": {"model": "fm", "set": {"train.lr": 1e30}}}, seeds=[1])
+    result = run_bench(spec, tmp_path, console=QUIET)
+    status = {r["variant"]: r["status"] for r in result.records}
+    assert status == {"lr": "done", "bad-key": "failed", "diverges": "failed"}
+    errors = {r["variant"]: r["error"] for r in result.failed}
+    assert "no_such_key" in errors["bad-key"] and "loss became" in errors["diverges"]
+    report = (tmp_path / "report.md").read_text()
+    assert "| bad-key | fm | 0/1 FAILED: unknown key 'model.no_such_key'" in report
+    assert "## Failed runs" in report and "diverges / seed 1: training loss became" in report
+    assert json.loads((tmp_path / "runs/synthetic/bad-key/seed-1/error.json").read_text())["stage"] == "config"
+    assert (tmp_path / "runs/synthetic/lr/seed-1/metrics.json").is_file()
+
+
+def test_an_interrupted_bench_resumes_without_rerunning_finished_runs(tmp_path):
+    spec = tiny_spec(["lr", "fm"], seeds=[1, 2], **{})
+    spec.set["train.epochs"] = 2
+    first = CountingTrain(interrupt_on_call=2)  # Ctrl-C while the 2nd run trains
+    result = run_bench(spec, tmp_path, console=QUIET, train_fn=first)
+    assert result.interrupted and len(first.calls) == 2
+    assert [r["status"] for r in result.records] == ["done", "pending", "pending", "pending"]
+    report = (tmp_path / "report.md").read_text()
+    assert "(**interrupted**)" in report and "## Not run yet" in report and "fm / seed 1" in report
+    done_metrics = tmp_path / "runs/synthetic/lr/seed-1/metrics.json"
+    stamp = done_metrics.stat().st_mtime_ns
+
+    second = CountingTrain()
+    result = run_bench(spec, tmp_path, console=QUIET, train_fn=second)
+    assert not result.interrupted and not result.failed
+    assert [c[:2] for c in second.calls] == [("fm", 1), ("lr", 2), ("fm", 2)]  # lr seed 1 is not run again
+    assert done_metrics.stat().st_mtime_ns == stamp
+    assert [r["status"] for r in result.records] == ["skipped", "done", "done", "done"]
+    assert "4 done, 0 failed, 0 not run yet" in (tmp_path / "report.md").read_text()
+
+
+class InterruptAtEpoch(Console):
+    """A quiet console that raises KeyboardInterrupt when the trainer reports the end of epoch `epoch`."""
+
+    def __init__(self, epoch):
+        super().__init__(quiet=True)
+        self.epoch = epoch
+
+    def print(self, *args, **kwargs):
+        if args and str(args[0]).startswith(f"epoch {self.epoch:>2}"):
+            raise KeyboardInterrupt
+
+
+def test_a_run_killed_mid_training_continues_from_its_checkpoint(tmp_path):
+    spec = tiny_spec(["fm"], seeds=[1])
+    spec.set["train.epochs"] = 2
+
+    def killed(cfg, out=None, resume=None, console=None):  # epoch 1 checkpointed, killed during epoch 2
+        return dlf.train(cfg, out=out, resume=resume, console=InterruptAtEpoch(2))
+
+    result = run_bench(spec, tmp_path, console=QUIET, train_fn=killed)
+    run = tmp_path / "runs/synthetic/fm/seed-1"
+    assert result.interrupted and not (run / "metrics.json").exists() and any((run / "checkpoints").iterdir())
+    resumed = CountingTrain()
+    result = run_bench(spec, tmp_path, console=QUIET, train_fn=resumed)
+    assert resumed.calls == [("fm", 1, "resume")] and not result.failed
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_a_changed_spec_moves_the_old_run_aside_instead_of_reusing_it(tmp_path):
+    spec = tiny_spec(["lr"], seeds=[1])
+    run_bench(spec, tmp_path, console=QUIET)
+    spec.set["train.lr"] = 0.02
+    counting = CountingTrain()
+    run_bench(spec, tmp_path, console=QUIET, train_fn=counting)
+    assert len(counting.calls) == 1
+    assert (tmp_path / "runs/synthetic/lr/seed-1.stale-1/metrics.json").is_file()
+    cfg = yaml.safe_load((tmp_path / "runs/synthetic/lr/seed-1/config.yaml").read_text())
+    assert cfg["train"]["lr"] == 0.02
+
+
+def test_search_gives_every_model_the_same_budget_and_selects_on_validation(tmp_path):
+    spec = tiny_spec(["lr", "fm"], seeds=[1, 2],
+                     search={"grid": {"train.lr": [0.05, 0.0001], "train.batch_size": [128, 256]}, "trials": 3})
+    counting = CountingTrain()
+    result = run_bench(spec, tmp_path, console=QUIET, train_fn=counting)
+    assert not result.failed
+    trials = [r for r in result.records if r["kind"] == "trial"]
+    assert sorted((r["variant"], r["trial"]) for r in trials) == [("fm", 1), ("fm", 2), ("fm", 3),
+                                                                  ("lr", 1), ("lr", 2), ("lr", 3)]
+    assert [r["trial_params"] for r in trials if r["variant"] == "lr"] == \
+        [r["trial_params"] for r in trials if r["variant"] == "fm"]  # the same draw from the grid
+    for variant in ("lr", "fm"):
+        mine = [r for r in trials if r["variant"] == variant]
+        best = max(mine, key=lambda r: r["val_score"])
+        assert result.selections[("synthetic", variant)]["params"] == best["trial_params"]
+        cfg = yaml.safe_load((tmp_path / f"runs/synthetic/{variant}/seed-2/config.yaml").read_text())
+        assert cfg["train"]["lr"] == best["trial_params"]["train.lr"]
+    # 6 trials + the seed-2 runs; the seed-1 runs reuse the chosen trial (same config and seed)
+    assert len(counting.calls) == 8
+    assert "## Hyper-parameter search" in (tmp_path / "report.md").read_text()
+
+
+def test_search_points_skip_keys_a_model_does_not_have():
+    spec = load_spec(None, models="lr", grid=["model.embedding_dim=4,8", "train.lr=0.1,0.01"], trials=0)
+    points, skipped = search_points(spec.search, "lr")
+    assert points == [{"train.lr": 0.1}, {"train.lr": 0.01}] and skipped == ["model.embedding_dim"]
+    points, skipped = search_points(spec.search, "fm")
+    assert len(points) == 4 and not skipped
+
+
+def test_spec_errors_are_caught_before_anything_runs(tmp_path):
+    with pytest.raises(BenchError, match="unknown model 'nope'"):
+        spec_from_dict({"models": ["nope"]})
+    with pytest.raises(BenchError, match="not a processed dataset"):
+        spec_from_dict({"models": ["lr"], "datasets": [str(tmp_path)]})
+    with pytest.raises(BenchError, match="unknown key"):
+        spec_from_dict({"models": ["lr"], "sedes": [1]})
+    with pytest.raises(BenchError, match="distinct integers"):
+        load_spec(None, models="lr", seeds="1,1")
+
+
+def test_shipped_bench_files_parse():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "bench"
+    ablations = load_spec(root / "ablations.yaml")
+    names = [v.name for v in ablations.models]
+    for name in ("dlf", "dlf-no-alpha", "dlf-concat", "dlf-no-gate", "dlf-no-beta", "dlf-no-gamma", "dlf-L1",
+                 "dlf-L6", "dlf-r4", "dlf-r24"):
+        assert name in names
+    zoo = load_spec(root / "zoo.yaml")
+    from dlf.models import available_models
+    assert {v.model for v in zoo.models} == set(available_models())
+
+
+def test_cli_bench_exit_codes_and_flags(tmp_path):
+    runner = CliRunner()
+    sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    spec = tmp_path / "bench.yaml"
+    spec.write_text(yaml.safe_dump({"models": {"lr": {}, "broken": {"model": "lr", "set": {"model.depth": 2}}},
+                                    "seeds": [3]}))
+    res = runner.invoke(app, ["bench", str(spec), "--out", str(tmp_path / "b"), *sets])
+    assert res.exit_code == 1, res.output
+    assert "FAILED" in res.output and "1 run(s) failed" in res.output
+    res = runner.invoke(app, ["bench", "--out", str(tmp_path / "b"), "--models", "lr", "--seeds", "3", *sets])
+    assert res.exit_code == 0 and "done before, skipped" in res.output
+    res = runner.invoke(app, ["bench", "--models", "lr,nope", "--out", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "unknown model 'nope'" in res.output
