@@ -48,7 +48,11 @@ from conftest import random_batch  # noqa: E402
 TINY_DATA = ["data.synthetic.rows=4000", "data.synthetic.max_cardinality=200", "data.synthetic.categorical=6",
              "data.synthetic.numeric=2", "data.synthetic.first_order=1.0", "data.synthetic.pairwise=1.2",
              "data.synthetic.higher_order=1.0", "data.synthetic.noise=0.3", "data.synthetic.click_rate=0.25",
-             "data.synthetic.seed=2025"]
+             "data.synthetic.seed=2025", "data.synthetic.zipf=1.2", "data.synthetic.pairs=16",
+             "data.synthetic.triples=6", "data.synthetic.interaction_max_cardinality=2000",
+             "data.synthetic.latent_dim=4", "data.synthetic.min_cardinality=3", "data.synthetic.missing_rate=0.15",
+             "data.synthetic.multi_valued=true", "data.synthetic.multi_vocab=40", "data.synthetic.multi_max_len=5",
+             "data.synthetic.splits=[0.8,0.1,0.1]"]  # all explicit: the generator's defaults may change
 TINY_DLF = ["model.embedding_dim=8", "model.layers=2", "model.rank=4", "model.interaction_tokens=4",
             "model.implicit_tokens=4", "model.hidden=32", "model.attention_heads=2"]
 TINY_TRAIN = ["train.epochs=3", "train.batch_size=256", "train.lr=0.003", "train.progress=false",

@@ -13,7 +13,7 @@ from dlf.bench.runner import BenchError, load_spec, run_bench, search_points, sp
 from dlf.cli import app
 
 TINY = {"data.synthetic.rows": 1200, "data.synthetic.max_cardinality": 50, "data.synthetic.categorical": 4,
-        "data.synthetic.numeric": 1, "train.epochs": 1, "train.batch_size": 256, "train.lr": 0.01,
+        "data.synthetic.numeric": 1, "data.synthetic.interaction_max_cardinality": 2000, "train.epochs": 1, "train.batch_size": 256, "train.lr": 0.01,
         "model.embedding_dim": 4, "train.threads": 1}
 QUIET = Console(quiet=True)
 
