@@ -1,13 +1,27 @@
 """Analyses: the planted synthetic components, grad-norm logging, the linear probe, `dlf analyze`."""
-import numpy as np
+import csv
+import json
+import math
 
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import random_batch
+from rich.console import Console
+from typer.testing import CliRunner
+
+import dlf
+from dlf.config import load_config
 from dlf.data.synthetic import SyntheticConfig, generate
+from dlf.models import build_model, get_entry
+from dlf.train.grad_norms import GradNormLogger, parameter_groups, read_grad_norms
 
 
 def test_synthetic_components_rebuild_the_true_logit():
     # noise 0: prob = sigmoid(b + s1 first + s2 pair + s3 triple) exactly, so logit(prob) - signal is one constant
     cfg = SyntheticConfig(rows=3_000, max_cardinality=200, noise=0.0, first_order=0.7, pairwise=1.1,
-                          higher_order=0.5)
+                          higher_order=0.5, zipf=1.2, pairs=16, triples=6, interaction_max_cardinality=2_000)
     d = generate(cfg)
     biases = []
     for split in ("train", "valid", "test"):
@@ -28,22 +42,6 @@ def test_synthetic_components_rebuild_the_true_logit():
 
 # ---------------------------------------------------------------- gradient norms
 
-import csv  # noqa: E402
-import math  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from rich.console import Console  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
-
-import dlf  # noqa: E402
-from dlf.config import load_config  # noqa: E402
-from dlf.models import build_model, get_entry  # noqa: E402
-from dlf.train.grad_norms import GradNormLogger, parameter_groups, read_grad_norms  # noqa: E402
-
-from conftest import random_batch  # noqa: E402
 
 TINY_DATA = ["data.synthetic.rows=4000", "data.synthetic.max_cardinality=200", "data.synthetic.categorical=6",
              "data.synthetic.numeric=2", "data.synthetic.first_order=1.0", "data.synthetic.pairwise=1.2",
@@ -112,9 +110,9 @@ def trained_runs(tmp_path_factory):
     quiet = Console(quiet=True)
     dlf.train(load_config(None, TINY_DATA + TINY_DLF + TINY_TRAIN + ["train.grad_norm_every_steps=4"], model="dlf"),
               out=root / "dlf", console=quiet)
-    dlf.train(load_config(None, TINY_DATA + ["model.embedding_dim=4", "model.hidden_units=[16,16]", "train.epochs=1",
-                                              "train.batch_size=256", "train.progress=false", "train.tensorboard=false", "train.threads=1",
-                                              "train.grad_norm_every_steps=4"], model="deepfm"),
+    deepfm = ["model.embedding_dim=4", "model.hidden_units=[16,16]", "train.epochs=1", "train.batch_size=256",
+              "train.progress=false", "train.tensorboard=false", "train.threads=1", "train.grad_norm_every_steps=4"]
+    dlf.train(load_config(None, TINY_DATA + deepfm, model="deepfm"),
               out=root / "deepfm", console=quiet)
     return root
 
@@ -186,5 +184,3 @@ def dlf_app():
     from dlf.cli import app
     return app
 
-
-import json  # noqa: E402

@@ -13,7 +13,8 @@ from dlf.bench.runner import BenchError, load_spec, run_bench, search_points, sp
 from dlf.cli import app
 
 TINY = {"data.synthetic.rows": 1200, "data.synthetic.max_cardinality": 50, "data.synthetic.categorical": 4,
-        "data.synthetic.numeric": 1, "data.synthetic.interaction_max_cardinality": 2000, "train.epochs": 1, "train.batch_size": 256, "train.lr": 0.01,
+        "data.synthetic.numeric": 1, "data.synthetic.interaction_max_cardinality": 2000, "train.epochs": 1,
+        "train.batch_size": 256, "train.lr": 0.01,
         "model.embedding_dim": 4, "train.threads": 1}
 QUIET = Console(quiet=True)
 
@@ -76,7 +77,7 @@ def test_a_failing_variant_is_reported_while_the_others_complete(tmp_path):
 
 
 def test_an_interrupted_bench_resumes_without_rerunning_finished_runs(tmp_path):
-    spec = tiny_spec(["lr", "fm"], seeds=[1, 2], **{})
+    spec = tiny_spec(["lr", "fm"], seeds=[1, 2])
     spec.set["train.epochs"] = 2
     first = CountingTrain(interrupt_on_call=2)  # Ctrl-C while the 2nd run trains
     result = run_bench(spec, tmp_path, console=QUIET, train_fn=first)

@@ -348,9 +348,9 @@ def analyze_runs(runs: list[Path], out: Path | None = None, *, probe_rows: int =
             for run in dict.fromkeys(r["run"] for r in results):
                 for weights in ("trained", "init"):
                     for target in TARGETS:
-                        vals = [f"{r['r2']:.3f}" for r in sorted(
-                            (r for r in results if r["run"] == run and r["weights"] == weights and r["target"] == target),
-                            key=lambda r: r["layer"])]
+                        mine = [r for r in results
+                                if r["run"] == run and r["weights"] == weights and r["target"] == target]
+                        vals = [f"{r['r2']:.3f}" for r in sorted(mine, key=lambda r: r["layer"])]
                         summary.append(f"| {labels[run]} | {weights} | {target} | " + " | ".join(vals) + " |")
             summary.append("")
     atomic_write_text(out / "analysis.md", "\n".join(summary) + "\n")

@@ -65,7 +65,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
     @app.command()
     def analyze(
         runs: list[Path] = typer.Argument(..., help="Run directories (dlf train --out / a bench's runs/...)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN/analysis of the first run)."),
+        out: Optional[Path] = typer.Option(None, "--out",
+                                           help="Output folder (default: RUN/analysis of the first run)."),
         probe_rows: int = typer.Option(20_000, "--probe-rows", min=100, help="Train rows the linear probe is fit on."),
         no_probe: bool = typer.Option(False, "--no-probe", help="Skip the low-order linear probe."),
     ) -> None:

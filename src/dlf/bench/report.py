@@ -110,7 +110,8 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
         good = sorted((r for r in ds_rows if r["auc_mean"] is not None), key=lambda r: -r["auc_mean"])
         bad = [r for r in ds_rows if r["auc_mean"] is None]
         lines += [f"## {dataset}", "",
-                  "| # | variant | model | seeds ok | test AUC | test logloss | params | epochs | train s | samples/s |",
+                  "| # | variant | model | seeds ok | test AUC | test logloss | params | epochs | train s "
+                  "| samples/s |",
                   "|---:|---|---|---|---|---|---:|---:|---:|---:|"]
         for i, r in enumerate(good, 1):
             note = "" if r["ok"] == r["seeds"] else f" ({r['failed']} failed, {r['pending']} not run)"
@@ -126,7 +127,8 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
             status = "FAILED" if r["failed"] else "not run yet"
             why = f": {r['errors'][0]}" if r["errors"] else ""
             why = why.replace("|", "\\|")
-            lines.append(f"| – | {r['variant']} | {r['model']} | 0/{r['seeds']} {status}{why} | – | – | – | – | – | – |")
+            lines.append(f"| – | {r['variant']} | {r['model']} | 0/{r['seeds']} {status}{why} "
+                         "| – | – | – | – | – | – |")
         lines.append("")
         if good and oracle:
             gap = oracle["auc"] - good[0]["auc_mean"]
