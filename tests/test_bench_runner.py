@@ -206,3 +206,21 @@ def test_cli_bench_exit_codes_and_flags(tmp_path):
     assert res.exit_code == 0 and "done before, skipped" in res.output
     res = runner.invoke(app, ["bench", "--models", "lr,nope", "--out", str(tmp_path / "c")])
     assert res.exit_code == 2 and "unknown model 'nope'" in res.output
+
+
+def test_cli_base_config_sits_under_the_variants(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"model": {"name": "fm", "embedding_dim": 3},
+                                    "data": {"synthetic": {k.split(".")[-1]: v for k, v in TINY.items()
+                                                           if k.startswith("data.")}},
+                                    "train": {"epochs": 1, "batch_size": 256, "threads": 1}}))
+    spec = tmp_path / "bench.yaml"
+    spec.write_text(yaml.safe_dump({"models": {"fm": {}, "fm-wide": {"model": "fm", "set": {"model.embedding_dim": 5}}},
+                                    "seeds": [1]}))
+    res = CliRunner().invoke(app, ["bench", str(spec), "--config", str(base), "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    dims = {v: yaml.safe_load((tmp_path / f"b/runs/synthetic/{v}/seed-1/config.yaml").read_text())["model"]
+            ["embedding_dim"] for v in ("fm", "fm-wide")}
+    assert dims == {"fm": 3, "fm-wide": 5}
+    res = CliRunner().invoke(app, ["bench", str(spec), "--config", str(tmp_path / "nope.yaml")])
+    assert res.exit_code == 2 and "does not exist" in res.output

@@ -29,6 +29,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         grid: list[str] = typer.Option([], "--grid", help="Search grid entry KEY=V1,V2,... (repeatable): equal-budget "
                                        "search per model, selected on validation."),
         trials: Optional[int] = typer.Option(None, "--trials", help="Search trials per model (0: the whole grid)."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="Base run config (model/data/train YAML, "
+                                              "as for dlf train) under every run; replaces the file's `config`."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs and their state; run nothing."),
         report_only: bool = typer.Option(False, "--report-only", help="Rewrite the report from the runs on disk."),
     ) -> None:
@@ -44,6 +46,10 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
                 spec_path = saved
             spec = load_spec(spec_path, models=models, datasets=datasets, seeds=seeds, grid=grid, trials=trials)
             cli_sets = parse_sets(set_)
+            if config is not None:
+                if not config.is_file():
+                    fail(f"--config {config} does not exist")
+                spec.config = str(config)
         except BenchError as exc:
             fail(str(exc))
         if spec_path is not None and spec_file is None:  # resuming a saved bench.yaml: its --set flags come back
