@@ -215,8 +215,8 @@ def test_cli_base_config_sits_under_the_variants(tmp_path):
                                                            if k.startswith("data.")}},
                                     "train": {"epochs": 1, "batch_size": 256, "threads": 1}}))
     spec = tmp_path / "bench.yaml"
-    spec.write_text(yaml.safe_dump({"models": {"fm": {}, "fm-wide": {"model": "fm", "set": {"model.embedding_dim": 5}}},
-                                    "seeds": [1]}))
+    spec.write_text(yaml.safe_dump({"models": {"fm": {}, "fm-wide": {"model": "fm", "set": {"model.embedding_dim": 5}},
+                                               "lr": {}}, "seeds": [1]}))  # LR has no embedding_dim: dropped
     res = CliRunner().invoke(app, ["bench", str(spec), "--config", str(base), "--out", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
     dims = {v: yaml.safe_load((tmp_path / f"b/runs/synthetic/{v}/seed-1/config.yaml").read_text())["model"]

@@ -13,9 +13,9 @@ A bench is described by a spec (YAML or flags):
     set: {train.epochs: 5, model.embedding_dim: 16}   # for every run
     search: {grid: {train.lr: [0.001, 0.0003]}, trials: 2}   # optional, equal budget per model
 
-Override precedence (lowest first): base config, bench defaults (no progress bar, no TensorBoard),
-`set`, the dataset's `set`, the variant's `set`, the search's chosen values, `--set` flags, the seed.
-Common (`set`, `--set`, search grid) `model.KEY` overrides apply only to models whose config has KEY
+Override precedence (lowest first): base config, bench defaults (no progress bar, no TensorBoard, one
+checkpoint), `set`, the dataset's `set`, the variant's `set`, the search's chosen values, `--set` flags,
+the seed. Common (base config, `set`, `--set`, search grid) `model.KEY` values apply only to models whose config has KEY
 (so `model.embedding_dim: 16` can be given once for a zoo that includes LR); the skipped keys are
 listed in the report. A variant's own `set` is strict: a wrong key fails that variant's runs.
 
@@ -385,6 +385,10 @@ def build_config(base: str | None, overrides: dict[str, Any]):
     raw: dict = {}
     if base is not None:
         raw = yaml.safe_load(Path(base).read_text()) or {}
+        model = overrides.get("model.name")
+        if model is not None and isinstance(raw.get("model"), dict):  # the base is common: keep the keys that apply
+            keys = model_keys(model)
+            raw["model"] = {k: v for k, v in raw["model"].items() if k in keys}
     for key, value in overrides.items():
         node = raw
         parts = key.split(".")
