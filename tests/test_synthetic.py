@@ -73,3 +73,5 @@ def test_interaction_strength_controls_what_a_linear_model_can_reach():
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="splits"):
         generate(SyntheticConfig(splits=(0.5, 0.5, 0.5)))
+    with pytest.raises(ValueError, match="may interact"):
+        generate(SyntheticConfig(rows=1000, min_cardinality=100, numeric=0, multi_valued=False))

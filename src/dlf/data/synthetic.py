@@ -35,20 +35,20 @@ class SyntheticConfig:
     splits: tuple[float, float, float] = (0.8, 0.1, 0.1)
     categorical: int = 16
     min_cardinality: int = 3
-    max_cardinality: int = 50_000
-    zipf: float = 1.2
+    max_cardinality: int = 20_000
+    zipf: float = 1.6
     numeric: int = 4
     missing_rate: float = 0.15
     multi_valued: bool = True
     multi_vocab: int = 40
     multi_max_len: int = 5
     latent_dim: int = 4  # k: size of the pair and triple latent vectors
-    pairs: int = 16  # |P|
-    triples: int = 6  # |T|
-    interaction_max_cardinality: int = 2_000  # only fields up to this size take part in P and T
+    pairs: int = 12  # |P|
+    triples: int = 4  # |T|
+    interaction_max_cardinality: int = 25  # only fields up to this size (and numeric/multi) take part in P and T
     first_order: float = 1.0  # s1
     pairwise: float = 1.2  # s2
-    higher_order: float = 1.0  # s3
+    higher_order: float = 0.6  # s3
     noise: float = 0.3  # s_noise
     click_rate: float = 0.25
     seed: int = 2025
@@ -139,6 +139,9 @@ def generate(cfg: SyntheticConfig | None = None) -> SyntheticData:
         specs.append(FieldSpec("tags", "multi", vocab_size=cfg.multi_vocab + FIRST_ID, max_len=cfg.multi_max_len))
         interacting.append(len(vectors) - 1)
 
+    if len(interacting) < 3 and (cfg.pairs or cfg.triples):
+        raise ValueError(f"data.synthetic: only {len(interacting)} field(s) may interact; raise "
+                         f"interaction_max_cardinality (now {cfg.interaction_max_cardinality}) or add numeric fields")
     v = np.stack(vectors, axis=1)  # n x F x width
     first = v[:, :, 0].sum(1)
     pair = np.zeros(n)
