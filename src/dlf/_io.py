@@ -30,3 +30,34 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def publish_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Swap a finished folder `tmp` into place at `out`; a previous `out` stays whole until the swap."""
+    import shutil
+    import uuid
+
+    tmp, out = Path(tmp), Path(out)
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_write_png(fig, path: str | os.PathLike) -> None:
+    """Render a matplotlib figure to PNG, write it atomically and close the figure."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import yaml
 
-from dlf._io import atomic_write_bytes, atomic_write_text
+from dlf._io import atomic_write_png, atomic_write_text
 
 TARGETS = ("first", "pair", "low-order", "triple")
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # ridge strength, times the number of fit rows
@@ -98,10 +98,7 @@ def plot_grad_norms(rows: list[dict], path: Path, title: str) -> bool:
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_png(fig, path)
     return True
 
 
@@ -268,10 +265,7 @@ def plot_probe(results: list[dict], path: Path, labels: dict[str, str]) -> bool:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_png(fig, path)
     return True
 
 

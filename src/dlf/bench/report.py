@@ -10,7 +10,7 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dlf._io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from dlf._io import atomic_write_json, atomic_write_png, atomic_write_text
 
 RUN_COLUMNS = ["kind", "dataset", "variant", "model", "seed", "trial", "status", "test_auc", "test_logloss",
                "val_score", "parameters", "epochs_run", "best_epoch", "train_seconds", "samples_per_s",
@@ -228,10 +228,7 @@ def plot_chart(rows: list[dict], path: Path) -> bool:
         ax.set_title(f"{dataset}: test AUC (mean ± std over seeds)")
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_png(fig, path)
     return True
 
 

@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.feather as feather
 
+from dlf._io import publish_dir
 from dlf.data.features import OOV_ID, FeatureMap, FieldSpec
 from dlf.data.presets import ROLES, Source, get_preset
 from dlf.data.readers import DEFAULT_BLOCK_BYTES, BadRows, Chunk
@@ -412,19 +413,6 @@ def _clean_stale(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Swap the finished folder into place; the previous output stays whole until the swap."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        out.rename(old)
-        try:
-            tmp.rename(out)
-        except BaseException:
-            old.rename(out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
 
 
 # ---- the pipeline --------------------------------------------------------------------------
@@ -503,7 +491,7 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
         fm.save(tmp / "feature_map.json")  # written last: its presence marks a complete dataset
         if out.exists() and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
-        _publish(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

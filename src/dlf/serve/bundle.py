@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from dlf._io import publish_dir
 from dlf.data.features import FeatureMap
 
 BUNDLE_FORMAT = "dlf-bundle"
@@ -195,26 +196,13 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
         manifest["files"] = {str(p.relative_to(tmp).as_posix()): {"sha256": _sha256(p), "bytes": p.stat().st_size}
                              for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _publish(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Swap the finished folder into place; a previous bundle stays whole until the swap."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        out.rename(old)
-        try:
-            tmp.rename(out)
-        except BaseException:
-            old.rename(out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
 
 
 # ---- load -----------------------------------------------------------------------------------------

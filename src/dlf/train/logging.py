@@ -14,7 +14,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from dlf._io import atomic_write_bytes, atomic_write_text
+from dlf._io import atomic_write_png, atomic_write_text
 
 CSV_NAME = "train_log.csv"
 PLOT_NAME = "learning_curves.png"
@@ -103,10 +103,7 @@ def plot_learning_curves(history: list[dict], path: str | Path) -> bool:
             ax.axvline(best[-1], color="tab:green", linestyle="--", linewidth=1, label="best")
         axes[1].legend(loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_png(fig, path)
     return True
 
 
