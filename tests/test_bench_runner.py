@@ -9,7 +9,15 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import dlf
-from dlf.bench.runner import BenchError, load_spec, run_bench, search_points, spec_from_dict
+from dlf.bench.runner import (
+    BenchError,
+    build_config,
+    load_spec,
+    run_bench,
+    run_overrides,
+    search_points,
+    spec_from_dict,
+)
 from dlf.cli import app
 
 TINY = {"data.synthetic.rows": 1200, "data.synthetic.max_cardinality": 50, "data.synthetic.categorical": 4,
@@ -188,9 +196,15 @@ def test_shipped_bench_files_parse():
     for name in ("dlf", "dlf-no-alpha", "dlf-concat", "dlf-no-gate", "dlf-no-beta", "dlf-no-gamma", "dlf-L1",
                  "dlf-L6", "dlf-r4", "dlf-r24"):
         assert name in names
-    zoo = load_spec(root / "zoo.yaml")
+    for base in (None, root.parent / "demo.yaml"):  # valid configs on their own and on the demo base
+        for v in ablations.models:
+            build_config(base, run_overrides(ablations, ablations.datasets[0], v, 1)[0])
     from dlf.models import available_models
-    assert {v.model for v in zoo.models} == set(available_models())
+    for name in ("zoo.yaml", "zoo-small.yaml"):
+        zoo = load_spec(root / name)
+        assert {v.model for v in zoo.models} == set(available_models())
+        for v in zoo.models:  # every variant's overrides (and the common ones that apply) make a valid config
+            build_config(None, run_overrides(zoo, zoo.datasets[0], v, 1)[0])
 
 
 def test_cli_bench_exit_codes_and_flags(tmp_path):
