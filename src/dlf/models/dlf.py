@@ -88,6 +88,24 @@ class DLFConfig:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
+def autocast_input(x: torch.Tensor) -> torch.Tensor:
+    """x in autocast's low-precision dtype when autocast is on for its device, else x. Casting once up front lets every
+    product that reads x share one copy (autocast itself casts a non-parameter tensor again at each product)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return x.to(torch.get_autocast_dtype(x.device.type))
+    return x
+
+
+def token_mix(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """W^T X for every sample: weight N_in x N_out, x B x N_in x c -> B x N_out x c.
+
+    One batched product with W^T broadcast over the batch. `torch.matmul(W.t(), x)` would instead fold the batch into
+    the rows of one product, which copies a transposed x (B x c x N_in) forward and its gradient backward; measured
+    slower on CPU. Under autocast W is cast before the broadcast (else autocast would cast all B copies).
+    """
+    return torch.bmm(autocast_input(weight.t()).expand(x.shape[0], -1, -1), x)  # B x N_out x c
+
+
 class TokenMix(nn.Module):
     """Y = W^T X: mixes N_in tokens into N_out tokens (W: N_in x N_out, no bias)."""
 
@@ -96,7 +114,7 @@ class TokenMix(nn.Module):
         self.weight = raw_matrix(in_tokens, out_tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # B x N_in x d -> B x N_out x d
-        return torch.matmul(self.weight.t(), x)
+        return token_mix(self.weight, x)
 
 
 class InteractionBlock(nn.Module):
@@ -110,8 +128,10 @@ class InteractionBlock(nn.Module):
         self.mlp = mlp_block(in_tokens * rank, hidden, out_tokens * dim, dropout)
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        proj = torch.matmul(right.transpose(1, 2), self.weight)  # B x d x r   (E^T W first: the cheap order)
-        s = torch.bmm(left, proj)  # B x N_l x r
+        proj_t = token_mix(self.weight, right)  # (E^T W)^T = W^T E: B x r x d   (E^T W first: the cheap order)
+        return self.interact(torch.bmm(left, proj_t.transpose(1, 2)))  # s = left (E^T W): B x N_l x r
+
+    def interact(self, s: torch.Tensor) -> torch.Tensor:  # s: B x N_l x r -> MLP(LN(flat(s))): B x n_F x d
         z = self.mlp(self.norm(s.flatten(1)))  # B x (n_F d)
         return z.view(-1, self.out_tokens, self.dim)  # B x n_F x d
 
@@ -131,13 +151,15 @@ class NetworkAwareFusion(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # B x N x d
         b, n, d = z.shape
-        h = self.heads
-        keys = z + self.branch_embedding[self.branch_of_token]  # B x N x d
-        q = self.query.view(n, h, d // h).transpose(0, 1).unsqueeze(0).expand(b, -1, -1, -1)  # B x H x N x d_h
-        k = keys.view(b, n, h, d // h).transpose(1, 2)  # B x H x N x d_h
-        v = z.view(b, n, h, d // h).transpose(1, 2)  # B x H x N x d_h
-        mixed = F.scaled_dot_product_attention(q, k, v)  # B x H x N x d_h
-        return z + mixed.transpose(1, 2).reshape(b, n, d)
+        h, dh = self.heads, d // self.heads
+        keys = z + autocast_input(self.branch_embedding)[self.branch_of_token]  # K = Z + T[branch]: B x N x d
+        # Written out rather than F.scaled_dot_product_attention: torch's CPU flash-attention backward is ~8x slower
+        # than these products at these sizes (N = 96, d_h = 16), and it would need Q copied for every sample.
+        q = autocast_input(self.query / math.sqrt(dh)).view(n, h, dh).transpose(0, 1)  # Q / sqrt(d_h): H x N x d_h
+        scores = torch.matmul(q, keys.view(b, n, h, dh).permute(0, 2, 3, 1))  # Q K^T / sqrt(d_h): B x H x N x N
+        attn = torch.softmax(scores, dim=-1)  # A, per head
+        mixed = torch.matmul(attn, z.view(b, n, h, dh).transpose(1, 2))  # A Z: B x H x N x d_h
+        return z + mixed.transpose(1, 2).reshape(b, n, d)  # Z + A Z: B x N x d
 
 
 class ResidualGate(nn.Module):
@@ -149,7 +171,8 @@ class ResidualGate(nn.Module):
         self.bias = nn.Parameter(torch.ones(tokens, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # B x N x d -> B x N x d
-        return torch.sigmoid(torch.matmul(x, self.weight).unsqueeze(-1) + self.bias) * x
+        g = torch.sigmoid(torch.matmul(x, self.weight).unsqueeze(-1) + self.bias)  # B x N x 1 (fp32 under autocast)
+        return g.to(x.dtype) * x  # (in x's dtype: under autocast the token stream stays low precision, as in concat)
 
 
 class DLFLayer(nn.Module):
@@ -175,21 +198,33 @@ class DLFLayer(nn.Module):
             self.gate = ResidualGate(out_tokens, d)
         self.norm = nn.LayerNorm(d)
         self.out_tokens = out_tokens
+        # Every weight that multiplies E^(l) from the left, in the order their products are stacked (see forward).
+        self._mixers = [name for name, on in (("fmb", cfg.beta), ("fmb_x0", cfg.alpha), ("lcb", cfg.gamma),
+                                              ("residual_projection", in_tokens != out_tokens)) if on]
+        self._mix_sizes = [getattr(self, name).weight.shape[1] for name in self._mixers]
 
     def forward(self, e: torch.Tensor, e1: torch.Tensor) -> torch.Tensor:
         # e: E^(l), B x N_l x d;  e1: E1, B x F x d
+        # The four products with E^(l) on the right share it, so they are one batched product (E read once):
+        #   [W_C | W_L | W_D | R]^T E = [(E^T W_C)^T ; (E^T W_L)^T ; Z_D ; R^T E]      B x (r + r + n_L + N) x d
+        # (Under autocast every product reads E^(l) and E1 in low precision: cast once here, for all of them.)
+        e_mm, e1 = autocast_input(e), autocast_input(e1)
+        weights = [getattr(self, name).weight for name in self._mixers]
+        blocks = dict(zip(self._mixers, token_mix(torch.cat(weights, 1), e_mm).split(self._mix_sizes, 1)))
         parts = []
-        if self.cfg.beta:
-            parts.append(self.fmb(e, e))  # Z_C: B x n_F x d
-        if self.cfg.alpha:
-            x0 = self.x0_change_projection(e1) if hasattr(self, "x0_change_projection") else e1  # B x N_l x d
-            parts.append(self.fmb_x0(x0, e))  # Z_L: B x n_F x d
+        if self.cfg.beta:  # s_C = E (E^T W_C): B x N_l x r
+            parts.append(self.fmb.interact(torch.bmm(e_mm, blocks["fmb"].transpose(1, 2))))  # Z_C: B x n_F x d
+        if self.cfg.alpha:  # s_L = X0 (E^T W_L), X0 = P^T E1, computed as P^T (E1 (E^T W_L)): the F x r product is
+            s = torch.bmm(e1, blocks["fmb_x0"].transpose(1, 2))  # mixed, never X0 (N_l x d)   E1 (E^T W_L): B x F x r
+            if hasattr(self, "x0_change_projection"):
+                s = self.x0_change_projection(s)  # P^T (E1 (E^T W_L)): B x N_l x r
+            parts.append(self.fmb_x0.interact(s))  # Z_L: B x n_F x d
         if self.cfg.gamma:
-            parts.append(self.lcb(e))  # Z_D: B x n_L x d
+            parts.append(blocks["lcb"])  # Z_D = W_D^T E: B x n_L x d
         z = torch.cat(parts, dim=1)  # B x N x d, order [beta, alpha, gamma]
         if self.cfg.fusion == "attention":
             z = self.fusion(z)
-        res = self.residual_projection(e) if hasattr(self, "residual_projection") else e  # B x N x d
+        res = blocks.get("residual_projection", e)  # R^T E, or E when N_l = N: B x N x d
         if self.cfg.gate:
             res = self.gate(res)
         return self.norm(z + res)  # E^(l+1): B x N x d
@@ -212,9 +247,9 @@ class DLF(nn.Module):
 
     def layer_outputs(self, e1: torch.Tensor) -> list[torch.Tensor]:
         """E^(2) .. E^(L+1) for embedding output E1 (B x F x d)."""
-        outs, e = [], e1
+        outs, e, e1_mm = [], e1, autocast_input(e1)  # (one low-precision copy of E1 for every layer's alpha branch)
         for layer in self.layers:
-            e = layer(e, e1)
+            e = layer(e, e1_mm)
             outs.append(e)
         return outs
 
