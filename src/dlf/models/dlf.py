@@ -47,7 +47,6 @@ from typing import Literal
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from dlf.data.features import Batch, FeatureMap
 from dlf.models.embedding import FieldEmbedding

@@ -11,7 +11,10 @@ never draw random numbers, so a resumed run ends with the same weights as an uni
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
+import os
+import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,12 +104,15 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     name = getattr(cfg, "optimizer", "adam")
     wd = getattr(cfg, "weight_decay", 0.0)
+    # fused: one kernel per step over all parameters instead of ~10 full passes (the same update up to float
+    # rounding); on CPU with a ~1M-row embedding table, Adam's step drops from ~1 s to ~0.2 s on 2 cores.
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     if name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd, fused=fused or None)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=wd)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=wd, fused=fused or None)
     if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=wd)
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=wd, fused=fused or None)
     raise TrainingError(f"train.optimizer: unknown optimiser {name!r}; use adam, adamw or adagrad")
 
 
@@ -129,10 +135,37 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+_ALLOCATOR_TUNED = False
+
+
+def reuse_freed_memory() -> None:
+    """Have glibc's malloc keep freed memory for reuse (process-wide; once; DLF_MALLOC_TUNING=0 disables).
+
+    Every training step allocates and frees the same large activation tensors (B x N x d: ~100 MB at batch 4,096).
+    With glibc's defaults each is a fresh mmap whose pages fault in (and are zeroed by the kernel) on first touch, and
+    is unmapped again when freed: measured ~1.5x slower steps on 2 cores. M_MMAP_MAX=0 serves large blocks from the
+    heap, M_TRIM_THRESHOLD=1 GiB keeps freed heap memory mapped, so later steps reuse pages that are already there.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED or os.environ.get("DLF_MALLOC_TUNING", "1") == "0":
+        return
+    _ALLOCATOR_TUNED = True
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+        libc.mallopt(m_mmap_max, 0)
+        libc.mallopt(m_trim_threshold, 1 << 30)
+    except (OSError, AttributeError):
+        pass
+
+
 @torch.no_grad()
 def predict_proba(model: nn.Module, data: ArrayDataset, batch_size: int, device: torch.device | None = None,
                   precision: str = "fp32") -> np.ndarray:
     model.eval()
+    reuse_freed_memory()
     device = device or torch.device("cpu")
     out = np.empty(len(data), dtype=np.float32)
     pos = 0
@@ -232,6 +265,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
     # (a last partial batch is kept only if every rank gets >= 2 rows: BatchNorm cannot train on one row)
 
     model.to(device)
+    reuse_freed_memory()
     emb_params, net_params = split_params(model)
     optimizer = build_optimizer(model, cfg)
     plateau = PlateauController(cfg.lr_decay, cfg.patience, cfg.min_lr)
