@@ -37,7 +37,7 @@ from dlf._io import publish_dir
 from dlf.data.features import OOV_ID, FeatureMap, FieldSpec
 from dlf.data.presets import ROLES, Source, get_preset
 from dlf.data.readers import DEFAULT_BLOCK_BYTES, BadRows, Chunk
-from dlf.data.schema import DataError, FieldOptions, Schema
+from dlf.data.schema import DataError, FieldOptions, Schema, read_schema_yaml
 from dlf.data.store import SPLITS, STORE_VERSION, SplitWriter, is_processed
 
 MISSING_ID = 2
@@ -499,13 +499,7 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
 
 
 def _load_schema_file(path: Path, options: dict) -> Schema:
-    import yaml
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"schema file {str(path)!r} does not exist") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise DataError(f"schema file {str(path)!r} is not valid YAML: {exc}") from None
+    raw = read_schema_yaml(path)
     if isinstance(raw, dict) and ("feature_cols" in raw or any(isinstance(v, dict) and "feature_cols" in v
                                                                for v in raw.values())):
         from dlf.data.presets import schema_from_fuxictr

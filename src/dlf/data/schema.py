@@ -146,12 +146,7 @@ class Schema:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Schema":
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise DataError(f"schema file {str(path)!r} does not exist") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise DataError(f"schema file {str(path)!r} is not valid YAML: {exc}") from None
+        raw = read_schema_yaml(path)
         if not isinstance(raw, dict):
             raise DataError(f"schema file {str(path)!r} must hold a mapping (label, fields, ...)")
         return cls.from_dict(raw, f"schema file {str(path)!r}")
@@ -234,3 +229,13 @@ def _schema_from_dict(raw: dict, where: str) -> Schema:
                                                 and all(isinstance(c, str) for c in top["columns"])):
         raise DataError(f"{where}: columns must be a list of names")
     return Schema(fields=fields, split=split, **top).validate(where)
+
+
+def read_schema_yaml(path: Path):
+    """The parsed YAML of a schema file, or a DataError naming the file."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"schema file {str(path)!r} does not exist") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DataError(f"schema file {str(path)!r} is not valid YAML: {exc}") from None
