@@ -1,0 +1,86 @@
+"""The analytic FLOP counts of benchmarks/train_speed.py against torch's count of the products actually run."""
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dlf.data import FeatureMap, FieldSpec
+from dlf.data.features import Batch
+from dlf.models import build_model, get_entry
+
+_spec = importlib.util.spec_from_file_location(
+    "train_speed", Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py")
+train_speed = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train_speed)
+
+FM = FeatureMap([FieldSpec(f"c{i}", "categorical", vocab_size=7 + i) for i in range(4)]
+                + [FieldSpec(f"n{i}", "numeric") for i in range(3)])
+B = 5
+
+
+def _batch() -> Batch:
+    g = torch.Generator().manual_seed(0)
+    return Batch(torch.randint(2, 7, (B, 4), generator=g), torch.rand(B, 3, generator=g),
+                 torch.zeros(B, 0, 0, dtype=torch.int64), torch.randint(0, 2, (B,), generator=g).float())
+
+
+def _counted(model, backward: bool = False) -> tuple[int, int]:
+    model.train()
+    with FlopCounterMode(display=False) as fwd:
+        logits = model(_batch())
+    if not backward:
+        return fwd.get_total_flops(), 0
+    with FlopCounterMode(display=False) as bwd:
+        logits.sum().backward()
+    return fwd.get_total_flops(), bwd.get_total_flops()
+
+
+DLF_TINY = dict(embedding_dim=8, layers=3, rank=3, interaction_tokens=5, implicit_tokens=4, hidden=16,
+                attention_heads=2)
+SWITCHES = [{}, dict(fusion="concat", gate=False), dict(alpha=False), dict(beta=False, gate=False),
+            dict(gamma=False, fusion="concat"), dict(layers=1), dict(interaction_tokens=2, implicit_tokens=3)]
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_dlf_count_matches_the_products_run(switch):
+    cfg = replace(get_entry("dlf").default_config(), **{**DLF_TINY, **switch})
+    torch.manual_seed(0)
+    model = build_model("dlf", FM, cfg)
+    forward, backward = _counted(model, backward=True)
+    # FlopCounterMode has no rule for matrix-vector products, so the gate's R^T E w_g (N d per layer) is not in its
+    # count; the analytic count includes it
+    tokens = cfg.interaction_tokens * (cfg.alpha + cfg.beta) + cfg.implicit_tokens * cfg.gamma
+    gate = cfg.layers * tokens * cfg.embedding_dim if cfg.gate else 0
+    assert forward == 2 * B * (train_speed.forward_macs("dlf", cfg, FM.num_fields) - gate)
+    # the 3x (forward + backward) of train_flops_per_sample: every product has an input and a weight gradient;
+    # NAF's scores Q K^T (N^2 d multiply-adds per layer) are recomputed in the backward pass (checkpointing; A Z is
+    # not needed again), which the analytic count leaves out
+    scores = cfg.layers * tokens * tokens * cfg.embedding_dim if cfg.fusion == "attention" else 0
+    assert forward + backward == B * (train_speed.train_flops_per_sample("dlf", cfg, FM.num_fields) - 6 * gate
+                                      + 2 * scores)
+
+
+def test_dlf_count_at_the_authors_sizes():
+    """~15-18M multiply-adds per sample forward at d=64, L=3, r=24, 32+32 tokens, width 512 on 39 fields."""
+    cfg = get_entry("dlf_concat").default_config()
+    macs = train_speed.forward_macs("dlf_concat", cfg, 39)
+    assert 14e6 < macs < 19e6
+    assert train_speed.forward_macs("dlf", get_entry("dlf").default_config(), 39) > macs  # + NAF and gate
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("wukong", dict(embedding_dim=8, layers=2, rank=3, fmb_tokens=5, lcb_tokens=4, hidden=16)),
+    ("wukong", dict(embedding_dim=8, layers=1, rank=2, fmb_tokens=3, lcb_tokens=4, hidden=8)),
+    ("dcnv2", dict(embedding_dim=4, hidden_units=(16, 8))),
+    ("dcnv2", dict(embedding_dim=4, hidden_units=(16, 8), structure="stacked")),
+    ("dcnv2", dict(embedding_dim=4, structure="crossnet_only")),
+    ("dcnv2", dict(embedding_dim=4, hidden_units=(16,), low_rank_mixture=True, low_rank=3, experts=2)),
+])
+def test_baseline_counts_match_the_products_run(name, overrides):
+    cfg = replace(get_entry(name).default_config(), **overrides)
+    torch.manual_seed(0)
+    forward, _ = _counted(build_model(name, FM, cfg))
+    assert forward == 2 * B * train_speed.forward_macs(name, cfg, FM.num_fields)
