@@ -328,9 +328,10 @@ def auc_check(args) -> None:
     cfg = replace(data_config(args.auc_rows, args.auc_max_cardinality), splits=(0.8, 0.1, 0.1))
     data = generate(cfg)
     out = {}
+    runs = [("fp32", 0), ("bf16", 0)] + ([("fp32", 1)] if args.auc_seed_noise else [])
     for model_name in args.models:
-        for precision in ("fp32", "bf16"):
-            torch.manual_seed(0)
+        for precision, seed in runs:
+            torch.manual_seed(seed)
             model = build_model(model_name, data.feature_map, get_entry(model_name).default_config())
             train_cfg = TrainConfig(epochs=args.auc_epochs, batch_size=args.auc_batch, eval_batch_size=16384,
                                     lr=1e-3, precision=precision, progress=False, tensorboard=False, patience=99)
@@ -338,11 +339,14 @@ def auc_check(args) -> None:
             fit(model, data.train, data.valid, train_cfg, Console(quiet=True))
             seconds = time.perf_counter() - t
             m = evaluate(model, data.test, 16384, precision=precision)
-            out[(model_name, precision)] = m
-            print(f"{model_name:10s} {precision}: test AUC {m['auc']:.5f}  logloss {m['logloss']:.5f}  "
-                  f"({seconds:.0f} s)", flush=True)
-        gap = out[(model_name, "bf16")]["auc"] - out[(model_name, "fp32")]["auc"]
+            out[(model_name, precision, seed)] = m
+            print(f"{model_name:10s} {precision} init seed {seed}: test AUC {m['auc']:.5f}  logloss {m['logloss']:.5f}"
+                  f"  ({seconds:.0f} s)", flush=True)
+        gap = out[(model_name, "bf16", 0)]["auc"] - out[(model_name, "fp32", 0)]["auc"]
         print(f"{model_name:10s} AUC bf16 - fp32 = {gap:+.5f}  ({'within' if abs(gap) <= 0.001 else 'OUTSIDE'} 0.001)")
+        if args.auc_seed_noise:  # how far two fp32 runs that differ only in their initial weights land apart
+            noise = out[(model_name, "fp32", 1)]["auc"] - out[(model_name, "fp32", 0)]["auc"]
+            print(f"{model_name:10s} AUC fp32 (init seed 1) - fp32 (seed 0) = {noise:+.5f}  (run-to-run noise)")
     print(f"data: {cfg.rows:,} synthetic rows (26 categorical up to {cfg.max_cardinality:,} values, 13 numeric), "
           f"{args.auc_epochs} epoch(s) at batch {args.auc_batch}")
 
@@ -398,7 +402,9 @@ def main(argv=None) -> None:
     ap.add_argument("--auc-rows", type=int, default=150_000)
     ap.add_argument("--auc-max-cardinality", type=int, default=20_000)
     ap.add_argument("--auc-epochs", type=int, default=1)
-    ap.add_argument("--auc-batch", type=int, default=4096)
+    ap.add_argument("--auc-batch", type=int, default=2048)
+    ap.add_argument("--auc-seed-noise", action="store_true",
+                    help="also train fp32 from another initial seed, to show the run-to-run AUC noise")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -30,9 +30,18 @@ since its exact equations were not available to us:
 Why this shape: (1) the residual `Z +` keeps the released concat computation as the
 starting point, so NAF can only add cross-branch mixing, never lose a branch;
 (2) learned queries and unprojected keys/values cost 2 N^2 d multiply-adds per sample
-per layer (~1.2M at the defaults, against ~5M for the rest of the layer), keeping
-attention within ~1.3x of concat mode; (3) the scores still depend on the input
-through the keys, so the mix is chosen per sample ("dynamic" fusion).
+per layer (~1.2M at the defaults, against ~5M for the rest of the layer), ~1.2x concat
+mode in multiply-adds; (3) the scores still depend on the input through the keys, so
+the mix is chosen per sample ("dynamic" fusion).
+Measured time is another matter (docs/benchmarks.md, "Training speed"): on CPU a step
+costs ~2x concat mode, because the scores and weights (B x H x N x N, 3x the layer's own
+tokens) make softmax and its backward memory-bound, and the per-sample N x N products
+are small. The math is the one above; only how it is run was tuned (products written
+out, chunks of samples recomputed in the backward pass: see NetworkAwareFusion).
+
+Products are ordered for speed without changing the math: the four weights that
+multiply E^(l) from the left (W_C, W_L, W_D, R) are one batched product, and alpha's
+X0 (E^T W_L) is computed as P^T (E1 (E^T W_L)) (fewer multiply-adds, X0 never formed).
 
 Gate (residual-aware part of RLI): g = sigmoid(R^T E^(l) w_g + b_g), one scalar per
 token and sample (w_g: d, b_g: one bias per output token, initialised to 1 so that
