@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from dlf.data.features import OOV_ID, PAD_ID
-from dlf.data.preprocess import preprocess
+from dlf.data.preprocess import KNOWN_OPTIONS, preprocess
+from dlf.data.presets import get_preset, read_feature_index
+from dlf.data.readers import BadRows
+from dlf.data.schema import DataError
 from dlf.data.store import load_processed, vocabulary
 
 FIX = Path(__file__).parent / "fixtures" / "data"
@@ -196,3 +199,229 @@ def test_real_movielens(tmp_path):
     fm2, tr2, _, _ = run("movielens-1m", [SHARED / "movielens-1m/ratings_100k_sample.dat"], tmp_path / "d",
                          options={"split": "time", "time_column": "timestamp"})
     assert len(tr2) > 0 and fm2.meta["filtered_rows"]["rating 3"] > 0
+
+
+# ---- kkbox, ipinyou, kdd12: tiny files written here in each native layout ---------------------
+
+def write_lines(path, rows, sep=","):
+    path.write_text("".join(sep.join(map(str, r)) + "\n" for r in rows))
+    return path
+
+
+KKBOX_HEADER = ["label", "msno", "song_id", "source_system_tab", "source_screen_name", "source_type", "city", "bd",
+                "gender", "registered_via", "registration_init_time", "expiration_date", "song_length", "genre_ids",
+                "artist_name", "composer", "lyricist", "language", "name", "isrc"]
+
+
+def kkbox_row(label, msno, bd, genres, artists, isrc, song="71008"):
+    return [label, msno, song, "my library", "Local playlist more", "local-library", 13, bd, "female", 9, 20110525,
+            20170911, 229982, genres, artists, "", "", 3, 1037753, isrc]
+
+
+def test_kkbox_x1_layout(tmp_path):
+    d = tmp_path / "KKBox_x1"
+    d.mkdir()
+    train = [kkbox_row(1, 19274, 24, "465", "409001 91116 354288 77", "TWA531400512"),
+             kkbox_row(0, 31395, 0, "2022 465", "370313", "USUM70759544"),
+             kkbox_row(1, 31395, 96, "", "255604", ""),
+             kkbox_row(0, 1475, 61, "465", "", "HKI499327206"),
+             kkbox_row(1, 1475, 10, "921 458", "199290", "TWD951043108"),
+             kkbox_row(0, 1475, "", "465", "199290", "TWD951043108")]
+    write_lines(d / "train.csv", [KKBOX_HEADER] + train)
+    write_lines(d / "valid.csv", [KKBOX_HEADER, kkbox_row(0, 19274, 35, "465", "370313", "TWA531400512")])
+    write_lines(d / "test.csv", [KKBOX_HEADER, kkbox_row(1, 424242, 30, "465", "409001", "GBAYE1000769")])
+    fm, tr, va, te = run("kkbox", [d], tmp_path / "o", options={"min_count": 1})
+    assert (len(tr), len(va), len(te)) == (6, 1, 1)
+    names = [f.name for f in fm.fields]
+    assert names == ["msno", "song_id", "source_system_tab", "source_screen_name", "source_type", "city", "gender",
+                     "registered_via", "language", "isrc", "bd", "genre_ids", "artist_name"]
+    np.testing.assert_array_equal(np.asarray(tr.label), [r[0] for r in train])
+    # isrc -> country code; bd -> FuxiCTR's age buckets (missing outside 1..95)
+    isrc, bd = vocabulary(tmp_path / "o", "isrc"), vocabulary(tmp_path / "o", "bd")
+    assert sorted(isrc) == ["HK", "TW", "US"]
+    bucket = {24: "3", 61: "7", 35: "4", 10: "1"}
+    for i, r in enumerate(train):
+        want = bd[bucket[r[7]]] if r[7] in bucket else 2  # 0, 96 and '' are missing
+        assert tr.categorical[i, names.index("bd")] == want
+        want = isrc[r[19][:2]] if r[19] else 2
+        assert tr.categorical[i, names.index("isrc")] == want
+    assert te.categorical[0, names.index("bd")] == bd["3"]
+    assert te.categorical[0, names.index("isrc")] == OOV_ID and te.categorical[0, 0] == OOV_ID  # unseen in train
+    # space-separated lists, at most 3 kept
+    artists = vocabulary(tmp_path / "o", "artist_name")
+    assert fm.fields[-1].max_len == 3
+    assert list(tr.multi[0, 1]) == [artists[a] for a in ["409001", "91116", "354288"]]
+    genres = vocabulary(tmp_path / "o", "genre_ids")
+    assert list(tr.multi[1, 0]) == [genres["2022"], genres["465"], PAD_ID]
+    # the BARS setting by default: min_count 10 on every field
+    fm10, _, _, _ = run("kkbox", [d], tmp_path / "o10")
+    assert {s["min_count"] for s in fm10.meta["fields"].values()} == {10}
+
+
+def test_kkbox_age_that_is_not_a_number_names_the_line(tmp_path):
+    d = tmp_path / "k"
+    d.mkdir()
+    write_lines(d / "train.csv", [KKBOX_HEADER, kkbox_row(1, 1, 24, "465", "1", "TW"), kkbox_row(0, 2, "old", "", "",
+                                                                                                 "")])
+    with pytest.raises(DataError, match=r"train.csv:3: field 'bd': expected an age"):
+        preprocess("kkbox", [d / "train.csv"], tmp_path / "o")
+
+
+IPINYOU_HEADER = ["click", "weekday", "hour", "IP", "region", "city", "adexchange", "domain", "slotid", "slotwidth",
+                  "slotheight", "slotvisibility", "slotformat", "creative", "advertiser", "useragent", "slotprice"]
+
+
+def test_ipinyou_x1_csv_layout(tmp_path):
+    d = tmp_path / "iPinYou_x1"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    train = [[int(rng.random() < 0.3)] + [int(rng.integers(1, 4)) + 10 * j for j in range(16)] for _ in range(40)]
+    write_lines(d / "train.csv", [IPINYOU_HEADER] + train)
+    write_lines(d / "test.csv", [IPINYOU_HEADER] + train[:5])
+    fm, tr, va, te = run("ipinyou", [d], tmp_path / "o")
+    assert [f.name for f in fm.fields] == IPINYOU_HEADER[1:] and all(f.kind == "categorical" for f in fm.fields)
+    assert len(tr) + len(va) == 40 and len(va) > 0 and len(te) == 5  # valid carved from train
+    np.testing.assert_array_equal(np.asarray(te.label), [r[0] for r in train[:5]])
+    slotid = vocabulary(tmp_path / "o", "slotid")
+    assert [te.categorical[i, 7] for i in range(5)] == [slotid[str(r[8])] for r in train[:5]]
+
+
+def make_ipinyou_campaign(d):
+    """make-ipinyou-data's layout: featindex.txt ('column:value<TAB>index', indices of a field
+    interleaved with other fields'), yzx lines 'click payprice index:1 ...'."""
+    d.mkdir()
+    (d / "featindex.txt").write_text("truncate\t0\n1:other\t1\n2:other\t2\n7:other\t3\n26:other\t4\n"
+                                     "1:5\t5\n2:09\t6\n7:windows_ie\t7\n26:10006\t8\n26:13776\t9\n"
+                                     "1:3\t10\n2:10\t11\n7:android_chrome\t12\n26:10063\t13\n")
+    (d / "train.yzx.txt").write_text("0 238 0:1 5:1 6:1 7:1 8:1 9:1\n1 300 0:1 10:1 11:1 12:1 13:1\n"
+                                     "0 20 0:1 5:1 11:1 7:1\n")
+    (d / "test.yzx.txt").write_text("1 77 0:1 10:1 6:1 12:1 4:1\n")
+    return d
+
+
+def test_ipinyou_make_ipinyou_data_feature_index(tmp_path):
+    d = make_ipinyou_campaign(tmp_path / "1458")
+    fm, tr, _, te = run("ipinyou", [d], tmp_path / "o", options=IN_ORDER)
+    names = [f.name for f in fm.fields]
+    assert names == IPINYOU_HEADER[1:] + ["usertag"] and fm.fields[-1].kind == "multi"
+    np.testing.assert_array_equal(np.asarray(tr.label), [0, 1, 0])  # 0/1 labels; the paying price is skipped
+    np.testing.assert_array_equal(np.asarray(te.label), [1])
+    weekday, hour, ua, tag = (vocabulary(tmp_path / "o", n) for n in ("weekday", "hour", "useragent", "usertag"))
+    rows = [(5, 6, 7, [8, 9]), (10, 11, 12, [13]), (5, 11, 7, [])]  # feature indices per row, by field
+    for i, (w, h, u, tags) in enumerate(rows):
+        assert tr.categorical[i, names.index("weekday")] == weekday[str(w)]
+        assert tr.categorical[i, names.index("hour")] == hour[str(h)]
+        assert tr.categorical[i, names.index("useragent")] == ua[str(u)]
+        assert list(tr.multi[i, 0, :len(tags)]) == [tag[str(t)] for t in tags]
+    assert list(tr.multi[2, 0]) == [2, 0]  # no tag: missing
+    assert te.multi[0, 0, 0] == OOV_ID  # '26:other' never seen in train
+    assert tr.categorical[:, names.index("IP")].tolist() == [2, 2, 2]  # no IP feature in these lines: missing
+    assert "truncate" not in names and "0" not in vocabulary(tmp_path / "o", "weekday")
+
+
+def test_ipinyou_yzx_index_missing_from_featindex_names_the_line(tmp_path):
+    d = make_ipinyou_campaign(tmp_path / "c")
+    (d / "train.yzx.txt").write_text("0 238 0:1 5:1\n0 238 0:1 99:1\n")
+    with pytest.raises(DataError, match=r"train.yzx.txt:2: feature '99:1': expected index:value with an index "
+                                        r"listed in .*featindex.txt"):
+        preprocess("ipinyou", [d], tmp_path / "o")
+
+
+def kdd12_files(d, profile=True):
+    d.mkdir()
+    rows = [[0, 1, "4298118681424644510", 7686695, 385, 3, 3, 1601, 5521, 7709, 576, 490234],
+            [2, 5, "4860571499428580850", 21560664, 37484, 2, 2, 2255103, 317424, 48989, 44771, 0],
+            [1, 12, "4298118681424644510", 7686695, 385, 1, 1, 1601, 5521, 7709, 576, 12],
+            [0, 3, "4298118681424644510", 7686695, 385, 2, 1, 1601, 5521, 7709, 576, 31]]
+    write_lines(d / "training.txt", rows, "\t")
+    if profile:
+        write_lines(d / "userid_profile.txt", [[490234, 1, 3], [12, 2, 5], [7, 1, 1]], "\t")
+    return rows
+
+
+def test_kdd12_training_txt_with_user_profile(tmp_path):
+    rows = kdd12_files(tmp_path / "track2")
+    fm, tr, _, _ = run("kdd12", [tmp_path / "track2"], tmp_path / "o", options={**IN_ORDER, "min_count": 1})
+    names = [f.name for f in fm.fields]
+    assert names == ["impression", "display_url", "ad_id", "advertiser_id", "depth", "position", "query_id",
+                     "keyword_id", "title_id", "description_id", "user_id", "gender", "age"]
+    np.testing.assert_array_equal(np.asarray(tr.label), [float(r[0] > 0) for r in rows])  # clicks > 0
+    imp = vocabulary(tmp_path / "o", "impression")
+    for i, r in enumerate(rows):  # the Criteo treatment of counts: v > 2 -> floor(ln(v)^2)
+        assert tr.categorical[i, 0] == imp[str(math.floor(math.log(r[1]) ** 2) if r[1] > 2 else r[1])]
+    user, gender, age = (vocabulary(tmp_path / "o", n) for n in ("user_id", "gender", "age"))
+    j = names.index("user_id")
+    assert tr.categorical[1, j] == 2 and "0" not in user  # user 0 is unknown: missing
+    assert [tr.categorical[i, j + 1] for i in range(4)] == [gender["1"], 2, gender["2"], 2]  # 31: not in the profile
+    assert [tr.categorical[i, j + 2] for i in range(4)] == [age["3"], 2, age["5"], 2]
+    # without userid_profile.txt: no gender/age; numeric=log makes impression a numeric input
+    kdd12_files(tmp_path / "bare", profile=False)
+    fm, tr, _, _ = run("kdd12", [tmp_path / "bare" / "training.txt"], tmp_path / "o2",
+                       options={**IN_ORDER, "numeric": "log"})
+    assert [f.name for f in fm.fields] == names[1:11] + ["impression"] and fm.fields[-1].kind == "numeric"
+    np.testing.assert_allclose(np.asarray(tr.numeric)[:, 0], np.log1p([r[1] for r in rows]), rtol=1e-6)
+
+
+def test_kdd12_click_that_is_not_a_count_names_the_line(tmp_path):
+    kdd12_files(tmp_path / "t", profile=False)
+    p = tmp_path / "t" / "training.txt"
+    p.write_text(p.read_text().replace("1\t12\t", "x\t12\t", 1))
+    with pytest.raises(DataError, match=r"training.txt:3: field 'click': expected a click count"):
+        preprocess("kdd12", [p], tmp_path / "o")
+
+
+# ---- libFM with a feature-index file ------------------------------------------------------------
+
+def read_preset(preset, inputs, schema=None, options=None):
+    """A preset's schema and its derived text columns (every chunk of every source, concatenated)."""
+    sch, sources = get_preset(preset).build([("train", Path(p)) for p in inputs], schema, options or {})
+    cols = {}
+    for src in sources:
+        for chunk in src.read(BadRows(), 1 << 20):
+            for k, v in chunk.columns.items():
+                cols.setdefault(k, []).extend(v.to_pylist())
+    return sch, sources, cols
+
+
+def test_libfm_feature_index_gives_non_contiguous_fields(tmp_path):
+    index = write_lines(tmp_path / "fields.txt", [["user", 0], ["item", 1], ["user", 2], ["item", 3], ["ctx", 7],
+                                                  ["user", 5]], " ")
+    data = write_lines(tmp_path / "a.libfm", [["1 0:1 1:1 7:1"], ["-1 3:1 2:1"], ["1 5:1 3:1 7:1"]])
+    sch, sources, cols = read_preset("libfm", [data], options={"feature_index": str(index)})
+    assert [f.name for f in sch.fields] == ["user", "item", "ctx"] and sch.label_values == "pm1"
+    assert cols == {"label": ["1", "-1", "1"], "user": ["0", "2", "5"], "item": ["1", "3", "3"], "ctx": ["7", "", "7"]}
+    assert sources[0].depends == [str(index)]  # the index is an input of the dataset
+
+
+def test_feature_index_reads_the_featindex_layout(tmp_path):
+    """make-ipinyou-data's `column:value<TAB>index`: the field is the text before the first ':'."""
+    index = tmp_path / "featindex.txt"
+    index.write_text("truncate\t0\n8:115.45.195.*\t1\n9:1\t2\n8:other\t3\n9:216\t4\n")
+    names, idx, owner = read_feature_index(index)
+    assert names == ["truncate", "8", "9"]
+    assert dict(zip(idx.tolist(), owner.tolist())) == {0: 0, 1: 1, 2: 2, 3: 1, 4: 2}
+    data = write_lines(tmp_path / "a.libfm", [["1 0:1 1:1 4:1"], ["-1 0:1 3:1 2:1"]])
+    _, _, cols = read_preset("libfm", [data], options={"feature_index": str(index)})
+    assert cols["8"] == ["1", "3"] and cols["9"] == ["4", "2"]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("user 0\nitem\n", r"fields.txt:2: expected 'FIELD INDEX' or 'FIELD:VALUE INDEX', got 'item'"),
+    ("user 0\nitem 1\nctx 0\n", r"fields.txt:3: index 0 is listed twice"),
+    ("\n\n", r"fields.txt: feature index has no entries"),
+])
+def test_feature_index_errors_name_the_line(tmp_path, text, needle):
+    (tmp_path / "fields.txt").write_text(text)
+    with pytest.raises(DataError, match=needle):
+        read_feature_index(tmp_path / "fields.txt")
+
+
+@pytest.mark.skipif("feature_index" not in KNOWN_OPTIONS,
+                    reason="dlf.data.preprocess does not accept --option feature_index yet")
+def test_libfm_feature_index_end_to_end(tmp_path):
+    index = write_lines(tmp_path / "fields.txt", [["user", 0], ["item", 1], ["user", 2], ["item", 3]], " ")
+    data = write_lines(tmp_path / "a.libfm", [["1 0:1 1:1"], ["-1 3:1 2:1"], ["1 2:1 1:1"]])
+    fm, tr, _, _ = run("libfm", [data], tmp_path / "o", options={**IN_ORDER, "feature_index": str(index)})
+    user = vocabulary(tmp_path / "o", "user")
+    assert [f.name for f in fm.fields] == ["user", "item"]
+    assert [tr.categorical[i, 0] for i in range(3)] == [user["0"], user["2"], user["2"]]

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 
 from dlf.data.readers import (BadRows, Chunk, check_file, read_delimited, read_double_colon, read_lines,
                               read_parquet)
@@ -29,6 +30,7 @@ class Source:
     path: str
     read: Callable[[BadRows, int], Iterator[Chunk]]  # (bad rows, block bytes) -> chunks
     filtered: dict = field(default_factory=dict)  # rows a preset rule dropped on purpose (e.g. rating 3)
+    depends: list[str] = field(default_factory=list)  # other files its rows are built from (joined tables, index)
 
 
 @dataclass
@@ -52,8 +54,11 @@ def _format_of(path: Path, schema: Schema) -> tuple[str, str]:
 
 
 def table_sources(inputs: list[tuple[str, Path]], schema: Schema,
-                  derive: Callable[[Chunk, BadRows], Chunk] | None = None, use: list[str] | None = None) -> list[Source]:
+                  derive: Callable[[Chunk, BadRows], Chunk] | None = None, use: list[str] | None = None,
+                  columns: list[str] | None = None, depends: list[str] | None = None) -> list[Source]:
+    """`columns`: the file's columns when they are not `schema.columns` (which then also names derived ones)."""
     use = use or schema.raw_columns()
+    columns = columns or schema.columns
     sources = []
     for role, path in inputs:
         fmt, delimiter = _format_of(path, schema)
@@ -62,12 +67,12 @@ def table_sources(inputs: list[tuple[str, Path]], schema: Schema,
             if fmt == "parquet":
                 chunks = read_parquet(path, use=use, rows=max(4096, block // 64))
             else:
-                chunks = read_delimited(path, delimiter=delimiter, header=schema.header, columns=schema.columns,
+                chunks = read_delimited(path, delimiter=delimiter, header=schema.header, columns=columns,
                                         use=use, bad=bad, encoding=schema.encoding, quote=fmt == "csv",
                                         block_bytes=block)
             for chunk in chunks:
                 yield derive(chunk, bad) if derive else chunk
-        sources.append(Source(role, str(path), read))
+        sources.append(Source(role, str(path), read, depends=list(depends or [])))
     return sources
 
 
@@ -102,14 +107,17 @@ def _generic(inputs, schema, options):
 CRITEO_COLUMNS = ["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
 
 
-def criteo_schema(numeric: str = "bucket", min_count: int = 10) -> Schema:
+def _count_fields(names: list[str], numeric: str, min_count: int, preset: str) -> list[FieldOptions]:
+    """Integer count columns: categories by the standard Criteo treatment (bucket), or numeric inputs."""
     if numeric not in ("bucket", "log", "standardize", "none"):
-        raise DataError(f"criteo numeric treatment must be bucket, log, standardize or none, got {numeric!r}")
+        raise DataError(f"{preset} numeric treatment must be bucket, log, standardize or none, got {numeric!r}")
     if numeric == "bucket":
-        ints = [FieldOptions(f"I{i}", "categorical", transform="criteo-bucket", min_count=min_count)
-                for i in range(1, 14)]
-    else:
-        ints = [FieldOptions(f"I{i}", "numeric", transform=numeric) for i in range(1, 14)]
+        return [FieldOptions(n, "categorical", transform="criteo-bucket", min_count=min_count) for n in names]
+    return [FieldOptions(n, "numeric", transform=numeric) for n in names]
+
+
+def criteo_schema(numeric: str = "bucket", min_count: int = 10) -> Schema:
+    ints = _count_fields([f"I{i}" for i in range(1, 14)], numeric, min_count, "criteo")
     cats = [FieldOptions(f"C{i}", "categorical", min_count=min_count) for i in range(1, 27)]
     return Schema(fields=ints + cats, label="label", format="tsv", delimiter="\t", header=False,
                   columns=list(CRITEO_COLUMNS)).validate("criteo preset")
@@ -234,12 +242,87 @@ FRAPPE_FIELDS = [("user", 957), ("item", 4082), ("daytime", 7), ("weekday", 7), 
                  ("homework", 3), ("cost", 2), ("weather", 9), ("country", 80), ("city", 233)]
 
 
+@dataclass
+class FieldIndex:
+    """Which field owns each libFM feature index: sorted, disjoint, inclusive intervals
+    [starts[i], ends[i]] owned by field position owner[i] (-1: indices read and ignored)."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    owner: np.ndarray
+    known: str  # what a valid index is, for error messages
+
+    @classmethod
+    def from_ranges(cls, fields: list[FieldOptions]) -> "FieldIndex":
+        order = sorted(range(len(fields)), key=lambda j: fields[j].range[0])
+        starts = np.array([fields[j].range[0] for j in order], dtype=np.int64)
+        ends = np.array([fields[j].range[1] for j in order], dtype=np.int64)
+        if np.any(starts[1:] <= ends[:-1]):
+            raise DataError("libFM field ranges overlap")
+        first = fields[order[0]].name
+        return cls(starts, ends, np.array(order, dtype=np.int64),
+                   f"an index inside one field's range ({first} starts at {starts[0]}, last index {ends[-1]})")
+
+    @classmethod
+    def from_pairs(cls, index: np.ndarray, owner: np.ndarray, known: str) -> "FieldIndex":
+        """One owner per feature index: runs of consecutive indices with one owner become one interval."""
+        order = np.argsort(index, kind="stable")
+        index, owner = index[order], owner[order]
+        new = np.ones(len(index), dtype=bool)
+        new[1:] = (index[1:] != index[:-1] + 1) | (owner[1:] != owner[:-1])
+        last = np.append(np.flatnonzero(new)[1:] - 1, len(index) - 1)
+        return cls(index[new], index[last], owner[new], known)
+
+    def lookup(self, idx: np.ndarray) -> np.ndarray:
+        """Owner of each index; -2 where no interval holds it."""
+        pos = np.maximum(np.searchsorted(self.starts, idx, side="right") - 1, 0)
+        inside = (idx >= self.starts[pos]) & (idx <= self.ends[pos])
+        return np.where(inside, self.owner[pos], -2)
+
+
+def read_feature_index(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A feature-index file: one `KEY INDEX` per line (whitespace-separated), KEY a field name or
+    `field:value` (make-ipinyou-data's featindex.txt: `8:115.45.195.*<TAB>29`); a KEY without ':' is a
+    field of its own. Returns the field names (in order of first appearance), and each line's index and
+    field position."""
+    path = check_file(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: feature index is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    lines = pa.array(text.split("\n"), pa.string())
+    blank = pc.equal(pc.utf8_trim_whitespace(lines), "").to_numpy(zero_copy_only=False)
+    parts = pc.extract_regex(lines, r"^\s*(?P<key>[^:\s].*?)\s+(?P<index>[0-9]{1,18})\s*$")
+    wrong = pc.is_null(parts).to_numpy(zero_copy_only=False) & ~blank
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        raise DataError(f"{path}:{i + 1}: expected 'FIELD INDEX' or 'FIELD:VALUE INDEX', got {lines[i].as_py()!r}")
+    rows = np.flatnonzero(~blank)
+    if not len(rows):
+        raise DataError(f"{path}: feature index has no entries")
+    parts = parts.take(pa.array(rows))
+    index = pc.cast(pc.struct_field(parts, "index"), pa.int64()).to_numpy()
+    fields = pc.dictionary_encode(pc.replace_substring_regex(pc.struct_field(parts, "key"), ":.*$", ""))
+    order = np.argsort(index, kind="stable")
+    twice = np.flatnonzero(np.diff(index[order]) == 0)
+    if len(twice):
+        i = int(rows[order[twice[0] + 1]])
+        raise DataError(f"{path}:{i + 1}: index {index[order[twice[0]]]} is listed twice")
+    return fields.dictionary.to_pylist(), index, fields.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def libfm_schema(sizes: list[tuple[str, int]]) -> Schema:
     fields, start = [], 0
     for name, size in sizes:
         fields.append(FieldOptions(name, "categorical", range=(start, start + size - 1)))
         start += size
     return Schema(fields=fields, label="label", label_values="pm1", header=False, columns=["label"]).validate()
+
+
+def indexed_schema(fields: list[FieldOptions], label_values: str = "pm1") -> Schema:
+    """libFM lines whose fields come from a feature-index file (no `range`)."""
+    return Schema(fields=fields, label="label", label_values=label_values, header=False,
+                  columns=["label"] + [f.name for f in fields]).validate()
 
 
 def parse_sizes(text: str) -> list[tuple[str, int]]:
@@ -253,29 +336,22 @@ def parse_sizes(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def _libfm_derive(schema: Schema):
-    ranged = [f for f in schema.fields if f.range is not None]
-    if not ranged or len(ranged) != len(schema.fields):
-        raise DataError("libFM input needs every field's index range: fields with range: [first, last] in the "
-                        "schema, or --option fields=name:size,name:size,... (sizes in index order)")
-    order = sorted(range(len(ranged)), key=lambda i: ranged[i].range[0])
-    starts = np.array([ranged[i].range[0] for i in order], dtype=np.int64)
-    ends = np.array([ranged[i].range[1] for i in order], dtype=np.int64)
-    if np.any(starts[1:] <= ends[:-1]):
-        raise DataError("libFM field ranges overlap")
-    names = [ranged[i].name for i in order]
-    numeric = [ranged[i].kind == "numeric" for i in order]
-    nf = len(names)
+def _libfm_derive(fields: list[FieldOptions], index: FieldIndex, skip: int = 0):
+    """`label idx:val idx:val ...` lines -> a text column per field (the feature index; numeric fields: the
+    value; multi fields: the indices joined by the separator). `skip`: tokens after the label to ignore
+    (the paying price of make-ipinyou-data's yzx files)."""
+    names = [f.name for f in fields]
+    nf = len(fields)
+    layout = "label " + "z " * skip + "index:value ..."
 
     def derive(chunk: Chunk, bad: BadRows) -> Chunk:
         n = len(chunk)
         toks = pc.utf8_split_whitespace(chunk.columns["line"])
-        counts = pc.list_value_length(toks).to_numpy(zero_copy_only=False)
-        keep = counts >= 1
+        keep = pc.list_value_length(toks).to_numpy(zero_copy_only=False) >= 1 + skip
         for row in np.flatnonzero(~keep):
-            bad.add(chunk.where(row), "empty line, expected 'label index:value ...'", chunk.file)
+            bad.add(chunk.where(row), f"expected '{layout}', got {chunk.columns['line'][row].as_py()!r}", chunk.file)
         label = pc.replace_substring_regex(pc.utf8_trim_whitespace(chunk.columns["line"]), r"\s.*$", "")
-        feats = pc.list_slice(toks, 1)
+        feats = pc.list_slice(toks, 1 + skip)
         rows = pc.list_parent_indices(feats).to_numpy(zero_copy_only=False)
         flat = pc.list_flatten(feats)
         kv = pc.split_pattern(flat, ":", max_splits=1)
@@ -285,60 +361,74 @@ def _libfm_derive(schema: Schema):
         idx = np.zeros(len(ok), dtype=np.int64)
         if ok.any():
             idx[ok] = pc.cast(pc.filter(idx_txt, pa.array(ok)), pa.int64()).to_numpy()
-        pos = np.searchsorted(starts, idx, side="right") - 1
-        ok &= (pos >= 0) & (idx <= ends[np.clip(pos, 0, nf - 1)])
+        owner = index.lookup(idx)
+        ok &= owner > -2
         for t in np.flatnonzero(~ok):
             if keep[rows[t]]:
                 keep[rows[t]] = False
-                bad.add(chunk.where(rows[t]), f"feature {flat[t].as_py()!r}: expected index:value with an index "
-                        f"inside one field's range ({names[0]} starts at {starts[0]}, last index {ends[-1]})",
-                        chunk.file)
-        pos = np.clip(pos, 0, nf - 1)
-        slot = rows * nf + pos
-        dup = np.bincount(slot[ok], minlength=n * nf) > 1
+                bad.add(chunk.where(rows[t]), f"feature {flat[t].as_py()!r}: expected index:value with "
+                        f"{index.known}", chunk.file)
+        use = ok & (owner >= 0)
+        slot = rows * nf + np.maximum(owner, 0)
+        single = np.array([f.kind != "multi" for f in fields])
+        dup = np.bincount(slot[use & single[np.maximum(owner, 0)]], minlength=n * nf) > 1
         for s in np.flatnonzero(dup):
             r = s // nf
             if keep[r]:
                 keep[r] = False
                 bad.add(chunk.where(r), f"field {names[s % nf]!r} appears more than once in the row", chunk.file)
         cols = {"label": label}
-        for j, name in enumerate(names):
-            sel = ok & (pos == j)
-            key = np.full(n, -1, dtype=np.int64)
-            key[rows[sel]] = idx[sel]
-            if numeric[j]:
+        for j, f in enumerate(fields):
+            sel = use & (owner == j)
+            if f.kind == "multi":  # tokens are in row order: the selected ones form each row's list
+                offsets = np.concatenate([[0], np.cumsum(np.bincount(rows[sel], minlength=n))]).astype(np.int32)
+                lists = pa.ListArray.from_arrays(pa.array(offsets), pc.cast(pa.array(idx[sel]), pa.string()))
+                cols[f.name] = pc.binary_join(lists, f.separator)
+            elif f.kind == "numeric":
                 text = np.full(n, "", dtype=object)
                 if sel.any():
-                    v = pc.list_element(pc.filter(kv, pa.array(sel)), 1).to_numpy(zero_copy_only=False)
-                    text[rows[sel]] = v
-                cols[name] = pa.array(text, pa.string())
+                    text[rows[sel]] = pc.list_element(pc.filter(kv, pa.array(sel)), 1).to_numpy(zero_copy_only=False)
+                cols[f.name] = pa.array(text, pa.string())
             else:
-                cols[name] = pc.if_else(pa.array(key >= 0), pc.cast(pa.array(key), pa.string()), "")
+                key = np.full(n, -1, dtype=np.int64)
+                key[rows[sel]] = idx[sel]
+                cols[f.name] = pc.if_else(pa.array(key >= 0), pc.cast(pa.array(key), pa.string()), "")
         return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(keep)
     return derive
 
 
 def _libfm(inputs, schema, options):
+    if "feature_index" in options:
+        if schema is not None:
+            raise DataError("libfm: give the fields either by --option feature_index=FILE or by --schema, not both")
+        path = Path(options["feature_index"])
+        names, idx, owner = read_feature_index(path)
+        schema = indexed_schema([FieldOptions(n, "categorical") for n in names])
+        index = FieldIndex.from_pairs(idx, owner, f"an index listed in {path}")
+        return schema, _line_sources(inputs, schema, _libfm_derive(schema.fields, index), depends=[str(path)])
     if schema is None:
         if "fields" not in options:
             raise DataError("preset 'libfm' needs the fields' index ranges: --option fields=name:size,name:size,... "
-                            "or a schema with `range` per field (preset 'frappe' has Frappe's built in)")
+                            "or --option feature_index=FILE, or a schema with `range` per field (preset 'frappe' "
+                            "has Frappe's built in)")
         schema = libfm_schema(parse_sizes(options["fields"]))
-    derive = _libfm_derive(schema)
-    return schema, _line_sources(inputs, schema, derive)
+    if any(f.range is None for f in schema.fields):
+        raise DataError("libFM input needs every field's index range: fields with range: [first, last] in the "
+                        "schema, or --option fields=name:size,name:size,... (sizes in index order)")
+    return schema, _line_sources(inputs, schema, _libfm_derive(schema.fields, FieldIndex.from_ranges(schema.fields)))
 
 
 def _frappe(inputs, schema, options):
     return _libfm(inputs, schema or libfm_schema(FRAPPE_FIELDS), options)
 
 
-def _line_sources(inputs, schema: Schema, derive) -> list[Source]:
+def _line_sources(inputs, schema: Schema, derive, depends: list[str] | None = None) -> list[Source]:
     sources = []
     for role, path in inputs:
         def read(bad: BadRows, block: int, path=path):
             for chunk in read_lines(path, bad=bad, encoding=schema.encoding, block_bytes=block):
                 yield derive(chunk, bad)
-        sources.append(Source(role, str(path), read))
+        sources.append(Source(role, str(path), read, depends=list(depends or [])))
     return sources
 
 
@@ -422,7 +512,7 @@ def _movielens(inputs, schema, options):
 
     sources = []
     for role, path in ratings:
-        src = Source(role, str(path), None)
+        src = Source(role, str(path), None, depends=[str(folder / "users.dat"), str(folder / "movies.dat")])
 
         def read(bad: BadRows, block: int, path=path, src=src):
             if path.suffix.lower() == ".csv":
@@ -439,6 +529,180 @@ def _movielens(inputs, schema, options):
     return schema, sources
 
 
+# ---- KKBox (BARS KKBox_x1) ----------------------------------------------------------------------
+
+KKBOX_CATEGORICAL = ["msno", "song_id", "source_system_tab", "source_screen_name", "source_type", "city", "gender",
+                     "registered_via", "language", "isrc", "bd"]
+KKBOX_MULTI = ["genre_ids", "artist_name"]
+
+
+def kkbox_schema(min_count: int = 10) -> Schema:
+    """KKBox_x1 as in its FuxiCTR dataset config: isrc -> country code, bd -> age bucket, genre_ids and
+    artist_name space-separated lists of at most 3, min_count 10 for every field."""
+    fields = [FieldOptions(n, "categorical", min_count=min_count) for n in KKBOX_CATEGORICAL]
+    fields += [FieldOptions(n, "multi", separator=" ", max_len=3, min_count=min_count) for n in KKBOX_MULTI]
+    return Schema(fields=fields, label="label", header=True).validate("kkbox preset")
+
+
+def _kkbox_derive(chunk: Chunk, bad: BadRows) -> Chunk:
+    """isrc -> its country code (first 2 letters); bd (age) -> '1' (<= 10), '2' (<= 20) ... '6' (<= 60),
+    '7' (older), missing outside 1-95: FuxiCTR's extract_country_code and bucketize_age for KKBox."""
+    cols = dict(chunk.columns)
+    keep = np.ones(len(chunk), dtype=bool)
+    if "isrc" in cols:
+        cols["isrc"] = pc.utf8_slice_codeunits(pc.utf8_trim_whitespace(cols["isrc"]), 0, 2)
+    if "bd" in cols:
+        bd = pc.utf8_trim_whitespace(cols["bd"])
+        number = pc.match_substring_regex(bd, r"^[-+]?[0-9]+(\.[0-9]*)?$").to_numpy(zero_copy_only=False)
+        keep = number | pc.equal(bd, "").to_numpy(zero_copy_only=False)
+        for row in np.flatnonzero(~keep):
+            bad.add(chunk.where(row), f"field 'bd': expected an age (a number), got {bd[row].as_py()!r}", chunk.file)
+        age = np.zeros(len(chunk))
+        if number.any():
+            age[number] = pc.cast(pc.filter(bd, pa.array(number)), pa.float64()).to_numpy()
+        bucket = np.minimum(np.ceil(age / 10), 7).astype(np.int64)
+        cols["bd"] = pc.if_else(pa.array(number & (age >= 1) & (age <= 95)), pc.cast(pa.array(bucket), pa.string()),
+                                "")
+    return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(keep)
+
+
+def _kkbox(inputs, schema, options):
+    schema = schema or kkbox_schema(int(options.get("min_count", 10)))
+    return schema, table_sources(_expand_inputs(inputs, FUXI_FILES), schema, derive=_kkbox_derive)
+
+
+# ---- iPinYou (BARS iPinYou_x1, or make-ipinyou-data) --------------------------------------------
+
+IPINYOU_FIELDS = ["weekday", "hour", "IP", "region", "city", "adexchange", "domain", "slotid", "slotwidth",
+                  "slotheight", "slotvisibility", "slotformat", "creative", "advertiser", "useragent", "slotprice"]
+# the columns of make-ipinyou-data's train.log.txt: its featindex.txt names each feature's column by number
+IPINYOU_LOG_COLUMNS = ["click", "weekday", "hour", "bidid", "timestamp", "logtype", "ipinyouid", "useragent", "IP",
+                       "region", "city", "adexchange", "domain", "url", "urlid", "slotid", "slotwidth", "slotheight",
+                       "slotvisibility", "slotformat", "slotprice", "creative", "bidprice", "payprice", "keypage",
+                       "advertiser", "usertag"]
+IPINYOU_FILES = {"train": ("train.csv", "train.yzx.txt"), "valid": ("valid.csv",),
+                 "test": ("test.csv", "test.yzx.txt")}
+
+
+def ipinyou_schema(min_count: int = 1) -> Schema:
+    """iPinYou_x1 CSV: label `click` and 16 categorical fields (values are the release's feature indices)."""
+    return Schema(fields=[FieldOptions(n, "categorical", min_count=min_count) for n in IPINYOU_FIELDS],
+                  label="click", format="csv", header=True).validate("ipinyou preset")
+
+
+def _ipinyou_yzx(inputs, featindex: Path, min_count: int):
+    """make-ipinyou-data's `click payprice index:1 ...` lines with the fields of featindex.txt: the 16
+    fields above plus usertag (multi-valued); its constant 'truncate' feature is ignored."""
+    names, idx, owner = read_feature_index(featindex)
+    wanted = IPINYOU_FIELDS + ["usertag"]
+    position = []
+    for n in names:
+        column = IPINYOU_LOG_COLUMNS[int(n)] if n.isdigit() and int(n) < len(IPINYOU_LOG_COLUMNS) else None
+        if column is None and n != "truncate":
+            raise DataError(f"{featindex}: field {n!r} is not a column number of make-ipinyou-data's train.log.txt")
+        position.append(wanted.index(column) if column in wanted else -1)
+    fields = [FieldOptions(n, "categorical", min_count=min_count) for n in IPINYOU_FIELDS]
+    fields.append(FieldOptions("usertag", "multi", separator=",", min_count=min_count))
+    schema = indexed_schema(fields, label_values="binary")
+    index = FieldIndex.from_pairs(idx, np.array(position, dtype=np.int64)[owner], f"an index listed in {featindex}")
+    return schema, _line_sources(inputs, schema, _libfm_derive(fields, index, skip=1), depends=[str(featindex)])
+
+
+def _ipinyou(inputs, schema, options):
+    inputs = _expand_inputs(inputs, IPINYOU_FILES)
+    min_count = int(options.get("min_count", 1))
+    yzx = [p for _, p in inputs if p.suffix.lower() not in (".csv", ".parquet")]
+    if not yzx:
+        schema = schema or ipinyou_schema(min_count)
+        return schema, table_sources(inputs, schema)
+    if len(yzx) != len(inputs) or schema is not None:
+        raise DataError("ipinyou: give either iPinYou_x1 CSV files or make-ipinyou-data yzx files (featindex.txt "
+                        "beside them), not both; --schema applies to the CSV layout only")
+    featindex = yzx[0].parent / "featindex.txt"
+    if not featindex.exists():
+        raise DataError(f"{featindex}: no such file; make-ipinyou-data writes it beside train.yzx.txt")
+    return _ipinyou_yzx(inputs, featindex, min_count)
+
+
+# ---- KDD Cup 2012 track 2 -------------------------------------------------------------------------
+
+KDD12_COLUMNS = ["click", "impression", "display_url", "ad_id", "advertiser_id", "depth", "position", "query_id",
+                 "keyword_id", "title_id", "description_id", "user_id"]
+KDD12_PROFILE = "userid_profile.txt"  # UserID<TAB>Gender<TAB>Age, beside training.txt
+
+
+def kdd12_schema(numeric: str = "bucket", min_count: int = 10, profile: bool = True) -> Schema:
+    """training.txt as AutoInt uses it: label = click count > 0; impression (a count) bucketed like Criteo's
+    integers (or numeric); the ids categorical; gender and age joined from userid_profile.txt if present."""
+    joined = ["gender", "age"] if profile else []
+    fields = _count_fields(["impression"], numeric, min_count, "kdd12")
+    fields += [FieldOptions(n, "categorical", min_count=min_count) for n in KDD12_COLUMNS[2:] + joined]
+    # `columns` also names the joined columns; the file itself has KDD12_COLUMNS (see _kdd12)
+    return Schema(fields=fields, label="click", format="tsv", delimiter="\t", header=False,
+                  columns=KDD12_COLUMNS + joined).validate("kdd12 preset")
+
+
+def _read_profile(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """userid_profile.txt as arrays (user id, gender, age), sorted by user id for vectorised joins."""
+    types = {"user_id": pa.int64(), "gender": pa.int8(), "age": pa.int8()}
+    try:
+        t = pcsv.read_csv(check_file(path), read_options=pcsv.ReadOptions(column_names=list(types)),
+                          parse_options=pcsv.ParseOptions(delimiter="\t"),
+                          convert_options=pcsv.ConvertOptions(column_types=types))
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"{path}: expected lines 'UserID<TAB>Gender<TAB>Age' (integers): {exc}") from None
+    if not t.num_rows:
+        raise DataError(f"{path}: no users")
+    ids, gender, age = (pc.fill_null(t[c], -1).to_numpy() for c in types)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], gender[order], age[order]
+
+
+def _kdd12_derive(profile_path: Path | None):
+    """Click count -> 0/1 label; user 0 (unknown) -> missing; gender and age joined by user id. The
+    profile (23.6M users) is read on first use, so an up-to-date rerun does not read it."""
+    profile: list = []
+
+    def derive(chunk: Chunk, bad: BadRows) -> Chunk:
+        cols = dict(chunk.columns)
+        keep = np.ones(len(chunk), dtype=bool)
+        if "click" in cols:  # scoring requests carry no label
+            click = pc.utf8_trim_whitespace(cols["click"])
+            keep = pc.match_substring_regex(click, r"^[0-9]{1,18}$").to_numpy(zero_copy_only=False)
+            for row in np.flatnonzero(~keep):
+                bad.add(chunk.where(row), f"field 'click': expected a click count (an integer >= 0), "
+                        f"got {click[row].as_py()!r}", chunk.file)
+            cols["click"] = pc.if_else(pc.match_substring_regex(click, r"^0+$"), "0", "1")
+        user = pc.utf8_trim_whitespace(cols["user_id"])
+        unknown = pc.equal(user, "0")
+        cols["user_id"] = pc.if_else(unknown, "", user)
+        if profile_path is not None:
+            if not profile:
+                profile.extend(_read_profile(profile_path))
+            ids, gender, age = profile
+            number = pc.and_not(pc.match_substring_regex(user, r"^[0-9]{1,18}$"), unknown).to_numpy(
+                zero_copy_only=False)
+            uid = np.full(len(chunk), -1, dtype=np.int64)
+            if number.any():
+                uid[number] = pc.cast(pc.filter(user, pa.array(number)), pa.int64()).to_numpy()
+            pos = np.minimum(np.searchsorted(ids, uid), len(ids) - 1)
+            found = pa.array(number & (ids[pos] == uid))
+            cols["gender"] = pc.if_else(found, pc.cast(pa.array(gender[pos]), pa.string()), "")
+            cols["age"] = pc.if_else(found, pc.cast(pa.array(age[pos]), pa.string()), "")
+        return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(keep)
+    return derive
+
+
+def _kdd12(inputs, schema, options):
+    inputs = _expand_inputs(inputs, {"train": ("training.txt",)})
+    profile = inputs[0][1].parent / KDD12_PROFILE
+    profile = profile if profile.exists() else None
+    schema = schema or kdd12_schema(options.get("numeric", "bucket"), int(options.get("min_count", 10)),
+                                    profile is not None)
+    return schema, table_sources(inputs, schema, derive=_kdd12_derive(profile), use=KDD12_COLUMNS,
+                                 columns=KDD12_COLUMNS, depends=[str(profile)] if profile else [])
+
+
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("criteo", "Criteo Kaggle train.txt (TSV, no header: label, I1-I13, C1-C26); "
            "--option numeric=bucket|log|standardize, min_count=10", _criteo),
@@ -446,10 +710,17 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            _avazu),
     Preset("fuxictr", "BARS/FuxiCTR splits: a folder with train/valid/test .csv or .parquet; "
            "--schema dataset_config.yaml", _fuxictr),
-    Preset("libfm", "libFM 'label idx:val ...' files, label -1/1; --option fields=name:size,...", _libfm),
+    Preset("libfm", "libFM 'label idx:val ...' files, label -1/1; --option fields=name:size,... or "
+           "feature_index=FILE", _libfm),
     Preset("frappe", "Frappe in libFM format (10 one-hot fields, label -1/1)", _frappe),
     Preset("movielens-1m", "MovieLens-1M ratings.dat/users.dat/movies.dat (or ratings.csv); "
            "4-5 -> 1, 1-2 -> 0, 3 dropped", _movielens),
+    Preset("kkbox", "BARS KKBox_x1 train/valid/test CSV (isrc -> country, bd -> age bucket, genre_ids and "
+           "artist_name lists); --option min_count=10", _kkbox),
+    Preset("ipinyou", "BARS iPinYou_x1 train/test CSV, or make-ipinyou-data yzx files with featindex.txt; "
+           "--option min_count=1", _ipinyou),
+    Preset("kdd12", "KDD Cup 2012 track 2 training.txt (TSV, label = clicks > 0; gender/age from "
+           "userid_profile.txt beside it); --option numeric=bucket|log|standardize, min_count=10", _kdd12),
     Preset("generic", "any CSV/TSV/Parquet with --schema my_schema.yaml", _generic),
 ]}
 
