@@ -118,6 +118,23 @@ def preprocess(
 
 
 @app.command()
+def download(
+    name: str = typer.Argument(..., help="movielens-1m, frappe, kkbox, ipinyou (fetched); criteo, avazu, kdd12 "
+                               "(Kaggle login: says where to get the files)."),
+    out: Path = typer.Option(..., help="Folder for the raw files (a rerun resumes or does nothing)."),
+) -> None:
+    """Fetch a public dataset (checksums, resume) and print the `dlf preprocess` command to run next."""
+    from dlf.data.download import DownloadError
+    from dlf.data.download import download as run_download
+
+    try:
+        command = run_download(name, out, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+    except DownloadError as exc:
+        _fail(str(exc))
+    Console().print(f"next: {command}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def models() -> None:
     """List the registered models."""
     from dlf.models.registry import available_models, get_entry
