@@ -162,8 +162,8 @@ def test_login_dataset_says_where_to_get_it_and_what_to_run(tmp_path):
     with pytest.raises(DownloadError) as err:
         dl.download("criteo", tmp_path, log=lambda m: None)
     text = str(err.value)
-    assert "kaggle.com/c/criteo-display-ad-challenge" in text and f"place it at {tmp_path / 'train.txt'}" in text
-    assert f"dlf preprocess --preset criteo --input {tmp_path / 'train.txt'} --out data/criteo" in text
+    assert "kaggle.com/c/criteo-display-ad-challenge" in text and f"extract its train.txt into {tmp_path};" in text
+    assert f"then run: dlf preprocess --preset criteo --input {tmp_path / 'train.txt'} --out data/criteo" in text
     (tmp_path / "train.txt").write_text("placed by hand\n")
     assert dl.download("criteo", tmp_path, log=lambda m: None).startswith("dlf preprocess --preset criteo")
     with pytest.raises(DownloadError, match="unknown dataset 'criteo_x9'; available: movielens-1m, frappe"):

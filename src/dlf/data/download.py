@@ -47,7 +47,7 @@ class Dataset:
     preset: str  # the `dlf preprocess --preset` that reads it
     inputs: tuple[str, ...]  # `--input` values of that command, relative to --out ("ROLE=PATH" allowed)
     files: tuple[RemoteFile, ...] = ()  # empty: no public URL, fetched by hand
-    manual: str = ""  # where to get the files by hand
+    manual: str = ""  # where to get the files by hand; {out} is the --out folder
 
     def input_paths(self, out: Path) -> list[Path]:
         return [out / item.partition("=")[2] if "=" in item else out / item for item in self.inputs]
@@ -88,13 +88,13 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
     Dataset("criteo", "criteo", ("train.txt",), manual=(
         "Criteo's Display Advertising Challenge data needs a Kaggle login: download dac.tar.gz from "
         "https://www.kaggle.com/c/criteo-display-ad-challenge/data (or Criteo AI Lab's download page) and "
-        "extract its train.txt")),
+        "extract its train.txt into {out}")),
     Dataset("avazu", "avazu", ("train.csv",), manual=(
         "Avazu's CTR data needs a Kaggle login: download train.gz from "
-        "https://www.kaggle.com/c/avazu-ctr-prediction/data and unpack it with `gunzip -c train.gz > train.csv`")),
+        "https://www.kaggle.com/c/avazu-ctr-prediction/data and unpack it: `gunzip -c train.gz > {out}/train.csv`")),
     Dataset("kdd12", "kdd12", ("training.txt",), manual=(
         "KDD Cup 2012 track 2 needs a Kaggle login: download track2.zip from "
-        "https://www.kaggle.com/c/kddcup2012-track2/data and extract training.txt and userid_profile.txt")),
+        "https://www.kaggle.com/c/kddcup2012-track2/data and extract training.txt and userid_profile.txt into {out}")),
 ]}
 
 
@@ -117,8 +117,7 @@ def fetch(ds: Dataset, out: str | Path, log: Callable[[str], None] = print) -> s
         log(f"{ds.name}: already in {out}")
         return command
     if not ds.files:
-        files = ", ".join(str(p) for p in ds.input_paths(out))
-        raise DownloadError(f"{ds.manual}; place it at {files}, then run: {command}")
+        raise DownloadError(f"{ds.manual.format(out=out)}; then run: {command}")
     out.mkdir(parents=True, exist_ok=True)
     for remote in ds.files:
         path = fetch_file(remote, out, log)
