@@ -342,6 +342,7 @@ def _libfm_derive(fields: list[FieldOptions], index: FieldIndex, skip: int = 0):
     (the paying price of make-ipinyou-data's yzx files)."""
     names = [f.name for f in fields]
     nf = len(fields)
+    single = np.array([f.kind != "multi" for f in fields])
     layout = "label " + "z " * skip + "index:value ..."
 
     def derive(chunk: Chunk, bad: BadRows) -> Chunk:
@@ -369,30 +370,31 @@ def _libfm_derive(fields: list[FieldOptions], index: FieldIndex, skip: int = 0):
                 bad.add(chunk.where(rows[t]), f"feature {flat[t].as_py()!r}: expected index:value with "
                         f"{index.known}", chunk.file)
         use = ok & (owner >= 0)
-        slot = rows * nf + np.maximum(owner, 0)
-        single = np.array([f.kind != "multi" for f in fields])
-        dup = np.bincount(slot[use & single[np.maximum(owner, 0)]], minlength=n * nf) > 1
+        field = np.maximum(owner, 0)
+        one = use & single[field]  # tokens of single-valued fields: one (row, field) cell each
+        dup = np.bincount(rows[one] * nf + field[one], minlength=n * nf) > 1
         for s in np.flatnonzero(dup):
             r = s // nf
             if keep[r]:
                 keep[r] = False
                 bad.add(chunk.where(r), f"field {names[s % nf]!r} appears more than once in the row", chunk.file)
+        key = np.full((n, nf), -1, dtype=np.int64)  # the feature index of each (row, field), -1 absent
+        key[rows[one], field[one]] = idx[one]
         cols = {"label": label}
         for j, f in enumerate(fields):
-            sel = use & (owner == j)
             if f.kind == "multi":  # tokens are in row order: the selected ones form each row's list
+                sel = use & (owner == j)
                 offsets = np.concatenate([[0], np.cumsum(np.bincount(rows[sel], minlength=n))]).astype(np.int32)
                 lists = pa.ListArray.from_arrays(pa.array(offsets), pc.cast(pa.array(idx[sel]), pa.string()))
                 cols[f.name] = pc.binary_join(lists, f.separator)
-            elif f.kind == "numeric":
+            elif f.kind == "numeric":  # the value, not the index
+                sel = use & (owner == j)
                 text = np.full(n, "", dtype=object)
                 if sel.any():
                     text[rows[sel]] = pc.list_element(pc.filter(kv, pa.array(sel)), 1).to_numpy(zero_copy_only=False)
                 cols[f.name] = pa.array(text, pa.string())
             else:
-                key = np.full(n, -1, dtype=np.int64)
-                key[rows[sel]] = idx[sel]
-                cols[f.name] = pc.if_else(pa.array(key >= 0), pc.cast(pa.array(key), pa.string()), "")
+                cols[f.name] = pc.if_else(pa.array(key[:, j] >= 0), pc.cast(pa.array(key[:, j]), pa.string()), "")
         return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(keep)
     return derive
 
