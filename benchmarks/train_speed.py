@@ -3,6 +3,8 @@
     python benchmarks/train_speed.py                       # all models, batch 4,096 and 10,000, bf16 and fp32
     python benchmarks/train_speed.py --models dlf_concat --batch-sizes 10000 --precision bf16 --steps 5
     python benchmarks/train_speed.py --models dlf_concat --batch-sizes 10000 --rows 1000000 --steps 3   # RSS check
+    DLF_MALLOC_TUNING=0 python benchmarks/train_speed.py --models dlf_concat,dlf --batch-sizes 10000 \
+        --precision bf16 --rows 1000000 --set checkpoint_layers=true     # the low-memory setting
     python benchmarks/train_speed.py --auc-check           # test AUC, bf16 vs fp32, on a small synthetic run
 
 Data: `dlf.data.synthetic` with 26 categorical fields (Zipf values, log-spaced vocabularies up to
@@ -40,6 +42,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 MODELS = ("dlf_concat", "dlf", "wukong", "dcnv2")
 
@@ -63,7 +66,10 @@ def dlf_forward_macs(cfg, num_fields: int) -> int:
             if n_in != num_fields:
                 macs += n_in * num_fields * r  # P^T (E1 (E^T W_L))
         if cfg.fusion == "attention":
-            macs += 2 * n_out * n_out * d  # Q K^T and A Z, all heads
+            branch_tokens = [n for n, on in ((n_f, cfg.beta), (n_f, cfg.alpha), (n_l, cfg.gamma)) if on]
+            keys = sum(min(cfg.fusion_slots, n) for n in branch_tokens) if cfg.fusion_slots else n_out
+            macs += (n_out * keys * d if cfg.fusion_slots else 0)  # S = P^T Z (P: N x 3m, block-diagonal in zeros)
+            macs += 2 * n_out * keys * d  # Q K^T and A S, all heads
         if cfg.gate:
             macs += n_out * d  # R^T E w_g
         n_in = n_out
@@ -194,6 +200,9 @@ def run_worker(job: dict) -> dict:
     rss_data = peak_rss_gb()
     name, batch_size, precision = job["model"], job["batch_size"], job["precision"]
     cfg = get_entry(name).default_config()
+    for key, value in job["set"].items():  # --set: applied to the models whose config has the key
+        if hasattr(cfg, key):
+            setattr(cfg, key, value)
     model = build_model(name, fm, cfg)
     if job["compile"]:
         model = torch.compile(model)
@@ -395,6 +404,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--eval-rows", type=int, default=50_000, help="rows scored to time predict_proba (0: skip)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (first step includes compiling)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="model config override (YAML value) for every model that has KEY, e.g. checkpoint_layers=true")
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "dlf-bench-data")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--fuxictr-zoo", type=Path, help="FuxiCTR's model_zoo folder (needs the fuxictr package)")
@@ -423,6 +434,12 @@ def main(argv=None) -> None:
     import torch
     torch.set_num_threads(args.threads)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
     precisions = [p.strip() for p in args.precision.split(",")]
     rows = args.rows or int((args.warmup + args.steps) * max(batch_sizes) / 0.98) + 1000
     folder = ensure_data(args.cache, rows, args.max_cardinality)
@@ -434,6 +451,7 @@ def main(argv=None) -> None:
             print("fuxictr is not installed: the FuxiCTR comparison is skipped")
     peaks = {p: matmul_peak(p) for p in ("fp32", "bf16")}
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads, "
+          f"model overrides {overrides or 'none'}, malloc tuning {os.environ.get('DLF_MALLOC_TUNING', '1') != '0'}, "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}; matmul peak now: "
           f"fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
     results = []
@@ -443,7 +461,7 @@ def main(argv=None) -> None:
                 job = {"model": model, "precision": precision, "batch_size": batch_size, "steps": args.steps,
                        "warmup": args.warmup, "threads": args.threads, "data": str(folder), "loader": args.loader,
                        "eval_rows": args.eval_rows, "compile": args.compile, "fuxictr_zoo": fuxictr,
-                       "rows": rows, "max_cardinality": args.max_cardinality}
+                       "rows": rows, "max_cardinality": args.max_cardinality, "set": overrides}
                 proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)],
                                       capture_output=True, text=True)
                 line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]

@@ -74,3 +74,48 @@ def test_every_registered_model_overfits_a_tiny_batch(small_feature_map, name):
         opt.step()
         first = loss.item() if first is None else first
     assert loss.item() < 0.5 * first
+
+
+def test_naf_slots_summarise_their_own_branch_only():
+    from dlf.models.dlf import NetworkAwareFusion
+    torch.manual_seed(0)
+    naf = NetworkAwareFusion([3, 3, 2], dim=8, heads=2, slots=2)  # m_b = 2, 2, 2 slots
+    z = torch.randn(5, 8, 8)
+    with torch.no_grad():
+        naf.pool.add_(torch.randn_like(naf.pool))  # any weights, also off the diagonal blocks
+    out = naf(z)
+    z2 = z.clone()
+    z2[:, 6:] += 10.0  # change only the last branch's tokens
+    s = lambda x: torch.einsum("ns,bnd->bsd", naf.pool * naf.pool_mask, x)  # noqa: E731  S = P^T Z
+    assert torch.equal(s(z)[:, :4], s(z2)[:, :4]) and not torch.allclose(s(z)[:, 4:], s(z2)[:, 4:])
+    out.sum().backward()
+    assert (naf.pool.grad * (1 - naf.pool_mask)).abs().max() == 0  # off-block weights get no gradient
+    full = NetworkAwareFusion([3, 3, 2], dim=8, heads=2, slots=0)  # every token is a key
+    assert full(z).shape == z.shape and not hasattr(full, "pool")
+    # a branch with fewer tokens than slots gets one slot per token, initialised to the identity
+    small = NetworkAwareFusion([3, 1], dim=8, heads=1, slots=2)
+    assert small.pool.shape == (4, 3) and torch.equal(small.pool[3], torch.tensor([0.0, 0.0, 1.0]))
+
+
+def test_checkpoint_layers_gives_the_same_gradients(small_feature_map):
+    torch.manual_seed(0)
+    batch = random_batch(small_feature_map, 32)
+    grads, saved = [], []
+    for recompute in (False, True):
+        cfg = replace(get_entry("dlf").default_config(), embedding_dim=8, layers=2, rank=3, interaction_tokens=4,
+                      implicit_tokens=4, hidden=16, dropout=0.2, checkpoint_layers=recompute)
+        torch.manual_seed(1)
+        model = build_model("dlf", small_feature_map, cfg).train()
+        torch.manual_seed(2)  # same dropout masks: checkpointing replays the RNG state in the recomputation
+        storages = {}
+
+        def keep(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            logits = model(batch)
+        saved.append(sum(storages.values()))  # activation bytes kept for the backward pass
+        F.binary_cross_entropy_with_logits(logits, batch.label).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0
+    assert saved[1] < 0.6 * saved[0]

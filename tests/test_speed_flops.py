@@ -55,12 +55,8 @@ def test_dlf_count_matches_the_products_run(switch):
     tokens = cfg.interaction_tokens * (cfg.alpha + cfg.beta) + cfg.implicit_tokens * cfg.gamma
     gate = cfg.layers * tokens * cfg.embedding_dim if cfg.gate else 0
     assert forward == 2 * B * (train_speed.forward_macs("dlf", cfg, FM.num_fields) - gate)
-    # the 3x (forward + backward) of train_flops_per_sample: every product has an input and a weight gradient;
-    # NAF's scores Q K^T (N^2 d multiply-adds per layer) are recomputed in the backward pass (checkpointing; A Z is
-    # not needed again), which the analytic count leaves out
-    scores = cfg.layers * tokens * tokens * cfg.embedding_dim if cfg.fusion == "attention" else 0
-    assert forward + backward == B * (train_speed.train_flops_per_sample("dlf", cfg, FM.num_fields) - 6 * gate
-                                      + 2 * scores)
+    # the 3x (forward + backward) of train_flops_per_sample: every product has an input and a weight gradient
+    assert forward + backward == B * (train_speed.train_flops_per_sample("dlf", cfg, FM.num_fields) - 6 * gate)
 
 
 def test_dlf_count_at_the_authors_sizes():

@@ -22,22 +22,23 @@ released code (lcb = gamma, fmb = beta, fmb_x0 = alpha) so its weights load as i
 
 NAF (network-aware attention fusion), our design from the paper's description,
 since its exact equations were not available to us:
-  K = Z + T[branch(j)]      a learned d-vector per branch added to each key token, so
-                            attention scores know which sub-network a token came from
+  S_b = P_b^T Z_b           m learned summary tokens ("slots") per branch b, each a mix of
+                            that branch's tokens only (P_b: n_b x m)      3m x d in all
+  K = S + T[branch(s)]      a learned d-vector per branch added to each slot's key, so the
+                            scores know which sub-network a slot summarises
   A = softmax(Q K^T / sqrt(d_h)) per head (H heads of size d_h = d / H), with Q a
                             learned N x d matrix of output queries (one per output token)
-  NAF(Z) = Z + A Z          every output token draws on the tokens of all three branches
+  NAF(Z) = Z + A S          every output token draws on summaries of all three branches
 Why this shape: (1) the residual `Z +` keeps the released concat computation as the
 starting point, so NAF can only add cross-branch mixing, never lose a branch;
-(2) learned queries and unprojected keys/values cost 2 N^2 d multiply-adds per sample
-per layer (~1.2M at the defaults, against ~5M for the rest of the layer), ~1.2x concat
-mode in multiply-adds; (3) the scores still depend on the input through the keys, so
-the mix is chosen per sample ("dynamic" fusion).
-Measured time is another matter (docs/benchmarks.md, "Training speed"): on CPU a step
-costs ~2x concat mode, because the scores and weights (B x H x N x N, 3x the layer's own
-tokens) make softmax and its backward memory-bound, and the per-sample N x N products
-are small. The math is the one above; only how it is run was tuned (products written
-out, chunks of samples recomputed in the backward pass: see NetworkAwareFusion).
+(2) the scores still depend on the input through the keys, so the mix is chosen per
+sample ("dynamic" fusion); (3) cost: attending over 3m slots instead of all N tokens
+(`model.fusion_slots: 0`) cuts the scores from H N^2 to H N 3m per sample (4x at the
+defaults, m = 8), and one head (H = 1, d_h = d) keeps the per-sample products large
+enough to run efficiently. Softmax and its backward are memory-bound on CPU, so the
+size of the scores, not the multiply-adds, sets NAF's price: over all N tokens with
+4 heads a training step cost ~2.3x concat mode (bf16, 2 cores); the defaults cost what
+docs/benchmarks.md, "Training speed", reports (target: at most 1.3x).
 
 Products are ordered for speed without changing the math: the four weights that
 multiply E^(l) from the left (W_C, W_L, W_D, R) are one batched product, and alpha's
@@ -74,12 +75,16 @@ class DLFConfig:
     hidden: int = 512  # h: hidden width of the branch MLPs and the head
     dropout: float = 0.0
     fusion: Literal["attention", "concat"] = "attention"
-    attention_heads: int = 4
+    attention_heads: int = 1  # H: on CPU each extra head costs ~0.2x concat mode per step (many tiny products)
+    fusion_slots: int = 8  # m: NAF keys/values are m summary tokens per branch (at most its tokens); 0 = all N
     gate: bool = True
     alpha: bool = True  # raw-embedding cross (the "low-order-aware" branch)
     beta: bool = True
     gamma: bool = True
     embedding_init_std: float = 1e-4
+    # recompute each layer in the backward pass instead of keeping its activations (activation checkpointing):
+    # ~60% less activation memory for one more forward pass (~+25% step time); same results
+    checkpoint_layers: bool = False
 
     def validate(self) -> None:
         if not (self.alpha or self.beta or self.gamma):
@@ -93,6 +98,8 @@ class DLFConfig:
                      "attention_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.fusion_slots < 0:
+            raise ValueError(f"model.fusion_slots must be >= 0 (0 = attend over all tokens), got {self.fusion_slots}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -146,43 +153,43 @@ class InteractionBlock(nn.Module):
 
 
 class NetworkAwareFusion(nn.Module):
-    """NAF(Z) = Z + softmax(Q (Z + T_branch)^T / sqrt(d_h)) Z, per head. See the module docstring."""
+    """NAF(Z) = Z + softmax(Q (S + T_branch)^T / sqrt(d_h)) S per head, S = per-branch slots. See the module docstring."""
 
-    def __init__(self, branch_tokens: list[int], dim: int, heads: int):
+    def __init__(self, branch_tokens: list[int], dim: int, heads: int, slots: int):
         super().__init__()
         n = sum(branch_tokens)
         self.heads = heads
-        self.register_buffer("branch_of_token",
-                             torch.repeat_interleave(torch.arange(len(branch_tokens)), torch.tensor(branch_tokens)),
-                             persistent=False)  # N
-        self.branch_embedding = nn.Parameter(torch.randn(len(branch_tokens), dim) * 0.02)  # n_branches x d
-        self.query = nn.Parameter(torch.randn(n, dim) / math.sqrt(dim))  # N x d
-
-    # Samples per attention call. The scores and weights (B x H x N x N: ~74 KB per sample at the defaults in bf16,
-    # three times the layer's own tokens) are never held for the whole batch: each chunk of samples is attended on
-    # its own and, when training, recomputed in the backward pass (activation checkpointing) instead of stored.
-    # Same math per sample; ~10% more step time, ~40% less peak memory at batch 4,096 (measured, bf16, 2 cores).
-    chunk = 2048
+        branches = torch.arange(len(branch_tokens))
+        token_branch = torch.repeat_interleave(branches, torch.tensor(branch_tokens))  # N
+        key_branch = token_branch  # the branch of each key: of each token, or of each slot
+        if slots:
+            # P = blockdiag(P_1, P_2, P_3): N x 3m, a slot mixes the tokens of its own branch only (m_b = min(m, n_b))
+            per_branch = torch.tensor([min(slots, n) for n in branch_tokens])
+            key_branch = slot_branch = torch.repeat_interleave(branches, per_branch)  # 3m
+            self.register_buffer("pool_mask", (token_branch[:, None] == slot_branch[None, :]).float(),
+                                 persistent=False)
+            # init: slot j of a branch averages its tokens j, j + m_b, j + 2 m_b, ... (distinct slots; identity if m_b = n_b)
+            local = torch.cat([torch.arange(k) for k in branch_tokens])  # index of each token within its branch
+            slot_of_token = (torch.cumsum(per_branch, 0) - per_branch)[token_branch] + local % per_branch[token_branch]
+            assign = nn.functional.one_hot(slot_of_token, len(slot_branch)).float()  # N x 3m
+            self.pool = nn.Parameter(assign / assign.sum(0))
+        self.register_buffer("key_branch", key_branch, persistent=False)
+        self.branch_embedding = nn.Parameter(torch.randn(len(branch_tokens), dim) * 0.02)  # T: n_branches x d
+        self.query = nn.Parameter(torch.randn(n, dim) / math.sqrt(dim))  # Q: N x d
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # B x N x d
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
-            return self.attend(z)  # exported / compiled graphs: one call, any batch size
-        training = torch.is_grad_enabled() and z.requires_grad
-        outs = [checkpoint(self.attend, part, use_reentrant=False) if training else self.attend(part)
-                for part in z.split(self.chunk)]
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
-
-    def attend(self, z: torch.Tensor) -> torch.Tensor:  # B x N x d
         b, n, d = z.shape
         h, dh = self.heads, d // self.heads
-        keys = z + autocast_input(self.branch_embedding)[self.branch_of_token]  # K = Z + T[branch]: B x N x d
-        # Written out rather than F.scaled_dot_product_attention: torch's CPU flash-attention backward is ~8x slower
-        # than these products at these sizes (N = 96, d_h = 16), and it would need Q copied for every sample.
+        s = token_mix(self.pool * self.pool_mask, z) if hasattr(self, "pool") else z  # S = P^T Z: B x S x d
+        keys = s + autocast_input(self.branch_embedding)[self.key_branch]  # K = S + T[branch]: B x S x d
+        # Heads are folded into the batch of plain batched products (views, no copies, when H = 1). Written out rather
+        # than F.scaled_dot_product_attention: torch's CPU attention backward is several times slower at these sizes.
+        heads = lambda x: x.view(b, -1, h, dh).transpose(1, 2).reshape(b * h, -1, dh)  # noqa: E731  (B H) x S x d_h
         q = autocast_input(self.query / math.sqrt(dh)).view(n, h, dh).transpose(0, 1)  # Q / sqrt(d_h): H x N x d_h
-        scores = torch.matmul(q, keys.view(b, n, h, dh).permute(0, 2, 3, 1))  # Q K^T / sqrt(d_h): B x H x N x N
-        attn = torch.softmax(scores, dim=-1)  # A, per head
-        mixed = torch.matmul(attn, z.view(b, n, h, dh).transpose(1, 2))  # A Z: B x H x N x d_h
-        return z + mixed.transpose(1, 2).reshape(b, n, d)  # Z + A Z: B x N x d
+        q = q.expand(b, h, n, dh).reshape(b * h, n, dh)  # (Q broadcast over the batch)
+        attn = torch.softmax(torch.bmm(q, heads(keys).transpose(1, 2)), dim=-1)  # softmax(Q K^T / sqrt(d_h)): (B H) x N x S
+        mixed = torch.bmm(attn, heads(s))  # A S: (B H) x N x d_h
+        return z + mixed.view(b, h, n, dh).transpose(1, 2).reshape(b, n, d)  # Z + A S: B x N x d
 
 
 class ResidualGate(nn.Module):
@@ -216,7 +223,7 @@ class DLFLayer(nn.Module):
         if in_tokens != out_tokens:
             self.residual_projection = TokenMix(in_tokens, out_tokens)  # R: N_l x N
         if cfg.fusion == "attention":
-            self.fusion = NetworkAwareFusion(branch_tokens, d, cfg.attention_heads)
+            self.fusion = NetworkAwareFusion(branch_tokens, d, cfg.attention_heads, cfg.fusion_slots)
         if cfg.gate:
             self.gate = ResidualGate(out_tokens, d)
         self.norm = nn.LayerNorm(d)
@@ -271,8 +278,9 @@ class DLF(nn.Module):
     def layer_outputs(self, e1: torch.Tensor) -> list[torch.Tensor]:
         """E^(2) .. E^(L+1) for embedding output E1 (B x F x d)."""
         outs, e, e1_mm = [], e1, autocast_input(e1)  # (one low-precision copy of E1 for every layer's alpha branch)
+        recompute = self.cfg.checkpoint_layers and torch.is_grad_enabled() and self.training
         for layer in self.layers:
-            e = layer(e, e1_mm)
+            e = checkpoint(layer, e, e1_mm, use_reentrant=False) if recompute else layer(e, e1_mm)
             outs.append(e)
         return outs
 
