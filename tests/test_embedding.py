@@ -28,3 +28,22 @@ def test_multi_valued_is_mean_of_real_ids_and_padding_is_masked(small_feature_ma
     with torch.no_grad():  # the padding row's content must not leak into any output
         emb.table[base + 0] += 100.0
     torch.testing.assert_close(emb(batch)[:, 4], out)
+
+
+def test_sparse_lookup_gives_the_same_tokens_and_the_dense_gradient_as_a_sparse_tensor(small_feature_map):
+    batch = random_batch(small_feature_map, n=8)
+    grads = []
+    for sparse in (False, True):
+        torch.manual_seed(0)
+        emb = FieldEmbedding(small_feature_map, dim=4, sparse=sparse)
+        out = emb(batch)
+        out.pow(2).sum().backward()
+        grads.append(emb.table.grad)
+        if sparse:
+            torch.testing.assert_close(out, dense_out)
+        dense_out = out.detach()
+    assert not grads[0].is_sparse and grads[1].is_sparse
+    torch.testing.assert_close(grads[1].to_dense(), grads[0])
+    # only the looked-up rows appear in the sparse gradient
+    rows, looked_up = set(grads[1].coalesce().indices()[0].tolist()), set(emb.batch_rows(batch).tolist())
+    assert looked_up <= rows <= looked_up | {7 + 11}  # plus the padding row of tags (a zero gradient)

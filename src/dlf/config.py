@@ -48,6 +48,9 @@ class TrainConfig:
     weight_decay: float = 0.0  # the optimiser's own weight decay (decoupled for adamw)
     embedding_l2: float = 0.0  # loss += embedding_l2 * sum of squared embedding weights
     net_l2: float = 0.0  # loss += net_l2 * sum of squared network weight matrices (no biases)
+    # fused embedding tables get sparse gradients and a row-wise optimiser (SparseAdam for adam/adamw, sparse
+    # Adagrad for adagrad); the other parameters keep `optimizer`. embedding_l2 then covers the batch's rows only
+    sparse_embedding: bool = False
     eval_every_steps: int = 0  # also validate every N steps (0: once per epoch); patience counts evaluations
     checkpoint_every_steps: int = 0  # also checkpoint every N steps (0: once per epoch)
     keep_checkpoints: int = 2  # newest checkpoints kept in RUN/checkpoints

@@ -6,6 +6,9 @@
 
 All categorical and multi-valued vocabularies live in ONE fused table; each field's
 ids are shifted by its offset so a single `F.embedding` call serves every field.
+
+`sparse=True` (set by the trainer for `train.sparse_embedding`) makes the table's gradient a
+sparse tensor holding only the rows a batch looked up, for a row-wise optimiser.
 """
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ from dlf.data.features import PAD_ID, Batch, FeatureMap
 
 
 class FieldEmbedding(nn.Module):
-    def __init__(self, feature_map: FeatureMap, dim: int, init_std: float = 1e-4):
+    def __init__(self, feature_map: FeatureMap, dim: int, init_std: float = 1e-4, sparse: bool = False):
         super().__init__()
+        self.sparse = sparse
         cat = feature_map.of_kind("categorical")
         num = feature_map.of_kind("numeric")
         multi = feature_map.of_kind("multi")
@@ -37,16 +41,29 @@ class FieldEmbedding(nn.Module):
     def num_fields(self) -> int:
         return self.num_cat + self.num_num + self.num_multi
 
+    def lookup(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows of the fused table (... x d), with a sparse gradient when `self.sparse`."""
+        return F.embedding(rows, self.table, sparse=self.sparse)
+
+    def batch_rows(self, batch: Batch) -> torch.Tensor:
+        """The distinct table rows `batch` looks up (padding ids excluded), sorted."""
+        parts = [self.table.new_empty(0, dtype=torch.int64)]
+        if self.num_cat:
+            parts.append((batch.categorical + self.cat_offsets).flatten())
+        if self.num_multi:
+            parts.append((batch.multi + self.multi_offsets)[batch.multi != PAD_ID])
+        return torch.unique(torch.cat(parts))
+
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns E1, B x F x d, tokens ordered categorical, numeric, multi-valued."""
         tokens = []
         if self.num_cat:
-            tokens.append(F.embedding(batch.categorical + self.cat_offsets, self.table))  # B x F_cat x d
+            tokens.append(self.lookup(batch.categorical + self.cat_offsets))  # B x F_cat x d
         if self.num_num:
             tokens.append(batch.numeric.unsqueeze(-1) * self.numeric_weight)  # B x F_num x d
         if self.num_multi:
             ids = batch.multi  # B x F_m x L
-            rows = F.embedding(ids + self.multi_offsets, self.table)  # B x F_m x L x d
+            rows = self.lookup(ids + self.multi_offsets)  # B x F_m x L x d
             mask = (ids != PAD_ID).to(rows.dtype).unsqueeze(-1)  # B x F_m x L x 1
             count = mask.sum(2).clamp_min(1.0)  # an empty list gives a zero token, not NaN
             tokens.append((rows * mask).sum(2) / count)  # B x F_m x d

@@ -3,8 +3,9 @@
 One checkpoint is ONE safetensors file, `RUN/checkpoints/step-<global step>.safetensors`:
 
 * tensors: `model/<name>` (current weights), `best/<name>` (best-so-far weights, if any),
-  `optim/<param index>/<state key>` (optimiser state tensors), `rng/torch`, `rng/numpy`,
-  `rng/cuda/<i>`;
+  `optim/<param index>/<state key>` (optimiser state tensors), `sparse_optim/<param index>/<state key>`
+  (the row-wise optimiser of the embedding tables under train.sparse_embedding), `rng/torch`,
+  `rng/numpy`, `rng/cuda/<i>`;
 * the safetensors header metadata key `dlf_checkpoint` holds a JSON document with everything
   else: optimiser param groups and non-tensor state, the plateau controller, the python RNG
   state, the loader position (epoch, step within the epoch, global step), the running epoch
@@ -78,6 +79,7 @@ class Checkpoint:
     rng: dict
     state: TrainState
     config: dict
+    sparse_optimizer: dict | None = None  # the embedding tables' optimizer state_dict (train.sparse_embedding)
 
     def rng_for_rank(self, rank: int) -> dict:
         """RNG states for one rank: rank 0's full set, with that rank's own torch state if saved."""
@@ -116,12 +118,12 @@ def restore_rng(rng: dict) -> None:
 
 # ---------------------------------------------------------------- optimiser state
 
-def _split_optimizer(opt_state: dict) -> tuple[dict, dict]:
+def _split_optimizer(opt_state: dict, prefix: str = "optim") -> tuple[dict, dict]:
     tensors, meta_state = {}, {}
     for idx, slots in opt_state["state"].items():
         for key, value in slots.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optim/{idx}/{key}"] = value
+                tensors[f"{prefix}/{idx}/{key}"] = value
             else:
                 meta_state.setdefault(str(idx), {})[key] = value
     return tensors, {"param_groups": opt_state["param_groups"], "state": meta_state}
@@ -179,7 +181,7 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
 
 def save_checkpoint(directory: str | Path, *, model_state: dict, optimizer_state: dict, state: TrainState,
                     config: dict, best_state: dict | None = None, keep: int = 2,
-                    rank_rng: list[torch.Tensor] | None = None) -> Path:
+                    rank_rng: list[torch.Tensor] | None = None, sparse_optimizer_state: dict | None = None) -> Path:
     """Write one checkpoint atomically and delete all but the newest `keep`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -188,12 +190,17 @@ def save_checkpoint(directory: str | Path, *, model_state: dict, optimizer_state
         tensors.update({f"best/{k}": _cpu(v) for k, v in best_state.items()})
     opt_tensors, opt_meta = _split_optimizer(optimizer_state)
     tensors.update({k: _cpu(v) for k, v in opt_tensors.items()})
+    sparse_meta = None
+    if sparse_optimizer_state is not None:
+        sparse_tensors, sparse_meta = _split_optimizer(sparse_optimizer_state, "sparse_optim")
+        tensors.update({k: _cpu(v) for k, v in sparse_tensors.items()})
     rng_tensors, rng_meta = capture_rng()
     tensors.update({k: _cpu(v) for k, v in rng_tensors.items()})
     for r, t in enumerate(rank_rng or []):  # torch RNG of every rank (dropout) in multi-process runs
         tensors[f"rng/rank/{r}"] = _cpu(t)
     doc = {"format": FORMAT, "version": VERSION, "state": state.to_dict(), "optimizer": opt_meta,
-           "rng": rng_meta, "config": config, "has_best": best_state is not None, "digest": _digest(tensors)}
+           "sparse_optimizer": sparse_meta, "rng": rng_meta, "config": config, "has_best": best_state is not None,
+           "digest": _digest(tensors)}
     path = checkpoint_path(directory, state.global_step)
     atomic_write_bytes(path, st_save(tensors, metadata={"dlf_checkpoint": json.dumps(doc)}))
     for old in list_checkpoints(directory)[max(keep, 1):]:
@@ -222,11 +229,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     model = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")} if doc["has_best"] else None
     optimizer = _join_optimizer({k: v for k, v in tensors.items() if k.startswith("optim/")}, doc["optimizer"])
+    sparse_optimizer = None
+    if doc.get("sparse_optimizer") is not None:
+        sparse_optimizer = _join_optimizer({k: v for k, v in tensors.items() if k.startswith("sparse_optim/")},
+                                           doc["sparse_optimizer"])
     rng = {"torch": tensors["rng/torch"], "numpy": tensors["rng/numpy"], "numpy_meta": doc["rng"]["numpy"],
            "python": doc["rng"]["python"],
            "cuda": {int(k.rsplit("/", 1)[1]): v for k, v in tensors.items() if k.startswith("rng/cuda/")},
            "ranks": {int(k.rsplit("/", 1)[1]): v for k, v in tensors.items() if k.startswith("rng/rank/")}}
-    return Checkpoint(path, model, best, optimizer, rng, TrainState.from_dict(doc["state"]), doc["config"])
+    return Checkpoint(path, model, best, optimizer, rng, TrainState.from_dict(doc["state"]), doc["config"],
+                      sparse_optimizer)
 
 
 def load_latest(directory: str | Path, warn=None) -> Checkpoint | None:

@@ -81,6 +81,29 @@ class DistContext:
     def all_gather_np(self, a: np.ndarray) -> np.ndarray:
         return torch.cat(self.all_gather(torch.from_numpy(np.ascontiguousarray(a)))).numpy()
 
+    def broadcast_(self, t: torch.Tensor) -> None:
+        """Overwrite `t` in place with rank 0's copy."""
+        if self.enabled:
+            src = self._comm(t)
+            dist.broadcast(src, 0)
+            if src is not t:
+                t.copy_(src)
+
+    def mean_sparse(self, grad: torch.Tensor) -> torch.Tensor:
+        """The mean over ranks of a sparse (COO, one sparse dimension) gradient, coalesced.
+
+        Used for the fused embedding tables under train.sparse_embedding: DDP only expects sparse
+        gradients from nn.Embedding(sparse=True) modules, so the tables are kept out of DDP and their
+        gradients averaged here, as DDP averages the dense ones. All-gather (not all-reduce) works
+        on gloo and NCCL alike, and every rank sums the same rows in the same (rank) order.
+        """
+        grad = grad.coalesce()
+        if not self.enabled:
+            return grad
+        rows = torch.cat(self.all_gather(grad.indices()[0])).to(grad.device)
+        values = torch.cat(self.all_gather(grad.values())).to(grad.device) / self.world
+        return torch.sparse_coo_tensor(rows.unsqueeze(0), values, grad.shape).coalesce()
+
     def all_equal(self, value: float) -> bool:
         """True when `value` is the same on every rank (used to check replicas stay in sync)."""
         if not self.enabled:

@@ -1,7 +1,8 @@
 """Training loop: BCE with Adam/AdamW/Adagrad, optional L2 on embeddings and on the network,
-gradient clipping, validation every epoch (and optionally every N steps), lr decay on plateau,
-early stopping with the best weights restored, crash-safe checkpoints and exact resume,
-DistributedDataParallel under torchrun, and CUDA bf16/fp16 autocast paths.
+optional sparse gradients and row-wise updates for the fused embedding tables, gradient clipping,
+validation every epoch (and optionally every N steps), lr decay on plateau, early stopping with
+the best weights restored, crash-safe checkpoints and exact resume, DistributedDataParallel under
+torchrun, and CUDA bf16/fp16 autocast paths.
 
 Exact resume: the shuffle of epoch e is a pure function of (seed, e), so the loader position is
 just (epoch, step); a checkpoint holds weights, optimiser, plateau state, RNG states and that
@@ -27,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from dlf.data.dataset import ArrayDataset
+from dlf.models.embedding import FieldEmbedding
 from dlf.train.checkpoint import Checkpoint, TrainState, restore_rng, save_checkpoint
 from dlf.train.distributed import DistContext
 from dlf.train.logging import RunLogger
@@ -57,14 +59,14 @@ class PlateauController:
     bad_epochs: int = 0
     improved: bool = field(default=False, init=False)
 
-    def step(self, value: float, optimizer: torch.optim.Optimizer) -> bool:
-        """Record one validation value; returns True when training should stop."""
+    def step(self, value: float, *optimizers: torch.optim.Optimizer) -> bool:
+        """Record one validation value (a plateau decays every optimiser's lr); True when training should stop."""
         self.improved = value > self.best
         if self.improved:
             self.best, self.bad_epochs = value, 0
             return False
         self.bad_epochs += 1
-        for group in optimizer.param_groups:
+        for group in (g for opt in optimizers for g in opt.param_groups):
             group["lr"] = max(group["lr"] * self.decay, self.min_lr)
         return self.bad_epochs >= self.patience
 
@@ -100,8 +102,10 @@ def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     return emb, net
 
 
-def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(model: nn.Module, cfg, exclude: list[nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """`cfg.optimizer` over the trainable parameters of `model`, less `exclude` (the sparse tables)."""
+    skip = {id(p) for p in exclude}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in skip]
     name = getattr(cfg, "optimizer", "adam")
     wd = getattr(cfg, "weight_decay", 0.0)
     # fused: one kernel per step over all parameters instead of ~10 full passes (the same update up to float
@@ -116,6 +120,32 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     raise TrainingError(f"train.optimizer: unknown optimiser {name!r}; use adam, adamw or adagrad")
 
 
+def sparse_embeddings(model: nn.Module) -> list[FieldEmbedding]:
+    """train.sparse_embedding: switch every fused embedding table of `model` to sparse gradients."""
+    found = [m for m in model.modules() if isinstance(m, FieldEmbedding)]
+    if not found:
+        raise TrainingError(f"train.sparse_embedding=true needs a model with a fused embedding table "
+                            f"(dlf.models.embedding.FieldEmbedding); {type(model).__name__} has none")
+    for m in found:
+        m.sparse = True
+    # the sparse optimisers build COO tensors; opting out of invariant checks explicitly (torch's default anyway)
+    # keeps torch from warning about it on every run
+    torch.sparse.check_sparse_tensor_invariants.disable()
+    return found
+
+
+def build_sparse_optimizer(tables: list[nn.Parameter], cfg) -> torch.optim.Optimizer:
+    """Row-wise counterpart of `cfg.optimizer` for tables with sparse gradients: only the rows in the batch
+    (and their optimiser state) are read and written. SparseAdam is "lazy" Adam: a row's moments move only
+    when the row is in a batch. Neither takes weight_decay (it stays with the dense optimiser)."""
+    name = getattr(cfg, "optimizer", "adam")
+    if name in ("adam", "adamw"):
+        return torch.optim.SparseAdam(tables, lr=cfg.lr)
+    if name == "adagrad":  # sparse Adagrad updates exactly the rows dense Adagrad would change
+        return torch.optim.Adagrad(tables, lr=cfg.lr, foreach=False)
+    raise TrainingError(f"train.optimizer: unknown optimiser {name!r}; use adam, adamw or adagrad")
+
+
 def l2_penalty(emb: list[nn.Parameter], net: list[nn.Parameter], cfg) -> torch.Tensor | None:
     """embedding_l2 * sum ||E||^2 + net_l2 * sum ||W||^2 (added to the mean BCE loss)."""
     terms = []
@@ -124,6 +154,24 @@ def l2_penalty(emb: list[nn.Parameter], net: list[nn.Parameter], cfg) -> torch.T
     if getattr(cfg, "net_l2", 0.0) > 0 and net:
         terms.append(cfg.net_l2 * sum(p.pow(2).sum() for p in net))
     return sum(terms) if terms else None
+
+
+def rows_l2(embeddings: list[FieldEmbedding], batch) -> torch.Tensor:
+    """Sum of squares of the table rows `batch` looks up, each row once: embedding_l2 under sparse gradients
+    (a penalty on the whole table would give every row a gradient at every step)."""
+    return sum(m.lookup(m.batch_rows(batch)).pow(2).sum() for m in embeddings)
+
+
+@torch.no_grad()
+def clip_grad_norm_(params, max_norm: float) -> torch.Tensor:
+    """nn.utils.clip_grad_norm_ (same norm, same scaling) that also takes coalesced sparse gradients, which
+    torch's rejects: a coalesced sparse gradient's norm and scaling are those of its values."""
+    grads = [p.grad.values() if p.grad.is_sparse else p.grad for p in params if p.grad is not None]
+    total = nn.utils.get_total_norm(grads)
+    scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(scale)
+    return total
 
 
 # ---------------------------------------------------------------- evaluation
@@ -266,14 +314,25 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
 
     model.to(device)
     reuse_freed_memory()
+    # train.sparse_embedding: the fused tables get sparse gradients and their own row-wise optimiser
+    embeddings = sparse_embeddings(model) if getattr(cfg, "sparse_embedding", False) else []
+    tables = [m.table for m in embeddings]
     emb_params, net_params = split_params(model)
-    optimizer = build_optimizer(model, cfg)
+    emb_params = [p for p in emb_params if all(p is not t for t in tables)]  # tables: rows_l2 instead
+    optimizer = build_optimizer(model, cfg, exclude=tables)
+    sparse_optimizer = build_sparse_optimizer(tables, cfg) if tables else None
+    optimizers = [optimizer] + ([sparse_optimizer] if sparse_optimizer else [])
     plateau = PlateauController(cfg.lr_decay, cfg.patience, cfg.min_lr)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     state, best_state = TrainState(), None
     if resume is not None:
+        if (resume.sparse_optimizer is None) == bool(tables):
+            raise TrainingError(f"{resume.path} was written with train.sparse_embedding="
+                                f"{str(not tables).lower()}; resume with the same setting")
         model.load_state_dict(resume.model)
         optimizer.load_state_dict(resume.optimizer)
+        if sparse_optimizer is not None:
+            sparse_optimizer.load_state_dict(resume.sparse_optimizer)
         state = resume.state
         plateau.load_state_dict(state.plateau)
         if state.scaler and precision == "fp16":
@@ -287,6 +346,11 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         # on CPU each rank normalises with its own slice's statistics)
         net = model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if dist.enabled:
+        if tables:  # DDP cannot all-reduce their sparse gradients (see DistContext.mean_sparse): kept out of it
+            names = [n for n, p in model.named_parameters() if any(p is t for t in tables)]
+            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
+            for t in tables:  # what DDP does for the parameters it manages
+                dist.broadcast_(t.data)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     logger = RunLogger(run_dir if main else None, purge_step=state.global_step if resume else None,
@@ -309,6 +373,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         rank_rng = dist.all_gather(torch.get_rng_state().unsqueeze(0)) if dist.enabled else None
         if main:
             save_checkpoint(ckpt_dir, model_state=_unwrap(net).state_dict(), optimizer_state=optimizer.state_dict(),
+                            sparse_optimizer_state=sparse_optimizer.state_dict() if sparse_optimizer else None,
                             state=state, config=config, best_state=best_state,
                             keep=getattr(cfg, "keep_checkpoints", 2),
                             rank_rng=None if rank_rng is None else [t[0] for t in rank_rng])
@@ -319,7 +384,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         nonlocal best_state
         val = evaluate(_unwrap(net), valid, cfg.eval_batch_size, dist, precision)
         lr = optimizer.param_groups[0]["lr"]
-        stop = plateau.step(monitor_value(val, cfg.monitor), optimizer)
+        stop = plateau.step(monitor_value(val, cfg.monitor), *optimizers)
         record = {"epoch": state.epoch, "step": state.global_step, "epoch_end": epoch_end,
                   "train_loss": state.loss_sum / max(state.seen, 1), "lr": lr,
                   "samples_per_s": epoch_rate(),
@@ -365,7 +430,8 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                         continue
                     if device.type != "cpu":
                         batch = batch.to(device)
-                    optimizer.zero_grad(set_to_none=True)
+                    for opt in optimizers:
+                        opt.zero_grad(set_to_none=True)
                     with _autocast(device, precision):
                         logits = net(batch)
                     loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
@@ -373,15 +439,23 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                         raise TrainingError(f"training loss became {loss.item()} at epoch {epoch}, step {index + 1}; "
                                             f"lower train.lr (now {optimizer.param_groups[0]['lr']:g}) or check inputs")
                     penalty = l2_penalty(emb_params, net_params, cfg)
+                    if tables and cfg.embedding_l2 > 0:
+                        row_penalty = cfg.embedding_l2 * rows_l2(embeddings, batch)
+                        penalty = row_penalty if penalty is None else penalty + row_penalty
                     total = loss if penalty is None else loss + penalty
                     scaler.scale(total).backward()
+                    for t in tables:  # duplicates summed (coalesced) once here, then averaged over ranks
+                        if t.grad is not None:
+                            t.grad = dist.mean_sparse(t.grad)
                     if cfg.clip_norm > 0 or grad_log is not None:
-                        scaler.unscale_(optimizer)
+                        for opt in optimizers:
+                            scaler.unscale_(opt)
                     if grad_log is not None:  # norms before clipping
                         grad_log.maybe_log(state.global_step + 1, epoch)
                     if cfg.clip_norm > 0:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-                    scaler.step(optimizer)
+                        clip_grad_norm_(model.parameters(), cfg.clip_norm)
+                    for opt in optimizers:
+                        scaler.step(opt)
                     scaler.update()
                     state.step, state.global_step = index + 1, state.global_step + 1
                     state.seen += len(batch)
