@@ -1,15 +1,21 @@
 """Multi-process training: `dlf train --nproc 2` (torchrun, DDP over gloo on CPU) follows the
-1-process run with the same global batch, gathers validation metrics over all rows, keeps the
-replicas in sync, and writes its checkpoints from rank 0 so it can be resumed."""
+1-process run with the same global batch (also with sparse embedding gradients), gathers validation
+metrics over all rows, keeps the replicas in sync, and writes its checkpoints from rank 0; a 2-process
+run killed mid-epoch resumes to the weights of an uninterrupted one."""
+import csv
 import json
+import signal
 import subprocess
 import sys
 
 import pytest
+from rich.console import Console
 
 import dlf
 from dlf.train.checkpoint import list_checkpoints, load_checkpoint
 from dlf.train.distributed import torchrun_command
+from test_train_resume import TINY, _assert_same_weights, _kill_after_mid_epoch_checkpoint
+from test_train_resume import dlf as run_dlf
 
 # logistic regression has no batch norm, whose per-rank statistics (SyncBatchNorm is CUDA-only in
 # torch) would make CPU multi-process runs differ from 1-process ones by more than rounding
@@ -17,10 +23,14 @@ ARGS = {"data.synthetic.rows": 3000, "data.synthetic.max_cardinality": 200, "tra
         "train.batch_size": 256, "train.threads": 1, "train.lr": 0.01, "train.eval_every_steps": 4}
 
 
-def test_two_process_gloo_run_matches_one_process_run(tmp_path):
-    sets = [x for k, v in ARGS.items() for x in ("--set", f"{k}={v}")]
-    one = dlf.train(dlf.load_config(None, [f"{k}={v}" for k, v in ARGS.items()] + ["train.progress=false"],
-                                    model="lr"))
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse_embedding"])
+def test_two_process_gloo_run_matches_one_process_run(tmp_path, sparse):
+    # sparse: the table is kept out of DDP and its sparse gradient averaged by DistContext.mean_sparse; the
+    # gradient norms rank 0 logs (after averaging) must be those of the 1-process run's full-batch gradients
+    args = {**ARGS, "train.sparse_embedding": str(sparse).lower(), "train.grad_norm_every_steps": 1}
+    sets = [x for k, v in args.items() for x in ("--set", f"{k}={v}")]
+    one = dlf.train(dlf.load_config(None, [f"{k}={v}" for k, v in args.items()] + ["train.progress=false"],
+                                    model="lr"), out=tmp_path / "one", console=Console(quiet=True))
     out = tmp_path / "ddp"
     proc = subprocess.run([sys.executable, "-m", "dlf", "train", "--model", "lr", "--nproc", "2", "--out", str(out),
                            "--quiet", *sets], capture_output=True, text=True, timeout=300)
@@ -33,6 +43,11 @@ def test_two_process_gloo_run_matches_one_process_run(tmp_path):
         assert b["val_auc"] == pytest.approx(a["val_auc"], abs=1e-5)
         assert b["val_logloss"] == pytest.approx(a["val_logloss"], abs=1e-5)
     assert two["test"]["auc"] == pytest.approx(one["test"]["auc"], abs=1e-5)
+    norms = [list(csv.DictReader((run / "grad_norms.csv").open())) for run in (tmp_path / "one", out)]
+    assert len(norms[0]) == len(norms[1]) > 0
+    for a, b in zip(*norms):
+        assert (a["step"], a["group"]) == (b["step"], b["group"])
+        assert float(b["grad_norm"]) == pytest.approx(float(a["grad_norm"]), rel=1e-4)
     # only rank 0 talks: one summary line, one per-evaluation line each, one result table
     assert proc.stdout.count("model lr:") == 1 and proc.stdout.count("(test split)") == 1
     assert proc.stdout.count("val AUC") == len(two["history"])
@@ -44,3 +59,18 @@ def test_torchrun_command_drops_nproc_and_runs_the_module():
     cmd = torchrun_command(4, ["train", "--nproc", "4", "--quiet", "--nproc=4", "--out", "r"])
     assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m", "dlf",
                        "train", "--quiet", "--out", "r"]
+
+
+def test_two_process_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    args = [*TINY, "--nproc", "2"]  # tiny DLF: per-rank dropout streams, checkpoints every 3 steps
+    full = tmp_path / "full"
+    proc = run_dlf("train", "--out", str(full), *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = tmp_path / "run"
+    assert _kill_after_mid_epoch_checkpoint(run, args) == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (run / "model.safetensors").exists()
+    proc = run_dlf("train", "--resume", str(run), "--nproc", "2", "--quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("resuming from step-") == 1  # rank 0 talks
+    _assert_same_weights(run, full)
+    assert json.loads((run / "metrics.json").read_text())["replicas_in_sync"] is True

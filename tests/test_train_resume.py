@@ -1,14 +1,19 @@
 """Kill a training subprocess with SIGKILL mid-epoch, resume it, and get bit-identical weights."""
+import contextlib
 import csv
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 from safetensors.torch import load_file
+
+import dlf as dlf_api
 
 TINY = ["--set", "data.synthetic.rows=3000", "--set", "data.synthetic.max_cardinality=200",
         "--set", "model.embedding_dim=8", "--set", "model.layers=1", "--set", "model.rank=2",
@@ -27,14 +32,33 @@ def _steps(run):
     return sorted(int(p.name[5:14]) for p in (run / "checkpoints").glob("step-*.safetensors"))
 
 
-def _kill_after_mid_epoch_checkpoint(run):
-    proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(run), *TINY],
+def _descendants(pid):
+    """Ids of the processes below `pid` (from /proc): `dlf train --nproc N` starts torchrun, which starts
+    its N workers in sessions of their own, so killing a process group would not reach them."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            children.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _kill_after_mid_epoch_checkpoint(run, args=TINY):
+    """Run `dlf train --out RUN ARGS` and SIGKILL it and every process it started (a pre-empted machine) as
+    soon as a mid-epoch checkpoint exists; returns the exit code of `dlf train`."""
+    proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(run), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
         while proc.poll() is None and time.monotonic() < deadline:
             if (run / "checkpoints").is_dir() and any(s % STEPS_PER_EPOCH for s in _steps(run)):
-                os.kill(proc.pid, signal.SIGKILL)
+                for pid in [proc.pid, *_descendants(proc.pid)]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 break
             time.sleep(0.002)
         return proc.wait(timeout=60)
@@ -78,6 +102,20 @@ def _assert_same_log(a, b, skip=("samples_per_s",)):
     assert len(ra) == len(rb)
     for x, y in zip(ra, rb):
         assert {k: v for k, v in x.items() if k not in skip} == {k: v for k, v in y.items() if k not in skip}
+
+
+def test_sparse_embedding_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):
+    # both optimisers (Adam for the network, SparseAdam for the table) and the batch-rows L2 survive the restart
+    args = [*TINY, "--set", "train.sparse_embedding=true", "--set", "train.embedding_l2=1e-3"]
+    full = tmp_path / "full"  # uninterrupted, in this process (same seed and thread count as the subprocesses)
+    dlf_api.train(dlf_api.load_config(None, [a for a in args if "=" in a] + ["train.progress=false"]), out=full,
+                  console=Console(quiet=True))
+    run = tmp_path / "run"
+    assert _kill_after_mid_epoch_checkpoint(run, args) == -signal.SIGKILL, "the run finished before it could be killed"
+    proc = dlf("train", "--resume", str(run), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming from step-" in proc.stdout
+    _assert_same_weights(run, full)
 
 
 def test_corrupted_latest_checkpoint_on_resume_warns_and_uses_the_previous(tmp_path, uninterrupted):
