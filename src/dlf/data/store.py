@@ -17,6 +17,7 @@ renamed into place, so a folder with a feature map is complete.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -124,7 +125,10 @@ def _concat(parts: list[dict]) -> dict:
 # ---- writing ------------------------------------------------------------------------------
 
 class SplitWriter:
-    """Preallocated .npy columns of one split, filled chunk by chunk in input order."""
+    """The .npy columns of one split, written front to back chunk by chunk in input order.
+
+    Plain sequential file writes, not a memory map: the written pages are not kept in the
+    process's memory, so memory stays flat however many rows are written."""
 
     def __init__(self, folder: Path, rows: int, n_cat: int, n_num: int, n_multi: int, max_len: int,
                  with_group: bool) -> None:
@@ -133,32 +137,30 @@ class SplitWriter:
                   "multi": ((rows, n_multi, max_len), np.int32), "label": ((rows,), np.float32)}
         if with_group:
             shapes["group"] = ((rows,), np.int64)
-        self.arrays = {}
+        self.files, self.dtypes = {}, {}
         for name, (shape, dtype) in shapes.items():
-            path = folder / f"{name}.npy"
-            if int(np.prod(shape)) == 0:
-                np.save(path, np.zeros(shape, dtype=dtype))
-                self.arrays[name] = None
-            else:
-                self.arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+            fh = open(folder / f"{name}.npy", "wb")  # closed in close()
+            np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                      "fortran_order": False, "shape": shape})
+            self.files[name], self.dtypes[name] = fh, dtype
         self.rows, self.pos = rows, 0
 
     def write(self, cols: dict[str, np.ndarray]) -> None:
         n = len(cols["label"])
         if self.pos + n > self.rows:
             raise RuntimeError("more rows than counted in the first pass (input changed while reading?)")
-        for name, arr in self.arrays.items():
-            if arr is not None:
-                arr[self.pos:self.pos + n] = cols[name]
+        for name, fh in self.files.items():
+            fh.write(np.ascontiguousarray(cols[name], dtype=self.dtypes[name]).data)
         self.pos += n
 
     def close(self) -> None:
         if self.pos != self.rows:
             raise RuntimeError(f"wrote {self.pos} rows, expected {self.rows} (input changed while reading?)")
-        for arr in self.arrays.values():
-            if arr is not None:
-                arr.flush()
-        self.arrays = {}
+        for fh in self.files.values():
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+        self.files = {}
 
 
 # ---- reading ------------------------------------------------------------------------------
