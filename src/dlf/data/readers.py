@@ -8,9 +8,10 @@ naming file and line; with `on_bad_row="skip"` they are dropped and counted.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +20,11 @@ import pyarrow.csv as pcsv
 
 from dlf.data.schema import DataError
 
-DEFAULT_BLOCK_BYTES = 16 << 20  # text read per chunk (about 60k Criteo rows)
+T = TypeVar("T")
+DEFAULT_BLOCK_BYTES = 16 << 20  # text per chunk (about 60k Criteo rows)
+# Arrow parses 1 MiB blocks (faster than big ones: they stay in cache) and reads about 32 of
+# them ahead, whatever their size; a chunk joins the blocks of `block_bytes` of text.
+PARSE_BLOCK_BYTES = 1 << 20
 
 
 @dataclass
@@ -82,24 +87,30 @@ def check_file(path: str | Path) -> Path:
 
 
 def _shift_lines(start: int, n: int, skipped: list[int]) -> np.ndarray:
-    """Physical lines of n good rows that begin at line `start`, given the bad lines skipped among them."""
-    lines = np.arange(start, start + n, dtype=np.int64)
-    for b in sorted(skipped):
-        lines[lines >= b] += 1
-    return lines
+    """Physical lines of n good rows from line `start` on, hopping over the `skipped` lines."""
+    s = np.sort(np.array([b for b in skipped if b >= start], dtype=np.int64))
+    before = s - start - np.arange(len(s))  # good rows ahead of each skipped line
+    i = np.arange(n, dtype=np.int64)
+    return start + i + np.searchsorted(before, i, side="right")
+
+
+def _as_text(arr: pa.Array) -> pa.Array:
+    """Binary -> UTF-8 strings (validated, not copied); left binary when some bytes do not decode."""
+    try:
+        return arr.cast(pa.string())
+    except pa.ArrowInvalid:
+        return arr
 
 
 def _fix_encoding(path: str, chunk_lines: np.ndarray, columns: dict[str, pa.Array], bad: BadRows,
                   encoding: str) -> tuple[np.ndarray, dict[str, pa.Array]]:
-    """Binary columns -> UTF-8 strings; a row with bytes that do not decode is a bad row."""
+    """Columns still binary (not valid UTF-8 as a whole, see `_as_text`) -> strings; a row with bytes
+    that do not decode is a bad row."""
     keep = np.ones(len(chunk_lines), dtype=bool)
-    out = {}
+    out = dict(columns)
     for name, arr in columns.items():
-        try:
-            out[name] = arr.cast(pa.string())
+        if not pa.types.is_binary(arr.type):
             continue
-        except pa.ArrowInvalid:
-            pass
         values = arr.to_pylist()  # error path only: find the rows that do not decode
         for i, v in enumerate(values):
             try:
@@ -148,7 +159,8 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
         skipped.append((row.number, row.text, row.actual_columns))
         return "skip"
 
-    read_opts = pcsv.ReadOptions(column_names=names, skip_rows=1 if header else 0, block_size=block_bytes,
+    read_opts = pcsv.ReadOptions(column_names=names, skip_rows=1 if header else 0,
+                                 block_size=min(block_bytes, PARSE_BLOCK_BYTES),
                                  use_threads=False, encoding="utf8" if utf8 else encoding)
     parse_opts = pcsv.ParseOptions(delimiter=delimiter, quote_char='"' if quote else False,
                                    ignore_empty_lines=False, invalid_row_handler=on_invalid)
@@ -162,30 +174,50 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                         f"{_short(exc)}") from None
     next_line = 2 if header else 1
 
-    def report_skipped() -> list[int]:
-        bad_lines = []
-        for number, text, actual in skipped:
+    def report(rows: list[tuple[int | None, str, int]]) -> None:
+        for number, text, actual in sorted(rows, key=lambda r: r[0] or 0):
             bad.add(f"{name}:{number}", f"expected {len(names)} columns separated by {delimiter!r}, got {actual}"
                     + (f" ({text[:60]!r})" if text else " (empty line)"), name)
-            if number is not None:
-                bad_lines.append(number)
-        skipped.clear()
-        return bad_lines
 
+    def blocks() -> Iterator[tuple[int | None, dict[str, pa.Array], list]]:
+        """Parsed blocks joined into about `block_bytes` of text: (rows, columns, malformed rows
+        reported meanwhile); (None, {}, rest) at the end."""
+        parts, size, done = [], 0, False
+        while not done:
+            try:
+                parts.append(reader.read_next_batch())
+                size += parts[-1].nbytes
+            except StopIteration:
+                done = True
+            if parts and (done or size >= block_bytes):
+                table = pa.Table.from_batches(parts)
+                rows = skipped[:]
+                skipped.clear()
+                cols = {c: table.column(c).combine_chunks() for c in use}
+                yield table.num_rows, {c: _as_text(a) for c, a in cols.items()} if utf8 else cols, rows
+                parts, size = [], 0
+        rows = skipped[:]
+        skipped.clear()
+        yield None, {}, rows
+
+    # Arrow may report a malformed row while parsing ahead, before the batch that precedes it is
+    # returned: keep them pending and place them by their line numbers.
+    pending: list[tuple[int | None, str, int]] = []
+    stream = _read_ahead(blocks())
     while True:
         try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            report_skipped()
-            break
+            n, cols, rows = next(stream)
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise DataError(f"{name} (after line {next_line - 1}): {_short(exc)}") from None
-        bad_lines = report_skipped()
-        lines = _shift_lines(next_line, batch.num_rows, bad_lines)
-        ends = ([int(lines[-1])] if len(lines) else []) + bad_lines
-        if ends:
-            next_line = max(ends) + 1
-        cols = {c: batch.column(c) for c in use}
+        pending += rows
+        if n is None:
+            report(pending)
+            break
+        lines = _shift_lines(next_line, n, [r[0] for r in pending if r[0] is not None])
+        if len(lines):
+            next_line = int(lines[-1]) + 1
+        report([r for r in pending if r[0] is None or r[0] < next_line])
+        pending = [r for r in pending if r[0] is not None and r[0] >= next_line]
         if utf8:
             lines, cols = _fix_encoding(name, lines, cols, bad, encoding)
         if cols and len(lines):
@@ -194,6 +226,20 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
             if last in cols:
                 cols[last] = pc.utf8_rtrim(cols[last], characters="\r")
             yield Chunk(name, lines, cols, "line", 1 if header else 0)
+
+
+def _read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """`items`, computed one step ahead in a helper thread: Arrow parses the next block (without
+    the GIL) while the caller works on this one, so the two cores are both busy."""
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(next, items)
+        while True:
+            try:
+                item = ahead.result()
+            except StopIteration:
+                return
+            ahead = pool.submit(next, items)
+            yield item
 
 
 def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144) -> Iterator[Chunk]:
