@@ -1,15 +1,19 @@
 """Preprocessing guarantees: bad input errors (file, line, field), skip mode, no-op re-runs,
 atomic output, vocabularies fit on train only, hashing, splits."""
 import json
+import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from dlf.data.features import OOV_ID
-from dlf.data.preprocess import hash_strings, preprocess
-from dlf.data.schema import DataError
+from dlf.data.preprocess import _NUMBER, ChunkParser, VocabIndex, hash_strings, preprocess
+from dlf.data.readers import BadRows, Chunk
+from dlf.data.schema import DataError, FieldOptions, Schema
 from dlf.data.store import load_processed, vocabulary
 
 FIX = Path(__file__).parent / "fixtures" / "data"
@@ -167,7 +171,6 @@ def test_hash_buckets(tmp_path):
     cats = np.asarray(tr.categorical)
     assert cats.min() >= 2 and cats.max() < 19
     c1 = [l.split("\t")[14] for l in CRITEO]
-    import pyarrow as pa
     want = [2 if v == "" else 3 + int(h % 16) for v, h in zip(c1, hash_strings(pa.array(c1)))]
     assert list(cats[:, 13]) == want
     assert hash_strings(pa.array(["abc"]))[0] == hash_strings(pa.array(["x", "abc"]))[1]  # stable, position-free
@@ -196,3 +199,119 @@ def test_time_split_orders_by_time(tmp_path):
     _, tr, va, te = load_processed(tmp_path / "o")
     # rows are written in file order, which is reverse time: test holds the first 10 lines (latest times)
     assert list(np.asarray(te.label)) == [float(i % 2) for i in range(10)]
+
+
+# ---- the fast paths give what the exact rules give -----------------------------------------
+
+NUMBER_CASES = ["1", "-2", "+3", " 4 ", "\t5", "6.", ".5", "-.5", "1e2", "1E-2", "2.5e+3", "0", "-0", "", "  ",
+                "nan", "NaN", "inf", "-inf", "Infinity", "abc", "1,5", "0x10", "1e", "e5", "--1", "1.2.3", "1_000",
+                "\u0661", "12abc", "- 1", "."]
+
+
+@pytest.mark.parametrize("value", NUMBER_CASES)
+def test_number_parsing_matches_the_exact_rule(value):
+    """Arrow's cast (fast path) must accept exactly what the number regex accepts, with the same value."""
+    parser = ChunkParser(Schema(fields=[FieldOptions("x", "numeric")], label="y").validate())
+    chunk = Chunk("f.csv", np.array([2, 3]), {"y": pa.array(["1", "0"]), "x": pa.array(["7", value])})
+    bad = BadRows("skip")
+    parsed = parser.parse(chunk, bad)
+    text = value.strip(" \t")
+    if text and not re.fullmatch(_NUMBER, text):
+        assert bad.examples == [f"f.csv:3: field 'x': expected a number, got {text!r}"]
+        assert list(parsed.num[0]) == [7.0]
+    else:
+        assert bad.count == 0
+        np.testing.assert_array_equal(parsed.num[0], [7.0, float(text) if text else np.nan])
+
+
+@pytest.mark.parametrize("label_values, regex", [("binary", r"[01](\.0*)?"), ("pm1", r"(-1|\+?1)(\.0*)?")])
+@pytest.mark.parametrize("value", ["0", "1", "-1", "+1", " 1", "1 ", "1.0", "0.", "-1.00", "2", "1e0", "", "yes"])
+def test_label_parsing_matches_the_exact_rule(label_values, regex, value):
+    """Labels are checked against their usual spellings first; anything else must meet the regex."""
+    parser = ChunkParser(Schema(fields=[FieldOptions("x")], label="y", label_values=label_values).validate())
+    chunk = Chunk("f.csv", np.array([2, 3]), {"y": pa.array(["1", value]), "x": pa.array(["a", "b"])})
+    bad = BadRows("skip")
+    parsed = parser.parse(chunk, bad)
+    text = value.strip()
+    if re.fullmatch(regex, text):
+        assert bad.count == 0 and list(parsed.label) == [1.0, float(float(text) > 0)]
+    else:
+        assert bad.count == 1 and bad.examples[0].startswith(f"f.csv:3: field 'y': expected label")
+        assert list(parsed.label) == [1.0]
+
+
+def test_vocab_index_is_exact_when_hashes_collide():
+    swap = str.maketrans("ab", "ba")
+    a = "a"
+    for _ in range(11):  # Thue-Morse: a string and its a<->b swap collide in any polynomial hash mod 2^64
+        a += a.translate(swap)
+    b = a.translate(swap)
+    assert hash_strings(pa.array([a]))[0] == hash_strings(pa.array([b]))[0]  # the premise of this test
+    index = VocabIndex(pa.array(["x", a, b, "y"]))
+    assert list(index.find(pa.array([b, a, "y", "zz", "x", a[:-1] + b[-1]]))) == [2, 1, 3, -1, 0, -1]
+    assert list(VocabIndex(pa.array([], pa.string())).find(pa.array(["x"]))) == [-1]
+
+
+def _messy_criteo(rng, rows: int, bad: bool) -> list[str]:
+    ints = ["", "0", "1", "2", "3", "-1", "7", "20", "150", "4000", " 9 ", "+3", "2.5", "1e2"]
+    cats = ["", "a1", "b2", "c3", "d4", "e5", "f6", "x7", "\u00e9t\u00e9"]
+    out = []
+    for i in range(rows):
+        fields = [str(rng.integers(2))] + list(rng.choice(ints, 13)) + list(rng.choice(cats[:3 + i % 6], 26))
+        if bad and i % 37 == 5:
+            fields[1 + i % 13] = "n/a"
+        if bad and i % 53 == 7:
+            fields = fields[:20]
+        out.append("\t".join(fields))
+    return out
+
+
+def _reference_ids(train: list[list[str]], rows: list[list[str]], min_count: int) -> np.ndarray:
+    """The encoding rules of docs/data.md written out in plain Python, one field at a time."""
+    def key(j, v):
+        if j > 13 or not v.strip():
+            return v or None
+        x = float(v)
+        return str(math.floor(math.log(x) ** 2)) if x > 2 else str(int(x))
+
+    out = np.zeros((len(rows), 39), dtype=np.int32)
+    for j in range(1, 40):
+        counts: dict[str, int] = {}
+        keys = [key(j, r[j]) for r in train]
+        for k in keys:
+            if k is not None:
+                counts[k] = counts.get(k, 0) + 1
+        vocab = sorted((k for k, c in counts.items() if c >= min_count), key=lambda k: (-counts[k], k))
+        has_missing = None in keys
+        ids = {k: 2 + has_missing + i for i, k in enumerate(vocab)}
+        for i, r in enumerate(rows):
+            k = key(j, r[j])
+            out[i, j - 1] = (2 if has_missing else OOV_ID) if k is None else ids.get(k, OOV_ID)
+    return out
+
+
+@pytest.mark.parametrize("block_bytes, index_in_ratio", [(1500, 0), (1 << 20, 10 ** 9)])
+def test_encoding_matches_a_plain_python_reference(tmp_path, monkeypatch, block_bytes, index_in_ratio):
+    """Vocabularies fit on train (counts merged over many chunks), ids by count then value, missing and
+    OOV ids, criteo buckets, bad rows skipped with the right line numbers: the same for any block size
+    and either vocabulary lookup (VocabIndex, pc.index_in)."""
+    monkeypatch.setattr("dlf.data.preprocess.INDEX_IN_RATIO", index_in_ratio)
+    rng = np.random.default_rng(0)
+    train_lines, test_lines = _messy_criteo(rng, 400, bad=True), _messy_criteo(rng, 60, bad=False)
+    train = write(tmp_path / "train.txt", "\n".join(train_lines) + "\n")
+    test = write(tmp_path / "test.txt", "\n".join(test_lines) + "\n")
+    r = preprocess("criteo", [f"train={train}", f"test={test}"], tmp_path / "o", on_bad_row="skip",
+                   options={"min_count": 2, "ratios": "1,0,0"}, block_bytes=block_bytes)
+    problem = {i + 1: "expected 40 columns" if l.count("\t") != 39 else
+               f"field 'I{1 + i % 13}': expected a number, got 'n/a'"
+               for i, l in enumerate(train_lines) if "n/a" in l or l.count("\t") != 39}
+    bad = r.feature_map.meta["bad_rows"]
+    assert bad["count"] == len(problem) > 10 and len(bad["examples"]) == 10
+    for e in bad["examples"]:
+        assert problem[int(e.split(":")[1])] in e
+    good = [l.split("\t") for i, l in enumerate(train_lines) if i + 1 not in problem]
+    tests = [l.split("\t") for l in test_lines]
+    _, tr, _, te = load_processed(tmp_path / "o")
+    np.testing.assert_array_equal(np.asarray(tr.categorical), _reference_ids(good, good, 2))
+    np.testing.assert_array_equal(np.asarray(te.categorical), _reference_ids(good, tests, 2))
+    np.testing.assert_array_equal(np.asarray(tr.label), [float(r[0]) for r in good])

@@ -1,12 +1,16 @@
 """`dlf preprocess`: raw files -> vocabularies fit on train -> encoded columns on disk.
 
-Two streaming passes over the input (three for time/sequential splits):
-  pass 1  parse + validate each chunk, assign rows to splits, count train values per field
-          (vocabularies, numeric statistics, longest lists) and rows per split;
-  pass 2  parse again, encode with the frozen vocabularies, write each split's rows into
-          preallocated .npy columns.
-Everything per chunk is vectorised per column (PyArrow compute / NumPy); memory holds one
-chunk plus the value counts, so it grows with vocabulary size, not with rows.
+Two streaming passes (time/sequential splits first read the train files once more for the order):
+  pass 1  parse + validate each chunk of text, assign rows to splits, count train values per
+          field (vocabularies, numeric statistics, longest lists) and rows per split; the
+          parsed chunk (categorical columns dictionary-encoded) goes to a temporary Arrow file;
+  pass 2  read that file back, encode with the frozen vocabularies, append each split's rows
+          to its .npy columns.
+The text is parsed once: parsing is the largest cost. Everything per chunk is vectorised per
+column (PyArrow compute / NumPy), and categorical work (counting, criteo buckets, vocabulary
+lookups) is done on each chunk's distinct values. Memory holds a few chunks plus the value
+counts, so it grows with vocabulary size, not with rows; the temporary file takes about as
+much disk as the input.
 
 Ids (see dlf.data.features): 0 = padding, 1 = out of vocabulary (and values under
 min_count), 2 = missing when the field had missing values in train, then real values
@@ -41,6 +45,9 @@ from dlf.data.schema import DataError, FieldOptions, Schema, read_schema_yaml
 from dlf.data.store import SPLITS, STORE_VERSION, SplitWriter, is_processed
 
 MISSING_ID = 2
+# Encoding a chunk's distinct values: below this many vocabulary values per distinct value, pc.index_in
+# (which builds a hash table of the whole vocabulary per call) is cheaper than VocabIndex.
+INDEX_IN_RATIO = 4
 PIPELINE_VERSION = 1  # bump when encoding changes, so old outputs are rebuilt
 _NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -102,9 +109,22 @@ def _uniform(seed: int, source: int, lines: np.ndarray) -> np.ndarray:
 # ---- parsing one chunk ---------------------------------------------------------------------
 
 @dataclass
+class Keys:
+    """A categorical column of a chunk, dictionary-encoded: row -> index into `values` (-1 = missing).
+
+    Counting and vocabulary lookups then touch each distinct value of the chunk once."""
+
+    codes: np.ndarray  # int32
+    values: pa.Array  # string; may hold entries no row uses
+
+    def take(self, keep: np.ndarray) -> "Keys":
+        return Keys(self.codes[keep], self.values)
+
+
+@dataclass
 class Parsed:
     label: np.ndarray  # float32 0/1
-    cat: list[pa.Array]  # per categorical field: keys (string), null = missing
+    cat: list[Keys]  # per categorical field
     num: list[np.ndarray]  # per numeric field: float64, NaN = missing
     multi: list[pa.Array]  # per multi field: list<string>, empty list = missing
     group: np.ndarray | None
@@ -114,6 +134,55 @@ class Parsed:
 
 def _to_np_bool(arr) -> np.ndarray:
     return pc.fill_null(arr, False).to_numpy(zero_copy_only=False)
+
+
+def _empty(arr: pa.Array) -> np.ndarray:
+    """Entries that are '' or null (byte length from the offsets: the text is not scanned)."""
+    return pc.equal(pc.fill_null(pc.binary_length(arr), 0), 0).to_numpy(zero_copy_only=False)
+
+
+def _keys(text: pa.Array) -> Keys:
+    """Dictionary-encode a text column; '' and null are missing."""
+    d = pc.dictionary_encode(text)
+    codes = pc.fill_null(d.indices, -1).to_numpy(zero_copy_only=False)
+    empty = np.flatnonzero(_empty(d.dictionary))  # at most one entry: ''
+    if len(empty):
+        codes = np.where(codes == empty[0], np.int32(-1), codes)
+    return Keys(codes, d.dictionary)
+
+
+def _numbers(text: pa.Array) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(float64 value of each entry, NaN = missing or bad; indices of the bad entries; their trimmed text).
+
+    Arrow's cast is the fast path; the exact rule (the regex, after trimming spaces) runs only on
+    the entries it fails on or reads as non-finite ('nan', 'inf' are not numbers here)."""
+    missing = _empty(text)
+    try:
+        v = pc.cast(_null_where(text, missing), pa.float64()).to_numpy(zero_copy_only=False, writable=True)
+        check = ~missing & ~np.isfinite(v)
+    except pa.ArrowInvalid:
+        v, check = np.full(len(text), np.nan), ~missing
+    if not check.any():
+        return v, np.zeros(0, dtype=np.int64), []
+    rows = np.flatnonzero(check)
+    trimmed = pc.utf8_trim_whitespace(text.take(rows))
+    good = _to_np_bool(pc.match_substring_regex(trimmed, _NUMBER))
+    v[rows] = np.nan
+    if good.any():
+        v[rows[good]] = pc.cast(pc.filter(trimmed, pa.array(good)), pa.float64()).to_numpy()
+    wrong = np.flatnonzero(~good & ~_empty(trimmed))  # blank after trimming = missing
+    return v, rows[wrong], trimmed.take(wrong).to_pylist()
+
+
+def _null_where(arr: pa.Array, null: np.ndarray) -> pa.Array:
+    """The same strings with the rows `null` set to null; the text buffers are shared, not copied."""
+    if not null.any():
+        return arr
+    valid = ~null
+    if arr.null_count:
+        valid &= _to_np_bool(pc.is_valid(arr))
+    bits = np.packbits(np.concatenate([np.ones(arr.offset, dtype=bool), valid]), bitorder="little")
+    return pa.Array.from_buffers(arr.type, len(arr), [pa.py_buffer(bits), *arr.buffers()[1:]], offset=arr.offset)
 
 
 def _criteo_bucket(v: np.ndarray) -> np.ndarray:
@@ -126,86 +195,99 @@ def _criteo_bucket(v: np.ndarray) -> np.ndarray:
 
 
 class ChunkParser:
+    """Text columns of a chunk -> label, keys and numbers, with every bad value reported by file:line:field.
+
+    Validation is cheap when the data is clean: labels are matched against their usual spellings,
+    numbers cast by Arrow (the exact rules run only where those fail), and categorical columns
+    are dictionary-encoded first, so that criteo buckets are computed once per distinct text.
+    """
+
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
         self.cat = schema.of_kind("categorical")
         self.num = schema.of_kind("numeric")
         self.multi = schema.of_kind("multi")
+        binary = schema.label_values == "binary"
+        self.label_spellings = pa.array(["0", "1"] if binary else ["-1", "1", "+1"])
+        self.label_regex = r"^[01](\.0*)?$" if binary else r"^(-1|\+?1)(\.0*)?$"
+        self.label_expected = "0 or 1" if binary else "-1 or 1 (libFM labels; use label_values: binary for 0/1 files)"
 
     def parse(self, chunk: Chunk, bad: BadRows) -> Parsed | None:
         s = self.schema
         n = len(chunk)
         keep = np.ones(n, dtype=bool)
 
-        def reject(mask: np.ndarray, message: Callable[[int], str]) -> None:
-            for row in np.flatnonzero(mask & keep):
-                bad.add(chunk.where(row), message(row), chunk.file)
-            keep[mask] = False
+        def reject(rows: np.ndarray, message: Callable[[int], str]) -> None:
+            """Report chunk rows `rows` (those not reported yet); message(i) describes rows[i]."""
+            for i in np.flatnonzero(keep[rows]):
+                bad.add(chunk.where(rows[i]), message(i), chunk.file)
+            keep[rows] = False
 
         col = lambda name: chunk.columns[name]  # noqa: E731
         # label
-        text = pc.utf8_trim_whitespace(col(s.label))
-        if s.label_values == "binary":
-            ok = _to_np_bool(pc.match_substring_regex(text, r"^[01](\.0*)?$"))
-            expected = "0 or 1"
-        else:
-            ok = _to_np_bool(pc.match_substring_regex(text, r"^(-1|\+?1)(\.0*)?$"))
-            expected = "-1 or 1 (libFM labels; use label_values: binary for 0/1 files)"
-        reject(~ok, lambda r: f"field {s.label!r}: expected label {expected}, got {text[r].as_py()!r}")
+        text = col(s.label)
+        ok = _to_np_bool(pc.is_in(text, value_set=self.label_spellings))
+        if not ok.all():
+            text = pc.utf8_trim_whitespace(text)
+            ok = _to_np_bool(pc.match_substring_regex(text, self.label_regex))
+            rows = np.flatnonzero(~ok)
+            reject(rows, lambda i: f"field {s.label!r}: expected label {self.label_expected}, "
+                                   f"got {text[rows[i]].as_py()!r}")
         label = np.zeros(n, dtype=np.float32)
         if ok.any():
             label[ok] = pc.cast(pc.filter(text, pa.array(ok)), pa.float64()).to_numpy()
         if s.label_values == "pm1":
             label = (label > 0).astype(np.float32)
 
-        def numbers(f: FieldOptions | str) -> np.ndarray:
-            name = f if isinstance(f, str) else f.column
-            raw = pc.utf8_trim_whitespace(col(name))
-            missing = _to_np_bool(pc.equal(pc.utf8_length(raw), 0))
-            good = _to_np_bool(pc.match_substring_regex(raw, _NUMBER))
-            reject(~good & ~missing, lambda r: f"field {name!r}: expected a number, got {raw[r].as_py()!r}")
-            v = np.full(n, np.nan)
-            if good.any():
-                v[good] = pc.cast(pc.filter(raw, pa.array(good)), pa.float64()).to_numpy()
+        def numbers(name: str) -> np.ndarray:
+            v, wrong, shown = _numbers(col(name))
+            reject(wrong, lambda i: f"field {name!r}: expected a number, got {shown[i]!r}")
             return v
 
         cat = []
         for f in self.cat:
-            if f.transform == "criteo-bucket":
-                v = numbers(f)
-                b = _criteo_bucket(v)
-                keys = pc.cast(pa.array(np.nan_to_num(b).astype(np.int64)), pa.string())
-                cat.append(pc.if_else(pa.array(np.isnan(v)), pa.scalar(None, pa.string()), keys))
-            else:
-                raw = col(f.column)
-                cat.append(pc.if_else(pc.equal(pc.utf8_length(raw), 0), pa.scalar(None, pa.string()), raw))
-        num = [numbers(f) for f in self.num]
+            keys = _keys(col(f.column))
+            if f.transform == "criteo-bucket":  # on the distinct texts, then rows -> their bucket
+                v, wrong, shown = _numbers(keys.values)
+                if len(wrong):
+                    entry = np.full(len(keys.values) + 1, -1)  # + 1: code -1 (missing) reads the last
+                    entry[wrong] = np.arange(len(wrong))
+                    rows = np.flatnonzero(entry[keys.codes] >= 0)
+                    reject(rows, lambda i: f"field {f.column!r}: expected a number, "
+                                           f"got {shown[entry[keys.codes[rows[i]]]]!r}")
+                missing = np.isnan(v)
+                d = pc.dictionary_encode(pa.array(np.where(missing, 0, _criteo_bucket(v)).astype(np.int64),
+                                                  mask=missing))
+                bucket = pc.fill_null(d.indices, -1).to_numpy(zero_copy_only=False)
+                keys = Keys(np.append(bucket, np.int32(-1))[keys.codes], pc.cast(d.dictionary, pa.string()))
+            cat.append(keys)
+        num = [numbers(f.column) for f in self.num]
         multi = []
         for f in self.multi:
             lists = pc.split_pattern(col(f.column), f.separator)
             flat = pc.list_flatten(lists)
-            # drop empty items ('a||b', '') without a row loop
-            if len(flat) and not _to_np_bool(pc.greater(pc.utf8_length(flat), 0)).all():
-                nonempty = pc.greater(pc.utf8_length(flat), 0)
+            nonempty = ~_empty(flat)
+            if not nonempty.all():  # drop empty items ('a||b', '') without a row loop
                 parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
-                kept = _to_np_bool(nonempty)
-                counts = np.bincount(parents[kept], minlength=n)
+                counts = np.bincount(parents[nonempty], minlength=n)
                 offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-                lists = pa.ListArray.from_arrays(pa.array(offsets), pc.filter(flat, nonempty))
+                lists = pa.ListArray.from_arrays(pa.array(offsets), pc.filter(flat, pa.array(nonempty)))
             multi.append(lists)
         group = None
         if s.group:
-            group = (hash_strings(col(s.group)) >> np.uint64(1)).astype(np.int64)
+            d = pc.dictionary_encode(pc.fill_null(col(s.group), ""))
+            group = (hash_strings(d.dictionary) >> np.uint64(1)).astype(np.int64)[d.indices.to_numpy()]
         tvals = None
         if s.split.method == "time":
             tvals = numbers(s.split.time_column)
-            reject(np.isnan(tvals), lambda r: f"field {s.split.time_column!r}: missing time value (split by time)")
+            rows = np.flatnonzero(np.isnan(tvals))
+            reject(rows, lambda i: f"field {s.split.time_column!r}: missing time value (split by time)")
         if not keep.all():
             if not keep.any():
                 return None
             mask = pa.array(keep)
             label = label[keep]
-            cat = [pc.filter(a, mask) for a in cat]
+            cat = [k.take(keep) for k in cat]
             num = [a[keep] for a in num]
             multi = [pc.filter(a, mask) for a in multi]
             group = None if group is None else group[keep]
@@ -224,12 +306,11 @@ class Counter:
         self.pending = 0
         self.table = pa.table({"v": pa.array([], value_type), "c": pa.array([], pa.int64())})
 
-    def add(self, values: pa.Array) -> None:
-        vc = pc.value_counts(values)
-        if not len(vc):
+    def add(self, values: pa.Array, counts: np.ndarray) -> None:
+        seen = counts > 0
+        if not seen.any():
             return
-        t = pa.table({"v": vc.field("values"), "c": vc.field("counts").cast(pa.int64())})
-        t = t.filter(pc.is_valid(t["v"]))
+        t = pa.table({"v": values.filter(pa.array(seen)), "c": counts[seen].astype(np.int64)})
         self.parts.append(t)
         self.pending += len(t)
         if self.pending > max(1_000_000, 2 * len(self.table)):
@@ -244,6 +325,40 @@ class Counter:
     def result(self) -> pa.Table:
         self._merge()
         return self.table
+
+
+class VocabIndex:
+    """Exact value -> position lookup in a frozen vocabulary, built once.
+
+    `pc.index_in` rebuilds its hash table from the whole vocabulary on every call, a cost per
+    chunk that grows with the vocabulary; here the vocabulary's 64-bit hashes are sorted once
+    and each chunk only hashes and searches its own distinct values. A hash match is confirmed
+    by comparing the text, so a collision can never give a wrong id.
+    """
+
+    def __init__(self, values: pa.Array) -> None:
+        self.values = values
+        h = hash_strings(values)
+        self.order = np.argsort(h, kind="stable")
+        self.hashes = h[self.order]
+
+    def find(self, keys: pa.Array) -> np.ndarray:
+        """Position of each key (strings, no nulls) in the vocabulary, -1 when absent."""
+        out = np.full(len(keys), -1, dtype=np.int64)
+        h = hash_strings(keys)
+        at = np.searchsorted(self.hashes, h)
+        todo = np.arange(len(keys))
+        while True:  # one round unless two values share a hash
+            inside = at[todo] < len(self.hashes)
+            todo = todo[inside]
+            todo = todo[self.hashes[at[todo]] == h[todo]]
+            if not len(todo):
+                return out
+            pos = self.order[at[todo]]
+            same = _to_np_bool(pc.equal(self.values.take(pos), keys.take(todo)))
+            out[todo[same]] = pos[same]
+            todo = todo[~same]
+            at[todo] += 1
 
 
 @dataclass
@@ -261,6 +376,7 @@ class FieldState:
     vocab_size: int = 0
     mean: float = 0.0
     std: float = 1.0
+    index: VocabIndex | None = None  # built from `vocab` at the first encode
 
     def stats(self) -> dict:
         d = {"source": self.opts.column, "transform": self.opts.transform, "min_count": self.opts.min_count,
@@ -277,23 +393,26 @@ class FieldState:
         return d
 
     # fitting (train rows only)
-    def fit(self, keys) -> None:
+    def fit(self, keys, train: np.ndarray) -> None:
+        """Count the values of the rows where `train` is set."""
         if self.out_kind == "numeric":
-            v = keys[~np.isnan(keys)]
+            v = keys[train]
+            v = v[~np.isnan(v)]
             self.n += len(v)
             self.total += float(v.sum())
             self.total_sq += float((v * v).sum())
             return
         if self.out_kind == "multi":
-            lengths = pc.list_value_length(keys).to_numpy(zero_copy_only=False)
+            lengths = pc.list_value_length(keys).to_numpy(zero_copy_only=False)[train]
             if len(lengths):
                 self.max_len = max(self.max_len, int(lengths.max()))
                 self.has_missing |= bool((lengths == 0).any())
-            keys = pc.list_flatten(keys)
-        else:
-            self.has_missing |= keys.null_count > 0
-        if self.opts.buckets == 0:
-            self.counter.add(keys)
+            train = train[pc.list_parent_indices(keys).to_numpy(zero_copy_only=False)]
+            keys = _keys(pc.list_flatten(keys))
+        counts = np.bincount(keys.codes[train] + 1, minlength=len(keys.values) + 1)  # bin 0: missing
+        self.has_missing |= self.out_kind == "categorical" and bool(counts[0])
+        if not self.opts.buckets:
+            self.counter.add(keys.values, counts[1:])
 
     def freeze(self) -> None:
         o = self.opts
@@ -318,16 +437,19 @@ class FieldState:
         self.counter = None
 
     # encoding
-    def encode_keys(self, keys: pa.Array) -> np.ndarray:
+    def encode_keys(self, keys: Keys) -> np.ndarray:
         if self.opts.buckets:
-            h = hash_strings(keys) % np.uint64(self.opts.buckets)
-            ids = (h.astype(np.int64) + self.base).astype(np.int32)
+            ids = (hash_strings(keys.values) % np.uint64(self.opts.buckets)).astype(np.int64) + self.base
+        elif len(self.vocab) <= INDEX_IN_RATIO * len(keys.values):  # Arrow's own hash table is cheaper to build
+            pos = pc.index_in(keys.values, value_set=self.vocab)
+            ids = pc.fill_null(pc.add(pos, self.base), OOV_ID).to_numpy(zero_copy_only=False)
         else:
-            idx = pc.index_in(keys, value_set=self.vocab)
-            ids = pc.fill_null(pc.add(idx, self.base), OOV_ID).to_numpy(zero_copy_only=False).astype(np.int32)
-        if keys.null_count:
-            ids[_to_np_bool(pc.is_null(keys))] = MISSING_ID if (self.has_missing or self.opts.buckets) else OOV_ID
-        return ids
+            if self.index is None or self.index.values is not self.vocab:
+                self.index = VocabIndex(self.vocab)
+            pos = self.index.find(keys.values)
+            ids = np.where(pos >= 0, pos + self.base, OOV_ID)
+        missing = MISSING_ID if (self.has_missing or self.opts.buckets) else OOV_ID
+        return np.append(ids, missing).astype(np.int32)[keys.codes]  # code -1 (missing) reads the last
 
     def encode(self, keys):
         if self.out_kind == "numeric":
@@ -346,7 +468,7 @@ class FieldState:
         missing = lengths == 0
         flat = pc.list_flatten(keys)
         if len(flat):
-            ids = self.encode_keys(flat)
+            ids = self.encode_keys(_keys(flat))
             rows = pc.list_parent_indices(keys).to_numpy(zero_copy_only=False)
             starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
             pos = np.arange(len(flat)) - np.repeat(starts, lengths)
@@ -542,13 +664,26 @@ def _chunks(sources: list[Source], bad: BadRows, block: int, parser: ChunkParser
                 yield i, src, parsed
 
 
+def _spill_batch(parsed: Parsed, split: np.ndarray) -> pa.RecordBatch:
+    """What pass 2 needs of a parsed chunk, as one Arrow record batch (categorical keys stay dictionary-encoded)."""
+    cols = {"label": parsed.label, "split": split}
+    if parsed.group is not None:
+        cols["group"] = parsed.group
+    for j, k in enumerate(parsed.cat):
+        cols[f"cat{j}"] = pa.DictionaryArray.from_arrays(pa.array(k.codes, pa.int32(), mask=k.codes < 0), k.values)
+    for j, v in enumerate(parsed.num):
+        cols[f"num{j}"] = v
+    for j, m in enumerate(parsed.multi):
+        cols[f"multi{j}"] = m
+    return pa.record_batch(cols)
+
+
 def _run(schema: Schema, sources: list[Source], tmp: Path, bad: BadRows, block: int, log, fail_after: int) -> FeatureMap:
     parser = ChunkParser(schema)
     states = ([FieldState(f, "categorical", Counter()) for f in parser.cat]
               + [FieldState(f, "numeric") for f in parser.num]
               + [FieldState(f, "multi", Counter()) for f in parser.multi])
     given = {s.role for s in sources}
-    quiet = BadRows("skip")  # re-reads: rows already reported in pass 1
     time_cdf, seq_total = None, 0
     if schema.split.method in ("time", "sequential"):
         log("pass 0: split order")
@@ -556,29 +691,36 @@ def _run(schema: Schema, sources: list[Source], tmp: Path, bad: BadRows, block: 
         for _, src, parsed in _chunks([s for s in sources if s.role == "train"], BadRows(bad.mode), block, parser):
             seq_total += len(parsed.label)
             if parsed.time is not None:
-                counter.add(pa.array(parsed.time))
+                values, counts = np.unique(parsed.time, return_counts=True)
+                counter.add(pa.array(values), counts)
         if schema.split.method == "time":
             t = counter.result().sort_by("v")
             values, counts = t["v"].to_numpy(), t["c"].to_numpy().astype(np.float64)
             before = np.concatenate([[0], np.cumsum(counts)[:-1]])
             time_cdf = (values, before, counts, counts.sum() or 1.0)
-    log("pass 1: fit vocabularies on train")
+    # Pass 1 keeps every parsed chunk in a temporary Arrow file (keys dictionary-encoded, about the
+    # size of the input), so that pass 2 does not parse and validate the text a second time.
+    log("pass 1: parse, split and fit vocabularies on train")
     for s in sources:
         s.filtered.clear()  # counted in pass 1 only
     rows = np.zeros(3, dtype=np.int64)
     positives = np.zeros(3)
     seq = {"pos": 0, "total": max(seq_total, 1)}
-    for i, src, parsed in _chunks(sources, bad, block, parser):
-        split = _split_of(parsed, i, src, schema, given, time_cdf, seq)
-        rows += np.bincount(split, minlength=3)
-        positives += np.bincount(split, weights=parsed.label, minlength=3)
-        train = split == 0
-        if not train.any():
-            continue
-        mask = pa.array(train)
-        keys = parsed.cat + parsed.num + parsed.multi
-        for st, k in zip(states, keys):
-            st.fit(k[train] if isinstance(k, np.ndarray) else pc.filter(k, mask))
+    spill_path, spill = tmp / "parsed.arrow", None
+    with pa.OSFile(str(spill_path), "wb") as sink:
+        for i, src, parsed in _chunks(sources, bad, block, parser):
+            split = _split_of(parsed, i, src, schema, given, time_cdf, seq)
+            rows += np.bincount(split, minlength=3)
+            positives += np.bincount(split, weights=parsed.label, minlength=3)
+            train = split == 0
+            if train.any():
+                for st, k in zip(states, parsed.cat + parsed.num + parsed.multi):
+                    st.fit(k, train)
+            batch = _spill_batch(parsed, split)
+            spill = spill or pa.ipc.new_stream(sink, batch.schema)
+            spill.write_batch(batch)
+        if spill is not None:
+            spill.close()
     filtered: dict[str, int] = {}
     for s in sources:
         for k, v in s.filtered.items():
@@ -593,30 +735,31 @@ def _run(schema: Schema, sources: list[Source], tmp: Path, bad: BadRows, block: 
     log(f"pass 2: encode and write {int(rows.sum()):,} rows")
     writers = [SplitWriter(tmp / name, int(rows[k]), n_cat, n_num, n_multi, max_len, schema.group is not None)
                for k, name in enumerate(SPLITS)]
-    seq = {"pos": 0, "total": max(seq_total, 1)}
-    written = 0
-    for i, src, parsed in _chunks(sources, quiet, block, parser):
-        if written == fail_after:
-            raise RuntimeError("simulated crash while writing (test hook)")
-        written += 1
-        split = _split_of(parsed, i, src, schema, given, time_cdf, seq)
-        n = len(parsed.label)
-        cat = np.zeros((n, n_cat), dtype=np.int32)
-        num = np.zeros((n, n_num), dtype=np.float32)
-        mul = np.zeros((n, n_multi, max_len), dtype=np.int32)
-        for j, k in enumerate(parsed.cat):
-            cat[:, j] = states[j].encode(k)
-        for j, k in enumerate(parsed.num):
-            num[:, j] = states[n_cat + j].encode(k)
-        for j, k in enumerate(parsed.multi):
-            enc = states[n_cat + n_num + j].encode(k)
-            mul[:, j, :enc.shape[1]] = enc
-        for k in range(3):
-            sel = split == k
-            if sel.any():
-                writers[k].write({"categorical": cat[sel], "numeric": num[sel], "multi": mul[sel],
-                                  "label": parsed.label[sel],
-                                  "group": None if parsed.group is None else parsed.group[sel]})
+    with pa.OSFile(str(spill_path)) as source:  # read, not mapped: memory stays one batch
+        for written, batch in enumerate(pa.ipc.open_stream(source)):
+            if written == fail_after:
+                raise RuntimeError("simulated crash while writing (test hook)")
+            n, col = batch.num_rows, batch.column
+            cat = np.zeros((n, n_cat), dtype=np.int32)
+            num = np.zeros((n, n_num), dtype=np.float32)
+            mul = np.zeros((n, n_multi, max_len), dtype=np.int32)
+            for j in range(n_cat):
+                d = col(f"cat{j}")
+                cat[:, j] = states[j].encode(Keys(pc.fill_null(d.indices, -1).to_numpy(zero_copy_only=False),
+                                                  d.dictionary))
+            for j in range(n_num):
+                num[:, j] = states[n_cat + j].encode(col(f"num{j}").to_numpy())
+            for j in range(n_multi):
+                enc = states[n_cat + n_num + j].encode(col(f"multi{j}"))
+                mul[:, j, :enc.shape[1]] = enc
+            split, label = col("split").to_numpy(), col("label").to_numpy()
+            group = col("group").to_numpy() if schema.group else None
+            for k in range(3):
+                sel = split == k
+                if sel.any():
+                    writers[k].write({"categorical": cat[sel], "numeric": num[sel], "multi": mul[sel],
+                                      "label": label[sel], "group": None if group is None else group[sel]})
+    spill_path.unlink()
     for w in writers:
         w.close()
     # vocabularies, in id order
