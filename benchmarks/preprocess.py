@@ -4,7 +4,8 @@
 
 For each size: writes a Criteo `train.txt`-format TSV (label, I1-I13, C1-C26; Zipf-distributed
 values with Criteo-like cardinalities, ~4 % empty), then runs `dlf preprocess --preset criteo`
-in a child process and reports rows/s and the child's peak RSS. When the `fuxictr` package
+in a child process and reports rows/s (of the whole command, Python start and imports included,
+and of the preprocessing itself), the child's CPU seconds and its peak RSS. When the `fuxictr` package
 is installed, also times its FeatureProcessor on the same file (it is not a dependency).
 Record the figures in docs/benchmarks.md; run nothing else on the machine meanwhile.
 """
@@ -13,44 +14,57 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 
 # distinct values per categorical column, roughly Criteo's (the largest capped so that generation stays quick)
 CARDINALITIES = [1460, 583, 1_000_000, 800_000, 305, 24, 12517, 633, 3, 93145, 5683, 1_000_000, 3194, 27, 14992,
                  1_000_000, 10, 5652, 2173, 4, 1_000_000, 18, 15, 286181, 105, 142572]
 
 
+def _text(arr: pa.Array, empty: np.ndarray) -> pa.Array:
+    return pc.if_else(pa.array(empty), "", arr)
+
+
+def _hex8(ids: np.ndarray) -> pa.Array:
+    """'%08x' of each id (< 2**32), vectorised: eight hex digits per row, one string buffer."""
+    digits = np.frombuffer(b"0123456789abcdef", np.uint8)[(ids[:, None] >> np.arange(28, -1, -4)) & 0xF]
+    offsets = np.arange(0, 8 * len(ids) + 1, 8, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), len(ids), [None, pa.py_buffer(offsets), pa.py_buffer(digits.tobytes())])
+
+
 def generate(path: Path, rows: int, seed: int = 0, chunk: int = 200_000) -> None:
     rng = np.random.default_rng(seed)
     tmp = path.with_suffix(".part")
-    with open(tmp, "w") as fh:
+    names = ["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
+    options = pcsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
+    with pcsv.CSVWriter(tmp, pa.schema([(c, pa.string()) for c in names]), write_options=options) as out:
         for start in range(0, rows, chunk):
             n = min(chunk, rows - start)
-            cols = [(rng.random(n) < 0.25).astype(int).astype(str)]
+            cols = [pc.cast(pa.array((rng.random(n) < 0.25).astype(np.int8)), pa.string())]
             for _ in range(13):
-                v = np.floor(rng.lognormal(1.5, 1.8, n)).astype(np.int64).astype(str)
-                v[rng.random(n) < 0.04] = ""
-                cols.append(v)
+                v = pc.cast(pa.array(np.floor(rng.lognormal(1.5, 1.8, n)).astype(np.int64)), pa.string())
+                cols.append(_text(v, rng.random(n) < 0.04))
             for card in CARDINALITIES:
                 ids = np.minimum(rng.zipf(1.3, n), card) * 2654435761 % (1 << 32)
-                v = np.char.mod("%08x", ids)
-                v[rng.random(n) < 0.04] = ""
-                cols.append(v)
-            fh.write("\n".join("\t".join(r) for r in zip(*cols)) + "\n")
+                cols.append(_text(_hex8(ids), rng.random(n) < 0.04))
+            out.write_table(pa.table(cols, names=names))
     tmp.replace(path)
 
 
 def run_dlf(src: Path, out: Path) -> dict:
-    """`dlf preprocess` in a child process that prints its own peak RSS on exit."""
+    """`dlf preprocess` in a child process that prints its own peak RSS and CPU time on exit."""
     argv = ["dlf", "preprocess", "--preset", "criteo", "--input", str(src), "--out", str(out), "--force"]
     code = ("import atexit, resource, sys\n"
-            "atexit.register(lambda: print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+            "u = lambda: resource.getrusage(resource.RUSAGE_SELF)\n"
+            "atexit.register(lambda: print('PEAK_RSS_KB', u().ru_maxrss, 'CPU_S', u().ru_utime + u().ru_stime,"
             " file=sys.stderr))\n"
             f"sys.argv = {argv!r}\n"
             "from dlf.cli import main\nmain()\n")
@@ -59,10 +73,13 @@ def run_dlf(src: Path, out: Path) -> dict:
     wall = time.perf_counter() - t
     if proc.returncode:
         raise SystemExit(proc.stderr)
-    peak_kb = int(proc.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
-    rows = sum(s["rows"] for s in json.loads((out / "feature_map.json").read_text())["meta"]["splits"].values())
+    peak_kb, _, cpu = proc.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[:3]
+    meta = json.loads((out / "feature_map.json").read_text())["meta"]
+    rows = sum(s["rows"] for s in meta["splits"].values())
+    # seconds: the whole command (Python start and imports included); preprocess_seconds: the two passes
     return {"tool": "dlf", "rows": rows, "seconds": round(wall, 2), "rows_per_s": round(rows / wall),
-            "peak_rss_mb": round(peak_kb / 1024)}
+            "preprocess_seconds": meta["seconds"], "preprocess_rows_per_s": round(rows / meta["seconds"]),
+            "cpu_seconds": round(float(cpu), 2), "peak_rss_mb": round(int(peak_kb) / 1024)}
 
 
 def run_fuxictr(src: Path, work: Path) -> dict | None:
@@ -102,8 +119,10 @@ def main() -> None:
             generate(src, rows)
             print(f"generated {src} ({src.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.1f}s",
                   file=sys.stderr)
+        load = os.getloadavg()[0]
         r = run_dlf(src, args.workdir / f"out_{rows}")
         r["file_mb"] = round(src.stat().st_size / 1e6)
+        r["load_1min"] = [round(load, 2), round(os.getloadavg()[0], 2)]  # before, after: other jobs on the cores
         results.append(r)
         print(json.dumps(r))
         f = run_fuxictr(src, args.workdir / f"fuxi_{rows}")

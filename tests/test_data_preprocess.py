@@ -1,8 +1,6 @@
 """Preprocessing guarantees: bad input errors (file, line, field), skip mode, no-op re-runs,
 atomic output, vocabularies fit on train only, hashing, splits."""
-import json
 import math
-import os
 import re
 from pathlib import Path
 
@@ -236,7 +234,7 @@ def test_label_parsing_matches_the_exact_rule(label_values, regex, value):
     if re.fullmatch(regex, text):
         assert bad.count == 0 and list(parsed.label) == [1.0, float(float(text) > 0)]
     else:
-        assert bad.count == 1 and bad.examples[0].startswith(f"f.csv:3: field 'y': expected label")
+        assert bad.count == 1 and bad.examples[0].startswith("f.csv:3: field 'y': expected label")
         assert list(parsed.label) == [1.0]
 
 
