@@ -565,7 +565,8 @@ def apply_options(schema: Schema, options: dict) -> Schema:
     return dataclasses.replace(schema, fields=fields, split=split).validate("schema with --option overrides")
 
 
-KNOWN_OPTIONS = {"min_count", "buckets", "split", "ratios", "seed", "time_column", "numeric", "fields", "dataset_id"}
+KNOWN_OPTIONS = {"min_count", "buckets", "split", "ratios", "seed", "time_column", "numeric", "fields", "dataset_id",
+                 "feature_index"}
 
 
 def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: str | Path | Schema | None = None,
@@ -589,9 +590,10 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
         extra_files.append(Path(schema))
         user_schema = _load_schema_file(Path(schema), options)
     sch, sources = p.build(parsed_inputs, user_schema, options)
-    sch = apply_options(sch, {k: v for k, v in options.items() if k not in ("numeric", "fields", "dataset_id")})
-    if preset == "movielens-1m":
-        extra_files += [Path(sources[0].path).parent / "users.dat", Path(sources[0].path).parent / "movies.dat"]
+    sch = apply_options(sch, {k: v for k, v in options.items()
+                              if k not in ("numeric", "fields", "dataset_id", "feature_index")})
+    # files the rows are built from besides the inputs (joined tables, feature index): a change rebuilds
+    extra_files += sorted({Path(d) for src in sources for d in src.depends})
     out = Path(out)
     fp = fingerprint(preset, sch, sources, extra_files, options | {"on_bad_row": on_bad_row})
     if out.exists() and not is_processed(out) and (not out.is_dir() or any(out.iterdir())):
