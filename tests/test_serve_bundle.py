@@ -277,9 +277,12 @@ FIX = Path(__file__).parent / "fixtures" / "data"
 
 @pytest.mark.parametrize("preset,path,options", [("criteo", "criteo_tiny.txt", {"min_count": 2}),
                                                  ("avazu", "avazu_tiny.csv", {}),
-                                                 ("movielens-1m", "movielens_tiny", {})])
+                                                 ("movielens-1m", "movielens_tiny", {}),
+                                                 ("kkbox", "kkbox_tiny.csv", {"min_count": 2}),
+                                                 ("kdd12", "kdd12_tiny/training.txt", {"min_count": 2})])
 def test_preset_bundles_reproduce_preprocessing(preset, path, options, tmp_path):
-    """The test split is the whole file (given as test=FILE): encoding the file with the bundle gives the same ids."""
+    """The test split is the whole file (given as test=FILE): encoding the file with the bundle gives the same ids
+    (avazu, kkbox and kdd12 through their preset's own derivation of hour, isrc/bd and user 0)."""
     from dlf.data.presets import get_preset
     from dlf.data.preprocess import parse_inputs, preprocess
 
@@ -296,3 +299,18 @@ def test_preset_bundles_reproduce_preprocessing(preset, path, options, tmp_path)
     assert np.array_equal(np.concatenate([p.categorical.numpy() for p in parts]), test.categorical)
     assert np.array_equal(np.concatenate([p.multi.numpy() for p in parts]), test.multi)
     assert np.array_equal(np.concatenate([p.numeric.numpy() for p in parts]), test.numeric)
+
+
+def test_kdd12_bundle_with_joined_user_profile_is_refused(tmp_path):
+    """gender/age come from userid_profile.txt, which a bundle does not carry: export says so, before the model."""
+    from dlf.data.preprocess import preprocess
+
+    d = tmp_path / "track2"
+    d.mkdir()
+    shutil.copyfile(FIX / "kdd12_tiny" / "training.txt", d / "training.txt")
+    (d / "userid_profile.txt").write_text("490234\t1\t3\n12\t2\t5\n")
+    preprocess("kdd12", [d], tmp_path / "d", options={"min_count": 1})
+    with pytest.raises(BundleError, match=r"a kdd12 model cannot score raw rows: its fields gender, age were joined "
+                                          r"from userid_profile.txt at preprocessing"):
+        export_bundle(fake_run(tmp_path / "d", tmp_path / "run"), tmp_path / "b")
+    assert not (tmp_path / "b").exists()

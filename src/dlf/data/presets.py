@@ -35,9 +35,27 @@ class Source:
 
 @dataclass
 class Preset:
+    """A dataset's reader. Serving (dlf.serve.encoding) looks up `derive`, `derived` and `joined` here to
+    encode raw rows exactly as preprocessing did; a preset whose sources transform raw values per chunk
+    must declare that derivation here (its sources apply the same function). MovieLens' joined attributes
+    and libFM's per-field indices are not derivations: serving takes those columns as its inputs."""
+
     name: str
     description: str
     build: Callable[[list[tuple[str, Path]], "Schema | None", dict], tuple[Schema, list[Source]]]
+    derive: Callable[[Chunk, BadRows], Chunk] | None = None  # per-chunk derivation of model columns from raw ones
+    derived: tuple[str, ...] = ()  # columns `derive` adds (a caller does not send them)
+    joined: dict[str, str] = field(default_factory=dict)  # column -> the side table preprocessing joins it from
+
+    def check_servable(self, schema: Schema) -> None:
+        """Raw rows cannot be encoded as in training when a field reads a column joined from a side table
+        that a bundle does not carry."""
+        joined = [c for c in dict.fromkeys(f.column for f in schema.fields) if c in self.joined]
+        if joined:
+            tables = ", ".join(sorted({self.joined[c] for c in joined}))
+            raise DataError(f"a {self.name} model cannot score raw rows: its fields {', '.join(joined)} were joined "
+                            f"from {tables} at preprocessing, which a bundle does not carry; preprocess without "
+                            f"{tables} to serve the model")
 
 
 # ---- generic delimited / parquet -------------------------------------------------------------
@@ -709,7 +727,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("criteo", "Criteo Kaggle train.txt (TSV, no header: label, I1-I13, C1-C26); "
            "--option numeric=bucket|log|standardize, min_count=10", _criteo),
     Preset("avazu", "Avazu Kaggle CSV (header; id dropped; hour -> hour, weekday, weekend); --option min_count=2",
-           _avazu),
+           _avazu, derive=_avazu_derive, derived=("weekday", "weekend")),
     Preset("fuxictr", "BARS/FuxiCTR splits: a folder with train/valid/test .csv or .parquet; "
            "--schema dataset_config.yaml", _fuxictr),
     Preset("libfm", "libFM 'label idx:val ...' files, label -1/1; --option fields=name:size,... or "
@@ -718,11 +736,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("movielens-1m", "MovieLens-1M ratings.dat/users.dat/movies.dat (or ratings.csv); "
            "4-5 -> 1, 1-2 -> 0, 3 dropped", _movielens),
     Preset("kkbox", "BARS KKBox_x1 train/valid/test CSV (isrc -> country, bd -> age bucket, genre_ids and "
-           "artist_name lists); --option min_count=10", _kkbox),
+           "artist_name lists); --option min_count=10", _kkbox, derive=_kkbox_derive),
     Preset("ipinyou", "BARS iPinYou_x1 train/test CSV, or make-ipinyou-data yzx files with featindex.txt; "
            "--option min_count=1", _ipinyou),
+    # serving: kdd12's derivation without the profile join, which `joined` refuses
     Preset("kdd12", "KDD Cup 2012 track 2 training.txt (TSV, label = clicks > 0; gender/age from "
-           "userid_profile.txt beside it); --option numeric=bucket|log|standardize, min_count=10", _kdd12),
+           "userid_profile.txt beside it); --option numeric=bucket|log|standardize, min_count=10", _kdd12,
+           derive=_kdd12_derive(None), joined={"gender": KDD12_PROFILE, "age": KDD12_PROFILE}),
     Preset("generic", "any CSV/TSV/Parquet with --schema my_schema.yaml", _generic),
 ]}
 

@@ -147,6 +147,9 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
             if not path.is_file():
                 raise BundleError(f"{path}: vocabulary of field {name!r} is missing from the dataset")
             vocab_src[name] = path
+    # the encoder must build from the vocabularies the bundle will copy: fail here, before the model is built
+    # and not at serving time (e.g. a dataset whose rows need a side table that a bundle does not carry)
+    Bundle.encoder_from(dataset or run, fm)
     # the weights must load into the model the config describes
     try:
         model = build_model(cfg.model_name, fm, cfg.model)
@@ -191,8 +194,6 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
             from dlf.serve.onnx import export_onnx
             log("exporting model.onnx")
             manifest["onnx"] = export_onnx(model, fm, tmp / ONNX_FILE, opset=opset)
-        # the encoder must build from what was written (fails here, not at serving time)
-        Bundle.encoder_from(tmp, fm)
         manifest["files"] = {str(p.relative_to(tmp).as_posix()): {"sha256": _sha256(p), "bytes": p.stat().st_size}
                              for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -4,7 +4,8 @@ Nothing here re-implements an encoding: a bundle's encoder is `dlf.data.preproce
 `ChunkParser` (text -> keys and numbers, criteo buckets, multi-value splitting, bad-value
 checks) and `FieldState.encode` (vocabulary lookup with OOV/missing ids, hashing, numeric
 transforms), rebuilt from the saved feature map and `vocab/<field>.arrow` files instead of
-being fit. So a value is encoded exactly as `dlf preprocess` encoded it for training:
+being fit, after the preset's own per-chunk derivation (`Preset.derive`: avazu's hour, kkbox's
+isrc and age buckets, kdd12's unknown user). So a value is encoded exactly as `dlf preprocess` encoded it for training:
 unseen categories -> OOV (id 1), missing values -> the missing id (2) when the field had
 missing values in train (else OOV), numeric missing -> 0 after the transform.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -28,20 +28,13 @@ import torch
 
 from dlf.data.features import OOV_ID, Batch, FeatureMap
 from dlf.data.preprocess import ChunkParser, FieldState
+from dlf.data.presets import get_preset
 from dlf.data.readers import BadRows, Chunk
 from dlf.data.schema import DataError, Schema, SplitOptions
 
 NUMBER_RE = re.compile(r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$")  # as dlf.data.preprocess
 INT_RE = re.compile(r"^\s*[-+]?[0-9]+\s*$")
 IDS_SEPARATOR = "|"
-
-
-def _preset_derive(preset: str | None) -> tuple[Callable | None, set[str]]:
-    """A preset's per-chunk derivation of model columns from raw ones, and the columns it derives."""
-    if preset == "avazu":
-        from dlf.data.presets import _avazu_derive
-        return _avazu_derive, {"weekday", "weekend"}
-    return None, set()
 
 
 @dataclass
@@ -67,7 +60,7 @@ class Encoder:
         self.multi = feature_map.of_kind("multi")
         self.max_len = max([f.max_len for f in self.multi], default=1) if self.multi else 1
         if self.mode == "ids":
-            self.derive, derived = None, set()
+            self.derive = None
             self.inputs = ([InputField(f.name, "categorical", number=True, integer=True) for f in self.cat]
                            + [InputField(f.name, "numeric", number=True) for f in self.num]
                            + [InputField(f.name, "multi", separator=IDS_SEPARATOR) for f in self.multi])
@@ -77,6 +70,10 @@ class Encoder:
             schema = Schema.from_dict(meta["schema"], "bundle feature map schema")
         except (DataError, TypeError, KeyError) as exc:
             raise DataError(f"the bundle's preprocessing schema is unreadable: {exc}") from None
+        # raw rows get the preset's own per-chunk derivation, as in preprocessing
+        preset = get_preset(meta.get("preset") or "generic")
+        preset.check_servable(schema)
+        self.derive = preset.derive
         # scoring needs no group column and no split; the label is never read (see encode_chunk)
         self.schema = dataclasses.replace(schema, group=None, split=SplitOptions())
         self.parser = ChunkParser(self.schema)
@@ -108,12 +105,11 @@ class Encoder:
                 self.states.append(state)
         if [s.opts.name for s in self.states] != [f.name for f in feature_map.fields]:
             raise DataError("the bundle's schema and feature map list different fields")
-        self.derive, derived = _preset_derive(meta.get("preset"))
         self.inputs = []
         by_column: dict[str, InputField] = {}
         for st in self.states:
             col = st.opts.column
-            if col in derived and self.derive is not None:
+            if col in preset.derived:
                 continue
             number = st.out_kind == "numeric" or st.opts.transform == "criteo-bucket"
             if col in by_column:  # two fields from one column (e.g. numeric and bucketed)
