@@ -62,3 +62,24 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
         assert proc.returncode == 2, (args, proc.stderr)
         assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert len([l for l in proc.stderr.strip().splitlines() if l.startswith("error")]) == 1
+
+
+def test_data_commands_do_not_import_torch(tmp_path):
+    """dlf preprocess / download start without torch (~3 s) or the models: data code never imports them."""
+    code = f"""
+import sys
+from typer.testing import CliRunner
+import dlf, dlf.data
+from dlf.cli import app
+for args in (["preprocess", "--help"], ["download", "--help"],
+             ["preprocess", "--preset", "kkbox", "-i", {str(FIX / "kkbox_tiny.csv")!r}, "--out", {str(tmp_path / "o")!r},
+              "-o", "min_count=2"]):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, (args, result.output)
+loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("dlf.models"))
+assert not loaded, loaded
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "o" / "feature_map.json").is_file()
+

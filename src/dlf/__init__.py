@@ -1,7 +1,20 @@
 """dlf: CTR prediction built around DLF (SIGIR 2025)."""
+import importlib
+
 __version__ = "0.1.0"
 
-from dlf.api import train  # noqa: E402
-from dlf.config import RunConfig, load_config  # noqa: E402
-
 __all__ = ["train", "load_config", "RunConfig", "__version__"]
+
+# imported on first use: they import torch (~3 s), which the data commands (dlf preprocess, download) never need
+_LAZY = {"train": "dlf.api", "load_config": "dlf.config", "RunConfig": "dlf.config"}
+
+# `dlf.train` names both a subpackage and the function: load the subpackage now (its __init__ is empty) and drop
+# the attribute that binds, so that importing dlf.train.* later leaves the name to the function
+importlib.import_module("dlf.train")
+del train  # noqa: F821
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'dlf' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from dlf._io import atomic_write_json
+
+if TYPE_CHECKING:  # data code does not import torch: `dlf preprocess` starts without it
+    import torch
 
 FORMAT_VERSION = 1
 PAD_ID = 0

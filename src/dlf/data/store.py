@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from dlf.data.features import Batch, FeatureMap
 from dlf.data.schema import DataError
@@ -67,6 +66,8 @@ class MappedDataset:
 
     @staticmethod
     def _batch(cols: dict, idx=None) -> Batch:
+        import torch  # here, not at the top: `dlf preprocess` (which writes this format) runs without torch
+
         def t(a, dtype):
             if a is None:
                 return None

@@ -4,8 +4,16 @@
     dlf predict BUNDLE --input F --output F         dlf.serve.predict.predict_file
     dlf serve BUNDLE --port P                       dlf.serve.server.create_app / serve
 
-FastAPI, uvicorn and ONNX Runtime (the `[serve]` extra) are imported only where used.
+FastAPI, uvicorn and ONNX Runtime (the `[serve]` extra) are imported only where used, and
+dlf.serve.bundle (PyArrow) on first use of the names below: the CLI registers the serve
+commands without it.
 """
-from dlf.serve.bundle import BUNDLE_FORMAT_VERSION, Bundle, BundleError, export_bundle, load_bundle
+import importlib
 
 __all__ = ["BUNDLE_FORMAT_VERSION", "Bundle", "BundleError", "export_bundle", "load_bundle"]
+
+
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module 'dlf.serve' has no attribute {name!r}")
+    return getattr(importlib.import_module("dlf.serve.bundle"), name)
