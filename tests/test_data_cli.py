@@ -83,3 +83,19 @@ assert not loaded, loaded
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "o" / "feature_map.json").is_file()
 
+
+def test_help_lists_the_presets_options_and_datasets_of_the_registries():
+    from typer.testing import CliRunner
+
+    from dlf.cli import app
+    from dlf.data.download import DATASETS
+    from dlf.data.preprocess import KNOWN_OPTIONS
+    from dlf.data.presets import PRESETS
+
+    out = CliRunner().invoke(app, ["preprocess", "--help"], env={"COLUMNS": "200"}).output
+    for name, preset in PRESETS.items():
+        assert f"{name}  " in out and preset.description[:40] in out, name
+    for key, (value, _) in KNOWN_OPTIONS.items():
+        assert f"{key}={value}" in out, key
+    out = CliRunner().invoke(app, ["download", "--help"], env={"COLUMNS": "200"}).output
+    assert all(name in out for name in DATASETS)

@@ -8,7 +8,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand
+
+from dlf.data.download import DATASETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="dlf: CTR prediction with DLF and baselines.")
 err = Console(stderr=True)
@@ -73,16 +77,37 @@ def train(
         Console().print(f"run directory: {out}")
 
 
-@app.command()
+class _PreprocessCommand(TyperCommand):
+    """`dlf preprocess --help` also lists the presets and --option keys, from their registries: imported only
+    when the help is shown (they need NumPy and PyArrow, which the other commands start without)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        from rich.panel import Panel
+
+        from dlf.data.preprocess import KNOWN_OPTIONS
+        from dlf.data.presets import PRESETS
+
+        super().format_help(ctx, formatter)
+        presets = [(p.name, p.description) for p in PRESETS.values()]
+        options = [(f"{key}={value}", doc) for key, (value, doc) in KNOWN_OPTIONS.items()]
+        for title, rows in (("Presets: --preset NAME", presets), ("Options: --option KEY=VALUE", options)):
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(style="bold cyan", no_wrap=True)
+            grid.add_column()
+            for key, text in rows:
+                grid.add_row(escape(key), escape(text))
+            Console().print(Panel(grid, title=title, title_align="left", border_style="dim"))
+
+
+@app.command(cls=_PreprocessCommand)
 def preprocess(
-    preset: str = typer.Option(..., help="criteo, avazu, fuxictr, libfm, frappe, movielens-1m or generic."),
+    preset: str = typer.Option(..., help="The dataset's format: a preset listed below."),
     input_: list[str] = typer.Option(..., "--input", "-i", help="Input file or folder; ROLE=PATH (train/valid/test) "
                                      "to give a split as a file (repeatable)."),
     out: Path = typer.Option(..., help="Output folder (replaced atomically when complete)."),
     schema: Optional[Path] = typer.Option(None, help="Schema YAML (dlf schema, or a FuxiCTR dataset_config.yaml)."),
-    option: list[str] = typer.Option([], "--option", "-o", help="KEY=VALUE: min_count, buckets, split "
-                                     "(random/time/sequential), ratios=0.8,0.1,0.1, seed, time_column, numeric, "
-                                     "fields (repeatable)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="KEY=VALUE, overriding the preset's default; "
+                                     "keys listed below (repeatable)."),
     on_bad_row: str = typer.Option("error", help="error: stop at the first bad row; skip: drop and count them."),
     force: bool = typer.Option(False, help="Rebuild even when the output is up to date."),
 ) -> None:
@@ -119,8 +144,9 @@ def preprocess(
 
 @app.command()
 def download(
-    name: str = typer.Argument(..., help="movielens-1m, frappe, kkbox, ipinyou (fetched); criteo, avazu, kdd12 "
-                               "(Kaggle login: says where to get the files)."),
+    name: str = typer.Argument(..., help=f"{', '.join(n for n, d in DATASETS.items() if d.files)} (fetched); "
+                               f"{', '.join(n for n, d in DATASETS.items() if not d.files)} (behind a login: "
+                               "says where to get the files and where to put them)."),
     out: Path = typer.Option(..., help="Folder for the raw files (a rerun resumes or does nothing)."),
 ) -> None:
     """Fetch a public dataset (checksums, resume) and print the `dlf preprocess` command to run next."""

@@ -565,8 +565,20 @@ def apply_options(schema: Schema, options: dict) -> Schema:
     return dataclasses.replace(schema, fields=fields, split=split).validate("schema with --option overrides")
 
 
-KNOWN_OPTIONS = {"min_count", "buckets", "split", "ratios", "seed", "time_column", "numeric", "fields", "dataset_id",
-                 "feature_index"}
+# `--option KEY=VALUE` keys: the form of the value and what it sets (listed by `dlf preprocess --help`)
+KNOWN_OPTIONS = {
+    "min_count": ("N", "values seen fewer than N times in train -> out of vocabulary (default: the preset's)"),
+    "buckets": ("N", "hash categorical and multi-valued fields into N buckets instead of a vocabulary"),
+    "split": ("random|time|sequential", "how train files are split into the splits not given as files (time: by "
+              "time_column; sequential: in file order)"),
+    "ratios": ("TRAIN,VALID,TEST", "fractions of that split, e.g. 0.8,0.1,0.1"),
+    "seed": ("N", "seed of the random split"),
+    "time_column": ("NAME", "the column the time split orders rows by"),
+    "numeric": ("bucket|log|standardize|none", "integer count columns (criteo, kdd12; default bucket)"),
+    "fields": ("NAME:SIZE,...", "libFM fields and how many indices each has, in index order (libfm)"),
+    "feature_index": ("FILE", "libFM feature index, one 'FIELD INDEX' or 'FIELD:VALUE INDEX' per line (libfm)"),
+    "dataset_id": ("NAME", "which dataset of a FuxiCTR dataset_config.yaml holding several (--schema)"),
+}
 
 
 def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: str | Path | Schema | None = None,
@@ -576,7 +588,7 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
     started = time.perf_counter()
     log = log or (lambda msg: None)
     options = dict(options or {})
-    unknown = set(options) - KNOWN_OPTIONS
+    unknown = set(options) - KNOWN_OPTIONS.keys()
     if unknown:
         raise DataError(f"unknown option(s) {sorted(unknown)}; known: {', '.join(sorted(KNOWN_OPTIONS))}")
     p = get_preset(preset)

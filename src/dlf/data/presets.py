@@ -725,7 +725,7 @@ def _kdd12(inputs, schema, options):
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("criteo", "Criteo Kaggle train.txt (TSV, no header: label, I1-I13, C1-C26); "
-           "--option numeric=bucket|log|standardize, min_count=10", _criteo),
+           "--option numeric=bucket|log|standardize|none, min_count=10", _criteo),
     Preset("avazu", "Avazu Kaggle CSV (header; id dropped; hour -> hour, weekday, weekend); --option min_count=2",
            _avazu, derive=_avazu_derive, derived=("weekday", "weekend")),
     Preset("fuxictr", "BARS/FuxiCTR splits: a folder with train/valid/test .csv or .parquet; "
@@ -741,7 +741,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "--option min_count=1", _ipinyou),
     # serving: kdd12's derivation without the profile join, which `joined` refuses
     Preset("kdd12", "KDD Cup 2012 track 2 training.txt (TSV, label = clicks > 0; gender/age from "
-           "userid_profile.txt beside it); --option numeric=bucket|log|standardize, min_count=10", _kdd12,
+           "userid_profile.txt beside it); --option numeric=bucket|log|standardize|none, min_count=10", _kdd12,
            derive=_kdd12_derive(None), joined={"gender": KDD12_PROFILE, "age": KDD12_PROFILE}),
     Preset("generic", "any CSV/TSV/Parquet with --schema my_schema.yaml", _generic),
 ]}
