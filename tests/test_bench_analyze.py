@@ -43,7 +43,7 @@ def test_synthetic_components_rebuild_the_true_logit():
 # ---------------------------------------------------------------- gradient norms
 
 
-TINY_DATA = ["data.synthetic.rows=4000", "data.synthetic.max_cardinality=200", "data.synthetic.categorical=6",
+TINY_DATA = ["data.synthetic.rows=20000", "data.synthetic.max_cardinality=200", "data.synthetic.categorical=6",
              "data.synthetic.numeric=2", "data.synthetic.first_order=1.0", "data.synthetic.pairwise=1.2",
              "data.synthetic.higher_order=1.0", "data.synthetic.noise=0.3", "data.synthetic.click_rate=0.25",
              "data.synthetic.seed=2025", "data.synthetic.zipf=1.2", "data.synthetic.pairs=16",
@@ -159,9 +159,9 @@ def test_probe_finds_more_low_order_signal_in_the_last_layer_after_training(trai
     r2 = {(r["weights"], r["layer"], r["target"]): r["r2"] for r in results}
     assert {k[1] for k in r2} == {0, 1, 2}
     # the trained model's last tokens carry the planted low-order signal better than its initial ones
-    # (margins over train seeds 1, 2, 3, 7: >= 0.07 for low-order, >= 0.13 for pair)
-    assert r2[("trained", 2, "low-order")] > r2[("init", 2, "low-order")] + 0.04
-    assert r2[("trained", 2, "pair")] > r2[("init", 2, "pair")] + 0.08
+    # (margins over train seeds 1, 2, 3, 7: >= 0.10 for low-order, >= 0.03 for pair; seed 7: 0.19 and 0.15)
+    assert r2[("trained", 2, "low-order")] > r2[("init", 2, "low-order")] + 0.05
+    assert r2[("trained", 2, "pair")] > r2[("init", 2, "pair")] + 0.02
     # and every R^2 is a sane number
     assert all(-1.0 < v <= 1.0 for v in r2.values())
 

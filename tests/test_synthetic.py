@@ -16,6 +16,23 @@ def test_deterministic_for_a_seed_and_different_across_seeds():
     assert not np.array_equal(a.test.prob, c.test.prob)
 
 
+def test_the_truth_does_not_depend_on_the_row_count():
+    """More rows are a bigger sample of the same world: rows with the same features get the same true
+    probability (up to the per-sample standardisation and click-rate bias); another seed is another world."""
+    kw = {"categorical": 3, "max_cardinality": 5, "numeric": 0, "multi_valued": False, "pairs": 2, "triples": 1,
+          "noise": 0.0}
+
+    def prob_by_features(d):
+        return dict(zip((d.train.categorical @ np.array([100, 10, 1])).tolist(), d.train.prob.tolist()))
+
+    small = prob_by_features(generate(SyntheticConfig(rows=5_000, **kw)))
+    big = prob_by_features(generate(SyntheticConfig(rows=20_000, **kw)))
+    other = prob_by_features(generate(SyntheticConfig(rows=20_000, seed=7, **kw)))
+    assert len(small.keys() & big.keys()) > 40
+    assert max(abs(small[x] - big[x]) for x in small.keys() & big.keys()) < 0.03
+    assert max(abs(small[x] - other[x]) for x in small.keys() & other.keys()) > 0.2
+
+
 def test_shapes_splits_ids_and_missing_values():
     d = generate(SMALL)
     assert (len(d.train), len(d.valid), len(d.test)) == (16_000, 2_000, 2_000)
@@ -60,7 +77,7 @@ def test_interaction_strength_controls_what_a_linear_model_can_reach():
 
     def linear_gap(**kw):
         d = generate(SyntheticConfig(rows=40_000, categorical=6, max_cardinality=30, numeric=0,
-                                     multi_valued=False, noise=0.0, **kw))
+                                     multi_valued=False, pairs=8, triples=4, noise=0.0, **kw))
         enc = OneHotEncoder(handle_unknown="ignore").fit(d.train.categorical)
         clf = LogisticRegression(max_iter=2000).fit(enc.transform(d.train.categorical), d.train.label)
         p = clf.predict_proba(enc.transform(d.test.categorical))[:, 1]
@@ -70,8 +87,35 @@ def test_interaction_strength_controls_what_a_linear_model_can_reach():
     assert linear_gap(pairwise=1.5, higher_order=1.5) > 0.04
 
 
+def test_pairwise_term_holds_no_first_order_part():
+    """The planted pair term is a pure interaction: the best linear function of the features (one-hot ids,
+    numeric values, tag shares) explains the first-order term fully and none of the pair term."""
+    from scipy import sparse
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import OneHotEncoder
+
+    d = generate(SyntheticConfig(rows=40_000, categorical=6, max_cardinality=30, numeric=2, pairs=8, triples=4))
+    enc = OneHotEncoder(handle_unknown="ignore").fit(d.train.categorical)
+
+    def features(ds):
+        tags = ds.multi[:, 0]
+        share = np.stack([(tags == t).sum(1) for t in range(2, 2 + 40)], 1) / (tags > 0).sum(1, keepdims=True)
+        return sparse.hstack([enc.transform(ds.categorical), ds.numeric, share]).tocsr()
+
+    def linear_r2(name):
+        fit = Ridge(alpha=1e-3).fit(features(d.train), d.components["train"][name])
+        target = d.components["test"][name]
+        return 1 - (target - fit.predict(features(d.test))).var() / target.var()
+
+    assert linear_r2("first") > 0.99
+    assert linear_r2("pair") < 0.02
+
+
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="splits"):
         generate(SyntheticConfig(splits=(0.5, 0.5, 0.5)))
     with pytest.raises(ValueError, match="may interact"):
         generate(SyntheticConfig(rows=1000, min_cardinality=100, numeric=0, multi_valued=False))
+    with pytest.raises(ValueError, match="4 distinct groups of 2 asked for, but only 3 field"):  # P is a set
+        generate(SyntheticConfig(rows=1000, categorical=3, max_cardinality=5, numeric=0, multi_valued=False,
+                                 pairs=4, triples=1))

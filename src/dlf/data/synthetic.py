@@ -5,6 +5,12 @@ numeric fields with heavy tails (log-normal counts) and missing values, and an o
 multi-valued field (a list of tags). Each field f gives every row a vector v_f:
   categorical: a row of a random table;  numeric: t * (random vector), t = log1p(x), 0 if missing;
   multi-valued: the mean of its tags' rows.
+The pair parts of every v_f are centred (mean zero over the field's value distribution; numeric:
+t minus its mean), so with independent fields the pair term below is a pure interaction: no
+first-order part hides in it, and a linear model cannot reach it through main effects. The triple
+parts are not centred: like most real higher-order effects, each planted triple comes with
+lower-order parts (a pure three-way product of independent fields gives a learner no lower-order
+gradient to start from, and the demo DLF did not find one built on the tag field in 10 epochs).
 The true click logit is
   logit = b + s1 * first + s2 * pair + s3 * triple + s_noise * eps,   eps ~ N(0, 1) unobserved
   first  = sum_f v_f[0]                                   (first order)
@@ -15,10 +21,13 @@ their strengths, and b sets the click rate. The label is drawn from sigmoid(logi
 Given the observed features the best possible prediction (the oracle) is
   p(x) = E_eps[sigmoid(logit_without_noise + s_noise * eps)],
 computed by Gauss-Hermite quadrature, so oracle AUC/logloss on the test split is the
-ceiling no model can beat beyond sampling noise. Everything is deterministic for a seed.
+ceiling no model can beat beyond sampling noise. Everything is deterministic for a seed, and the
+truth (tables, directions, P and T) does not depend on `rows`: more rows are a bigger sample of the
+same world, so runs at different sizes are comparable.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +40,7 @@ FIRST_ID = 2  # ids 0 and 1 are PAD and OOV
 
 @dataclass
 class SyntheticConfig:
-    rows: int = 300_000  # total, split by `splits`
+    rows: int = 1_000_000  # total, split by `splits`
     splits: tuple[float, float, float] = (0.8, 0.1, 0.1)
     categorical: int = 16
     min_cardinality: int = 3
@@ -43,8 +52,8 @@ class SyntheticConfig:
     multi_vocab: int = 40
     multi_max_len: int = 5
     latent_dim: int = 4  # k: size of the pair and triple latent vectors
-    pairs: int = 12  # |P|
-    triples: int = 4  # |T|
+    pairs: int = 12  # |P|, distinct field pairs
+    triples: int = 4  # |T|, distinct field triples
     interaction_max_cardinality: int = 25  # only fields up to this size (and numeric/multi) take part in P and T
     first_order: float = 1.0  # s1
     pairwise: float = 1.2  # s2
@@ -77,10 +86,32 @@ class SyntheticData:
     components: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
-def _zipf_sample(rng: np.random.Generator, n_values: int, exponent: float, size) -> np.ndarray:
+def _zipf_probs(n_values: int, exponent: float) -> np.ndarray:
     p = 1.0 / np.arange(1, n_values + 1) ** exponent
-    cdf = np.cumsum(p / p.sum())
+    return p / p.sum()
+
+
+def _zipf_sample(rng: np.random.Generator, n_values: int, exponent: float, size) -> np.ndarray:
+    cdf = np.cumsum(_zipf_probs(n_values, exponent))
     return np.minimum(np.searchsorted(cdf, rng.random(size)), n_values - 1)
+
+
+def _centred_table(world: np.random.Generator, probs: np.ndarray, k: int) -> np.ndarray:
+    """A random value table whose pair columns (1..k) have mean zero under `probs`."""
+    table = world.standard_normal((len(probs), 1 + 2 * k))
+    table[:, 1:1 + k] -= probs @ table[:, 1:1 + k]
+    return table
+
+
+def _distinct_groups(world: np.random.Generator, fields: list[int], size: int, count: int,
+                     cfg: SyntheticConfig) -> list[tuple[int, ...]]:
+    """`count` distinct field groups of `size` (the planted pairs P or triples T), drawn from `fields`."""
+    groups = list(itertools.combinations(fields, size))
+    if count > len(groups):
+        raise ValueError(f"data.synthetic: {count} distinct groups of {size} asked for, but only {len(fields)} "
+                         f"field(s) may interact ({len(groups)} groups); raise interaction_max_cardinality "
+                         f"(now {cfg.interaction_max_cardinality}), add numeric fields or ask for fewer")
+    return [groups[i] for i in world.choice(len(groups), size=count, replace=False)]
 
 
 def expected_sigmoid(logit: np.ndarray, noise_std: float, nodes: int = 48) -> np.ndarray:
@@ -98,24 +129,25 @@ def expected_sigmoid(logit: np.ndarray, noise_std: float, nodes: int = 48) -> np
 def generate(cfg: SyntheticConfig | None = None) -> SyntheticData:
     cfg = cfg or SyntheticConfig()
     cfg.validate()
-    rng = np.random.default_rng(cfg.seed)
+    world = np.random.default_rng([cfg.seed, 0])  # the truth: tables, numeric directions, P and T
+    rng = np.random.default_rng([cfg.seed, 1])  # the rows drawn from it
     n, k = cfg.rows, cfg.latent_dim
     width = 1 + 2 * k  # per-field vector: [first order | pair latent | triple latent]
 
     cards = np.geomspace(cfg.min_cardinality, cfg.max_cardinality, cfg.categorical).round().astype(int)
     specs: list[FieldSpec] = []
-    vectors: list[np.ndarray] = []  # per field, n x width
-    interacting: list[int] = []  # indices (into `vectors`) of fields allowed in P and T
+    # every field's per-row vector, filled in place (one n x F x width array, no per-field copies to stack)
+    v = np.empty((n, cfg.categorical + cfg.numeric + int(cfg.multi_valued), width))
+    interacting: list[int] = []  # indices (into the field axis of v) of fields allowed in P and T
 
     categorical = np.empty((n, cfg.categorical), dtype=np.int32)
     for j, card in enumerate(cards):
         values = _zipf_sample(rng, card, cfg.zipf, n)
         categorical[:, j] = values + FIRST_ID
-        table = rng.standard_normal((card, width))
-        vectors.append(table[values])
-        specs.append(FieldSpec(f"c{j + 1}", "categorical", vocab_size=int(card) + FIRST_ID))
+        v[:, len(specs)] = _centred_table(world, _zipf_probs(card, cfg.zipf), k)[values]
         if card <= cfg.interaction_max_cardinality:
-            interacting.append(len(vectors) - 1)
+            interacting.append(len(specs))
+        specs.append(FieldSpec(f"c{j + 1}", "categorical", vocab_size=int(card) + FIRST_ID))
 
     numeric = np.zeros((n, cfg.numeric), dtype=np.float32)
     for j in range(cfg.numeric):
@@ -123,10 +155,11 @@ def generate(cfg: SyntheticConfig | None = None) -> SyntheticData:
         t = np.log1p(raw)
         t[rng.random(n) < cfg.missing_rate] = 0.0  # missing: model input and truth both see 0
         numeric[:, j] = t
-        direction = rng.standard_normal(width) / max(t.std(), 1e-6)
-        vectors.append(t[:, None] * direction)
+        direction = world.standard_normal(width) / max(t.std(), 1e-6)
+        v[:, len(specs)] = t[:, None] * direction
+        v[:, len(specs), 1:1 + k] -= t.mean() * direction[1:1 + k]
+        interacting.append(len(specs))
         specs.append(FieldSpec(f"i{j + 1}", "numeric"))
-        interacting.append(len(vectors) - 1)
 
     multi = np.zeros((n, 1 if cfg.multi_valued else 0, cfg.multi_max_len), dtype=np.int32)
     if cfg.multi_valued:
@@ -134,25 +167,19 @@ def generate(cfg: SyntheticConfig | None = None) -> SyntheticData:
         tags = _zipf_sample(rng, cfg.multi_vocab, 1.0, (n, cfg.multi_max_len))
         mask = np.arange(cfg.multi_max_len)[None, :] < lengths[:, None]
         multi[:, 0, :] = np.where(mask, tags + FIRST_ID, PAD_ID)
-        table = rng.standard_normal((cfg.multi_vocab, width))
-        vectors.append((table[tags] * mask[..., None]).sum(1) / lengths[:, None])
+        table = _centred_table(world, _zipf_probs(cfg.multi_vocab, 1.0), k)  # the mean of i.i.d. tags: centred too
+        v[:, len(specs)] = (table[tags] * mask[..., None]).sum(1) / lengths[:, None]
+        interacting.append(len(specs))
         specs.append(FieldSpec("tags", "multi", vocab_size=cfg.multi_vocab + FIRST_ID, max_len=cfg.multi_max_len))
-        interacting.append(len(vectors) - 1)
 
-    if len(interacting) < 3 and (cfg.pairs or cfg.triples):
-        raise ValueError(f"data.synthetic: only {len(interacting)} field(s) may interact; raise "
-                         f"interaction_max_cardinality (now {cfg.interaction_max_cardinality}) or add numeric fields")
-    v = np.stack(vectors, axis=1)  # n x F x width
     first = v[:, :, 0].sum(1)
     pair = np.zeros(n)
-    for _ in range(cfg.pairs):
-        f, g = rng.choice(interacting, size=2, replace=False)
+    for f, g in _distinct_groups(world, interacting, 2, cfg.pairs, cfg):
         pair += (v[:, f, 1:1 + k] * v[:, g, 1:1 + k]).sum(1)
     triple = np.zeros(n)
-    for _ in range(cfg.triples):
-        f, g, h = rng.choice(interacting, size=3, replace=False)
+    for f, g, h in _distinct_groups(world, interacting, 3, cfg.triples, cfg):
         triple += (v[:, f, 1 + k:] * v[:, g, 1 + k:] * v[:, h, 1 + k:]).sum(1)
-    unit = lambda a: (a - a.mean()) / (a.std() + 1e-12)  # noqa: E731
+    unit = lambda a: (a - a.mean()) / (a.std() + 1e-12)
     signal = cfg.first_order * unit(first) + cfg.pairwise * unit(pair) + cfg.higher_order * unit(triple)
 
     # Bias b such that the mean click probability equals click_rate (bisection on a fixed subsample;
@@ -169,7 +196,7 @@ def generate(cfg: SyntheticConfig | None = None) -> SyntheticData:
 
     fm = FeatureMap(specs, meta={"source": "synthetic", "rows": n, "label_rate": float(label.mean())})
     # FeatureMap order: categorical, numeric, multi -- the same order the embedding emits tokens in.
-    bounds = np.cumsum([int(round(s * n)) for s in cfg.splits[:2]])
+    bounds = np.cumsum([round(s * n) for s in cfg.splits[:2]])
     parts = np.split(np.arange(n), bounds)
     ds = [ArrayDataset(categorical[i], numeric[i], multi[i], label[i], prob=prob[i]) for i in parts]
     planted = {"first": unit(first), "pair": unit(pair), "triple": unit(triple)}
