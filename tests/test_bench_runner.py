@@ -168,6 +168,17 @@ def test_search_gives_every_model_the_same_budget_and_selects_on_validation(tmp_
     assert "## Hyper-parameter search" in (tmp_path / "report.md").read_text()
 
 
+def test_dataset_model_keys_apply_only_to_models_that_have_them():
+    spec = spec_from_dict({"models": ["lr", "dnn"], "datasets": {"synthetic": {"set": {"model.batch_norm": True}}}})
+    (ds,) = spec.datasets
+    by_name = {v.name: v for v in spec.models}
+    over, skipped = run_overrides(spec, ds, by_name["dnn"], seed=1)
+    assert over["model.batch_norm"] is True and not skipped
+    over, skipped = run_overrides(spec, ds, by_name["lr"], seed=1)
+    assert "model.batch_norm" not in over and skipped == ["model.batch_norm"]
+    build_config(None, over)  # LR's config accepts what is left
+
+
 def test_search_points_skip_keys_a_model_does_not_have():
     spec = load_spec(None, models="lr", grid=["model.embedding_dim=4,8", "train.lr=0.1,0.01"], trials=0)
     points, skipped = search_points(spec.search, "lr")

@@ -15,7 +15,7 @@ A bench is described by a spec (YAML or flags):
 
 Override precedence (lowest first): base config, bench defaults (no progress bar, no TensorBoard, one
 checkpoint), `set`, the dataset's `set`, the variant's `set`, the search's chosen values, `--set` flags,
-the seed. Common (base config, `set`, `--set`, search grid) `model.KEY` values apply only to models whose config has KEY
+the seed. Common (base config, `set`, a dataset's `set`, `--set`, search grid) `model.KEY` values apply only to models whose config has KEY
 (so `model.embedding_dim: 16` can be given once for a zoo that includes LR); the skipped keys are
 listed in the report. A variant's own `set` is strict: a wrong key fails that variant's runs.
 
@@ -355,14 +355,15 @@ def _applicable(values: dict[str, Any], model: str) -> tuple[dict[str, Any], lis
 def run_overrides(spec: BenchSpec, ds: DatasetSpec, v: Variant, seed: int, cli_sets: dict[str, Any] | None = None,
                   chosen: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     common, skipped = _applicable({**BENCH_DEFAULTS, **spec.set}, v.model)
+    per_dataset, skipped_ds = _applicable(ds.set, v.model)  # e.g. batch_norm on one dataset, for the models that have it
     late, skipped2 = _applicable(cli_sets or {}, v.model)
-    over = {**common, **ds.set, **v.set, **(chosen or {}), **late, "model.name": v.model, "train.seed": seed}
+    over = {**common, **per_dataset, **v.set, **(chosen or {}), **late, "model.name": v.model, "train.seed": seed}
     if ds.path is not None:
         over["data.path"] = str(ds.path)
         over["data.dataset"] = "processed"
     else:
         over["data.dataset"] = "synthetic"
-    return over, sorted(set(skipped + skipped2))
+    return over, sorted(set(skipped + skipped_ds + skipped2))
 
 
 def search_points(spec: SearchSpec, model: str) -> tuple[list[dict[str, Any]], list[str]]:
