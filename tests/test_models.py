@@ -97,6 +97,22 @@ def test_naf_slots_summarise_their_own_branch_only():
     assert small.pool.shape == (4, 3) and torch.equal(small.pool[3], torch.tensor([0.0, 0.0, 1.0]))
 
 
+@pytest.mark.parametrize("heads, slots", [(1, 2), (2, 2), (4, 0)])
+def test_naf_computes_its_equation_per_head(heads, slots):
+    """NAF(Z) = Z + concat_j softmax(Q_j K_j^T / sqrt(d_h)) S_j, K = S + T[branch], written one head at a time."""
+    from dlf.models.dlf import NetworkAwareFusion
+    torch.manual_seed(0)
+    naf = NetworkAwareFusion([3, 3, 2], dim=8, heads=heads, slots=slots)
+    z = torch.randn(5, 8, 8)
+    s = torch.einsum("ns,bnd->bsd", naf.pool * naf.pool_mask, z) if slots else z
+    k = s + naf.branch_embedding[naf.key_branch]
+    dh = 8 // heads
+    cols = [slice(j * dh, (j + 1) * dh) for j in range(heads)]
+    expected = z + torch.cat([torch.softmax(naf.query[:, c] @ k[:, :, c].transpose(1, 2) / dh ** 0.5, -1) @ s[:, :, c]
+                              for c in cols], dim=-1)
+    torch.testing.assert_close(naf(z), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_checkpoint_layers_gives_the_same_gradients(small_feature_map):
     torch.manual_seed(0)
     batch = random_batch(small_feature_map, 32)

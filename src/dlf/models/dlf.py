@@ -176,20 +176,28 @@ class NetworkAwareFusion(nn.Module):
         self.register_buffer("key_branch", key_branch, persistent=False)
         self.branch_embedding = nn.Parameter(torch.randn(len(branch_tokens), dim) * 0.02)  # T: n_branches x d
         self.query = nn.Parameter(torch.randn(n, dim) / math.sqrt(dim))  # Q: N x d
+        # Which feature column belongs to which head: the block-diagonal layout of all heads' queries (d x H N) and
+        # each head's columns of the output (H x 1 x d).
+        column_head = torch.arange(dim) // (dim // heads)  # d
+        self.register_buffer("query_blocks", (column_head[:, None] == torch.arange(heads).repeat_interleave(n)).float(),
+                             persistent=False)
+        self.register_buffer("head_columns", (torch.arange(heads)[:, None, None] == column_head).float(),
+                             persistent=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # B x N x d
         b, n, d = z.shape
         h, dh = self.heads, d // self.heads
         s = token_mix(self.pool * self.pool_mask, z) if hasattr(self, "pool") else z  # S = P^T Z: B x S x d
         keys = s + autocast_input(self.branch_embedding)[self.key_branch]  # K = S + T[branch]: B x S x d
-        # Heads are folded into the batch of plain batched products (views, no copies, when H = 1). Written out rather
-        # than F.scaled_dot_product_attention: torch's CPU attention backward is several times slower at these sizes.
-        heads = lambda x: x.view(b, -1, h, dh).transpose(1, 2).reshape(b * h, -1, dh)  # noqa: E731  (B H) x S x d_h
-        q = autocast_input(self.query / math.sqrt(dh)).view(n, h, dh).transpose(0, 1)  # Q / sqrt(d_h): H x N x d_h
-        q = q.expand(b, h, n, dh).reshape(b * h, n, dh)  # (Q broadcast over the batch)
-        attn = torch.softmax(torch.bmm(q, heads(keys).transpose(1, 2)), dim=-1)  # softmax(Q K^T / sqrt(d_h)): (B H) x N x S
-        mixed = torch.bmm(attn, heads(s))  # A S: (B H) x N x d_h
-        return z + mixed.view(b, h, n, dh).transpose(1, 2).reshape(b, n, d)  # Z + A S: B x N x d
+        # All heads' scores in one product of K with the block-diagonal query matrix Q_bd = blockdiag(Q_1^T, ..., Q_H^T)
+        # (d x H N): no per-sample copy of Q, and one large product instead of B H small ones. Written out rather than
+        # F.scaled_dot_product_attention: torch's CPU attention backward is several times slower at these sizes.
+        q = autocast_input(self.query.t().repeat(1, h) * self.query_blocks / math.sqrt(dh))  # Q_bd / sqrt(d_h)
+        attn = torch.softmax(torch.matmul(keys, q), dim=1)  # softmax over the S keys of K Q_j^T: B x S x (H N)
+        mixed = torch.bmm(attn.transpose(1, 2), s)  # A_j S for every head j over all d columns: B x (H N) x d
+        if h > 1:  # head j's output is its own d_h columns of A_j S
+            mixed = (mixed.view(b, h, n, d) * self.head_columns).sum(1)  # B x N x d
+        return z + mixed  # Z + A S: B x N x d
 
 
 class ResidualGate(nn.Module):
