@@ -179,6 +179,23 @@ def test_dataset_model_keys_apply_only_to_models_that_have_them():
     build_config(None, over)  # LR's config accepts what is left
 
 
+def test_a_dataset_given_by_path_keeps_its_name_and_overrides_from_the_file(tmp_path):
+    data = tmp_path / "data" / "crit"
+    data.mkdir(parents=True)
+    (data / "feature_map.json").write_text("{}")
+    spec_file = tmp_path / "bench.yaml"
+    spec_file.write_text(yaml.safe_dump({"models": ["lr"], "datasets": {
+        "criteo-small": {"path": str(data), "set": {"train.batch_size": 256}}}}))
+    for given in ("criteo-small", str(data), str(tmp_path / "data" / ".." / "data" / "crit")):
+        (ds,) = load_spec(spec_file, datasets=given).datasets
+        assert (ds.name, ds.set) == ("criteo-small", {"train.batch_size": 256}), given
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "feature_map.json").write_text("{}")
+    (ds,) = load_spec(spec_file, datasets=str(other)).datasets
+    assert (ds.name, ds.set) == ("other", {})
+
+
 def test_search_points_skip_keys_a_model_does_not_have():
     spec = load_spec(None, models="lr", grid=["model.embedding_dim=4,8", "train.lr=0.1,0.01"], trials=0)
     points, skipped = search_points(spec.search, "lr")

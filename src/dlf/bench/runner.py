@@ -284,12 +284,16 @@ def load_spec(path: str | Path | None = None, *, models: str | None = None, data
     if datasets:
         chosen = [d.strip() for d in datasets.split(",") if d.strip()]
         file_ds = raw.get("datasets") if isinstance(raw.get("datasets"), dict) else {}
+        # a folder given by path is the file's dataset with that path, if there is one (its name and `set` kept)
+        by_path = {Path(str(body["path"])).resolve(): name for name, body in file_ds.items()
+                   if isinstance(body, dict) and body.get("path")}
         named = {}
         for d in chosen:
-            if d in file_ds:
-                named[d] = file_ds[d]
-            elif d == "synthetic":
+            if d == "synthetic" and d not in file_ds:
                 named[d] = {}
+            elif d in file_ds or Path(d).resolve() in by_path:
+                name = d if d in file_ds else by_path[Path(d).resolve()]
+                named[name] = file_ds[name]
             else:
                 named[_dataset_name(d)] = {"path": d}
         raw["datasets"] = named
