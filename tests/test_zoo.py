@@ -331,6 +331,40 @@ def test_finalnet_factorized_interaction_and_field_gate(small_feature_map):
         assert not hasattr(one_block, "block2") and len(one_block.branch_logits(batch)) == 1
 
 
+def test_finalnet_self_distillation_term_and_the_trainer_uses_it(small_feature_map, tmp_path):
+    torch.manual_seed(0)
+    model = tiny_model("finalnet", small_feature_map, batch_norm=False)
+    spread_embeddings(model)
+    batch = random_batch(small_feature_map, n=16)
+    logit = model.train()(batch)
+    y1, y2 = model.branch_logits(batch)
+    target = torch.sigmoid(logit).detach()
+    expected = F.binary_cross_entropy_with_logits(y1, target) + F.binary_cross_entropy_with_logits(y2, target)
+    assert torch.allclose(model.auxiliary_loss, expected)
+    model.auxiliary_loss.backward()  # the target is the detached ensemble: only each block's own side moves
+    assert model.head1.weight.grad.abs().sum() > 0
+    for off in (dict(self_distillation=False), dict(block_type="1B")):
+        other = tiny_model("finalnet", small_feature_map, **off).train()
+        other(batch)
+        assert getattr(other, "auxiliary_loss", None) is None
+    model.auxiliary_loss = None
+    model.eval()(batch)  # scoring adds no term
+    assert model.auxiliary_loss is None
+
+    from rich.console import Console
+
+    import dlf
+    from dlf.config import load_config
+    runs = {}
+    for on in (True, False):
+        cfg = load_config(None, ["data.synthetic.rows=3000", "data.synthetic.max_cardinality=100", "train.epochs=1",
+                                 "train.batch_size=256", "train.progress=false", "train.tensorboard=false",
+                                 "model.embedding_dim=4", f"model.self_distillation={str(on).lower()}"],
+                          model="finalnet")
+        runs[on] = dlf.train(cfg, out=tmp_path / str(on), console=Console(quiet=True))
+    assert runs[True]["test"]["auc"] != runs[False]["test"]["auc"]  # the trainer adds the term
+
+
 @pytest.mark.parametrize("name,bad,message", [
     ("dnn", dict(hidden_units=()), "hidden_units"),
     ("fm", dict(embedding_dim=0), "embedding_dim"),

@@ -13,9 +13,9 @@ two blocks in an ensemble, the first behind a field gate.
   block 2:      y_2 = w_2^T FINALBlock_2(flat(E1)) + b_2
   logit = (y_1 + y_2) / 2         ("2B"; "1B" uses block 1 alone)
 
-The paper also trains each block towards the ensemble's prediction (self-knowledge distillation,
-loss += BCE(sigmoid(y_k), stop_grad(sigmoid(logit))) for k = 1, 2). dlf's trainer optimises BCE on `forward`'s
-logit only, so that extra loss is not applied; `branch_logits` exposes y_1, y_2 for a trainer that wants it.
+Self-knowledge distillation ("2B", `self_distillation`, on as in FuxiCTR): each block is also trained towards
+the ensemble's prediction, loss += sum_k BCE(sigmoid(y_k), stop_grad(sigmoid(logit))). A training forward leaves
+that term in `self.auxiliary_loss`, which dlf's trainer adds to the BCE of the logit (and clears).
 Defaults: FuxiCTR `FINAL_default` (2B, field gate on, blocks 64-64-64, concat residual, BatchNorm, no activation,
 dropout 0); embedding_dim 16 (BARS Criteo_x4_001 setting; FINAL_default uses 40). Init: embeddings N(0, 1e-4);
 Linear Xavier normal with zero bias; the field gate as above.
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dlf.data.features import Batch, FeatureMap
@@ -45,6 +46,7 @@ class FinalNetConfig:
     block2_dropout: float = 0.0
     batch_norm: bool = True
     residual_type: Literal["concat", "sum"] = "concat"
+    self_distillation: bool = True  # 2B: each block also learns the ensemble's (detached) prediction
     embedding_init_std: float = 1e-4
 
     def validate(self) -> None:
@@ -140,4 +142,8 @@ class FinalNet(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         logits = self.branch_logits(batch)
-        return sum(logits) / len(logits)  # B
+        logit = sum(logits) / len(logits)  # B
+        if self.training and self.cfg.self_distillation and len(logits) > 1:
+            target = torch.sigmoid(logit.detach().float())  # stop_grad(sigmoid(logit))
+            self.auxiliary_loss = sum(F.binary_cross_entropy_with_logits(y.float(), target) for y in logits)
+        return logit

@@ -443,6 +443,10 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                         row_penalty = cfg.embedding_l2 * rows_l2(embeddings, batch)
                         penalty = row_penalty if penalty is None else penalty + row_penalty
                     total = loss if penalty is None else loss + penalty
+                    aux = getattr(_unwrap(net), "auxiliary_loss", None)  # a model's own extra term (FinalNet)
+                    if aux is not None:
+                        total = total + aux
+                        _unwrap(net).auxiliary_loss = None
                     scaler.scale(total).backward()
                     for t in tables:  # duplicates summed (coalesced) once here, then averaged over ranks
                         if t.grad is not None:
