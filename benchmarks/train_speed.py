@@ -22,9 +22,9 @@ products (`train_flops_per_sample`: 3 x 2 x forward multiply-adds; checked again
 tests/test_speed_flops.py), and evaluation (predict_proba) samples/s. The parent measures this machine's fp32
 and bf16 matrix-product peak in the same run, so every figure is also a fraction of the limit.
 
-When `fuxictr` is importable and --fuxictr-zoo points at FuxiCTR's model_zoo folder, FuxiCTR's WuKong and DCNv2
-are timed on the same batches and our/their ratios printed (skipped otherwise; this path is untested here, the
-package was not installed on the machines the figures in docs/benchmarks.md come from).
+When `fuxictr` is importable (`pip install -e '.[fuxictr]'`) and --fuxictr-zoo points at a folder holding FuxiCTR's
+model_zoo/WuKong/src and model_zoo/DCNv2/src (from the reczoo/FuxiCTR repository; the PyPI wheel has no model_zoo),
+FuxiCTR's WuKong and DCNv2 are timed on the same batches (fp32, its train_step) and our/their ratios printed.
 
 Timings on a shared machine are noisy: compare ratios taken in the same run, and repeat.
 """
@@ -272,8 +272,11 @@ def _head(data, rows: int):
 # ---------------------------------------------------------------- optional: FuxiCTR on the same batches
 
 def run_fuxictr(job: dict, fm, train) -> dict:
-    """FuxiCTR's WuKong / DCNv2 (model_zoo sources, FuxiCTR's own default sizes) on the same batches: step time.
-    Best effort: any failure is reported, not raised."""
+    """FuxiCTR's WuKong / DCNv2 (model_zoo sources) on the same batches, fp32 (FuxiCTR has no autocast): step time.
+    Sizes follow ours as far as FuxiCTR's structure allows: DCNv2 exactly (embedding 16, parallel, 3 cross
+    layers, DNN 500-500-500); WuKong with embedding 64, 3 layers, projection rank 24, FMB MLP 512-512 and FMB and
+    LCB outputs of n_F d = n_L d = 2048 values each, head MLP 512, no dropout (FuxiCTR's WuKong keeps F tokens
+    per layer where ours keeps n_F + n_L). Best effort: any failure is reported, not raised."""
     try:
         import importlib.util
 
@@ -299,15 +302,21 @@ def run_fuxictr(job: dict, fm, train) -> dict:
         fx.total_features = sum(f.vocab_size for f in fm.fields if f.kind == "categorical") + fm.num_fields
         fx.input_length = fx.num_fields
         fx.set_column_index()
-        model = getattr(module, zoo_name)(fx, gpu=-1, optimizer="adam", loss="binary_crossentropy",
-                                          embedding_dim=64 if zoo_name == "WuKong" else 16)
+        sizes = {"WuKong": dict(embedding_dim=64, num_layers=3, project_dim=24, fmb_units=[512, 512], fmb_dim=2048,
+                                compression_dim=2048, mlp_hidden_units=[512], dropout_rate=0.0),
+                 "DCNv2": dict(embedding_dim=16, model_structure="parallel", num_cross_layers=3,
+                               parallel_dnn_hidden_units=[500, 500, 500])}[zoo_name]
+        fx.default_emb_dim = sizes["embedding_dim"]  # (FeatureMap.sum_emb_out_dim reads it)
+        model = getattr(module, zoo_name)(fx, gpu=-1, optimizer="adam", loss="binary_crossentropy", verbose=0,
+                                          model_root=str(job["data"]), metrics=["logloss", "AUC"], **sizes)
+        model._max_gradient_norm = 10.0  # set by FuxiCTR's fit(); train_step clips with it, as our step does
         cat = [f.name for f in fm.fields if f.kind == "categorical"]
         num = [f.name for f in fm.fields if f.kind == "numeric"]
         step_times = []
         for i, batch in enumerate(train.batches(job["batch_size"], shuffle=True, seed=2025, epoch=0)):
             if i >= job["warmup"] + job["steps"]:
                 break
-            inputs = {n: batch.categorical[:, j] for j, n in enumerate(cat)}
+            inputs = {n: batch.categorical[:, j].long() for j, n in enumerate(cat)}
             inputs.update({n: batch.numeric[:, j] for j, n in enumerate(num)})
             inputs["label"] = batch.label
             t = time.perf_counter()
