@@ -341,8 +341,15 @@ def test_finalnet_self_distillation_term_and_the_trainer_uses_it(small_feature_m
     target = torch.sigmoid(logit).detach()
     expected = F.binary_cross_entropy_with_logits(y1, target) + F.binary_cross_entropy_with_logits(y2, target)
     assert torch.allclose(model.auxiliary_loss, expected)
-    model.auxiliary_loss.backward()  # the target is the detached ensemble: only each block's own side moves
+    # the target is the detached ensemble: the term's gradients are those of a constant target
+    model.auxiliary_loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    y1, y2 = model.branch_logits(batch)
+    (F.binary_cross_entropy_with_logits(y1, target) + F.binary_cross_entropy_with_logits(y2, target)).backward()
     assert model.head1.weight.grad.abs().sum() > 0
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(g, p.grad)
     for off in (dict(self_distillation=False), dict(block_type="1B")):
         other = tiny_model("finalnet", small_feature_map, **off).train()
         other(batch)

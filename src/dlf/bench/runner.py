@@ -289,11 +289,11 @@ def load_spec(path: str | Path | None = None, *, models: str | None = None, data
                    if isinstance(body, dict) and body.get("path")}
         named = {}
         for d in chosen:
-            if d == "synthetic" and d not in file_ds:
-                named[d] = {}
-            elif d in file_ds or Path(d).resolve() in by_path:
-                name = d if d in file_ds else by_path[Path(d).resolve()]
+            name = d if d in file_ds else by_path.get(Path(d).resolve())
+            if name is not None:
                 named[name] = file_ds[name]
+            elif d == "synthetic":
+                named[d] = {}
             else:
                 named[_dataset_name(d)] = {"path": d}
         raw["datasets"] = named
