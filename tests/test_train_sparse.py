@@ -7,11 +7,12 @@ from rich.console import Console
 from torch import nn
 
 from conftest import random_batch
-from dlf.config import load_config
+from dlf.config import ConfigError, load_config
 from dlf.data.synthetic import generate
 from dlf.models import build_model
 from dlf.models.embedding import FieldEmbedding
 from dlf.train.checkpoint import list_checkpoints, load_checkpoint
+from dlf.train.rowwise import RowWiseAdagrad
 from dlf.train.trainer import (PlateauController, TrainingError, build_optimizer, build_sparse_optimizer, fit,
                                rows_l2, sparse_embeddings)
 
@@ -146,3 +147,49 @@ def test_embedding_l2_still_shrinks_the_table_in_sparse_mode():
     norms = [float(_train("dlf", *common, *extra)[1]["embedding.table"].norm()) for extra in
              ([], ["train.embedding_l2=1000"])]
     assert norms[1] < 0.5 * norms[0]
+
+
+def test_rowwise_adagrad_keeps_one_accumulator_per_row_and_steps_by_the_formula():
+    table = nn.Parameter(torch.randn(6, 4))
+    opt = RowWiseAdagrad([table], lr=0.5)
+    w0 = table.detach().clone()
+    grads = [torch.sparse_coo_tensor(torch.tensor([[1, 4, 1]]), torch.arange(12.0).view(3, 4) - 5, (6, 4)),
+             torch.sparse_coo_tensor(torch.tensor([[4]]), torch.full((1, 4), 2.0), (6, 4))]
+    want, acc = w0.clone(), torch.zeros(6)
+    for g in grads:
+        table.grad = g
+        opt.step()
+        dense = g.to_dense()  # duplicate lookups of a row add up
+        rows = dense.abs().sum(1) > 0
+        acc[rows] += dense[rows].pow(2).mean(1)  # s_i += mean_j g_ij^2
+        want[rows] -= 0.5 * dense[rows] / (acc[rows].sqrt() + 1e-8).unsqueeze(1)
+    torch.testing.assert_close(table.detach(), want)
+    assert opt.state[table]["sum"].shape == (6,)  # V floats, not V x d
+    torch.testing.assert_close(opt.state[table]["sum"], acc)
+    assert torch.equal(table.detach()[[0, 2, 3, 5]], w0[[0, 2, 3, 5]])  # rows never looked up: untouched
+
+
+def test_rowwise_adagrad_trains_the_tables_and_needs_sparse_gradients():
+    with pytest.raises(ConfigError, match="set train.sparse_embedding=true as well"):
+        load_config(None, DATA + ["train.embedding_optimizer=rowwise_adagrad"], model="lr")
+    common = [*DLF, "train.batch_size=256", "train.sparse_embedding=true", "train.embedding_optimizer=rowwise_adagrad",
+              "train.embedding_lr=0.05"]
+    init, final, data = _train("dlf", *common)
+    moved = (final["embedding.table"] - init["embedding.table"]).abs().sum(1) > 0
+    assert 0 < moved.sum() < len(moved)  # the rows the batches looked up, and only those
+    cfg = load_config(None, DATA + common, model="dlf")
+    model = build_model("dlf", data.feature_map, cfg.model)
+    tables = [m.table for m in sparse_embeddings(model)]
+    opt = build_sparse_optimizer(tables, cfg.train)
+    assert type(opt) is RowWiseAdagrad and opt.param_groups[0]["lr"] == 0.05
+
+
+def test_resuming_with_another_embedding_optimizer_is_refused(tmp_path):
+    _train("lr", "train.batch_size=256", "train.sparse_embedding=true", "train.tensorboard=false", run_dir=tmp_path)
+    ck = load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[0])  # written with SparseAdam
+    cfg = load_config(None, DATA + ["train.batch_size=256", "train.sparse_embedding=true",
+                                    "train.embedding_optimizer=rowwise_adagrad"], model="lr")
+    data = generate(cfg.data.synthetic)
+    model = build_model("lr", data.feature_map, cfg.model)
+    with pytest.raises(TrainingError, match="another train.optimizer or train.embedding_optimizer"):
+        fit(model, data.train, data.valid, cfg.train, QUIET, resume=ck)

@@ -51,6 +51,10 @@ class TrainConfig:
     # fused embedding tables get sparse gradients and a row-wise optimiser (SparseAdam for adam/adamw, sparse
     # Adagrad for adagrad); the other parameters keep `optimizer`. embedding_l2 then covers the batch's rows only
     sparse_embedding: bool = False
+    # with sparse_embedding: "auto" = the row-wise counterpart of `optimizer` (above); "rowwise_adagrad" = one
+    # Adagrad accumulator per table row (TorchRec's EXACT_ROWWISE_ADAGRAD): optimiser state V floats, not 2 V x d
+    embedding_optimizer: Literal["auto", "rowwise_adagrad"] = "auto"
+    embedding_lr: float = 0.0  # learning rate of the sparse tables' optimiser; 0 = lr
     eval_every_steps: int = 0  # also validate every N steps (0: once per epoch); patience counts evaluations
     checkpoint_every_steps: int = 0  # also checkpoint every N steps (0: once per epoch)
     keep_checkpoints: int = 2  # newest checkpoints kept in RUN/checkpoints
@@ -76,6 +80,11 @@ class TrainConfig:
                      "grad_norm_every_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.embedding_lr < 0:
+            raise ConfigError(f"train.embedding_lr must be >= 0 (0: train.lr), got {self.embedding_lr}")
+        if self.embedding_optimizer != "auto" and not self.sparse_embedding:
+            raise ConfigError(f"train.embedding_optimizer={self.embedding_optimizer} updates the embedding tables "
+                              "row by row from sparse gradients; set train.sparse_embedding=true as well")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 

@@ -32,6 +32,7 @@ from dlf.models.embedding import FieldEmbedding
 from dlf.train.checkpoint import Checkpoint, TrainState, restore_rng, save_checkpoint
 from dlf.train.distributed import DistContext
 from dlf.train.logging import RunLogger
+from dlf.train.rowwise import RowWiseAdagrad
 from dlf.train.metrics import classification_metrics
 
 CHECKPOINT_DIR = "checkpoints"
@@ -135,14 +136,18 @@ def sparse_embeddings(model: nn.Module) -> list[FieldEmbedding]:
 
 
 def build_sparse_optimizer(tables: list[nn.Parameter], cfg) -> torch.optim.Optimizer:
-    """Row-wise counterpart of `cfg.optimizer` for tables with sparse gradients: only the rows in the batch
-    (and their optimiser state) are read and written. SparseAdam is "lazy" Adam: a row's moments move only
-    when the row is in a batch. Neither takes weight_decay (it stays with the dense optimiser)."""
+    """Row-wise optimiser for tables with sparse gradients: only the rows in the batch (and their optimiser state)
+    are read and written. With embedding_optimizer "auto", the counterpart of `cfg.optimizer`: SparseAdam is "lazy"
+    Adam (a row's moments move only when the row is in a batch). None takes weight_decay (it stays with the dense
+    optimiser)."""
+    lr = getattr(cfg, "embedding_lr", 0.0) or cfg.lr
+    if getattr(cfg, "embedding_optimizer", "auto") == "rowwise_adagrad":
+        return RowWiseAdagrad(tables, lr=lr)
     name = getattr(cfg, "optimizer", "adam")
     if name in ("adam", "adamw"):
-        return torch.optim.SparseAdam(tables, lr=cfg.lr)
+        return torch.optim.SparseAdam(tables, lr=lr)
     if name == "adagrad":  # sparse Adagrad updates exactly the rows dense Adagrad would change
-        return torch.optim.Adagrad(tables, lr=cfg.lr, foreach=False)
+        return torch.optim.Adagrad(tables, lr=lr, foreach=False)
     raise TrainingError(f"train.optimizer: unknown optimiser {name!r}; use adam, adamw or adagrad")
 
 
@@ -330,9 +335,14 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
             raise TrainingError(f"{resume.path} was written with train.sparse_embedding="
                                 f"{str(not tables).lower()}; resume with the same setting")
         model.load_state_dict(resume.model)
-        optimizer.load_state_dict(resume.optimizer)
-        if sparse_optimizer is not None:
-            sparse_optimizer.load_state_dict(resume.sparse_optimizer)
+        for opt, saved in ((optimizer, resume.optimizer), (sparse_optimizer, resume.sparse_optimizer)):
+            if opt is None:
+                continue
+            if saved["param_groups"] and set(saved["param_groups"][0]) != set(opt.param_groups[0]):
+                raise TrainingError(f"{resume.path} was written with another train.optimizer or "
+                                    f"train.embedding_optimizer (it has no state for {type(opt).__name__}); "
+                                    "resume with the same settings")
+            opt.load_state_dict(saved)
         state = resume.state
         plateau.load_state_dict(state.plateau)
         if state.scaler and precision == "fp16":
