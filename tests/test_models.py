@@ -135,3 +135,25 @@ def test_checkpoint_layers_gives_the_same_gradients(small_feature_map):
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0
     assert saved[1] < 0.6 * saved[0]
+
+
+def test_residual_gate_backward_matches_autograd_of_the_plain_formula():
+    from dlf.models.dlf import ResidualGate, _GateProduct
+    torch.manual_seed(0)
+    x = torch.randn(4, 5, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, 1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_GateProduct.apply, (x, w, b))
+    gate = ResidualGate(5, 6).double()
+    with torch.no_grad():
+        gate.weight.copy_(w)
+        gate.bias.copy_(b)
+    xs = x.transpose(0, 1).contiguous().transpose(0, 1)  # non-contiguous input, as a sliced residual
+    out, ref = gate(xs), torch.sigmoid((xs @ w).unsqueeze(-1) + b) * xs
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, gate.weight, gate.bias), grad)
+    want = torch.autograd.grad(ref, (x, w, b), grad)
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r)
+    with torch.no_grad():  # inference takes the plain path: the same values
+        torch.testing.assert_close(gate(xs), ref.detach())
