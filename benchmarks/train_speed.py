@@ -5,7 +5,8 @@
     python benchmarks/train_speed.py --models dlf_concat --batch-sizes 10000 --rows 1000000 --steps 3   # RSS check
     DLF_MALLOC_TUNING=0 python benchmarks/train_speed.py --models dlf_concat,dlf --batch-sizes 10000 \
         --precision bf16 --rows 1000000 --set checkpoint_layers=true     # the low-memory setting
-    python benchmarks/train_speed.py --auc-check           # test AUC, bf16 vs fp32, on a small synthetic run
+    python benchmarks/train_speed.py --auc-check           # test AUC, bf16 vs fp32 paired by seed, small synthetic run
+    python benchmarks/train_speed.py --auc-check --auc-data runs/data/frappe   # ... on a processed real dataset
 
 Data: `dlf.data.synthetic` with 26 categorical fields (Zipf values, log-spaced vocabularies up to
 --max-cardinality, ~940k embedding rows in all by default, about Criteo's with min-count 10) and 13 heavy-tailed
@@ -189,10 +190,10 @@ def peak_rss_gb() -> float:
 def run_worker(job: dict) -> dict:
     import torch
     import torch.nn.functional as F
-    from torch import nn
 
     from dlf.models import build_model, get_entry
-    from dlf.train.trainer import _autocast, build_optimizer, predict_proba, reuse_freed_memory
+    from dlf.train.trainer import (_autocast, build_optimizer, build_sparse_optimizer, clip_grad_norm_, predict_proba,
+                                   reuse_freed_memory, sparse_embeddings)
 
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
@@ -207,8 +208,14 @@ def run_worker(job: dict) -> dict:
     if job["compile"]:
         model = torch.compile(model)
     device = torch.device("cpu")
-    opt_cfg = argparse.Namespace(lr=1e-3, optimizer="adam", weight_decay=0.0)
-    optimizer = build_optimizer(model, opt_cfg)
+    opt_cfg = argparse.Namespace(lr=1e-3, optimizer="adam", weight_decay=0.0, embedding_lr=0.01,
+                                 embedding_optimizer="rowwise_adagrad" if job["embedding_optimizer"] == "rowwise_adagrad"
+                                 else "auto")
+    # dense: Adam over everything (the default); sparse_adam / rowwise_adagrad: the trainer's train.sparse_embedding
+    tables = [] if job["embedding_optimizer"] == "dense" else [m.table for m in sparse_embeddings(model)]
+    optimizers = [build_optimizer(model, opt_cfg, exclude=tables)]
+    if tables:
+        optimizers.append(build_sparse_optimizer(tables, opt_cfg))
     reuse_freed_memory()  # as fit() does
     model.train()
 
@@ -223,7 +230,8 @@ def run_worker(job: dict) -> dict:
         t0 = time.perf_counter()
         batch = next(batches)
         t1 = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         with _autocast(device, precision):
             logits = model(batch)
         loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
@@ -232,8 +240,11 @@ def run_worker(job: dict) -> dict:
         t2 = time.perf_counter()
         loss.backward()
         t3 = time.perf_counter()
-        nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
+        for t in tables:  # as the trainer does: duplicate rows summed once, before clipping
+            t.grad = t.grad.coalesce()
+        clip_grad_norm_(model.parameters(), 10.0)
+        for optimizer in optimizers:
+            optimizer.step()
         loss.item()
         t4 = time.perf_counter()
         if i >= warmup:
@@ -333,40 +344,49 @@ def run_fuxictr(job: dict, fm, train) -> dict:
 
 def auc_check(args) -> None:
     """Train the same model from the same initial weights on the same batches in fp32 and in bf16 (trainer.fit),
-    and compare test AUC."""
+    for each of --auc-seeds initial seeds, and compare test AUC: the paired gap bf16 - fp32 per seed, against the
+    spread of fp32 AUC across seeds (how much two runs differing only in their initial weights disagree)."""
     import torch
     from rich.console import Console
 
     from dlf.config import TrainConfig
+    from dlf.data.store import load_dataset
     from dlf.data.synthetic import generate
     from dlf.models import build_model, get_entry
     from dlf.train.trainer import evaluate, fit
 
     torch.set_num_threads(args.threads)
-    cfg = replace(data_config(args.auc_rows, args.auc_max_cardinality), splits=(0.8, 0.1, 0.1))
-    data = generate(cfg)
-    out = {}
-    runs = [("fp32", 0), ("bf16", 0)] + ([("fp32", 1)] if args.auc_seed_noise else [])
+    if args.auc_data:
+        data, what = load_dataset(args.auc_data), f"processed dataset {args.auc_data}"
+    else:
+        cfg = replace(data_config(args.auc_rows, args.auc_max_cardinality), splits=(0.8, 0.1, 0.1))
+        data = generate(cfg)
+        what = (f"{cfg.rows:,} synthetic rows (26 categorical up to {cfg.max_cardinality:,} values, "
+                f"13 numeric)")
+    seeds = range(args.auc_seeds)
     for model_name in args.models:
-        for precision, seed in runs:
-            torch.manual_seed(seed)
-            model = build_model(model_name, data.feature_map, get_entry(model_name).default_config())
-            train_cfg = TrainConfig(epochs=args.auc_epochs, batch_size=args.auc_batch, eval_batch_size=16384,
-                                    lr=1e-3, precision=precision, progress=False, tensorboard=False, patience=99)
-            t = time.perf_counter()
-            fit(model, data.train, data.valid, train_cfg, Console(quiet=True))
-            seconds = time.perf_counter() - t
-            m = evaluate(model, data.test, 16384, precision=precision)
-            out[(model_name, precision, seed)] = m
-            print(f"{model_name:10s} {precision} init seed {seed}: test AUC {m['auc']:.5f}  logloss {m['logloss']:.5f}"
-                  f"  ({seconds:.0f} s)", flush=True)
-        gap = out[(model_name, "bf16", 0)]["auc"] - out[(model_name, "fp32", 0)]["auc"]
-        print(f"{model_name:10s} AUC bf16 - fp32 = {gap:+.5f}  ({'within' if abs(gap) <= 0.001 else 'OUTSIDE'} 0.001)")
-        if args.auc_seed_noise:  # how far two fp32 runs that differ only in their initial weights land apart
-            noise = out[(model_name, "fp32", 1)]["auc"] - out[(model_name, "fp32", 0)]["auc"]
-            print(f"{model_name:10s} AUC fp32 (init seed 1) - fp32 (seed 0) = {noise:+.5f}  (run-to-run noise)")
-    print(f"data: {cfg.rows:,} synthetic rows (26 categorical up to {cfg.max_cardinality:,} values, 13 numeric), "
-          f"{args.auc_epochs} epoch(s) at batch {args.auc_batch}")
+        auc = {}
+        for seed in seeds:
+            for precision in ("fp32", "bf16"):
+                torch.manual_seed(seed)
+                model = build_model(model_name, data.feature_map, get_entry(model_name).default_config())
+                train_cfg = TrainConfig(epochs=args.auc_epochs, batch_size=args.auc_batch, eval_batch_size=16384,
+                                        lr=1e-3, precision=precision, progress=False, tensorboard=False,
+                                        patience=99, seed=seed)
+                t = time.perf_counter()
+                fit(model, data.train, data.valid, train_cfg, Console(quiet=True))
+                seconds = time.perf_counter() - t
+                m = evaluate(model, data.test, 16384, precision=precision)
+                auc[precision, seed] = m["auc"]
+                print(f"{model_name:10s} {precision} seed {seed}: test AUC {m['auc']:.5f}  logloss "
+                      f"{m['logloss']:.5f}  ({seconds:.0f} s)", flush=True)
+        gaps = np.array([auc["bf16", s] - auc["fp32", s] for s in seeds])
+        fp32 = np.array([auc["fp32", s] for s in seeds])
+        spread = f"; fp32 AUC across seeds: sd {fp32.std(ddof=1):.5f}" if len(fp32) > 1 else ""
+        sd = f" (sd {gaps.std(ddof=1):.5f})" if len(gaps) > 1 else ""
+        print(f"{model_name:10s} AUC bf16 - fp32, paired by seed: {' '.join(f'{g:+.5f}' for g in gaps)}; "
+              f"mean {gaps.mean():+.5f}{sd}{spread}; |mean| {'<=' if abs(gaps.mean()) <= 0.001 else '>'} 0.001")
+    print(f"data: {what}; {args.auc_epochs} epoch(s) at batch {args.auc_batch}, seeds {list(seeds)}")
 
 
 # ---------------------------------------------------------------- driver
@@ -415,6 +435,9 @@ def main(argv=None) -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (first step includes compiling)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="model config override (YAML value) for every model that has KEY, e.g. checkpoint_layers=true")
+    ap.add_argument("--embedding-optimizer", choices=("dense", "sparse_adam", "rowwise_adagrad"), default="dense",
+                    help="dense: Adam over every parameter; otherwise the embedding table gets sparse gradients and "
+                         "SparseAdam or row-wise Adagrad (the trainer's train.sparse_embedding)")
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "dlf-bench-data")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--fuxictr-zoo", type=Path, help="FuxiCTR's model_zoo folder (needs the fuxictr package)")
@@ -423,8 +446,8 @@ def main(argv=None) -> None:
     ap.add_argument("--auc-max-cardinality", type=int, default=20_000)
     ap.add_argument("--auc-epochs", type=int, default=1)
     ap.add_argument("--auc-batch", type=int, default=2048)
-    ap.add_argument("--auc-seed-noise", action="store_true",
-                    help="also train fp32 from another initial seed, to show the run-to-run AUC noise")
+    ap.add_argument("--auc-seeds", type=int, default=3, help="initial seeds per precision in the AUC check")
+    ap.add_argument("--auc-data", type=Path, help="AUC check on this processed dataset (dlf preprocess output)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -460,7 +483,7 @@ def main(argv=None) -> None:
             print("fuxictr is not installed: the FuxiCTR comparison is skipped")
     peaks = {p: matmul_peak(p) for p in ("fp32", "bf16")}
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads, "
-          f"model overrides {overrides or 'none'}, malloc tuning {os.environ.get('DLF_MALLOC_TUNING', '1') != '0'}, "
+          f"model overrides {overrides or 'none'}, embedding optimiser {args.embedding_optimizer}, malloc tuning {os.environ.get('DLF_MALLOC_TUNING', '1') != '0'}, "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}; matmul peak now: "
           f"fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
     results = []
@@ -470,7 +493,8 @@ def main(argv=None) -> None:
                 job = {"model": model, "precision": precision, "batch_size": batch_size, "steps": args.steps,
                        "warmup": args.warmup, "threads": args.threads, "data": str(folder), "loader": args.loader,
                        "eval_rows": args.eval_rows, "compile": args.compile, "fuxictr_zoo": fuxictr,
-                       "rows": rows, "max_cardinality": args.max_cardinality, "set": overrides}
+                       "rows": rows, "max_cardinality": args.max_cardinality, "set": overrides,
+                       "embedding_optimizer": args.embedding_optimizer}
                 proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)],
                                       capture_output=True, text=True)
                 line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
