@@ -6,7 +6,8 @@ For each size: writes a Criteo `train.txt`-format TSV (label, I1-I13, C1-C26; Zi
 values with Criteo-like cardinalities, ~4 % empty), then runs `dlf preprocess --preset criteo`
 in a child process and reports rows/s (of the whole command, Python start and imports included,
 and of the preprocessing itself), the child's CPU seconds and its peak RSS. When the `fuxictr` package
-is installed, also times its FeatureProcessor on the same file (it is not a dependency).
+is installed, also times its FeatureProcessor on the same file (it is not a dependency). Also times the floor
+under any such pipeline here: Arrow's multi-threaded CSV reader on the same file, doing nothing else.
 Record the figures in docs/benchmarks.md; run nothing else on the machine meanwhile.
 """
 from __future__ import annotations
@@ -82,6 +83,19 @@ def run_dlf(src: Path, out: Path) -> dict:
             "cpu_seconds": round(float(cpu), 2), "peak_rss_mb": round(int(peak_kb) / 1024)}
 
 
+def run_parse_floor(src: Path) -> dict:
+    """The floor under any preprocessing of this file here: Arrow's multi-threaded CSV reader (all cores) turning
+    the text into string columns, and nothing else (no validation, no vocabularies, nothing written)."""
+    cols = ["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
+    t = time.perf_counter()
+    table = pcsv.read_csv(src, read_options=pcsv.ReadOptions(column_names=cols, use_threads=True),
+                          parse_options=pcsv.ParseOptions(delimiter="\t", quote_char=False),
+                          convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in cols}))
+    wall = time.perf_counter() - t
+    return {"tool": "arrow read_csv only", "rows": table.num_rows, "seconds": round(wall, 2),
+            "rows_per_s": round(table.num_rows / wall)}
+
+
 def run_fuxictr(src: Path, work: Path, rows: int, max_rows: int) -> dict | None:
     """FuxiCTR's own pipeline (>= 2.3: Polars lazy frames, Ray for the transform) on the same rows: every column
     categorical (as strings), min count 10, Parquet output. Its reader needs a header and a `.csv` name, and its
@@ -144,6 +158,10 @@ def main() -> None:
         r["load_1min"] = [round(load, 2), round(os.getloadavg()[0], 2)]  # before, after: other jobs on the cores
         results.append(r)
         print(json.dumps(r))
+        floor = run_parse_floor(src)
+        floor["dlf_share_of_floor"] = round(floor["seconds"] / r["seconds"], 2)  # dlf rows/s as a fraction of it
+        results.append(floor)
+        print(json.dumps(floor))
         f = run_fuxictr(src, args.workdir / f"fuxi_{rows}", rows, args.fuxictr_max_rows)
         if f is not None:
             f["rows"] = rows

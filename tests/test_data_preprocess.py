@@ -313,3 +313,18 @@ def test_encoding_matches_a_plain_python_reference(tmp_path, monkeypatch, block_
     np.testing.assert_array_equal(np.asarray(tr.categorical), _reference_ids(good, good, 2))
     np.testing.assert_array_equal(np.asarray(te.categorical), _reference_ids(good, tests, 2))
     np.testing.assert_array_equal(np.asarray(tr.label), [float(r[0]) for r in good])
+
+
+@pytest.mark.parametrize("later", ["malformed", "value"])
+def test_with_many_chunks_in_flight_the_first_bad_line_is_the_one_reported(tmp_path, later):
+    # chunks of ~2 lines are parsed by helper threads while later ones are read: whichever check finds the later
+    # problem (the reader's column count, or a value), the error must still name the earlier line
+    lines = list(CRITEO)
+    lines[3] = replace_field(lines[3], 2, "x")  # line 4: a bad number
+    lines[5] = "\t".join(lines[5].split("\t")[:20]) if later == "malformed" else replace_field(lines[5], 0, "7")
+    path = write(tmp_path / "in.txt", "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"in.txt:4: field 'I2': expected a number"):
+        preprocess("criteo", [path], tmp_path / "out", options={"min_count": 1}, block_bytes=600)
+    r = preprocess("criteo", [path], tmp_path / "out", options={"min_count": 1}, block_bytes=600, on_bad_row="skip")
+    bad = r.feature_map.meta["bad_rows"]
+    assert bad["count"] == 2 and [e.split(":")[1] for e in bad["examples"]] == ["4", "6"]
