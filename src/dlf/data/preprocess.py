@@ -28,8 +28,6 @@ import os
 import shutil
 import time
 import uuid
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -47,7 +45,6 @@ from dlf.data.schema import DataError, FieldOptions, Schema, read_schema_yaml
 from dlf.data.store import SPLITS, STORE_VERSION, SplitWriter, is_processed
 
 MISSING_ID = 2
-PARSE_THREADS = 2  # chunks validated and encoded at once, beside the reader's thread (the machines here: 2 cores)
 # Encoding a chunk's distinct values: below this many vocabulary values per distinct value, pc.index_in
 # (which builds a hash table of the whole vocabulary per call) is cheaper than VocabIndex.
 INDEX_IN_RATIO = 4
@@ -674,37 +671,11 @@ def _split_of(parsed: Parsed, src_index: int, source: Source, schema: Schema, gi
 
 
 def _chunks(sources: list[Source], bad: BadRows, block: int, parser: ChunkParser):
-    """(source index, source, parsed chunk) in file order. The next chunks are parsed by two helper threads (Arrow's
-    kernels release the GIL) while the caller counts and writes this one; each parse reports its bad rows to a
-    collector of its own, merged here in file order, so the first error raised is still the first bad row."""
-    def parse(chunk: Chunk) -> tuple[Parsed | None, BadRows]:
-        local = BadRows(bad.mode)
-        return parser.parse(chunk, local), local
-
-    pending: deque = deque()
-
-    def ready(keep: int):
-        while len(pending) > keep:
-            i, src, job = pending.popleft()
-            parsed, local = job.result()  # raises the chunk's first bad value in error mode
-            bad.merge(local)
+    for i, src in enumerate(sources):
+        for chunk in src.read(bad, block):
+            parsed = parser.parse(chunk, bad)
             if parsed is not None:
                 yield i, src, parsed
-
-    with ThreadPoolExecutor(PARSE_THREADS) as pool:
-        for i, src in enumerate(sources):
-            rows = src.read(bad, block)
-            while True:
-                try:
-                    chunk = next(rows)
-                except StopIteration:
-                    break
-                except DataError:  # a malformed line further on: the chunks before it may hold an earlier error
-                    yield from ready(0)
-                    raise
-                pending.append((i, src, pool.submit(parse, chunk)))
-                yield from ready(PARSE_THREADS)
-        yield from ready(0)
 
 
 def _spill_batch(parsed: Parsed, split: np.ndarray) -> pa.RecordBatch:

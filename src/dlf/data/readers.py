@@ -8,7 +8,6 @@ naming file and line; with `on_bad_row="skip"` they are dropped and counted.
 """
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,24 +71,8 @@ class BadRows:
         if len(self.examples) < 10:
             self.examples.append(text)
 
-    def merge(self, other: "BadRows") -> None:
-        """Add the rows `other` skipped (a helper's collector for one chunk) after those seen so far."""
-        self.count += other.count
-        for f, n in other.by_file.items():
-            self.by_file[f] = self.by_file.get(f, 0) + n
-        self.examples += other.examples[:10 - len(self.examples)]
-
     def summary(self) -> dict:
-        """Count, per-file counts and up to 10 examples in file order (rows are found slightly out of order while
-        helper threads validate chunks ahead of the reader)."""
-        files = list(self.by_file)
-
-        def position(text: str) -> tuple[int, int]:
-            file = next((i for i, f in enumerate(files) if text.startswith(f)), len(files))
-            number = re.match(r"(?::| row )(\d+)", text[len(files[file]):] if file < len(files) else "")
-            return file, int(number.group(1)) if number else 0
-
-        return {"count": self.count, "by_file": self.by_file, "examples": sorted(self.examples, key=position)}
+        return {"count": self.count, "by_file": self.by_file, "examples": self.examples}
 
 
 def check_file(path: str | Path) -> Path:
