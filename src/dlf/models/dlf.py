@@ -206,7 +206,9 @@ class _GateProduct(torch.autograd.Function):
     Autograd's backward of the three ops makes five passes over B x N x d tensors (grad * g, grad * x, its sum over
     d, the outer product of d(score) with w, and the sum of the two input gradients); this one makes three (grad . x
     per token, grad * g, and adding d(score) w to it in place), plus one read of x for w's gradient. It saves x (kept
-    for other products anyway) and g (B x N), nothing full-size of its own.
+    for other products anyway) and g (B x N); autograd's matrix-vector product also kept a contiguous copy of a
+    sliced x (layer 1's R^T E). Measured at B = 10,000, N = 96, d = 64 on 2 cores: backward 0.17-0.21 s instead of
+    0.22-0.26 s (bf16), 0.23-0.26 s instead of 0.28-0.32 s (fp32); DLF's saved activations 2.64 GB instead of 2.78.
     """
 
     @staticmethod
@@ -223,7 +225,8 @@ class _GateProduct(torch.autograd.Function):
         d_score = torch.linalg.vecdot(grad, x).to(g.dtype) * g * (1 - g)  # dL/d(x w + b) = (grad . x) g (1 - g): B x N
         grad_x = grad * g.to(x.dtype).unsqueeze(-1)  # through g * x ...
         grad_x.addcmul_(d_score.to(x.dtype).unsqueeze(-1), weight.to(x.dtype))  # ... and through the score x w
-        grad_w = torch.einsum("bnd,bn->d", x, d_score.to(x.dtype)).to(weight.dtype)  # sum over samples and tokens of d_score x
+        # sum over samples and tokens of d_score x, as one matrix-vector product (einsum is ~10x slower in bf16 here)
+        grad_w = x.reshape(-1, x.shape[-1]).t().mv(d_score.to(x.dtype).flatten()).to(weight.dtype)
         return grad_x, grad_w, d_score.sum(0).unsqueeze(-1)
 
 
