@@ -487,9 +487,10 @@ def main(argv=None) -> None:
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}; matmul peak now: "
           f"fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
     results = []
-    for model in args.models:
-        for precision in precisions:
-            for batch_size in batch_sizes:
+    # models innermost: the runs a ratio compares are adjacent in time (this machine's speed drifts over minutes)
+    for precision in precisions:
+        for batch_size in batch_sizes:
+            for model in args.models:
                 job = {"model": model, "precision": precision, "batch_size": batch_size, "steps": args.steps,
                        "warmup": args.warmup, "threads": args.threads, "data": str(folder), "loader": args.loader,
                        "eval_rows": args.eval_rows, "compile": args.compile, "fuxictr_zoo": fuxictr,
