@@ -207,8 +207,7 @@ class _GateProduct(torch.autograd.Function):
     d, the outer product of d(score) with w, and the sum of the two input gradients); this one makes three (grad . x
     per token, grad * g, and adding d(score) w to it in place), plus one read of x for w's gradient. It saves x (kept
     for other products anyway) and g (B x N); autograd's matrix-vector product also kept a contiguous copy of a
-    sliced x (layer 1's R^T E). Measured at B = 10,000, N = 96, d = 64 on 2 cores: backward 0.17-0.21 s instead of
-    0.22-0.26 s (bf16), 0.23-0.26 s instead of 0.28-0.32 s (fp32); DLF's saved activations 2.64 GB instead of 2.78.
+    sliced x (layer 1's R^T E). Timings: benchmarks/gate_backward.py (figures in docs/benchmarks.md).
     """
 
     @staticmethod
