@@ -363,7 +363,7 @@ def auc_check(args) -> None:
         data = generate(cfg)
         what = (f"{cfg.rows:,} synthetic rows (26 categorical up to {cfg.max_cardinality:,} values, "
                 f"13 numeric)")
-    seeds = range(args.auc_seeds)
+    seeds = range(args.auc_first_seed, args.auc_first_seed + args.auc_seeds)
     for model_name in args.models:
         auc = {}
         for seed in seeds:
@@ -447,6 +447,7 @@ def main(argv=None) -> None:
     ap.add_argument("--auc-epochs", type=int, default=1)
     ap.add_argument("--auc-batch", type=int, default=2048)
     ap.add_argument("--auc-seeds", type=int, default=3, help="initial seeds per precision in the AUC check")
+    ap.add_argument("--auc-first-seed", type=int, default=0, help="seeds of the AUC check start here")
     ap.add_argument("--auc-data", type=Path, help="AUC check on this processed dataset (dlf preprocess output)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
