@@ -208,9 +208,9 @@ def run_worker(job: dict) -> dict:
     if job["compile"]:
         model = torch.compile(model)
     device = torch.device("cpu")
-    opt_cfg = argparse.Namespace(lr=1e-3, optimizer="adam", weight_decay=0.0, embedding_lr=0.01,
-                                 embedding_optimizer="rowwise_adagrad" if job["embedding_optimizer"] == "rowwise_adagrad"
-                                 else "auto")
+    rowwise = job["embedding_optimizer"] == "rowwise_adagrad"
+    opt_cfg = argparse.Namespace(lr=1e-3, optimizer="adam", weight_decay=0.0, embedding_lr=0.01 if rowwise else 0.0,
+                                 embedding_optimizer="rowwise_adagrad" if rowwise else "auto")
     # dense: Adam over everything (the default); sparse_adam / rowwise_adagrad: the trainer's train.sparse_embedding
     tables = [] if job["embedding_optimizer"] == "dense" else [m.table for m in sparse_embeddings(model)]
     optimizers = [build_optimizer(model, opt_cfg, exclude=tables)]
@@ -484,7 +484,8 @@ def main(argv=None) -> None:
             print("fuxictr is not installed: the FuxiCTR comparison is skipped")
     peaks = {p: matmul_peak(p) for p in ("fp32", "bf16")}
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads, "
-          f"model overrides {overrides or 'none'}, embedding optimiser {args.embedding_optimizer}, malloc tuning {os.environ.get('DLF_MALLOC_TUNING', '1') != '0'}, "
+          f"model overrides {overrides or 'none'}, embedding optimiser {args.embedding_optimizer}, "
+          f"malloc tuning {os.environ.get('DLF_MALLOC_TUNING', '1') != '0'}, "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}; matmul peak now: "
           f"fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
     results = []

@@ -167,6 +167,9 @@ def test_rowwise_adagrad_keeps_one_accumulator_per_row_and_steps_by_the_formula(
     assert opt.state[table]["sum"].shape == (6,)  # V floats, not V x d
     torch.testing.assert_close(opt.state[table]["sum"], acc)
     assert torch.equal(table.detach()[[0, 2, 3, 5]], w0[[0, 2, 3, 5]])  # rows never looked up: untouched
+    table.grad = torch.ones(6, 4)
+    with pytest.raises(ValueError, match="needs sparse gradients"):
+        opt.step()
 
 
 def test_rowwise_adagrad_trains_the_tables_and_needs_sparse_gradients():

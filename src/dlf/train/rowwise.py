@@ -36,13 +36,10 @@ class RowWiseAdagrad(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state["sum"] = torch.zeros(p.shape[0], dtype=torch.float32, device=p.device)  # s: V
-                grad = p.grad
-                if grad.is_sparse:
-                    grad = grad.coalesce()  # each row once: duplicate lookups summed
-                    rows, values = grad.indices()[0], grad.values()  # n, n x d
-                else:  # a dense gradient: the rows it touches
-                    rows = grad.abs().sum(1).nonzero().squeeze(1)
-                    values = grad[rows]
+                if not p.grad.is_sparse:
+                    raise ValueError("RowWiseAdagrad needs sparse gradients (train.sparse_embedding=true)")
+                grad = p.grad.coalesce()  # each row once: duplicate lookups summed
+                rows, values = grad.indices()[0], grad.values()  # n, n x d
                 if rows.numel() == 0:
                     continue
                 acc = state["sum"].index_add_(0, rows, values.float().pow(2).mean(1))[rows]  # s_i for the batch's rows

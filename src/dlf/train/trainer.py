@@ -32,8 +32,8 @@ from dlf.models.embedding import FieldEmbedding
 from dlf.train.checkpoint import Checkpoint, TrainState, restore_rng, save_checkpoint
 from dlf.train.distributed import DistContext
 from dlf.train.logging import RunLogger
-from dlf.train.rowwise import RowWiseAdagrad
 from dlf.train.metrics import classification_metrics
+from dlf.train.rowwise import RowWiseAdagrad
 
 CHECKPOINT_DIR = "checkpoints"
 
