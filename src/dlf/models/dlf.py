@@ -200,6 +200,12 @@ class NetworkAwareFusion(nn.Module):
         return z + mixed  # Z + A S: B x N x d
 
 
+def _gate_values(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """g = sigmoid(x w + b): B x N, in at least fp32 (x, the token stream, may be low precision under autocast)."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    return torch.sigmoid(torch.matmul(x, weight.to(x.dtype)).to(acc) + bias.squeeze(-1))
+
+
 class _GateProduct(torch.autograd.Function):
     """out = sigmoid(x w + b) * x with a hand-written backward (same gradients as autograd's, fewer full-size passes).
 
@@ -212,8 +218,7 @@ class _GateProduct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        acc = torch.promote_types(x.dtype, torch.float32)  # the gate's own precision: at least fp32
-        g = torch.sigmoid(torch.matmul(x, weight.to(x.dtype)).to(acc) + bias.squeeze(-1))  # B x N
+        g = _gate_values(x, weight, bias)  # B x N
         ctx.save_for_backward(x, weight, g)
         return x * g.to(x.dtype).unsqueeze(-1)  # B x N x d
 
@@ -241,9 +246,7 @@ class ResidualGate(nn.Module):
         # Under autocast x (the token stream) is low precision and stays so; g is computed in fp32.
         if torch.is_grad_enabled() and not torch.jit.is_tracing():  # training: the leaner backward
             return _GateProduct.apply(x, self.weight, self.bias)
-        acc = torch.promote_types(x.dtype, torch.float32)
-        g = torch.sigmoid(torch.matmul(x, self.weight.to(x.dtype)).to(acc).unsqueeze(-1) + self.bias)  # B x N x 1
-        return g.to(x.dtype) * x
+        return _gate_values(x, self.weight, self.bias).to(x.dtype).unsqueeze(-1) * x
 
 
 class DLFLayer(nn.Module):
