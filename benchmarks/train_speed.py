@@ -191,9 +191,10 @@ def run_worker(job: dict) -> dict:
     import torch
     import torch.nn.functional as F
 
+    from dlf._runtime import autocast, reuse_freed_memory
     from dlf.models import build_model, get_entry
-    from dlf.train.trainer import (_autocast, build_optimizer, build_sparse_optimizer, clip_grad_norm_, predict_proba,
-                                   reuse_freed_memory, sparse_embeddings)
+    from dlf.train.trainer import (build_optimizer, build_sparse_optimizer, clip_grad_norm_, predict_proba,
+                                   sparse_embeddings)
 
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
@@ -232,7 +233,7 @@ def run_worker(job: dict) -> dict:
         t1 = time.perf_counter()
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits = model(batch)
         loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
         if not torch.isfinite(loss):

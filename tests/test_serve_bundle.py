@@ -114,6 +114,23 @@ def test_predict_file_equals_trainer_evaluation(demo, tmp_path):
     np.testing.assert_allclose(back["probability"].to_numpy().astype(np.float32), want, rtol=0, atol=1e-6)
 
 
+def test_predict_bf16_matches_trainer_bf16_evaluation(demo, tmp_path):
+    b = load_bundle(demo["bundle"])
+    _, _, _, test = load_processed(demo["data"])
+    model = run_model(demo["run"])
+    want = predict_proba(model, test, 16384, precision="bf16")
+    fp32 = predict_proba(model, test, 16384)
+    out = predict_file(b, demo["test_csv"], tmp_path / "p.parquet", precision="bf16", block_bytes=2048)
+    got = pq.read_table(out.output)["probability"].to_numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)  # the same autocast as the trainer's bf16 evaluation
+    assert np.abs(got - fp32).max() > 0  # ... which is not fp32
+    np.testing.assert_allclose(got, fp32, rtol=0, atol=0.02)
+    with pytest.raises(BundleError, match="needs --engine torch"):
+        predict_file(b, demo["test_csv"], tmp_path / "o.parquet", engine="onnx", precision="bf16")
+    with pytest.raises(BundleError, match="fp32 or bf16"):
+        predict_file(b, demo["test_csv"], tmp_path / "o.parquet", precision="fp16")
+
+
 @needs_ort
 def test_predict_onnx_engine_matches_torch(demo, tmp_path):
     b = load_bundle(demo["bundle"])
@@ -210,6 +227,11 @@ def test_cli_export_and_predict(demo, tmp_path):
                               str(tmp_path / "p.csv"), "--id-column", "id"])
     assert res.exit_code == 0, res.output
     assert "400 rows scored" in res.output
+    res = runner.invoke(app, ["predict", str(tmp_path / "b"), "--input", str(demo["test_csv"]), "--output",
+                              str(tmp_path / "p16.csv"), "--precision", "bf16"])
+    assert res.exit_code == 0 and "bf16" in res.output, res.output
+    p16, p32 = (pcsv.read_csv(tmp_path / f)["probability"].to_numpy() for f in ("p16.csv", "p.csv"))
+    assert len(p16) == 400 and 0 < np.abs(p16 - p32).max() < 0.02
     res = runner.invoke(app, ["predict", str(tmp_path / "b"), "--input", str(demo["test_csv"]), "--output",
                               str(tmp_path / "p.csv"), "--engine", "onnx"])
     assert res.exit_code == 2 and "no model.onnx" in res.output and "Traceback" not in res.output

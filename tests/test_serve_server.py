@@ -71,6 +71,14 @@ def test_predict_matches_batch_scoring(demo, client, tmp_path):
     r = client.post("/predict", json={"records": typed}, headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(r.json()["probabilities"], want, rtol=0, atol=1e-6)
+    # a bf16 server answers as bf16 batch scoring does
+    out = predict_file(load_bundle(demo["bundle"]), demo["test_csv"], tmp_path / "p16.parquet", precision="bf16")
+    want16 = pq.read_table(out.output)["probability"].to_numpy()[:40]
+    bf16 = TestClient(create_app(load_bundle(demo["bundle"]), precision="bf16"))
+    r = bf16.post("/predict", json=records)
+    assert r.status_code == 200 and bf16.get("/metadata").json()["precision"] == "bf16", r.text
+    np.testing.assert_allclose(r.json()["probabilities"], want16, rtol=0, atol=1e-5)
+    assert np.abs(np.array(r.json()["probabilities"]) - want).max() > 0
 
 
 def test_validation_errors_are_field_level_422(client):

@@ -46,15 +46,23 @@ class PredictResult:
 # ---- scoring --------------------------------------------------------------------------------------
 
 class Scorer:
-    """Batch -> probabilities with PyTorch (the bundle's model) or ONNX Runtime (model.onnx)."""
+    """Batch -> probabilities with PyTorch (the bundle's model) or ONNX Runtime (model.onnx).
+
+    precision "bf16" runs the PyTorch model under bf16 autocast (as `train.precision=bf16` does); probabilities then
+    differ from fp32 in about the third significant digit. The ONNX model is fp32 only.
+    """
 
     def __init__(self, bundle: Bundle, engine: str = "torch", batch_size: int = DEFAULT_BATCH_SIZE,
-                 threads: int = 0) -> None:
+                 threads: int = 0, precision: str = "fp32") -> None:
         if engine not in ("torch", "onnx"):
             raise BundleError(f"--engine must be torch or onnx, got {engine!r}")
         if batch_size < 1:
             raise BundleError(f"--batch-size must be >= 1, got {batch_size}")
-        self.engine, self.batch_size = engine, batch_size
+        if precision not in ("fp32", "bf16"):
+            raise BundleError(f"--precision must be fp32 or bf16, got {precision!r}")
+        if precision != "fp32" and engine != "torch":
+            raise BundleError(f"--precision {precision} needs --engine torch (the ONNX model is fp32)")
+        self.engine, self.batch_size, self.precision = engine, batch_size, precision
         self.model = bundle.model
         self.onnx = None
         if engine == "onnx":
@@ -69,6 +77,8 @@ class Scorer:
     def __call__(self, batch: Batch) -> np.ndarray:
         import torch
 
+        from dlf._runtime import autocast
+
         n = len(batch)
         out = np.empty(n, dtype=np.float32)
         for lo in range(0, n, self.batch_size):
@@ -77,7 +87,7 @@ class Scorer:
             if self.onnx is not None:
                 out[lo:hi] = self.onnx.run(part)
             else:
-                with torch.inference_mode():
+                with torch.inference_mode(), autocast(torch.device("cpu"), self.precision):
                     out[lo:hi] = torch.sigmoid(self.model(part).float()).numpy()
         return out
 
@@ -166,13 +176,16 @@ def _output_format(path: Path, fmt: str) -> str:
 def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_column: str | None = None,
                  on_bad_row: str = "error", engine: str = "torch", fmt: str = "auto", header: bool | None = None,
                  columns: list[str] | None = None, delimiter: str | None = None, output_format: str = "auto",
-                 batch_size: int = DEFAULT_BATCH_SIZE, block_bytes: int = DEFAULT_BLOCK_BYTES,
+                 batch_size: int = DEFAULT_BATCH_SIZE, block_bytes: int = DEFAULT_BLOCK_BYTES, precision: str = "fp32",
                  scorer: Scorer | None = None, log: Callable[[str], None] | None = None) -> PredictResult:
     """Score every row of INPUT into OUTPUT (see module doc). Raises DataError / BundleError."""
     started = time.perf_counter()
     log = log or (lambda msg: None)
     bad = BadRows(on_bad_row)
-    scorer = scorer or Scorer(bundle, engine, batch_size)
+    scorer = scorer or Scorer(bundle, engine, batch_size, precision=precision)
+    if scorer.engine == "torch":
+        from dlf._runtime import reuse_freed_memory
+        reuse_freed_memory()  # every sub-batch allocates and frees the same large activations, as in training
     output = Path(output)
     ofmt = _output_format(output, output_format)
     if output.exists() and output.is_dir():

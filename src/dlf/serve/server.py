@@ -307,7 +307,7 @@ class MicroBatcher:
 
 def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = DEFAULT_MAX_BATCH,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, engine: str = "torch", threads: int = 0,
-               micro_batch: bool = True):
+               micro_batch: bool = True, precision: str = "fp32"):
     """The FastAPI application serving `bundle` (see module doc)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, PlainTextResponse
@@ -319,11 +319,11 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
 
     if max_batch < 1 or max_body_bytes < 1:
         raise ValueError("max_batch and max_body_bytes must be >= 1")
-    scorer = Scorer(bundle, engine, batch_size=max(max_batch, 1), threads=threads)
+    scorer = Scorer(bundle, engine, batch_size=max(max_batch, 1), threads=threads, precision=precision)
     encoder = bundle.encoder
     metrics = Metrics()
     inference = threading.Lock()
-    meta = bundle.metadata() | {"engine": engine, "limits": {"max_batch": max_batch, "max_body_bytes": max_body_bytes},
+    meta = bundle.metadata() | {"engine": engine, "precision": precision, "limits": {"max_batch": max_batch, "max_body_bytes": max_body_bytes},
                                 "api_key_required": bool(api_key)}
     info = {"model": bundle.model_name, "dlf_version": bundle.manifest["dlf_version"],
             "bundle_format": str(bundle.manifest["format_version"]), "engine": engine}
@@ -456,7 +456,8 @@ class _JsonLines(logging.Formatter):
 
 def serve(bundle_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, engine: str = "torch",
-          threads: int = 0, log_level: str = "info", access_logs: bool = True, micro_batch: bool = True) -> None:
+          threads: int = 0, log_level: str = "info", access_logs: bool = True, micro_batch: bool = True,
+          precision: str = "fp32") -> None:
     """Load the bundle and run the server until interrupted (uvicorn, one process)."""
     import uvicorn
 
@@ -467,7 +468,7 @@ def serve(bundle_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         torch.set_num_threads(threads)
     bundle = load_bundle(bundle_path, build_model=engine == "torch")
     app = create_app(bundle, api_key=api_key, max_batch=max_batch, max_body_bytes=max_body_bytes, engine=engine,
-                     threads=threads, micro_batch=micro_batch)
+                     threads=threads, micro_batch=micro_batch, precision=precision)
     handler = logging.StreamHandler()
     handler.setFormatter(_JsonLines())
     for name in ("dlf.serve", "dlf.serve.access"):
@@ -475,8 +476,8 @@ def serve(bundle_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         lg.handlers[:] = [handler]
         lg.propagate = False
         lg.setLevel(logging.INFO if (access_logs or name == "dlf.serve") else logging.WARNING)
-    logging.getLogger("dlf.serve").info("serving %s (%s, %s engine) on http://%s:%d", bundle_path,
-                                        bundle.model_name, engine, host, port)
+    logging.getLogger("dlf.serve").info("serving %s (%s, %s engine, %s) on http://%s:%d", bundle_path,
+                                        bundle.model_name, engine, precision, host, port)
     level = log_level.upper()
     log_config = {"version": 1, "disable_existing_loggers": False,
                   "formatters": {"json": {"()": _JsonLines}},

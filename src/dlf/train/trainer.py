@@ -11,11 +11,7 @@ never draw random numbers, so a resumed run ends with the same weights as an uni
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import math
-import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from dlf._runtime import autocast, reuse_freed_memory
 from dlf.data.dataset import ArrayDataset
 from dlf.models.embedding import FieldEmbedding
 from dlf.train.checkpoint import Checkpoint, TrainState, restore_rng, save_checkpoint
@@ -181,39 +178,6 @@ def clip_grad_norm_(params, max_norm: float) -> torch.Tensor:
 
 # ---------------------------------------------------------------- evaluation
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-_ALLOCATOR_TUNED = False
-
-
-def reuse_freed_memory() -> None:
-    """Have glibc's malloc keep freed memory for reuse (process-wide; once; DLF_MALLOC_TUNING=0 disables).
-
-    Every training step allocates and frees the same large activation tensors (B x N x d: ~100 MB at batch 4,096).
-    With glibc's defaults each is a fresh mmap whose pages fault in (and are zeroed by the kernel) on first touch, and
-    is unmapped again when freed: measured ~1.5x slower steps on 2 cores. M_MMAP_MAX=0 serves large blocks from the
-    heap, M_TRIM_THRESHOLD=1 GiB keeps freed heap memory mapped, so later steps reuse pages that are already there.
-    """
-    global _ALLOCATOR_TUNED
-    if _ALLOCATOR_TUNED or os.environ.get("DLF_MALLOC_TUNING", "1") == "0":
-        return
-    _ALLOCATOR_TUNED = True
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
-        libc.mallopt(m_mmap_max, 0)
-        libc.mallopt(m_trim_threshold, 1 << 30)
-    except (OSError, AttributeError):
-        pass
-
-
 @torch.no_grad()
 def predict_proba(model: nn.Module, data: ArrayDataset, batch_size: int, device: torch.device | None = None,
                   precision: str = "fp32") -> np.ndarray:
@@ -225,7 +189,7 @@ def predict_proba(model: nn.Module, data: ArrayDataset, batch_size: int, device:
     for batch in data.batches(batch_size):
         if device.type != "cpu":
             batch = batch.to(device)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits = model(batch)
         p = torch.sigmoid(logits.float()).cpu().numpy()
         out[pos:pos + len(p)] = p
@@ -442,7 +406,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                         batch = batch.to(device)
                     for opt in optimizers:
                         opt.zero_grad(set_to_none=True)
-                    with _autocast(device, precision):
+                    with autocast(device, precision):
                         logits = net(batch)
                     loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
                     if not torch.isfinite(loss):
