@@ -466,6 +466,8 @@ def main(argv=None) -> None:
         return
 
     import torch
+
+    from dlf._runtime import malloc_library
     torch.set_num_threads(args.threads)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     overrides = {}
@@ -486,7 +488,7 @@ def main(argv=None) -> None:
     peaks = {p: matmul_peak(p) for p in ("fp32", "bf16")}
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads, "
           f"model overrides {overrides or 'none'}, embedding optimiser {args.embedding_optimizer}, "
-          f"malloc tuning {os.environ.get('DLF_MALLOC_TUNING', '1') != '0'}, "
+          f"malloc {malloc_library()}, malloc tuning {os.environ.get('DLF_MALLOC_TUNING', '1') != '0'}, "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}; matmul peak now: "
           f"fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
     results = []
