@@ -8,9 +8,6 @@ import platform
 
 import torch
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
 def autocast(device: torch.device, precision: str):
     """The autocast context of `precision` on `device` (fp32: none)."""
     if precision == "fp32":

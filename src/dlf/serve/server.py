@@ -323,7 +323,8 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
     encoder = bundle.encoder
     metrics = Metrics()
     inference = threading.Lock()
-    meta = bundle.metadata() | {"engine": engine, "precision": precision, "limits": {"max_batch": max_batch, "max_body_bytes": max_body_bytes},
+    meta = bundle.metadata() | {"engine": engine, "precision": precision,
+                                "limits": {"max_batch": max_batch, "max_body_bytes": max_body_bytes},
                                 "api_key_required": bool(api_key)}
     info = {"model": bundle.model_name, "dlf_version": bundle.manifest["dlf_version"],
             "bundle_format": str(bundle.manifest["format_version"]), "engine": engine}
