@@ -5,6 +5,7 @@
     python benchmarks/train_speed.py --models dlf_concat --batch-sizes 10000 --rows 1000000 --steps 3   # RSS check
     DLF_MALLOC_TUNING=0 python benchmarks/train_speed.py --models dlf_concat,dlf --batch-sizes 10000 \
         --precision bf16 --rows 1000000 --set checkpoint_layers=true     # the low-memory setting
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python benchmarks/train_speed.py ...  # on TCMalloc
     python benchmarks/train_speed.py --auc-check           # test AUC, bf16 vs fp32 paired by seed, small synthetic run
     python benchmarks/train_speed.py --auc-check --auc-data runs/data/frappe   # ... on a processed real dataset
 
