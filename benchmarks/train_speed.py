@@ -6,6 +6,7 @@
     DLF_MALLOC_TUNING=0 python benchmarks/train_speed.py --models dlf_concat,dlf --batch-sizes 10000 \
         --precision bf16 --rows 1000000 --set checkpoint_layers=true     # the low-memory setting
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python benchmarks/train_speed.py ...  # on TCMalloc
+    python benchmarks/train_speed.py --device cuda --batch-sizes 10000,65536 --eval-rows 200000   # on a GPU
     python benchmarks/train_speed.py --auc-check           # test AUC, bf16 vs fp32 paired by seed, small synthetic run
     python benchmarks/train_speed.py --auc-check --auc-data runs/data/frappe   # ... on a processed real dataset
 
@@ -121,18 +122,28 @@ def train_flops_per_sample(model_name: str, cfg, num_fields: int) -> int:
 
 # ---------------------------------------------------------------- machine limit
 
-def matmul_peak(dtype_name: str, seconds: float = 2.0) -> float:
-    """Best GFLOP/s of square products (n = 2,048 and 4,096) on this machine, now."""
+def synchronize(device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; timings must not stop at the launch)."""
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype_name: str, seconds: float = 2.0, device: str = "cpu") -> float:
+    """Best GFLOP/s of square products (n = 2,048 and 4,096; 8,192 on CUDA) on this machine, now."""
     import torch
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    device = torch.device(device)
     best = 0.0
-    for n in (2048, 4096):
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    for n in (2048, 4096) if device.type == "cpu" else (4096, 8192):
+        a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
         a @ b
+        synchronize(device)
         stop = time.perf_counter() + seconds / 2
         while time.perf_counter() < stop:
             t = time.perf_counter()
             a @ b
+            synchronize(device)
             best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
     return best
 
@@ -206,10 +217,10 @@ def run_worker(job: dict) -> dict:
     for key, value in job["set"].items():  # --set: applied to the models whose config has the key
         if hasattr(cfg, key):
             setattr(cfg, key, value)
-    model = build_model(name, fm, cfg)
+    device = torch.device(job["device"])
+    model = build_model(name, fm, cfg).to(device)
     if job["compile"]:
         model = torch.compile(model)
-    device = torch.device("cpu")
     rowwise = job["embedding_optimizer"] == "rowwise_adagrad"
     opt_cfg = argparse.Namespace(lr=1e-3, optimizer="adam", weight_decay=0.0, embedding_lr=0.01 if rowwise else 0.0,
                                  embedding_optimizer="rowwise_adagrad" if rowwise else "auto")
@@ -230,7 +241,8 @@ def run_worker(job: dict) -> dict:
     times = []  # loader, forward, backward, optimiser
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        batch = next(batches)
+        batch = next(batches).to(device)  # (on CUDA the loader's time includes the copy to the device)
+        synchronize(device)
         t1 = time.perf_counter()
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
@@ -241,6 +253,7 @@ def run_worker(job: dict) -> dict:
             raise SystemExit(f"loss {loss.item()} at step {i}")
         t2 = time.perf_counter()
         loss.backward()
+        synchronize(device)
         t3 = time.perf_counter()
         for t in tables:  # as the trainer does: duplicate rows summed once, before clipping
             t.grad = t.grad.coalesce()
@@ -264,12 +277,14 @@ def run_worker(job: dict) -> dict:
               "optimizer_s": float(parts[3]), "samples_per_s": batch_size / step,
               "train_flops_per_sample": flops, "gflops": flops * batch_size / step / 1e9,
               "peak_rss_data_gb": rss_data, "peak_rss_gb": rss_train}
+    if device.type == "cuda":
+        result["peak_gpu_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
     if job["eval_rows"]:
         rows = min(job["eval_rows"], len(train))
         part = train if rows == len(train) else _head(train, rows)
         predict_proba(model, _head(train, min(rows, 16384)), 16384, device, precision)  # warm-up
         t = time.perf_counter()
-        predict_proba(model, part, 16384, device, precision)
+        predict_proba(model, part, 16384, device, precision)  # (ends with a copy to the host: synchronised)
         result["eval_samples_per_s"] = rows / (time.perf_counter() - t)
     if job.get("fuxictr_zoo") and name in ("wukong", "dcnv2"):
         result["fuxictr"] = run_fuxictr(job, fm, train)
@@ -407,7 +422,8 @@ def print_table(results: list[dict], peaks: dict) -> None:
         print(f"{r['model']:11s} {r['precision']:4s} {r['batch_size']:>6d} {r['samples_per_s']:>9.0f} {s:>7.2f} "
               f"{pct(r['loader_s']):>6s} {pct(r['forward_s']):>5s} {pct(r['backward_s']):>5s} "
               f"{pct(r['optimizer_s']):>5s} {r['gflops']:>7.1f} {100 * r['gflops'] / peaks[r['precision']]:>6.0f}% "
-              f"{r['peak_rss_gb']:>6.2f} {r.get('eval_samples_per_s', float('nan')):>7.0f}")
+              f"{r['peak_rss_gb']:>6.2f} {r.get('eval_samples_per_s', float('nan')):>7.0f}"
+              + (f"  GPU peak {r['peak_gpu_gb']:.2f} GB" if "peak_gpu_gb" in r else ""))
     by = {(r["model"], r["precision"], r["batch_size"]): r for r in results if "error" not in r}
     for (m, p, b), r in by.items():
         if m == "dlf" and ("dlf_concat", p, b) in by:
@@ -433,6 +449,8 @@ def main(argv=None) -> None:
     ap.add_argument("--loader", choices=("array", "mapped"), default="array",
                     help="array: rows in memory (dlf train on synthetic data); mapped: memory-mapped .npy (--data)")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on CUDA as on CPU; try larger "
+                    "--batch-sizes, e.g. 10000,65536)")
     ap.add_argument("--eval-rows", type=int, default=50_000, help="rows scored to time predict_proba (0: skip)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (first step includes compiling)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -469,6 +487,10 @@ def main(argv=None) -> None:
     import torch
 
     from dlf._runtime import malloc_library
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error("--device cuda: this torch build or machine has no CUDA device")
+    if args.device != "cpu" and args.fuxictr_zoo:
+        ap.error("--fuxictr-zoo runs FuxiCTR on the CPU only; drop it with --device cuda")
     torch.set_num_threads(args.threads)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     overrides = {}
@@ -486,8 +508,9 @@ def main(argv=None) -> None:
         fuxictr = str(args.fuxictr_zoo) if importlib.util.find_spec("fuxictr") else None
         if fuxictr is None:
             print("fuxictr is not installed: the FuxiCTR comparison is skipped")
-    peaks = {p: matmul_peak(p) for p in ("fp32", "bf16")}
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads, "
+    peaks = {p: matmul_peak(p, device=args.device) for p in ("fp32", "bf16")}
+    gpu = f"{torch.cuda.get_device_name(args.device)}, " if args.device != "cpu" else ""
+    print(f"machine: {gpu}{os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads, "
           f"model overrides {overrides or 'none'}, embedding optimiser {args.embedding_optimizer}, "
           f"malloc {malloc_library()}, malloc tuning {os.environ.get('DLF_MALLOC_TUNING', '1') != '0'}, "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}; matmul peak now: "
@@ -501,7 +524,7 @@ def main(argv=None) -> None:
                        "warmup": args.warmup, "threads": args.threads, "data": str(folder), "loader": args.loader,
                        "eval_rows": args.eval_rows, "compile": args.compile, "fuxictr_zoo": fuxictr,
                        "rows": rows, "max_cardinality": args.max_cardinality, "set": overrides,
-                       "embedding_optimizer": args.embedding_optimizer}
+                       "embedding_optimizer": args.embedding_optimizer, "device": args.device}
                 proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)],
                                       capture_output=True, text=True)
                 line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]

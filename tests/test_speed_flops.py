@@ -80,3 +80,10 @@ def test_baseline_counts_match_the_products_run(name, overrides):
     torch.manual_seed(0)
     forward, _ = _counted(build_model(name, FM, cfg))
     assert forward == 2 * B * train_speed.forward_macs(name, cfg, FM.num_fields)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_benchmark_without_cuda_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_speed.main(["--device", "cuda", "--models", "dlf"])
+    assert exc.value.code == 2 and "no CUDA device" in capsys.readouterr().err
