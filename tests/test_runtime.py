@@ -1,10 +1,14 @@
-"""dlf._runtime: which malloc the process runs on (the glibc tuning is skipped under TCMalloc/jemalloc)."""
+"""dlf._runtime: which malloc the process runs on (the glibc tuning is skipped under TCMalloc/jemalloc), and the
+CLI's restart on TCMalloc when it is installed."""
 import glob
+import json
 import os
 import subprocess
 import sys
 
 import pytest
+
+from dlf._runtime import find_tcmalloc
 
 PROBE = "from dlf._runtime import malloc_library; print(malloc_library())"
 TCMALLOC = sorted(glob.glob("/usr/lib/*/libtcmalloc*.so*") + glob.glob("/usr/lib/libtcmalloc*.so*"))
@@ -23,3 +27,20 @@ def test_default_malloc_is_reported():
 @pytest.mark.skipif(not TCMALLOC or not sys.platform.startswith("linux"), reason="no TCMalloc library installed")
 def test_preloaded_tcmalloc_is_detected():
     assert probe(os.environ | {"LD_PRELOAD": TCMALLOC[0]}) == "tcmalloc"
+
+
+def train_malloc(tmp_path, env: dict) -> str:
+    """The allocator `python -m dlf train` ran on, as its run directory records it."""
+    out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+    subprocess.run([sys.executable, "-m", "dlf", "train", "--model", "lr", "--out", str(out), "--quiet",
+                    "--set", "data.synthetic.rows=5000", "--set", "train.epochs=1"], env=env, check=True,
+                   capture_output=True)
+    return json.loads((out / "environment.json").read_text())["malloc"]
+
+
+def test_cli_restarts_on_installed_tcmalloc_unless_disabled(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "DLF_TCMALLOC", "_DLF_TCMALLOC_TRIED")}
+    found = find_tcmalloc()
+    assert found is None or os.path.isfile(found)
+    assert train_malloc(tmp_path, env) == ("tcmalloc" if found else "default")
+    assert train_malloc(tmp_path, env | {"DLF_TCMALLOC": "0"}) == "default"

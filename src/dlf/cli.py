@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand
 
+from dlf._runtime import restart_with_tcmalloc
 from dlf.data.download import DATASETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="dlf: CTR prediction with DLF and baselines.")
@@ -180,6 +181,8 @@ _register_serve_commands(app, _fail)  # dlf export / predict / serve (src/dlf/se
 
 
 def main() -> None:
+    if sys.argv[1:2] and sys.argv[1] in ("train", "bench", "predict", "serve"):
+        restart_with_tcmalloc()  # the commands that run models: TCMalloc when installed (docs/training.md, "Memory")
     app()
 
 

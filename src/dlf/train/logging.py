@@ -133,10 +133,12 @@ def environment(schema_hash: str | None = None, world_size: int = 1, device: str
     import dlf
     import torch
 
+    from dlf._runtime import malloc_library
+
     packages = {name: _version(name) for name in
                 ("dlf", "torch", "numpy", "safetensors", "pyyaml", "rich", "typer", "tensorboard", "matplotlib")}
     return {"dlf": dlf.__version__, "python": platform.python_version(), "platform": platform.platform(),
             "executable": sys.executable, "packages": packages, "torch": torch.__version__,
             "cuda": torch.version.cuda, "device": device, "torch_threads": threads or torch.get_num_threads(),
-            "world_size": world_size, "git_commit": git_commit(Path(dlf.__file__).parent),
+            "world_size": world_size, "malloc": malloc_library(), "git_commit": git_commit(Path(dlf.__file__).parent),
             "data_schema_hash": schema_hash}
