@@ -1,4 +1,5 @@
-"""Process-level settings shared by training, evaluation and scoring: autocast and glibc's malloc tuning."""
+"""Process-level settings shared by training, evaluation and scoring: autocast, the memory allocator (the CLI's
+restart on TCMalloc when it is installed, else glibc's malloc tuned to keep freed memory)."""
 from __future__ import annotations
 
 import contextlib
@@ -17,9 +18,6 @@ def autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-_ALLOCATOR_TUNED = False
 
 
 def malloc_library() -> str:
@@ -68,6 +66,9 @@ def restart_with_tcmalloc() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+_ALLOCATOR_TUNED = False
 
 
 def reuse_freed_memory() -> None:
