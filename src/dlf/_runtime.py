@@ -8,6 +8,10 @@ import glob
 import os
 import platform
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def autocast(device: torch.device, precision: str):
