@@ -13,7 +13,8 @@ frozen encoders, score in sub-batches, write Parquet to a temporary file and ren
 own child process so that memory and allocator state do not carry over: torch fp32, torch bf16 (autocast), and
 onnx when onnxruntime is installed. Printed per engine: rows/s of the whole job, the share of time in the model
 call (the rest is reading, encoding and writing), rows/s of the model call alone, peak RSS, and the speed-up over
-torch fp32 measured in the same run. Run nothing else on the machine meanwhile.
+torch fp32 measured in the same run. Run nothing else on the machine meanwhile. `dlf predict` runs on TCMalloc when
+it is installed (docs/training.md, "Memory"); to measure that here: LD_PRELOAD=<libtcmalloc> python benchmarks/...
 """
 from __future__ import annotations
 
@@ -80,6 +81,7 @@ class TimedScorer:
 def run_worker(job: dict) -> dict:
     import torch
 
+    from dlf._runtime import malloc_library
     from dlf.serve.bundle import load_bundle
     from dlf.serve.predict import Scorer, predict_file
 
@@ -90,7 +92,7 @@ def run_worker(job: dict) -> dict:
     out = Path(job["out"])
     result = predict_file(bundle, job["input"], out, scorer=scorer)
     out.unlink()
-    return {"engine": job["engine"], "rows": result.rows, "seconds": result.seconds, "model_seconds": scorer.seconds,
+    return {"engine": job["engine"], "malloc": malloc_library(), "rows": result.rows, "seconds": result.seconds, "model_seconds": scorer.seconds,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
 
 
@@ -136,7 +138,7 @@ def main(argv=None) -> None:
 
     base = next((r for r in results if r["engine"] == "torch-fp32"), None)
     print(f"\n{args.model} (registry defaults), {args.rows:,} Criteo-format rows scored from TSV to Parquet, "
-          f"batch {args.batch_size:,}, {args.threads} threads")
+          f"batch {args.batch_size:,}, {args.threads} threads, malloc {results[0]['malloc'] if results else '?'}")
     print(f"{'engine':11s} {'rows/s':>9s} {'seconds':>8s} {'model share':>11s} {'model rows/s':>12s} "
           f"{'peak RSS GB':>11s} {'vs torch-fp32':>13s}")
     for r in results:
