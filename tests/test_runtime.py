@@ -1,6 +1,5 @@
 """dlf._runtime: which malloc the process runs on (the glibc tuning is skipped under TCMalloc/jemalloc), and the
 CLI's restart on TCMalloc when it is installed."""
-import glob
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ import pytest
 from dlf._runtime import find_tcmalloc
 
 PROBE = "from dlf._runtime import malloc_library; print(malloc_library())"
-TCMALLOC = sorted(glob.glob("/usr/lib/*/libtcmalloc*.so*") + glob.glob("/usr/lib/libtcmalloc*.so*"))
+TCMALLOC = find_tcmalloc()
 
 
 def probe(env: dict) -> str:
@@ -24,9 +23,9 @@ def test_default_malloc_is_reported():
     assert probe(env) == "default"
 
 
-@pytest.mark.skipif(not TCMALLOC or not sys.platform.startswith("linux"), reason="no TCMalloc library installed")
+@pytest.mark.skipif(TCMALLOC is None, reason="no TCMalloc library installed")
 def test_preloaded_tcmalloc_is_detected():
-    assert probe(os.environ | {"LD_PRELOAD": TCMALLOC[0]}) == "tcmalloc"
+    assert probe(os.environ | {"LD_PRELOAD": TCMALLOC}) == "tcmalloc"
 
 
 def train_malloc(tmp_path, env: dict) -> str:
@@ -40,7 +39,6 @@ def train_malloc(tmp_path, env: dict) -> str:
 
 def test_cli_restarts_on_installed_tcmalloc_unless_disabled(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "DLF_TCMALLOC", "_DLF_TCMALLOC_TRIED")}
-    found = find_tcmalloc()
-    assert found is None or os.path.isfile(found)
-    assert train_malloc(tmp_path, env) == ("tcmalloc" if found else "default")
+    assert TCMALLOC is None or os.path.isfile(TCMALLOC)
+    assert train_malloc(tmp_path, env) == ("tcmalloc" if TCMALLOC else "default")
     assert train_malloc(tmp_path, env | {"DLF_TCMALLOC": "0"}) == "default"
