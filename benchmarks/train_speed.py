@@ -199,26 +199,19 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: kilobytes
 
 
-def run_worker(job: dict) -> dict:
+def build_for_job(job: dict, name: str, fm):
+    """The model `name` with the job's overrides, its optimisers (as the trainer builds them) and the tables that get
+    sparse gradients (none with the dense default)."""
     import torch
-    import torch.nn.functional as F
 
-    from dlf._runtime import autocast, reuse_freed_memory
     from dlf.models import build_model, get_entry
-    from dlf.train.trainer import (build_optimizer, build_sparse_optimizer, clip_grad_norm_, predict_proba,
-                                   sparse_embeddings)
+    from dlf.train.trainer import build_optimizer, build_sparse_optimizer, sparse_embeddings
 
-    torch.set_num_threads(job["threads"])
-    torch.manual_seed(0)
-    fm, train = load_data(Path(job["data"]), job["loader"])
-    rss_data = peak_rss_gb()
-    name, batch_size, precision = job["model"], job["batch_size"], job["precision"]
     cfg = get_entry(name).default_config()
     for key, value in job["set"].items():  # --set: applied to the models whose config has the key
         if hasattr(cfg, key):
             setattr(cfg, key, value)
-    device = torch.device(job["device"])
-    model = build_model(name, fm, cfg).to(device)
+    model = build_model(name, fm, cfg).to(torch.device(job["device"]))
     if job["compile"]:
         model = torch.compile(model)
     rowwise = job["embedding_optimizer"] == "rowwise_adagrad"
@@ -229,43 +222,76 @@ def run_worker(job: dict) -> dict:
     optimizers = [build_optimizer(model, opt_cfg, exclude=tables)]
     if tables:
         optimizers.append(build_sparse_optimizer(tables, opt_cfg))
-    reuse_freed_memory()  # as fit() does
     model.train()
+    return model, cfg, optimizers, tables
+
+
+def timed_step(model, optimizers, tables, batches, device, precision: str) -> tuple[float, float, float, float]:
+    """One trainer step (zero_grad, autocast forward, BCE, backward, clip, step): seconds spent in the loader,
+    forward (incl. loss), backward and optimiser."""
+    import torch
+    import torch.nn.functional as F
+
+    from dlf._runtime import autocast
+    from dlf.train.trainer import clip_grad_norm_
+
+    t0 = time.perf_counter()
+    batch = next(batches).to(device)  # (on CUDA the loader's time includes the copy to the device)
+    synchronize(device)
+    t1 = time.perf_counter()
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    with autocast(device, precision):
+        logits = model(batch)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
+    if not torch.isfinite(loss):
+        raise SystemExit(f"loss {loss.item()}")
+    t2 = time.perf_counter()
+    loss.backward()
+    synchronize(device)
+    t3 = time.perf_counter()
+    for t in tables:  # as the trainer does: duplicate rows summed once, before clipping
+        t.grad = t.grad.coalesce()
+    clip_grad_norm_(model.parameters(), 10.0)
+    for optimizer in optimizers:
+        optimizer.step()
+    loss.item()
+    return t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3
+
+
+def shuffled_batches(job: dict, train, steps: int):
+    """The benchmark's batch sequence (the same for every model), after checking the data holds `steps` batches."""
+    need = steps * job["batch_size"]
+    if need > len(train):
+        raise SystemExit(f"{need:,} rows needed for {steps} steps of {job['batch_size']:,}; "
+                         f"the dataset has {len(train):,} (raise --rows)")
+    return train.batches(job["batch_size"], shuffle=True, seed=2025, epoch=0)
+
+
+def run_worker(job: dict) -> dict:
+    import torch
+
+    from dlf._runtime import reuse_freed_memory
+    from dlf.train.trainer import predict_proba
+
+    torch.set_num_threads(job["threads"])
+    torch.manual_seed(0)
+    fm, train = load_data(Path(job["data"]), job["loader"])
+    rss_data = peak_rss_gb()
+    name, batch_size, precision = job["model"], job["batch_size"], job["precision"]
+    device = torch.device(job["device"])
+    model, cfg, optimizers, tables = build_for_job(job, name, fm)
+    reuse_freed_memory()  # as fit() does
 
     steps, warmup = job["steps"], job["warmup"]
-    need = (steps + warmup) * batch_size
-    if need > len(train):
-        raise SystemExit(f"{need:,} rows needed for {steps + warmup} steps of {batch_size:,}; "
-                         f"the dataset has {len(train):,} (raise --rows)")
-    batches = train.batches(batch_size, shuffle=True, seed=2025, epoch=0)
+    batches = shuffled_batches(job, train, steps + warmup)
     times = []  # loader, forward, backward, optimiser
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        batch = next(batches).to(device)  # (on CUDA the loader's time includes the copy to the device)
-        synchronize(device)
-        t1 = time.perf_counter()
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            logits = model(batch)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
-        if not torch.isfinite(loss):
-            raise SystemExit(f"loss {loss.item()} at step {i}")
-        t2 = time.perf_counter()
-        loss.backward()
-        synchronize(device)
-        t3 = time.perf_counter()
-        for t in tables:  # as the trainer does: duplicate rows summed once, before clipping
-            t.grad = t.grad.coalesce()
-        clip_grad_norm_(model.parameters(), 10.0)
-        for optimizer in optimizers:
-            optimizer.step()
-        loss.item()
-        t4 = time.perf_counter()
+        parts = timed_step(model, optimizers, tables, batches, device, precision)
         if i >= warmup:
-            times.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3))
+            times.append(parts)
         elif i == 0:
-            first_step = t4 - t0
+            first_step = sum(parts)
     rss_train = peak_rss_gb()
     parts = np.mean(np.array(times), axis=0)
     step = float(parts.sum())
@@ -289,6 +315,32 @@ def run_worker(job: dict) -> dict:
     if job.get("fuxictr_zoo") and name in ("wukong", "dcnv2"):
         result["fuxictr"] = run_fuxictr(job, fm, train)
     return result
+
+
+def run_interleaved(job: dict) -> dict:
+    """All of job["models"] in this one process, taking turns step by step on the same batches: round k times step k
+    of every model within seconds, so the machine's drift (2-3x over minutes here) hits every model of a round alike.
+    Returns each model's step times, one per round."""
+    import torch
+
+    from dlf._runtime import reuse_freed_memory
+
+    torch.set_num_threads(job["threads"])
+    torch.manual_seed(0)
+    fm, train = load_data(Path(job["data"]), job["loader"])
+    device = torch.device(job["device"])
+    runs = {name: build_for_job(job, name, fm) for name in job["models"]}
+    reuse_freed_memory()
+    streams = {name: shuffled_batches(job, train, job["steps"] + job["warmup"]) for name in runs}
+    steps = {name: [] for name in runs}
+    for i in range(job["warmup"] + job["steps"]):
+        order = list(runs) if i % 2 == 0 else list(runs)[::-1]  # alternate who goes first (caches, heap state)
+        for name in order:
+            model, _, optimizers, tables = runs[name]
+            seconds = sum(timed_step(model, optimizers, tables, streams[name], device, precision=job["precision"]))
+            if i >= job["warmup"]:
+                steps[name].append(seconds)
+    return {**job, "step_s": steps}
 
 
 def _head(data, rows: int):
@@ -408,6 +460,38 @@ def auc_check(args) -> None:
 
 # ---------------------------------------------------------------- driver
 
+def run_child(job: dict) -> dict:
+    """Runs one job in a fresh process (its own peak RSS, no state from earlier jobs): the result, or the error."""
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if proc.returncode or not line:
+        return {**job, "error": (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["?"])[-1]}
+    return json.loads(line[0][7:])
+
+
+def print_interleaved(r: dict) -> None:
+    """Per model: median step and samples/s; against the first model, the per-round step-time ratios' median, the 95%
+    t-interval of their mean, and their range."""
+    from scipy import stats
+
+    if "error" in r:
+        print(f"interleaved {r['precision']} batch {r['batch_size']}: failed: {r['error']}")
+        return
+    steps = {m: np.array(v) for m, v in r["step_s"].items()}
+    base = r["models"][0]
+    rounds = len(steps[base])
+    print(f"interleaved, {r['precision']}, batch {r['batch_size']}, {rounds} rounds (after {r['warmup']} warm-up); "
+          f"step time relative to {base}, per round:")
+    for m, v in steps.items():
+        line = f"  {m:11s} median step {np.median(v):6.2f} s  {r['batch_size'] / np.median(v):7.0f} samples/s"
+        if m != base:
+            ratio = v / steps[base]
+            half = stats.t.ppf(0.975, rounds - 1) * ratio.std(ddof=1) / np.sqrt(rounds) if rounds > 1 else np.nan
+            line += (f"  {m} / {base}: median {np.median(ratio):.3f}x, mean {ratio.mean():.3f}x "
+                     f"[{ratio.mean() - half:.3f}, {ratio.mean() + half:.3f}], range {ratio.min():.3f}-{ratio.max():.3f}")
+        print(line, flush=True)
+
+
 def print_table(results: list[dict], peaks: dict) -> None:
     head = (f"{'model':11s} {'prec':4s} {'batch':>6s} {'samples/s':>9s} {'step s':>7s} {'loader':>6s} {'fwd':>5s} "
             f"{'bwd':>5s} {'opt':>5s} {'GFLOP/s':>7s} {'of peak':>7s} {'RSS GB':>6s} {'eval/s':>7s}")
@@ -452,6 +536,9 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on CUDA as on CPU; try larger "
                     "--batch-sizes, e.g. 10000,65536)")
     ap.add_argument("--eval-rows", type=int, default=50_000, help="rows scored to time predict_proba (0: skip)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="run all --models in one process, taking turns step by step, and print each model's step "
+                         "time relative to the first model's, per round (ratios immune to the machine's drift)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (first step includes compiling)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="model config override (YAML value) for every model that has KEY, e.g. checkpoint_layers=true")
@@ -477,7 +564,8 @@ def main(argv=None) -> None:
         generate_into(args.generate, args.rows, args.max_cardinality)
         return
     if args.worker:
-        print("RESULT " + json.dumps(run_worker(json.loads(args.worker))))
+        job = json.loads(args.worker)
+        print("RESULT " + json.dumps(run_interleaved(job) if "models" in job else run_worker(job)))
         return
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.auc_check:
@@ -515,25 +603,24 @@ def main(argv=None) -> None:
           f"malloc {malloc_library()}, malloc tuning {os.environ.get('DLF_MALLOC_TUNING', '1') != '0'}, "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}; matmul peak now: "
           f"fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
+    common = {"steps": args.steps, "warmup": args.warmup, "threads": args.threads, "data": str(folder),
+              "loader": args.loader, "eval_rows": args.eval_rows, "compile": args.compile, "fuxictr_zoo": fuxictr,
+              "rows": rows, "max_cardinality": args.max_cardinality, "set": overrides,
+              "embedding_optimizer": args.embedding_optimizer, "device": args.device}
+    if args.interleave:
+        for precision in precisions:
+            for batch_size in batch_sizes:
+                print_interleaved(run_child({**common, "models": args.models, "precision": precision,
+                                             "batch_size": batch_size}))
+        return
     results = []
     # models innermost: the runs a ratio compares are adjacent in time (this machine's speed drifts over minutes)
     for precision in precisions:
         for batch_size in batch_sizes:
             for model in args.models:
-                job = {"model": model, "precision": precision, "batch_size": batch_size, "steps": args.steps,
-                       "warmup": args.warmup, "threads": args.threads, "data": str(folder), "loader": args.loader,
-                       "eval_rows": args.eval_rows, "compile": args.compile, "fuxictr_zoo": fuxictr,
-                       "rows": rows, "max_cardinality": args.max_cardinality, "set": overrides,
-                       "embedding_optimizer": args.embedding_optimizer, "device": args.device}
-                proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)],
-                                      capture_output=True, text=True)
-                line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-                if proc.returncode or not line:
-                    err = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["?"])[-1]
-                    results.append({**job, "error": err})
-                else:
-                    results.append(json.loads(line[0][7:]))
-                r = results[-1]
+                job = {**common, "model": model, "precision": precision, "batch_size": batch_size}
+                r = run_child(job)
+                results.append(r)
                 print(f"  {model} {precision} batch {batch_size}: "
                       + (f"{r['samples_per_s']:.0f} samples/s, peak RSS {r['peak_rss_gb']:.2f} GB"
                          if "error" not in r else f"failed: {r['error']}"), flush=True)

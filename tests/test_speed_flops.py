@@ -87,3 +87,21 @@ def test_cuda_benchmark_without_cuda_is_a_clear_error(capsys):
     with pytest.raises(SystemExit) as exc:
         train_speed.main(["--device", "cuda", "--models", "dlf"])
     assert exc.value.code == 2 and "no CUDA device" in capsys.readouterr().err
+
+
+def test_interleaved_run_times_every_model_each_round(tmp_path, capsys):
+    folder = tmp_path / "data"
+    train_speed.generate_into(folder, rows=600, max_cardinality=50)
+    job = {"models": ["dlf_concat", "dcnv2"], "precision": "fp32", "batch_size": 64, "steps": 3, "warmup": 1,
+           "threads": 1, "data": str(folder), "loader": "array", "compile": False, "set": {"layers": 1},
+           "embedding_optimizer": "dense", "device": "cpu"}
+    result = train_speed.run_interleaved(job)
+    assert {m: len(v) for m, v in result["step_s"].items()} == {"dlf_concat": 3, "dcnv2": 3}
+    assert all(s > 0 for v in result["step_s"].values() for s in v)
+    # the ratios are per round: model / first model, step by step
+    result["step_s"] = {"dlf_concat": [1.0, 2.0, 1.0], "dcnv2": [1.2, 2.6, 1.1]}
+    train_speed.print_interleaved(result)
+    out = capsys.readouterr().out
+    assert "dcnv2 / dlf_concat: median 1.200x, mean 1.200x" in out and "range 1.100-1.300" in out
+    with pytest.raises(SystemExit, match="rows needed"):
+        train_speed.run_interleaved({**job, "steps": 20})
