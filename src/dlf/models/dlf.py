@@ -194,10 +194,10 @@ class NetworkAwareFusion(nn.Module):
         # F.scaled_dot_product_attention: torch's CPU attention backward is several times slower at these sizes.
         q = autocast_input(self.query.t().repeat(1, h) * self.query_blocks / math.sqrt(dh))  # Q_bd / sqrt(d_h)
         attn = torch.softmax(torch.matmul(keys, q), dim=1)  # softmax over the S keys of K Q_j^T: B x S x (H N)
+        if h == 1:
+            return torch.baddbmm(z, attn.transpose(1, 2), s)  # Z + A S, the sum inside the product: B x N x d
         mixed = torch.bmm(attn.transpose(1, 2), s)  # A_j S for every head j over all d columns: B x (H N) x d
-        if h > 1:  # head j's output is its own d_h columns of A_j S
-            mixed = (mixed.view(b, h, n, d) * self.head_columns).sum(1)  # B x N x d
-        return z + mixed  # Z + A S: B x N x d
+        return z + (mixed.view(b, h, n, d) * self.head_columns).sum(1)  # head j's own d_h columns of A_j S: B x N x d
 
 
 def _gate_values(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
