@@ -20,7 +20,8 @@ rank 24, 32+32 tokens, width 512) and the optimiser with `dlf.train.trainer.buil
 and runs the trainer's step: zero_grad, autocast forward, BCE, backward, clip (norm 10), step. It times
 `--warmup` + `--steps` steps and reports, over the timed ones: samples/s, the step split into loader (drawing
 the next shuffled batch) / forward (incl. loss) / backward / optimiser (clip + step), its own peak RSS
-(ru_maxrss: data, model, optimiser state, activations), GFLOP/s achieved from an analytic count of each model's
+(ru_maxrss: data, model, optimiser state, activations), the activations alone (what autograd keeps of one forward
+pass for the backward, "act GB"), GFLOP/s achieved from an analytic count of each model's
 products (`train_flops_per_sample`: 3 x 2 x forward multiply-adds; checked against torch's FlopCounterMode in
 tests/test_speed_flops.py), and evaluation (predict_proba) samples/s. The parent measures this machine's fp32
 and bf16 matrix-product peak in the same run, so every figure is also a fraction of the limit.
@@ -259,6 +260,27 @@ def timed_step(model, optimizers, tables, batches, device, precision: str) -> tu
     return t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3
 
 
+def saved_activations_gb(model, batch, device, precision: str) -> float:
+    """Bytes the autograd graph of one forward pass keeps for the backward pass (distinct storages, parameters
+    excluded): the activation memory a training step holds at its peak, apart from temporaries."""
+    import torch
+
+    from dlf._runtime import autocast
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def keep(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t), autocast(device, precision):
+        model(batch)
+    return sum(storages.values()) / 1e9
+
+
 def shuffled_batches(job: dict, train, steps: int):
     """The benchmark's batch sequence (the same for every model), after checking the data holds `steps` batches."""
     need = steps * job["batch_size"]
@@ -293,6 +315,7 @@ def run_worker(job: dict) -> dict:
         elif i == 0:
             first_step = sum(parts)
     rss_train = peak_rss_gb()
+    activations = saved_activations_gb(model, next(shuffled_batches(job, train, 1)).to(device), device, precision)
     parts = np.mean(np.array(times), axis=0)
     step = float(parts.sum())
     flops = train_flops_per_sample(name, cfg, fm.num_fields)
@@ -302,7 +325,7 @@ def run_worker(job: dict) -> dict:
               "loader_s": float(parts[0]), "forward_s": float(parts[1]), "backward_s": float(parts[2]),
               "optimizer_s": float(parts[3]), "samples_per_s": batch_size / step,
               "train_flops_per_sample": flops, "gflops": flops * batch_size / step / 1e9,
-              "peak_rss_data_gb": rss_data, "peak_rss_gb": rss_train}
+              "peak_rss_data_gb": rss_data, "peak_rss_gb": rss_train, "saved_activations_gb": activations}
     if device.type == "cuda":
         result["peak_gpu_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
     if job["eval_rows"]:
@@ -494,7 +517,7 @@ def print_interleaved(r: dict) -> None:
 
 def print_table(results: list[dict], peaks: dict) -> None:
     head = (f"{'model':11s} {'prec':4s} {'batch':>6s} {'samples/s':>9s} {'step s':>7s} {'loader':>6s} {'fwd':>5s} "
-            f"{'bwd':>5s} {'opt':>5s} {'GFLOP/s':>7s} {'of peak':>7s} {'RSS GB':>6s} {'eval/s':>7s}")
+            f"{'bwd':>5s} {'opt':>5s} {'GFLOP/s':>7s} {'of peak':>7s} {'RSS GB':>6s} {'act GB':>6s} {'eval/s':>7s}")
     print(head)
     print("-" * len(head))
     for r in results:
@@ -506,7 +529,7 @@ def print_table(results: list[dict], peaks: dict) -> None:
         print(f"{r['model']:11s} {r['precision']:4s} {r['batch_size']:>6d} {r['samples_per_s']:>9.0f} {s:>7.2f} "
               f"{pct(r['loader_s']):>6s} {pct(r['forward_s']):>5s} {pct(r['backward_s']):>5s} "
               f"{pct(r['optimizer_s']):>5s} {r['gflops']:>7.1f} {100 * r['gflops'] / peaks[r['precision']]:>6.0f}% "
-              f"{r['peak_rss_gb']:>6.2f} {r.get('eval_samples_per_s', float('nan')):>7.0f}"
+              f"{r['peak_rss_gb']:>6.2f} {r['saved_activations_gb']:>6.2f} {r.get('eval_samples_per_s', float('nan')):>7.0f}"
               + (f"  GPU peak {r['peak_gpu_gb']:.2f} GB" if "peak_gpu_gb" in r else ""))
     by = {(r["model"], r["precision"], r["batch_size"]): r for r in results if "error" not in r}
     for (m, p, b), r in by.items():

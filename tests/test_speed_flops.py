@@ -105,3 +105,19 @@ def test_interleaved_run_times_every_model_each_round(tmp_path, capsys):
     assert "dcnv2 / dlf_concat: median 1.200x, mean 1.200x" in out and "range 1.100-1.300" in out
     with pytest.raises(SystemExit, match="rows needed"):
         train_speed.run_interleaved({**job, "steps": 20})
+
+
+def test_saved_activations_shrink_with_activation_checkpointing():
+    torch.manual_seed(0)
+    fm = FeatureMap([FieldSpec(f"c{i}", "categorical", vocab_size=50) for i in range(6)])
+    batch = Batch(categorical=torch.randint(0, 50, (256, 6)), numeric=torch.zeros(256, 0),
+                  multi=torch.zeros(256, 0, 0, dtype=torch.long), label=torch.zeros(256))
+    cfg = replace(get_entry("dlf").default_config(), embedding_dim=16, hidden=32, interaction_tokens=8,
+                  implicit_tokens=8, rank=4)
+    sizes = {}
+    for recompute in (False, True):
+        model = build_model("dlf", fm, replace(cfg, checkpoint_layers=recompute)).train()
+        sizes[recompute] = train_speed.saved_activations_gb(model, batch, torch.device("cpu"), "fp32")
+    # every layer's token stream (256 x 24 x 16 fp32 = 0.39 MB) is kept at least once without checkpointing
+    assert sizes[False] > 3 * 256 * 24 * 16 * 4 / 1e9
+    assert 0 < sizes[True] < 0.5 * sizes[False]
