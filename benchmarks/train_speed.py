@@ -3,6 +3,7 @@
     python benchmarks/train_speed.py                       # all models, batch 4,096 and 10,000, bf16 and fp32
     python benchmarks/train_speed.py --models dlf_concat --batch-sizes 10000 --precision bf16 --steps 5
     python benchmarks/train_speed.py --models dlf_concat --batch-sizes 10000 --rows 1000000 --steps 3   # RSS check
+    python benchmarks/train_speed.py --interleave --models dlf_concat,dlf --steps 10   # step-time ratio, drift-free
     DLF_MALLOC_TUNING=0 python benchmarks/train_speed.py --models dlf_concat,dlf --batch-sizes 10000 \
         --precision bf16 --rows 1000000 --set checkpoint_layers=true     # the low-memory setting
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python benchmarks/train_speed.py ...  # on TCMalloc
