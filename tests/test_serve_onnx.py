@@ -13,7 +13,8 @@ from dlf.serve.onnx import OnnxRunner, ProbabilityModel, export_onnx  # noqa: E4
 TINY = dict(embedding_dim=8, layers=2, rank=3, interaction_tokens=3, implicit_tokens=2, hidden=16, attention_heads=2)
 
 
-@pytest.mark.parametrize("name,overrides", [("dlf", TINY), ("dlf_concat", TINY), ("lr", {})])
+@pytest.mark.parametrize("name,overrides", [("dlf", TINY), ("dlf", {**TINY, "attention_heads": 1}),  # the default
+                                            ("dlf_concat", TINY), ("lr", {})])
 def test_onnx_matches_pytorch(name, overrides, small_feature_map, tmp_path):
     import dataclasses
     torch.manual_seed(0)
