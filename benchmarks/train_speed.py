@@ -247,7 +247,7 @@ def timed_step(model, optimizers, tables, batches, device, precision: str) -> tu
         logits = model(batch)
     loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
     if not torch.isfinite(loss):
-        raise SystemExit(f"loss {loss.item()}")
+        raise SystemExit(f"training loss became {loss.item()} (lower the learning rate or check the data)")
     t2 = time.perf_counter()
     loss.backward()
     synchronize(device)
