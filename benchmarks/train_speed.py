@@ -632,10 +632,14 @@ def main(argv=None) -> None:
               "rows": rows, "max_cardinality": args.max_cardinality, "set": overrides,
               "embedding_optimizer": args.embedding_optimizer, "device": args.device}
     if args.interleave:
+        rounds = []
         for precision in precisions:
             for batch_size in batch_sizes:
-                print_interleaved(run_child({**common, "models": args.models, "precision": precision,
-                                             "batch_size": batch_size}))
+                rounds.append(run_child({**common, "models": args.models, "precision": precision,
+                                         "batch_size": batch_size}))
+                print_interleaved(rounds[-1])
+        if args.json:
+            args.json.write_text(json.dumps({"peaks_gflops": peaks, "interleaved": rounds}, indent=1))
         return
     results = []
     # models innermost: the runs a ratio compares are adjacent in time (this machine's speed drifts over minutes)
