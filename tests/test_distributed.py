@@ -4,6 +4,7 @@ metrics over all rows, keeps the replicas in sync, and writes its checkpoints fr
 run killed mid-epoch resumes to the weights of an uninterrupted one."""
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -74,3 +75,13 @@ def test_two_process_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterru
     assert proc.stdout.count("resuming from step-") == 1  # rank 0 talks
     _assert_same_weights(run, full)
     assert json.loads((run / "metrics.json").read_text())["replicas_in_sync"] is True
+
+
+def test_exit_worker_flushes_what_was_printed_and_exits_zero():
+    # a torchrun worker ends through exit_worker (no interpreter shutdown): piped, buffered output must still arrive
+    code = ("import sys; from dlf.train.distributed import exit_worker; print('result table'); "
+            "sys.stderr.write('last words'); exit_worker(); print('not reached')")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout block-buffered, as into a pipe
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0
+    assert proc.stdout == "result table\n" and proc.stderr == "last words"

@@ -55,7 +55,9 @@ def train(config=None, out: str | Path | None = None, console: Console | None = 
     cfg = _resolve(config)
     dist = DistContext.from_env(cfg.train.device)
     try:
-        return _train(cfg, out, console, resume, dist)
+        metrics = _train(cfg, out, console, resume, dist)
+        dist.finish()
+        return metrics
     finally:
         dist.close()
 

@@ -64,8 +64,15 @@ def train(
             metrics = run_train(cfg, out=out)
     except (ConfigError, TrainingError, CheckpointError) as exc:
         _fail(str(exc))
-    if os.environ.get("RANK", "0") != "0":
-        return
+    if os.environ.get("RANK", "0") == "0":
+        _print_result(metrics, out)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from dlf.train.distributed import exit_worker
+
+        exit_worker()
+
+
+def _print_result(metrics: dict, out: Path | None) -> None:
     table = Table(title=f"{metrics['model']} on {metrics['dataset']} (test split)")
     for col in ("", "AUC", "logloss"):
         table.add_column(col, justify="right" if col else "left")
