@@ -1,4 +1,5 @@
 import itertools
+import weakref
 from dataclasses import replace
 
 import pytest
@@ -135,6 +136,32 @@ def test_checkpoint_layers_gives_the_same_gradients(small_feature_map):
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0
     assert saved[1] < 0.6 * saved[0]
+
+
+@pytest.mark.parametrize("name", ["dlf", "dlf_concat"])
+def test_scoring_forward_matches_training_forward_and_frees_earlier_layers(small_feature_map, name):
+    # the no-grad path adds in place and keeps only the newest layer output: same numbers, less memory
+    torch.manual_seed(0)
+    cfg = replace(get_entry(name).default_config(), embedding_dim=8, layers=3, rank=3, interaction_tokens=4,
+                  implicit_tokens=4, hidden=16)
+    model = build_model(name, small_feature_map, cfg).eval()
+    batch = random_batch(small_feature_map, 32)
+    with torch.no_grad():
+        outs = model.layer_outputs(model.embedding(batch))
+    alive = []  # (layer index, weak reference to its output), checked as each later layer starts
+    hooks = [layer.register_forward_hook(lambda m, i, o, k=k: alive.append((k, weakref.ref(o))))
+             for k, layer in enumerate(model.layers)]
+    hooks.append(model.layers[-1].register_forward_pre_hook(
+        lambda m, i: alive.append(("last starts", [k for k, ref in alive if ref() is not None]))))
+    with torch.inference_mode():
+        scored = model(batch)
+    for h in hooks:
+        h.remove()
+    assert ("last starts", [len(model.layers) - 2]) in alive  # only the last layer's input still exists
+    grad_outs = model.layer_outputs(model.embedding(batch))
+    for a, b in zip(outs, grad_outs):
+        torch.testing.assert_close(a, b.detach())
+    torch.testing.assert_close(scored, model(batch).detach())
 
 
 def test_residual_gate_backward_matches_autograd_of_the_plain_formula():

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Iterator, Literal
 
 import torch
 from torch import nn
@@ -296,12 +296,14 @@ class DLFLayer(nn.Module):
         if self.cfg.gamma:
             parts.append(blocks["lcb"])  # Z_D = W_D^T E: B x n_L x d
         z = torch.cat(parts, dim=1)  # B x N x d, order [beta, alpha, gamma]
+        res = blocks.get("residual_projection", e)  # R^T E, or E when N_l = N: B x N x d
+        del parts, blocks  # when scoring, the stacked product is freed here (autograd keeps what it needs)
         if self.cfg.fusion == "attention":
             z = self.fusion(z)
-        res = blocks.get("residual_projection", e)  # R^T E, or E when N_l = N: B x N x d
         if self.cfg.gate:
             res = self.gate(res)
-        return self.norm(z + res)  # E^(l+1): B x N x d
+        z = z + res if torch.is_grad_enabled() else z.add_(res)  # scoring: in place, one B x N x d buffer fewer
+        return self.norm(z)  # E^(l+1): B x N x d
 
 
 class DLF(nn.Module):
@@ -319,21 +321,26 @@ class DLF(nn.Module):
         self.head = mlp_block(tokens * cfg.embedding_dim, cfg.hidden, 1, cfg.dropout)
         init_linear_xavier(self)
 
-    def layer_outputs(self, e1: torch.Tensor) -> list[torch.Tensor]:
-        """E^(2) .. E^(L+1) for embedding output E1 (B x F x d)."""
-        outs, e, e1_mm = [], e1, autocast_input(e1)  # (one low-precision copy of E1 for every layer's alpha branch)
+    def iter_layers(self, e1: torch.Tensor) -> Iterator[torch.Tensor]:
+        """E^(2) .. E^(L+1), one at a time, for embedding output E1 (B x F x d)."""
+        e, e1_mm = e1, autocast_input(e1)  # (one low-precision copy of E1 for every layer's alpha branch)
         recompute = self.cfg.checkpoint_layers and torch.is_grad_enabled() and self.training
         for layer in self.layers:
             e = checkpoint(layer, e, e1_mm, use_reentrant=False) if recompute else layer(e, e1_mm)
-            outs.append(e)
-        return outs
+            yield e
+
+    def layer_outputs(self, e1: torch.Tensor) -> list[torch.Tensor]:
+        """E^(2) .. E^(L+1) for embedding output E1 (B x F x d)."""
+        return list(self.iter_layers(e1))
 
     def head_logit(self, tokens: torch.Tensor) -> torch.Tensor:  # B x N x d -> B
         return self.head(tokens.flatten(1)).squeeze(-1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         e1 = self.embedding(batch)  # B x F x d
-        return self.head_logit(self.layer_outputs(e1)[-1])  # B logits
+        for e in self.iter_layers(e1):  # keep only the newest layer output: when scoring, earlier ones are freed
+            pass
+        return self.head_logit(e)  # B logits
 
 
 register("dlf", DLFConfig, "DLF with network-aware attention fusion (NAF) and the RLI gate")(DLF)
