@@ -127,9 +127,9 @@ def exit_worker() -> NoReturn:
     After DDP the gloo process group outlives destroy_process_group (references DDP leaves behind keep it), so
     its worker threads still run at shutdown. A worker still releasing a finished collective's tensors then needs
     the GIL and aborts the process ("terminate called without an active exception", pytorch/pytorch#179291): a
-    successful run reported as failed, ~1 in 6 two-process runs on 2 cores. The barrier in `DistContext.finish`
-    lets the workers finish first and makes this rare (~1 in 160); skipping shutdown rules it out. Nothing is
-    lost: every file a run writes is closed and renamed into place before `dlf.train` returns.
+    successful run reported as failed, in 8 of 20 two-process runs on 2 cores (benchmarks/ddp_exit.py). The
+    barrier in `DistContext.finish` lets the workers finish first and makes this rare (~1 in 160); skipping
+    shutdown rules it out. Nothing is lost: every file a run writes is closed and renamed before `dlf.train` returns.
     """
     sys.stdout.flush()
     sys.stderr.flush()
