@@ -56,7 +56,9 @@ def train(config=None, out: str | Path | None = None, console: Console | None = 
     dist = DistContext.from_env(cfg.train.device)
     try:
         metrics = _train(cfg, out, console, resume, dist)
-        dist.finish()
+        # every rank is done with its collectives before any leaves (see exit_worker); not on the error path,
+        # where a rank that failed mid-epoch would leave its peers waiting here
+        dist.barrier()
         return metrics
     finally:
         dist.close()

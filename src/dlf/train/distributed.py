@@ -55,13 +55,6 @@ class DistContext:
         if self.enabled:
             dist.barrier()
 
-    def finish(self) -> None:
-        """End a successful run: wait until every rank is done with its collectives (see `exit_worker`).
-
-        Not on the error path: a rank that failed mid-epoch would wait here for peers that never arrive.
-        """
-        self.barrier()
-
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -128,7 +121,7 @@ def exit_worker() -> NoReturn:
     its worker threads still run at shutdown. A worker still releasing a finished collective's tensors then needs
     the GIL and aborts the process ("terminate called without an active exception", pytorch/pytorch#179291): a
     successful run reported as failed, in 8 of 20 two-process runs on 2 cores (benchmarks/ddp_exit.py). The
-    barrier in `DistContext.finish` lets the workers finish first and makes this rare (~1 in 160); skipping
+    barrier at the end of `dlf.train` lets the workers finish first and makes this rare; skipping
     shutdown rules it out. Nothing is lost: every file a run writes is closed and renamed before `dlf.train` returns.
     """
     sys.stdout.flush()
