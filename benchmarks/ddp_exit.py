@@ -3,8 +3,8 @@
     python benchmarks/ddp_exit.py --runs 60
 
 Each run trains the tiny 2-process job of tests/test_distributed.py (3,000 synthetic rows, one-layer DLF, about 10 s
-here) and must exit 0. Printed: every failing run's last stderr lines and the count. Before exit_worker
-(docs/training.md, "Multi-process training") about 1 run in 6 aborted at interpreter shutdown.
+here) and must exit 0. Printed: every failing run's last stderr lines and the count. While gloo's threads outlived
+the run (docs/training.md, "Multi-process training", Exit) about 1 run in 6 aborted at interpreter shutdown.
 """
 from __future__ import annotations
 

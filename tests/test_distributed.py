@@ -24,6 +24,12 @@ ARGS = {"data.synthetic.rows": 3000, "data.synthetic.max_cardinality": 200, "tra
         "train.batch_size": 256, "train.threads": 1, "train.lr": 0.01, "train.eval_every_steps": 4}
 
 
+# tiny DLF (DDP over the whole model), as keyword overrides
+ARGS_DLF = [f"{k}={v}" for k, v in {**ARGS, "model.embedding_dim": 8, "model.layers": 1, "model.rank": 2,
+                                      "model.interaction_tokens": 2, "model.implicit_tokens": 2, "model.hidden": 16,
+                                      "train.progress": False}.items()]
+
+
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse_embedding"])
 def test_two_process_gloo_run_matches_one_process_run(tmp_path, sparse):
     # sparse: the table is kept out of DDP and its sparse gradient averaged by DistContext.mean_sparse; the
@@ -77,11 +83,20 @@ def test_two_process_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterru
     assert json.loads((run / "metrics.json").read_text())["replicas_in_sync"] is True
 
 
-def test_exit_worker_flushes_what_was_printed_and_exits_zero():
-    # a torchrun worker ends through exit_worker (no interpreter shutdown): piped, buffered output must still arrive
-    code = ("import sys; from dlf.train.distributed import exit_worker; print('result table'); "
-            "sys.stderr.write('last words'); exit_worker(); print('not reached')")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout block-buffered, as into a pipe
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 0
-    assert proc.stdout == "result table\n" and proc.stderr == "last words"
+def test_process_group_threads_are_gone_when_dlf_train_returns(tmp_path):
+    # gloo's worker threads must stop in destroy_process_group: left running, they can abort a finished process at
+    # interpreter shutdown (pytorch/pytorch#179291). DDP imports torch._dynamo, which keeps references to a process
+    # group that exists at its import; DistContext imports it first (remove that import and this fails).
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import os\nfrom rich.console import Console\nimport dlf\nfrom dlf.config import load_config\n"
+        f"cfg = load_config(None, {ARGS_DLF!r})\n"
+        "dlf.train(cfg, console=Console(quiet=True))\n"
+        "names = sorted(open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task'))\n"
+        "os.write(1, f'threads of rank {os.environ[\"RANK\"]}: {names}\\n'.encode())\n")  # one write per rank
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("threads of rank"))
+    assert len(lines) == 2, proc.stdout
+    assert not [line for line in lines if "gloo" in line], lines  # e.g. gloo_tcp_loop, pt_gloo_runloop

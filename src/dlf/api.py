@@ -55,13 +55,21 @@ def train(config=None, out: str | Path | None = None, console: Console | None = 
     cfg = _resolve(config)
     dist = DistContext.from_env(cfg.train.device)
     try:
-        metrics = _train(cfg, out, console, resume, dist)
-        # every rank is done with its collectives before any leaves (see exit_worker); not on the error path,
-        # where a rank that failed mid-epoch would leave its peers waiting here
-        dist.barrier()
-        return metrics
+        return _train(cfg, out, console, resume, dist)
     finally:
         dist.close()
+
+
+def load_data(cfg: RunConfig):
+    """The train/valid/test splits `cfg.data` names: a processed dataset, or the built-in synthetic one."""
+    if cfg.data.dataset != "processed":
+        return generate(cfg.data.synthetic)
+    from dlf.data.schema import DataError
+    from dlf.data.store import load_dataset
+    try:
+        return load_dataset(cfg.data.path)
+    except DataError as exc:
+        raise TrainingError(str(exc)) from None
 
 
 def _comparable(config: dict) -> dict:
@@ -92,15 +100,7 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
         raise TrainingError(f"{out} already holds checkpoints of a run; continue it with --resume {out} "
                             "or choose another --out")
 
-    if cfg.data.dataset == "processed":
-        from dlf.data.schema import DataError
-        from dlf.data.store import load_dataset
-        try:
-            data = load_dataset(cfg.data.path)
-        except DataError as exc:
-            raise TrainingError(str(exc)) from None
-    else:
-        data = generate(cfg.data.synthetic)
+    data = load_data(cfg)
     model = build_model(cfg.model_name, data.feature_map, cfg.model)
     if dist.enabled:  # identical initial weights on every rank, then per-rank dropout streams
         torch.manual_seed(cfg.train.seed + 7919 * dist.rank)

@@ -66,10 +66,6 @@ def train(
         _fail(str(exc))
     if os.environ.get("RANK", "0") == "0":
         _print_result(metrics, out)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from dlf.train.distributed import exit_worker
-
-        exit_worker()
 
 
 def _print_result(metrics: dict, out: Path | None) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import NoReturn
 
 import numpy as np
 import torch
@@ -47,6 +46,11 @@ class DistContext:
         if not dist.is_initialized():
             if dev.type == "cuda":
                 torch.cuda.set_device(dev)
+            # DDP imports torch._dynamo, and importing it while a process group exists leaves ten references to
+            # that group in module state, so destroy_process_group cannot free it: gloo's threads then outlive
+            # the run and can abort the process at interpreter shutdown (pytorch/pytorch#179291). Imported
+            # before the group exists, it keeps none.
+            import torch._dynamo  # noqa: F401
             dist.init_process_group(backend=backend, rank=rank, world_size=world)
             owns = True
         return cls(rank, world, local_rank, dev, backend, owns)
@@ -112,21 +116,6 @@ class DistContext:
         t = self._comm(torch.tensor([value, -value], dtype=torch.float64))
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t[0].item() == value and -t[1].item() == value)
-
-
-def exit_worker() -> NoReturn:
-    """End a torchrun worker whose run succeeded: flush stdout/stderr and exit 0 without interpreter shutdown.
-
-    After DDP the gloo process group outlives destroy_process_group (references DDP leaves behind keep it), so
-    its worker threads still run at shutdown. A worker still releasing a finished collective's tensors then needs
-    the GIL and aborts the process ("terminate called without an active exception", pytorch/pytorch#179291): a
-    successful run reported as failed, in 8 of 20 two-process runs on 2 cores (benchmarks/ddp_exit.py). The
-    barrier at the end of `dlf.train` lets the workers finish first and makes this rare; skipping
-    shutdown rules it out. Nothing is lost: every file a run writes is closed and renamed before `dlf.train` returns.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
