@@ -8,7 +8,7 @@ import torch
 
 import dlf
 from dlf.train.checkpoint import (CheckpointError, TrainState, list_checkpoints, load_checkpoint, load_latest,
-                                  save_checkpoint)
+                                  save_checkpoint, weights_mismatch)
 from dlf.train.trainer import TrainingError
 
 TINY = {"model": {"name": "dlf", "embedding_dim": 8, "layers": 1, "rank": 2, "interaction_tokens": 2,
@@ -117,3 +117,26 @@ def test_fresh_run_into_a_directory_with_checkpoints_is_refused(tmp_path):
     dlf.train(_tiny(epochs=1), out=run)
     with pytest.raises(TrainingError, match="--resume"):
         dlf.train(_tiny(epochs=1), out=run)
+
+
+def test_resume_with_another_models_checkpoint_is_a_one_line_error(tmp_path):
+    dnn, run = tmp_path / "dnn", tmp_path / "run"
+    dlf.train({**_tiny(epochs=1), "model": {"name": "dnn", "embedding_dim": 8, "hidden_units": [16]}}, out=dnn)
+    dlf.train(_tiny(epochs=1), out=run)
+    for path in list_checkpoints(run / "checkpoints"):
+        path.unlink()
+    foreign = list_checkpoints(dnn / "checkpoints")[0]
+    (run / "checkpoints" / foreign.name).write_bytes(foreign.read_bytes())
+    with pytest.raises(TrainingError) as exc:
+        dlf.train(_tiny(epochs=2), resume=run)
+    message = str(exc.value)
+    assert f"{foreign.name}: its weights do not fit this DLF model" in message and "\n" not in message
+    assert "missing key(s) (layers.0." in message and "unexpected key(s) (mlp." in message
+
+
+def test_weights_mismatch_summarises_shapes_and_keys():
+    model = torch.nn.Linear(3, 2)
+    assert weights_mismatch(model, model.state_dict()) is None
+    assert weights_mismatch(model, {"weight": torch.zeros(2, 4), "bias": torch.zeros(2)}) == \
+        "1 shape mismatch(es), saved vs model (weight (2, 4) vs (2, 3))"
+    assert weights_mismatch(model, {"weight": torch.zeros(2, 3)}) == "1 missing key(s) (bias)"

@@ -26,7 +26,7 @@ from torch import nn
 from dlf._runtime import autocast, reuse_freed_memory
 from dlf.data.dataset import ArrayDataset
 from dlf.models.embedding import FieldEmbedding
-from dlf.train.checkpoint import Checkpoint, TrainState, restore_rng, save_checkpoint
+from dlf.train.checkpoint import Checkpoint, TrainState, restore_rng, save_checkpoint, weights_mismatch
 from dlf.train.distributed import DistContext
 from dlf.train.logging import RunLogger
 from dlf.train.metrics import classification_metrics
@@ -298,6 +298,10 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         if (resume.sparse_optimizer is None) == bool(tables):
             raise TrainingError(f"{resume.path} was written with train.sparse_embedding="
                                 f"{str(not tables).lower()}; resume with the same setting")
+        mismatch = weights_mismatch(model, resume.model)
+        if mismatch:
+            raise TrainingError(f"{resume.path}: its weights do not fit this {type(model).__name__} model "
+                                f"(written by another model or model config?): {mismatch}")
         model.load_state_dict(resume.model)
         for opt, saved in ((optimizer, resume.optimizer), (sparse_optimizer, resume.sparse_optimizer)):
             if opt is None:
