@@ -135,3 +135,38 @@ def test_corrupted_latest_checkpoint_on_resume_warns_and_uses_the_previous(tmp_p
 def test_resume_of_a_non_run_is_a_one_line_error(tmp_path):
     proc = dlf("train", "--resume", str(tmp_path))
     assert proc.returncode == 2 and "config.yaml" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _api_config(*overrides, path=None):
+    return dlf_api.load_config(path, [a for a in TINY if "=" in a and "epochs" not in a] + ["train.progress=false",
+                                                                                           *overrides])
+
+
+def test_finished_run_resumed_with_more_epochs_trains_on(tmp_path):
+    quiet = Console(quiet=True)
+    full = tmp_path / "full"  # uninterrupted 2 epochs
+    dlf_api.train(_api_config("train.epochs=2"), out=full, console=quiet)
+    run = tmp_path / "run"
+    dlf_api.train(_api_config("train.epochs=1"), out=run, console=quiet)
+    console = Console(record=True, width=400)
+    metrics = dlf_api.train(_api_config("train.epochs=2", path=run / "config.yaml"), resume=run, console=console)
+    text = console.export_text()
+    assert "already finished" not in text and "config differs" not in text
+    assert metrics["epochs_run"] == 2
+    assert [int(r["epoch"]) for r in csv.DictReader((run / "train_log.csv").open())] == [1, 1, 2, 2]
+    _assert_same_weights(run, full)
+    _assert_same_log(run, full)
+
+
+def test_early_stopped_run_stays_finished_when_epochs_are_raised(tmp_path):
+    from dlf.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+    run = tmp_path / "run"
+    dlf_api.train(_api_config("train.epochs=1"), out=run, console=Console(quiet=True))
+    # the same checkpoint, marked as the end of an early-stopped run
+    ck = load_checkpoint(list_checkpoints(run / "checkpoints")[0])
+    ck.state.stopped_early = True
+    save_checkpoint(run / "checkpoints", model_state=ck.model, optimizer_state=ck.optimizer, state=ck.state,
+                    config=ck.config, best_state=ck.best)
+    console = Console(record=True, width=400)
+    metrics = dlf_api.train(_api_config("train.epochs=2", path=run / "config.yaml"), resume=run, console=console)
+    assert "stopped early" in console.export_text() and metrics["epochs_run"] == 1

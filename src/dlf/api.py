@@ -73,9 +73,10 @@ def load_data(cfg: RunConfig):
 
 
 def _comparable(config: dict) -> dict:
-    """The config as JSON sees it, less the keys that do not change what is computed."""
+    """The config as JSON sees it, less the keys that do not change what is computed (epochs only says when to
+    stop: a run resumed with more epochs computes what an uninterrupted run with that many would)."""
     d = json.loads(json.dumps(config))
-    for key in ("progress", "tensorboard", "log_every_steps", "keep_checkpoints", "grad_norm_every_steps"):
+    for key in ("epochs", "progress", "tensorboard", "log_every_steps", "keep_checkpoints", "grad_norm_every_steps"):
         d.get("train", {}).pop(key, None)
     return d
 

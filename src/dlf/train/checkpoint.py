@@ -60,6 +60,7 @@ class TrainState:
     plateau: dict = field(default_factory=dict)  # PlateauController.state_dict()
     scaler: dict = field(default_factory=dict)  # GradScaler state (fp16 only)
     done: bool = False  # training finished (epochs exhausted or early stop)
+    stopped_early: bool = False  # it finished by early stopping (a raised train.epochs does not continue it)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -67,6 +68,9 @@ class TrainState:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainState":
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "stopped_early" not in known:  # older checkpoints lack it: a finished run that had evaluations without
+            # improvement may have stopped early, so it stays finished (the behaviour those versions had)
+            known["stopped_early"] = bool(known.get("done")) and (known.get("plateau") or {}).get("bad_epochs", 0) > 0
         return cls(**known)
 
 

@@ -316,8 +316,16 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         if state.scaler and precision == "fp16":
             scaler.load_state_dict(state.scaler)
         best_state = resume.best
+        if state.done and not state.stopped_early and state.epoch <= cfg.epochs:
+            state.done = False  # it had used up its epochs, and train.epochs was raised: train on
+        finished = ""
+        if state.stopped_early:
+            finished = "; training had already stopped early (no improvement), so it stays finished"
+        elif state.done:
+            finished = (f"; training had already finished its {state.epoch - 1} epoch(s) "
+                        "(raise train.epochs to train longer)")
         say(f"resuming from {resume.path.name}: epoch {state.epoch}, step {state.step}/{steps_per_epoch} "
-            f"(global step {state.global_step})" + ("; training had already finished" if state.done else ""))
+            f"(global step {state.global_step})" + finished)
     net = model
     if dist.enabled and device.type == "cuda" and getattr(cfg, "sync_batchnorm", True):
         # batch-norm statistics over the global batch (torch supports SyncBatchNorm on CUDA only;
@@ -456,7 +464,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
             if not stop:
                 stop = run_eval(epoch_end=True)
             state.epoch, state.step, state.loss_sum, state.seen = epoch + 1, 0, 0.0, 0
-            state.done = stop or state.epoch > cfg.epochs
+            state.done, state.stopped_early = stop or state.epoch > cfg.epochs, stop
             state.train_seconds = seconds_before + time.perf_counter() - run_started
             checkpoint()
     finally:
