@@ -1,6 +1,8 @@
+import typing
+
 import pytest
 
-from dlf.config import ConfigError, load_config
+from dlf.config import ConfigError, TrainConfig, load_config
 
 
 def test_defaults_yaml_and_overrides_compose(tmp_path):
@@ -31,6 +33,10 @@ def test_model_flag_selects_that_models_defaults():
     (["bogus.x=1"], "unknown section"),
     (["model.layers"], "must look like key.path=value"),
     (["data.dataset=imagenet"], "unknown dataset 'imagenet'"),
+    (["train.lr=nan"], "train.lr: expected a finite number, got nan"),
+    (["train.lr=inf"], "train.lr: expected a finite number, got inf"),
+    (["train.clip_norm=-1"], "train.clip_norm must be >= 0"),
+    (["data.synthetic.splits=[0.8, .nan, 0.1]"], r"data.synthetic.splits\[1\]: expected a finite number"),
 ])
 def test_bad_values_name_the_key_and_what_was_expected(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -49,3 +55,19 @@ def test_missing_or_broken_yaml(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_every_float_field_must_be_finite():
+    from dlf.data.synthetic import SyntheticConfig
+    from dlf.models.registry import available_models, get_entry
+    sections = [("train", TrainConfig, None), ("data.synthetic", SyntheticConfig, None)]
+    sections += [("model", type(get_entry(m).default_config()), m) for m in available_models()]
+    checked = 0
+    for prefix, cls, model in sections:
+        for name, tp in typing.get_type_hints(cls).items():
+            if tp is float:
+                for bad in ("nan", ".inf", "-inf"):
+                    with pytest.raises(ConfigError, match=f"{prefix}.{name}: expected a finite number"):
+                        load_config(None, [f"{prefix}.{name}={bad}"], model=model)
+                checked += 1
+    assert checked > 20

@@ -7,6 +7,7 @@ with the dotted key, what was given and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -76,8 +77,8 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
-        for name in ("weight_decay", "embedding_l2", "net_l2", "eval_every_steps", "checkpoint_every_steps",
-                     "grad_norm_every_steps"):
+        for name in ("clip_norm", "weight_decay", "embedding_l2", "net_l2", "eval_every_steps",
+                     "checkpoint_every_steps", "grad_norm_every_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.embedding_lr < 0:
@@ -143,14 +144,21 @@ def _coerce(value, tp, key: str):
             return int(value)
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads "1e-5" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # PyYAML reads "1e-5" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        # every float field, here in one place: nan passes comparisons like `lr <= 0` and would be ignored or
+        # fail deep inside torch; inf fails mid-training
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {number}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
