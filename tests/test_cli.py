@@ -36,7 +36,11 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit():
     for args, needle in [(["--model", "nosuch"], "unknown model 'nosuch'"),
                          (["--set", "model.layers=abc"], "model.layers: expected an integer"),
                          (["--set", "model.what=1"], "unknown key 'model.what'"),
-                         (["--dataset", "mnist"], "unknown dataset 'mnist'")]:
+                         (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+                         # checked before torchrun starts the processes (each printed it, then torchrun's traceback)
+                         (["--set", "train.batch_size=255", "--nproc", "2"],
+                          "train.batch_size=255 must be divisible by --nproc 2"),
+                         (["--set", "train.lr=nan", "--nproc", "2"], "train.lr: expected a finite number")]:
         proc = run("train", *args)
         assert proc.returncode == 2
         assert needle in proc.stderr and "Traceback" not in proc.stderr
@@ -46,3 +50,4 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit():
 def test_models_lists_the_registry():
     proc = run("models")
     assert proc.returncode == 0 and "dlf_concat" in proc.stdout and "lr" in proc.stdout
+

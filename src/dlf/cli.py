@@ -41,29 +41,36 @@ def train(
     """Train a model, evaluate it on the test split and print AUC / logloss."""
     import os
 
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from dlf.train.distributed import torchrun_command
-
-        raise typer.Exit(subprocess.call(torchrun_command(nproc, sys.argv[1:])))
-    from dlf.api import train as run_train
     from dlf.config import ConfigError, load_config
-    from dlf.train.checkpoint import CheckpointError
-    from dlf.train.trainer import TrainingError
 
     overrides = list(set_) + (["train.progress=false"] if quiet else []) + ([f"data.path={data}"] if data else [])
+    # the config is checked here, before torchrun starts processes (each would print the same error)
     try:
         if resume is not None:
             if config is not None or model is not None or dataset is not None:
                 _fail("--resume continues a run with its own config.yaml; only --set/--quiet may be added")
             run_config = resume / "config.yaml"
             cfg = load_config(run_config, overrides) if run_config.is_file() else None
-            metrics = run_train(cfg, resume=resume)
-            out = resume
         else:
             cfg = load_config(config, overrides, model=model, dataset=dataset)
-            metrics = run_train(cfg, out=out)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from dlf.train.distributed import torchrun_command
+
+        if cfg is not None and cfg.train.batch_size % nproc:
+            _fail(f"train.batch_size={cfg.train.batch_size} must be divisible by --nproc {nproc} (it is the global "
+                  "batch; each process trains on batch_size / nproc rows per step)")
+        raise typer.Exit(subprocess.call(torchrun_command(nproc, sys.argv[1:])))
+    from dlf.api import train as run_train
+    from dlf.train.checkpoint import CheckpointError
+    from dlf.train.trainer import TrainingError
+
+    try:
+        metrics = run_train(cfg, out=out, resume=resume)
     except (ConfigError, TrainingError, CheckpointError) as exc:
         _fail(str(exc))
+    out = resume if resume is not None else out
     if os.environ.get("RANK", "0") == "0":
         _print_result(metrics, out)
 
