@@ -51,3 +51,9 @@ def test_models_lists_the_registry():
     proc = run("models")
     assert proc.returncode == 0 and "dlf_concat" in proc.stdout and "lr" in proc.stdout
 
+
+def test_serve_port_out_of_range_is_a_usage_error(tmp_path):
+    # checked before the bundle is read (with a real bundle, bind() failed with a 143-line traceback)
+    proc = run("serve", str(tmp_path), "--port", "99999")
+    assert proc.returncode == 2 and "--port" in proc.stderr and "65535" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -93,7 +93,7 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
     @app.command()
     def serve(
         bundle: Path = typer.Argument(..., help="Bundle folder (dlf export)."),
-        port: int = typer.Option(8000, help="TCP port."),
+        port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
         host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
         api_key: Optional[str] = typer.Option(None, envvar="DLF_API_KEY", help="Require this key in the X-API-Key "
                                               "header of /predict and /metadata (or set DLF_API_KEY)."),
