@@ -71,3 +71,13 @@ def test_every_float_field_must_be_finite():
                         load_config(None, [f"{prefix}.{name}={bad}"], model=model)
                 checked += 1
     assert checked > 20
+
+
+def test_any_length_lists_are_coerced_and_a_bare_value_says_what_is_expected():
+    for text, want in (("[32]", (32,)), ("[64, 64]", (64, 64)), ("[8, 8, 8, 8]", (8, 8, 8, 8))):
+        assert load_config(None, [f"model.hidden_units={text}"], model="dnn").model.hidden_units == want
+    for text in ("32", "64,64"):  # used to say "expected a list of 2 values": the 2 were tuple[int, ...]'s args
+        with pytest.raises(ConfigError, match=r"model.hidden_units: expected a list of int values of any length"):
+            load_config(None, [f"model.hidden_units={text}"], model="dnn")
+    with pytest.raises(ConfigError, match="data.synthetic.splits: expected a list of 3 values"):
+        load_config(None, ["data.synthetic.splits=[0.5, 0.5]"])

@@ -127,9 +127,12 @@ def _coerce(value, tp, key: str):
         return value
     if origin is tuple:
         args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
-            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
-        item_types = [args[0]] * len(value) if args[-1] is Ellipsis else args
+        any_length = args[-1] is Ellipsis  # tuple[int, ...]: its args are (int, Ellipsis), not a length
+        if not isinstance(value, (list, tuple)) or (not any_length and len(value) != len(args)):
+            expected = f"a list of {len(args)} values" if not any_length else \
+                f"a list of {_type_name(args[0])} values of any length, in brackets (e.g. [64, 64])"
+            raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+        item_types = [args[0]] * len(value) if any_length else args
         return tuple(_coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, item_types)))
     if dataclasses.is_dataclass(tp):
         return _update(tp(), value, key)
