@@ -40,7 +40,8 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit():
                          # checked before torchrun starts the processes (each printed it, then torchrun's traceback)
                          (["--set", "train.batch_size=255", "--nproc", "2"],
                           "train.batch_size=255 must be divisible by --nproc 2"),
-                         (["--set", "train.lr=nan", "--nproc", "2"], "train.lr: expected a finite number")]:
+                         (["--set", "train.lr=nan", "--nproc", "2"], "train.lr: expected a finite number"),
+                         (["--data", "data/x", "--dataset", "synthetic"], "--dataset synthetic conflicts with it")]:
         proc = run("train", *args)
         assert proc.returncode == 2
         assert needle in proc.stderr and "Traceback" not in proc.stderr
@@ -57,3 +58,11 @@ def test_serve_port_out_of_range_is_a_usage_error(tmp_path):
     proc = run("serve", str(tmp_path), "--port", "99999")
     assert proc.returncode == 2 and "--port" in proc.stderr and "65535" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_resume_cannot_change_the_model(tmp_path):
+    from dlf.config import load_config
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(load_config().to_dict()))
+    proc = run("train", "--resume", str(tmp_path), "--set", "model.name=fm")  # said "unknown key 'model.<dlf key>'"
+    assert proc.returncode == 2 and "--resume cannot change the model" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -41,14 +41,19 @@ def train(
     """Train a model, evaluate it on the test split and print AUC / logloss."""
     import os
 
-    from dlf.config import ConfigError, load_config
+    from dlf.config import ConfigError, load_config, parse_override
 
+    if data is not None and dataset not in (None, "processed"):
+        _fail(f"--data {data} trains on that processed dataset; --dataset {dataset} conflicts with it (drop one)")
     overrides = list(set_) + (["train.progress=false"] if quiet else []) + ([f"data.path={data}"] if data else [])
     # the config is checked here, before torchrun starts processes (each would print the same error)
     try:
         if resume is not None:
             if config is not None or model is not None or dataset is not None:
                 _fail("--resume continues a run with its own config.yaml; only --set/--quiet may be added")
+            if any(parse_override(text)[0] == ["model", "name"] for text in set_):
+                _fail(f"--resume cannot change the model: {resume}'s checkpoints hold its model's weights; "
+                      "train another model in a new run (--out)")
             run_config = resume / "config.yaml"
             cfg = load_config(run_config, overrides) if run_config.is_file() else None
         else:
