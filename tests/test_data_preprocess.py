@@ -1,5 +1,6 @@
 """Preprocessing guarantees: bad input errors (file, line, field), skip mode, no-op re-runs,
 atomic output, vocabularies fit on train only, hashing, splits."""
+import json
 import math
 import re
 from pathlib import Path
@@ -9,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from dlf.data.features import OOV_ID
-from dlf.data.preprocess import _NUMBER, ChunkParser, VocabIndex, hash_strings, preprocess
+from dlf.data.preprocess import _NUMBER, NUMBER_LIMIT, ChunkParser, VocabIndex, hash_strings, preprocess
 from dlf.data.readers import BadRows, Chunk
 from dlf.data.schema import DataError, FieldOptions, Schema
 from dlf.data.store import load_processed, vocabulary
@@ -40,6 +41,8 @@ def replace_field(line: str, j: int, value: str) -> str:
     (7, lambda l: replace_field(l, 3, "abc"), "in.txt:7: field 'I3': expected a number, got 'abc'"),
     (4, lambda l: replace_field(l, 0, "2"), "in.txt:4: field 'label': expected label 0 or 1, got '2'"),
     (9, lambda l: replace_field(l, 5, "nan"), "in.txt:9: field 'I5': expected a number, got 'nan'"),
+    # criteo-bucket fields: inf was cast to int64 into a garbage bucket
+    (9, lambda l: replace_field(l, 5, "1e400"), "in.txt:9: field 'I5': expected a finite number"),
 ])
 def test_bad_rows_stop_with_file_line_and_field(tmp_path, line_no, make, needle):
     path = criteo_with(tmp_path, line_no, make(CRITEO[line_no - 1]))
@@ -203,7 +206,7 @@ def test_time_split_orders_by_time(tmp_path):
 
 NUMBER_CASES = ["1", "-2", "+3", " 4 ", "\t5", "6.", ".5", "-.5", "1e2", "1E-2", "2.5e+3", "0", "-0", "", "  ",
                 "nan", "NaN", "inf", "-inf", "Infinity", "abc", "1,5", "0x10", "1e", "e5", "--1", "1.2.3", "1_000",
-                "\u0661", "12abc", "- 1", "."]
+                "\u0661", "12abc", "- 1", ".", "1e400", "-1e39", "3e38", "1e200"]
 
 
 @pytest.mark.parametrize("value", NUMBER_CASES)
@@ -216,6 +219,10 @@ def test_number_parsing_matches_the_exact_rule(value):
     text = value.strip(" \t")
     if text and not re.fullmatch(_NUMBER, text):
         assert bad.examples == [f"f.csv:3: field 'x': expected a number, got {text!r}"]
+        assert list(parsed.num[0]) == [7.0]
+    elif text and not abs(float(text)) <= NUMBER_LIMIT:  # beyond float32 (1e400 reads as inf)
+        assert bad.examples == [f"f.csv:3: field 'x': expected a finite number within +-3.403e+38 (float32), "
+                                f"got {text!r}"]
         assert list(parsed.num[0]) == [7.0]
     else:
         assert bad.count == 0
@@ -328,3 +335,58 @@ def test_with_many_chunks_in_flight_the_first_bad_line_is_the_one_reported(tmp_p
     r = preprocess("criteo", [path], tmp_path / "out", options={"min_count": 1}, block_bytes=600, on_bad_row="skip")
     bad = r.feature_map.meta["bad_rows"]
     assert bad["count"] == 2 and [e.split(":")[1] for e in bad["examples"]] == ["4", "6"]
+
+
+# ---- numbers out of range, Parquet floats, streaming statistics ------------------------------
+
+def generic_csv(tmp_path, ages: list[str]) -> Path:
+    rows = [f"{i % 2},c{i % 3},{a}" for i, a in enumerate(ages)]
+    return write(tmp_path / "in.csv", "click,city,age\n" + "\n".join(rows) + "\n")
+
+
+AGE_SCHEMA = Schema(fields=[FieldOptions("city"), FieldOptions("age", "numeric", transform="standardize")],
+                    label="click")
+
+
+@pytest.mark.parametrize("huge", ["1e400", "-1e200", "1e39"])
+def test_numbers_beyond_float32_are_bad_values(tmp_path, huge):
+    """1e400 was read as inf (mean Infinity, std NaN in feature_map.json, every value 0); 1e200 died with
+    OverflowError in freeze."""
+    src = generic_csv(tmp_path, ["30", "40", huge] + [str(20 + i) for i in range(7)])
+    with pytest.raises(DataError, match=rf"in.csv:4: field 'age': expected a finite number .*got '{huge}'"):
+        preprocess("generic", [src], tmp_path / "o", schema=AGE_SCHEMA, options={"ratios": "1,0,0"})
+    r = preprocess("generic", [src], tmp_path / "o", schema=AGE_SCHEMA, options={"ratios": "1,0,0"},
+                   on_bad_row="skip")
+    assert r.feature_map.meta["bad_rows"]["count"] == 1
+    json.loads((tmp_path / "o" / "feature_map.json").read_text(), parse_constant=pytest.fail)  # no NaN/Infinity
+    ages = np.array([30, 40] + [20 + i for i in range(7)], dtype=np.float64)
+    _, tr, _, _ = load_processed(tmp_path / "o")
+    np.testing.assert_allclose(np.asarray(tr.numeric)[:, 0], (ages - ages.mean()) / ages.std(), rtol=1e-6)
+
+
+def test_standardize_is_stable_for_large_offsets_across_chunks(tmp_path):
+    """Microsecond timestamps: E[x^2] - mean^2 cancelled to 0 (std fell back to 1.0)."""
+    rng = np.random.default_rng(0)
+    ts = 1_700_000_000_000_000 + rng.integers(0, 100_000, 3000)
+    src = generic_csv(tmp_path, [str(t) for t in ts])
+    r = preprocess("generic", [src], tmp_path / "o", schema=AGE_SCHEMA, options={"ratios": "1,0,0"},
+                   block_bytes=4096)  # many chunks: their statistics are merged
+    stats = r.feature_map.meta["fields"]["age"]
+    assert stats["mean"] == pytest.approx(ts.mean(), abs=1) and stats["std"] == pytest.approx(ts.std(), rel=1e-6)
+
+
+def test_parquet_float_columns_nan_missing_inf_bad(tmp_path):
+    """NaN (pandas' missing number), inf and values beyond 2^53 crashed the reader with ArrowInvalid."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    ages = [30.0, float("nan"), 2.0 ** 60, 41.5, 52.0, None]
+    table = pa.table({"click": [0, 1, 0, 1, 0, 1], "city": [1.0, 2.0, 3.0, float("nan"), 1.0, 2.0], "age": ages})
+    pq.write_table(table, tmp_path / "t.parquet")
+    schema = Schema(fields=[FieldOptions("city"), FieldOptions("age", "numeric")], label="click")
+    r = preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o", schema=schema, options={"ratios": "1,0,0"})
+    _, tr, _, _ = load_processed(tmp_path / "o")
+    np.testing.assert_array_equal(np.asarray(tr.numeric)[:, 0], np.array([30, 0, 2.0 ** 60, 41.5, 52, 0], np.float32))
+    assert sorted(vocabulary(tmp_path / "o", "city")) == ["1", "2", "3"]  # 1.0 reads as "1"
+    assert r.feature_map.meta["fields"]["city"]["has_missing"]  # NaN is missing
+    pq.write_table(table.set_column(2, "age", pa.array(ages[:4] + [float("-inf"), 1.0])), tmp_path / "t.parquet")
+    with pytest.raises(DataError, match=r"t.parquet row 5: field 'age': expected a number, got '-inf'"):
+        preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o2", schema=schema, options={"ratios": "1,0,0"})

@@ -51,6 +51,9 @@ INDEX_IN_RATIO = 4
 PIPELINE_VERSION = 2  # bump when outputs can change, so old ones are rebuilt (2: line numbers after malformed rows)
 _NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+# numbers beyond float32's range are bad values: the model computes in float32 (and squares of such
+# values keep the float64 statistics finite)
+NUMBER_LIMIT = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -152,14 +155,15 @@ def _keys(text: pa.Array) -> Keys:
 
 
 def _numbers(text: pa.Array) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(float64 value of each entry, NaN = missing or bad; indices of the bad entries; their trimmed text).
+    """(float64 value of each entry, NaN = missing or bad; indices of the bad entries; what is wrong with each).
 
     Arrow's cast is the fast path; the exact rule (the regex, after trimming spaces) runs only on
-    the entries it fails on or reads as non-finite ('nan', 'inf' are not numbers here)."""
+    the entries it fails on or reads as non-finite ('nan', 'inf' are not numbers here) or beyond
+    NUMBER_LIMIT (1e400 reads as inf: a bad value, not a missing one)."""
     missing = _empty(text)
     try:
         v = pc.cast(_null_where(text, missing), pa.float64()).to_numpy(zero_copy_only=False, writable=True)
-        check = ~missing & ~np.isfinite(v)
+        check = ~missing & ~(np.abs(v) <= NUMBER_LIMIT)  # NaN compares false
     except pa.ArrowInvalid:
         v, check = np.full(len(text), np.nan), ~missing
     if not check.any():
@@ -170,8 +174,12 @@ def _numbers(text: pa.Array) -> tuple[np.ndarray, np.ndarray, list[str]]:
     v[rows] = np.nan
     if good.any():
         v[rows[good]] = pc.cast(pc.filter(trimmed, pa.array(good)), pa.float64()).to_numpy()
-    wrong = np.flatnonzero(~good & ~_empty(trimmed))  # blank after trimming = missing
-    return v, rows[wrong], trimmed.take(wrong).to_pylist()
+    huge = good & ~(np.abs(v[rows]) <= NUMBER_LIMIT)
+    v[rows[huge]] = np.nan
+    wrong = np.flatnonzero((~good & ~_empty(trimmed)) | huge)  # blank after trimming = missing
+    problems = [f"expected a finite number within +-{NUMBER_LIMIT:.4g} (float32), got {t!r}" if h
+                else f"expected a number, got {t!r}" for t, h in zip(trimmed.take(wrong).to_pylist(), huge[wrong])]
+    return v, rows[wrong], problems
 
 
 def _null_where(arr: pa.Array, null: np.ndarray) -> pa.Array:
@@ -187,7 +195,7 @@ def _null_where(arr: pa.Array, null: np.ndarray) -> pa.Array:
 
 def _criteo_bucket(v: np.ndarray) -> np.ndarray:
     """The standard Criteo treatment: v > 2 -> floor(ln(v)^2), else int(v)."""
-    out = np.trunc(v)
+    out = np.maximum(np.trunc(v), -2.0 ** 63)  # below int64's range: the lowest bucket, not a wrapped-around one
     big = v > 2
     with np.errstate(divide="ignore", invalid="ignore"):
         out[big] = np.floor(np.log(v[big]) ** 2)
@@ -240,21 +248,20 @@ class ChunkParser:
             label = (label > 0).astype(np.float32)
 
         def numbers(name: str) -> np.ndarray:
-            v, wrong, shown = _numbers(col(name))
-            reject(wrong, lambda i: f"field {name!r}: expected a number, got {shown[i]!r}")
+            v, wrong, problems = _numbers(col(name))
+            reject(wrong, lambda i: f"field {name!r}: {problems[i]}")
             return v
 
         cat = []
         for f in self.cat:
             keys = _keys(col(f.column))
             if f.transform == "criteo-bucket":  # on the distinct texts, then rows -> their bucket
-                v, wrong, shown = _numbers(keys.values)
+                v, wrong, problems = _numbers(keys.values)
                 if len(wrong):
                     entry = np.full(len(keys.values) + 1, -1)  # + 1: code -1 (missing) reads the last
                     entry[wrong] = np.arange(len(wrong))
                     rows = np.flatnonzero(entry[keys.codes] >= 0)
-                    reject(rows, lambda i: f"field {f.column!r}: expected a number, "
-                                           f"got {shown[entry[keys.codes[rows[i]]]]!r}")
+                    reject(rows, lambda i: f"field {f.column!r}: {problems[entry[keys.codes[rows[i]]]]}")
                 missing = np.isnan(v)
                 d = pc.dictionary_encode(pa.array(np.where(missing, 0, _criteo_bucket(v)).astype(np.int64),
                                                   mask=missing))
@@ -369,8 +376,7 @@ class FieldState:
     has_missing: bool = False
     max_len: int = 0
     n: int = 0
-    total: float = 0.0
-    total_sq: float = 0.0
+    m2: float = 0.0  # numeric: sum of squared deviations from `mean` (the running mean while fitting)
     vocab: pa.Array | None = None
     base: int = 0
     vocab_size: int = 0
@@ -398,9 +404,16 @@ class FieldState:
         if self.out_kind == "numeric":
             v = keys[train]
             v = v[~np.isnan(v)]
-            self.n += len(v)
-            self.total += float(v.sum())
-            self.total_sq += float((v * v).sum())
+            if not len(v):
+                return
+            # merge this chunk's (count, mean, M2) into the running ones (Chan et al.): stable for values
+            # with a large offset, where E[x^2] - mean^2 cancels to nothing
+            n, mean = len(v), float(v.mean())
+            m2 = float(np.square(v - mean).sum())
+            delta, total = mean - self.mean, self.n + n
+            self.mean += delta * n / total
+            self.m2 += m2 + delta * delta * self.n * n / total
+            self.n = total
             return
         if self.out_kind == "multi":
             lengths = pc.list_value_length(keys).to_numpy(zero_copy_only=False)[train]
@@ -418,8 +431,7 @@ class FieldState:
         o = self.opts
         if self.out_kind == "numeric":
             if self.n:
-                self.mean = self.total / self.n
-                self.std = float(np.sqrt(max(self.total_sq / self.n - self.mean ** 2, 0.0))) or 1.0
+                self.std = float(np.sqrt(self.m2 / self.n)) or 1.0
             return
         if self.out_kind == "multi" and o.max_len:
             self.max_len = o.max_len
@@ -459,7 +471,9 @@ class FieldState:
                 v = np.sign(v) * np.log1p(np.abs(v))
             elif t == "standardize":
                 v = (v - self.mean) / self.std
-            return np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+            # missing -> 0; values are within NUMBER_LIMIT (see _numbers), so only a standardized value
+            # over a tiny train std can leave float32: clipped, never inf (nor 0, as if missing)
+            return np.nan_to_num(np.clip(v, -NUMBER_LIMIT, NUMBER_LIMIT), nan=0.0).astype(np.float32)
         if self.out_kind == "categorical":
             return self.encode_keys(keys)
         n = len(keys)

@@ -264,10 +264,14 @@ def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144
             if pa.types.is_dictionary(arr.type):
                 arr = arr.dictionary_decode()
             if pa.types.is_floating(arr.type):
-                # 3.0 -> "3" so that numbers written as floats match the same values written as ints
-                as_int = pc.cast(arr, pa.int64(), safe=False)
-                arr = pc.if_else(pc.equal(pc.cast(as_int, arr.type), arr), pc.cast(as_int, pa.string()),
-                                 pc.cast(arr, pa.string()))
+                arr = arr.cast(pa.float64())  # float16 has no compute kernels
+                # NaN is how pandas writes a missing number: missing, as an empty CSV cell
+                arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, pa.float64()), arr)
+                # 3.0 -> "3" so that numbers written as floats match the same values written as ints; only
+                # where that is exact (|v| <= 2^53): inf and larger values stay as text for the parser to judge
+                exact = pc.and_(pc.less_equal(pc.abs(arr), 2.0 ** 53), pc.equal(pc.floor(arr), arr))
+                as_int = pc.cast(pc.if_else(exact, arr, 0.0), pa.int64())
+                arr = pc.if_else(exact, pc.cast(as_int, pa.string()), pc.cast(arr, pa.string()))
             elif not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
                 arr = pc.cast(arr, pa.string())
             cols[c] = pc.fill_null(arr, "")
