@@ -161,6 +161,28 @@ def test_bad_rows_error_or_skip(demo, tmp_path):
     assert lines[3].split(",")[0] not in ids and lines[5].split(",")[0] not in ids and lines[4].split(",")[0] in ids
 
 
+@pytest.mark.parametrize("engine", ["torch", pytest.param("onnx", marks=needs_ort)])
+def test_numbers_the_model_cannot_score_are_bad_rows(demo, tmp_path, engine):
+    """age 1e30 standardizes to 5e28: the model's output was NaN, written with exit status 0; 1e400 was missing."""
+    b = load_bundle(demo["bundle"])
+    lines = demo["test_csv"].read_text().splitlines()
+    bad = tmp_path / "big.csv"
+    for i, age in ((2, "1e30"), (4, "1e400")):
+        cols = lines[i].split(",")
+        cols[4] = age
+        lines[i] = ",".join(cols)
+        bad.write_text("\n".join(lines) + "\n")
+        if i == 2:
+            with pytest.raises(DataError, match=r"big\.csv:3: field 'age': value too far outside the training range"):
+                predict_file(b, bad, tmp_path / "o.csv", engine=engine)
+    res = predict_file(b, bad, tmp_path / "o.csv", engine=engine, on_bad_row="skip", id_column="id")
+    assert res.bad_rows["count"] == 2
+    assert any("big.csv:5: field 'age': expected a finite number" in e for e in res.bad_rows["examples"])
+    got = pcsv.read_csv(res.output)
+    assert got.num_rows == len(lines) - 3 and np.isfinite(got["probability"].to_numpy()).all()
+    assert lines[2].split(",")[0] not in got["id"].to_pylist()
+
+
 def test_incompatible_or_modified_bundles_are_refused(demo, tmp_path):
     copy = tmp_path / "b"
     shutil.copytree(demo["bundle"], copy)
@@ -271,13 +293,16 @@ def test_synthetic_run_exports_an_ids_bundle(tmp_path):
     np.testing.assert_allclose(pq.read_table(out.output)["probability"].to_numpy(), want, rtol=0, atol=1e-6)
     onnx = predict_file(bundle, tmp_path / "ids.csv", tmp_path / "o.parquet", engine="onnx")
     np.testing.assert_allclose(pq.read_table(onnx.output)["probability"].to_numpy(), want, rtol=0, atol=1e-5)
-    # an id outside the vocabulary is OOV; text is a bad row
-    (tmp_path / "odd.csv").write_text(",".join(header) + "\n" + ",".join(["999999"] + rows[0].split(",")[1:]) + "\n"
-                                      + ",".join(["abc"] + rows[0].split(",")[1:]) + "\n")
+    # an id outside the vocabulary is OOV, also beyond int64 (was ArrowInvalid); text is a bad row
+    rest = rows[0].split(",")[1:]
+    (tmp_path / "odd.csv").write_text(",".join(header) + "\n" + ",".join(["999999"] + rest) + "\n"
+                                      + ",".join(["abc"] + rest) + "\n" + ",".join(["1" + "0" * 23] + rest) + "\n")
     with pytest.raises(DataError, match=r"odd\.csv:3: field 'c1': expected an integer id, got 'abc'"):
         predict_file(bundle, tmp_path / "odd.csv", tmp_path / "q.parquet")
     res = predict_file(bundle, tmp_path / "odd.csv", tmp_path / "q.parquet", on_bad_row="skip")
-    assert res.rows == 1 and res.bad_rows["count"] == 1
+    assert res.rows == 2 and res.bad_rows["count"] == 1
+    p = pq.read_table(res.output)["probability"].to_numpy()
+    assert p[0] == p[1]
 
 
 def fake_run(data: Path, run: Path, model: str = "lr") -> Path:

@@ -97,6 +97,21 @@ def test_validation_errors_are_field_level_422(client):
         assert isinstance(r.json()["detail"], list)
 
 
+def test_out_of_range_numbers_and_lone_surrogates_are_422(client):
+    """These were 500s: a NaN probability (not JSON), UnicodeEncodeError in Arrow; 1e400 was read as missing."""
+    cases = {'[{"age": 1e30}]': (["body", 0], "record row 0: field 'age': value too far outside the training range"),
+             '[{"city": "c1"}, {"age": "1e400"}]': (["body", 1], "record row 1: field 'age': expected a finite number"),
+             '[{"age": 1e39}]': (["body", 0], "field 'age': expected a finite number within +-3.403e+38 (float32), "
+                                              "got '1e+39'"),
+             '[{"city": "\\ud800x"}]': (["body", 0, "city"], "expected valid Unicode text, got a lone surrogate"),
+             '[{"\\udc80": 1}]': (["body", 0, "\\udc80"], "unknown field")}
+    for body, (loc, msg) in cases.items():
+        r = client.post("/predict", content=body, headers=AUTH | {"Content-Type": "application/json"})
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["detail"][0]["loc"] == loc and msg in r.json()["detail"][0]["msg"], (body, r.text)
+    assert client.post("/predict", json=[{"age": 1e6}], headers=AUTH).status_code == 200
+
+
 def test_oversized_requests_413(client):
     r = client.post("/predict", json=[{"city": "city1"}] * 51, headers=AUTH)
     assert r.status_code == 413 and "limit of 50" in r.json()["detail"]

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import torch
 
 from dlf.data.features import OOV_ID, Batch, FeatureMap
-from dlf.data.preprocess import ChunkParser, FieldState
+from dlf.data.preprocess import ChunkParser, FieldState, _numbers
 from dlf.data.presets import get_preset
 from dlf.data.readers import BadRows, Chunk
 from dlf.data.schema import DataError, Schema, SplitOptions
@@ -65,6 +65,7 @@ class Encoder:
                            + [InputField(f.name, "numeric", number=True) for f in self.num]
                            + [InputField(f.name, "multi", separator=IDS_SEPARATOR) for f in self.multi])
             self.columns = [i.name for i in self.inputs]
+            self.numeric_columns = [f.name for f in self.num]
             return
         try:
             schema = Schema.from_dict(meta["schema"], "bundle feature map schema")
@@ -119,6 +120,7 @@ class Encoder:
                                         separator=st.opts.separator if st.out_kind == "multi" else None)
             self.inputs.append(by_column[col])
         self.columns = [i.name for i in self.inputs]
+        self.numeric_columns = [st.opts.column for st in self.states if st.out_kind == "numeric"]  # Batch.numeric's
 
     # ---- chunks of text columns -> Batch ------------------------------------------------------
 
@@ -167,26 +169,20 @@ class Encoder:
             keep[~ok] = False
             return empty
 
-        def ints(arr, empty):
-            v = np.zeros(len(arr), dtype=np.int64)
-            good = ~empty & keep  # rows that failed a check are neither empty nor kept
-            if good.any():
-                v[good] = pc.cast(pc.filter(arr, pa.array(good)), pa.int64()).to_numpy()
-            return v
-
         cat = np.full((n, len(self.cat)), OOV_ID, dtype=np.int64)
         for j, f in enumerate(self.cat):
             arr = text(f.name)
             empty = check(f.name, arr, INT_RE.pattern, "an integer id")
-            v = ints(arr, empty)
-            cat[:, j] = np.where(~empty & (v >= 0) & (v < f.vocab_size), v, OOV_ID)
+            good = ~empty & keep  # rows that failed a check are neither empty nor kept
+            if good.any():
+                cat[good, j] = _ids(pc.filter(arr, pa.array(good)), f.vocab_size)
         num = np.zeros((n, len(self.num)), dtype=np.float32)
         for j, f in enumerate(self.num):
-            arr = text(f.name)
-            empty = check(f.name, arr, NUMBER_RE.pattern, "a number")
-            good = ~empty & keep
-            if good.any():
-                num[good, j] = pc.cast(pc.filter(arr, pa.array(good)), pa.float64()).to_numpy()
+            v, wrong, problems = _numbers(chunk.columns[f.name])  # as preprocessing: finite, within float32
+            for i in np.flatnonzero(keep[wrong]):
+                bad.add(chunk.where(wrong[i]), f"field {f.name!r}: {problems[i]}", chunk.file)
+            keep[wrong] = False
+            num[:, j] = np.nan_to_num(v, nan=0.0)
         mul = np.zeros((n, len(self.multi), self.max_len), dtype=np.int64)
         for j, f in enumerate(self.multi):
             lists = pc.split_pattern(text(f.name), IDS_SEPARATOR)
@@ -201,8 +197,7 @@ class Encoder:
                             f"{IDS_SEPARATOR!r}, got item {flat[t].as_py()!r}", chunk.file)
             sel = nonempty & ok
             if sel.any():
-                ids = pc.cast(pc.filter(flat, pa.array(sel)), pa.int64()).to_numpy()
-                ids = np.where((ids >= 0) & (ids < f.vocab_size), ids, OOV_ID)
+                ids = _ids(pc.filter(flat, pa.array(sel)), f.vocab_size)
                 r = rows[sel]
                 starts = np.searchsorted(r, r, side="left")
                 pos = np.arange(len(r)) - starts
@@ -218,6 +213,14 @@ class Encoder:
         """Request records (already validated and converted to text, see server) as a Chunk."""
         cols = {c: pa.array([r.get(c, "") for r in records], pa.string()) for c in self.columns}
         return Chunk(name, np.arange(len(records), dtype=np.int64), cols, unit="row")
+
+
+def _ids(text: pa.Array, vocab_size: int) -> np.ndarray:
+    """Integer id texts -> ids, OOV outside [0, vocab_size). Read as float64, which any integer text fits
+    (int64 does not: 10**23 is just another id outside the vocabulary); exact below 2^53, far above any vocabulary."""
+    v = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+    inside = (v >= 0) & (v < vocab_size)
+    return np.where(inside, v, OOV_ID).astype(np.int64)
 
 
 def _batch(cat: np.ndarray, num: np.ndarray, mul: np.ndarray) -> Batch:

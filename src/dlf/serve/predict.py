@@ -92,6 +92,30 @@ class Scorer:
         return out
 
 
+def drop_unscorable(probs: np.ndarray, batch: Batch, keep: np.ndarray, chunk: Chunk, columns: list[str],
+                    bad: BadRows) -> tuple[np.ndarray, np.ndarray]:
+    """Rows the model scores as NaN are bad rows, never a silent NaN: a finite numeric input far outside the
+    training range (age 1e30 -> a z-score of 5e28) overflows inside the model. The message names the numeric
+    input with the largest model input (`columns`: the input column of each of `batch.numeric`'s fields).
+    Returns the finite probabilities and the chunk rows they belong to."""
+    ok = np.isfinite(probs)
+    if ok.all():
+        return probs, keep
+    rows = np.flatnonzero(keep)  # chunk row of each batch row
+    num = batch.numeric.numpy()
+    for r in np.flatnonzero(~ok):
+        if num.shape[1]:
+            j = int(np.abs(num[r]).argmax())
+            msg = (f"field {columns[j]!r}: value too far outside the training range, the model's output is NaN "
+                   f"(model input {num[r, j]:.4g})")
+        else:
+            msg = "the model's output is NaN for this row"
+        bad.add(chunk.where(rows[r]), msg, chunk.file)
+    keep = keep.copy()
+    keep[rows[~ok]] = False
+    return probs[ok], keep
+
+
 # ---- reading --------------------------------------------------------------------------------------
 
 def _input_format(path: Path, fmt: str) -> str:
@@ -207,7 +231,7 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
             chunks += 1
             if batch is None:
                 continue
-            probs = scorer(batch)
+            probs, keep = drop_unscorable(scorer(batch), batch, keep, chunk, bundle.encoder.numeric_columns, bad)
             cols = []
             if id_column:
                 ids = chunk.columns[id_column]

@@ -132,13 +132,19 @@ def rss_bytes(pid: int | str = "self") -> int:
 
 def _scalar(value) -> str:
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")  # JSON's \ud800 escapes decode to lone surrogates, which are no text
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"expected valid Unicode text, got a lone surrogate "
+                             f"{value[exc.start]!r} at position {exc.start}") from None
         return value
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"expected a finite number, got {value!r}")
-        return str(int(value)) if value.is_integer() else repr(value)
+        # 34.0 -> "34" as the Parquet reader writes it: only where exact, not 1e39 as 39 digits
+        return str(int(value)) if value.is_integer() and abs(value) <= 2.0 ** 53 else repr(value)
     raise ValueError(f"expected a string or a number, got {type(value).__name__}")
 
 
@@ -195,6 +201,7 @@ def validate_records(payload, inputs: list[InputField], max_batch: int) -> list[
         for key, value in rec.items():
             f = by_name.get(key)
             if f is None:
+                key = key.encode("utf-8", "backslashreplace").decode("utf-8")  # the answer must encode
                 errors.append({"loc": ["body", i, key], "msg": f"unknown field; the inputs are: {names}",
                                "type": "value_error.unknown_field"})
                 continue
@@ -315,7 +322,7 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
 
     from dlf.data.readers import BadRows
     from dlf.data.schema import DataError
-    from dlf.serve.predict import Scorer
+    from dlf.serve.predict import Scorer, drop_unscorable
 
     if max_batch < 1 or max_body_bytes < 1:
         raise ValueError("max_batch and max_body_bytes must be >= 1")
@@ -360,13 +367,17 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
 
     def score(records: list[dict[str, str]]):
         bad = BadRows("skip")
-        batch, keep = encoder.encode_chunk(encoder.records_chunk(records, "record"), bad)
+        chunk = encoder.records_chunk(records, "record")
+        batch, keep = encoder.encode_chunk(chunk, bad)
+        if not bad.count:
+            with inference:
+                metrics.model_call()
+                probs = scorer(batch)
+            probs, _ = drop_unscorable(probs, batch, keep, chunk, encoder.numeric_columns, bad)
         if bad.count:
             raise RequestError(422, [{"loc": ["body", _record_index(e)], "msg": e, "type": "value_error"}
                                      for e in bad.examples])
-        with inference:
-            metrics.model_call()
-            return scorer(batch)
+        return probs
 
     def score_many(requests: list[list[dict[str, str]]]) -> list:
         """Score several requests' records in one call; results (or exceptions) per request."""
