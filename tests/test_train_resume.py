@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from rich.console import Console
 from safetensors.torch import load_file
 
@@ -170,3 +171,20 @@ def test_early_stopped_run_stays_finished_when_epochs_are_raised(tmp_path):
     console = Console(record=True, width=400)
     metrics = dlf_api.train(_api_config("train.epochs=2", path=run / "config.yaml"), resume=run, console=console)
     assert "stopped early" in console.export_text() and metrics["epochs_run"] == 1
+
+
+def test_run_of_a_relative_data_path_resumes_from_another_directory(tmp_path, monkeypatch):
+    from dlf.data.preprocess import preprocess
+    fixture = Path(__file__).parent / "fixtures" / "data" / "criteo_tiny.txt"
+    preprocess("criteo", [fixture], tmp_path / "data", options={"min_count": 1, "ratios": "0.5,0.25,0.25"})
+    monkeypatch.chdir(tmp_path)
+    cfg = dlf_api.load_config(None, ["data.path=data", "model.embedding_dim=4", "model.layers=1", "model.rank=2",
+                                     "model.interaction_tokens=2", "model.implicit_tokens=2", "model.hidden=8",
+                                     "train.epochs=1", "train.batch_size=4", "train.progress=false"])
+    dlf_api.train(cfg, out="run", console=Console(quiet=True))
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["path"]
+    # was "data": relative to the directory the run was started from
+    assert Path(saved).is_absolute() and Path(saved).resolve() == (tmp_path / "data").resolve()
+    monkeypatch.chdir(tmp_path / "run")
+    metrics = dlf_api.train(resume=tmp_path / "run", console=Console(quiet=True))
+    assert metrics["epochs_run"] == 1

@@ -1,7 +1,9 @@
 """The Python API the CLI wraps: `dlf.train(config)` trains, evaluates and writes a run directory."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import random
 from pathlib import Path
 
@@ -53,6 +55,8 @@ def train(config=None, out: str | Path | None = None, console: Console | None = 
         if config is None:
             config = resume / "config.yaml"
     cfg = _resolve(config)
+    if resume is None and cfg.data.path:  # the run's config.yaml then names the dataset from any directory
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(cfg.data.path)))
     dist = DistContext.from_env(cfg.train.device)
     try:
         return _train(cfg, out, console, resume, dist)
