@@ -33,6 +33,10 @@ def test_yaml_shorthand_and_full_form_give_typed_fields(tmp_path):
     ("label: y\n", "no fields"),
     ("- a\n- b\n", "must hold a mapping"),
     ("label: [\n", "not valid YAML"),
+    ("label: y\ncategorical: city\n", "categorical must be a list of column names"),  # was ['c','i','t','y']
+    ("label: y\nfields: {name: a}\n", "fields must be a list of fields"),
+    ("label: click\ncategorical: [click, city]\n", "label: column 'click' is also the feature 'click'"),
+    ("label: click\nfields: [{name: c2, source: click}]\n", "label: column 'click' is also the feature 'c2'"),
 ])
 def test_bad_schema_names_the_file_and_key(tmp_path, text, needle):
     p = tmp_path / "bad.yaml"

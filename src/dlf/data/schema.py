@@ -108,6 +108,9 @@ class Schema:
             raise DataError(f"{where}: duplicate field name(s) {dup}")
         for i, f in enumerate(self.fields):
             f.validate(f"{where}: fields[{i}] ({f.name!r})")
+            if f.column == self.label and f.range is None:  # the model would be fed its own target
+                raise DataError(f"{where}: label: column {self.label!r} is also the feature {f.name!r}; "
+                                "the label cannot be a feature")
         if self.label_values not in LABEL_VALUES:
             raise DataError(f"{where}: label_values must be one of {', '.join(LABEL_VALUES)}, got {self.label_values!r}")
         if self.format not in FORMATS:
@@ -208,6 +211,9 @@ def _schema_from_dict(raw: dict, where: str) -> Schema:
     if not isinstance(defaults, dict):
         raise DataError(f"{where}.defaults: expected a mapping")
     _check_keys(defaults, _FIELD_KEYS, f"{where}.defaults")
+    for key in ("fields", *KINDS):  # a string would be read character by character
+        if raw.get(key) is not None and not isinstance(raw[key], list):
+            raise DataError(f"{where}: {key} must be a list of " + ("fields" if key == "fields" else "column names"))
     fields: list[FieldOptions] = []
     for i, item in enumerate(raw.get("fields") or []):
         fields.append(_field(item, f"{where}: fields[{i}]", defaults))
