@@ -390,3 +390,20 @@ def test_parquet_float_columns_nan_missing_inf_bad(tmp_path):
     pq.write_table(table.set_column(2, "age", pa.array(ages[:4] + [float("-inf"), 1.0])), tmp_path / "t.parquet")
     with pytest.raises(DataError, match=r"t.parquet row 5: field 'age': expected a number, got '-inf'"):
         preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o2", schema=schema, options={"ratios": "1,0,0"})
+
+
+def test_csv_header_with_a_bom_and_header_only_files(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM: header has no column(s) ['click'] before; a header-only file's
+    error did not name it."""
+    ages = [str(20 + i) for i in range(10)]
+    plain = generic_csv(tmp_path, ages).read_bytes()
+    write(tmp_path / "bom.csv", b"\xef\xbb\xbf" + plain)
+    a = preprocess("generic", [tmp_path / "in.csv"], tmp_path / "a", schema=AGE_SCHEMA)
+    b = preprocess("generic", [tmp_path / "bom.csv"], tmp_path / "b", schema=AGE_SCHEMA)
+    assert a.rows == b.rows == 10
+    for name in ("label", "categorical", "numeric"):
+        np.testing.assert_array_equal(np.load(tmp_path / "a" / "train" / f"{name}.npy"),
+                                      np.load(tmp_path / "b" / "train" / f"{name}.npy"))
+    write(tmp_path / "head.csv", "click,city,age\n")
+    with pytest.raises(DataError, match=r"head\.csv: no training rows"):
+        preprocess("generic", [tmp_path / "head.csv"], tmp_path / "c", schema=AGE_SCHEMA)

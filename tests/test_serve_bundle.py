@@ -106,6 +106,12 @@ def test_predict_file_equals_trainer_evaluation(demo, tmp_path):
     assert out.rows == len(test) == got.num_rows and got.column_names == ["id", "probability"]
     assert got["id"].to_pylist()[:2] == ["r1000000", "r1000001"]
     np.testing.assert_allclose(got["probability"].to_numpy(), want, rtol=0, atol=1e-6)
+    # a CSV whose header starts with a BOM (Excel's "CSV UTF-8") gives the same
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + demo["test_csv"].read_bytes())
+    bom = predict_file(b, tmp_path / "bom.csv", tmp_path / "bom.parquet", id_column="id")
+    back = pq.read_table(bom.output)
+    assert back["id"].equals(got["id"])
+    np.testing.assert_allclose(back["probability"].to_numpy(), want, rtol=0, atol=1e-6)
     # CSV output, read back exactly; the same rows from a Parquet input (numbers typed, missing = null)
     pq.write_table(pcsv.read_csv(demo["test_csv"]), tmp_path / "in.parquet")
     out = predict_file(b, tmp_path / "in.parquet", tmp_path / "p.csv")

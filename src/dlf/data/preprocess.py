@@ -754,8 +754,9 @@ def _run(schema: Schema, sources: list[Source], tmp: Path, bad: BadRows, block: 
         for k, v in s.filtered.items():
             filtered[k] = filtered.get(k, 0) + v
     if rows[0] == 0:
-        raise DataError("no training rows: the inputs are empty after dropping bad rows, or the split sends "
-                        "nothing to train")
+        files = [s.path for s in sources if s.role == "train"] or [s.path for s in sources]
+        raise DataError(f"{', '.join(map(str, files))}: no training rows: the inputs are empty after dropping bad "
+                        "rows, or the split sends nothing to train")
     for st in states:
         st.freeze()
     n_cat, n_num, n_multi = len(parser.cat), len(parser.num), len(parser.multi)

@@ -139,7 +139,7 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
         with open(path, "rb") as fh:
             first = fh.readline()
         try:
-            head = first.decode(encoding).rstrip("\r\n")
+            head = first.decode(encoding).rstrip("\r\n").removeprefix("\ufeff")  # Excel's "CSV UTF-8" BOM
         except UnicodeDecodeError:
             raise DataError(f"{name}:1: header is not valid {encoding}") from None
         names = [c.strip().strip('"') for c in head.split(delimiter)]
