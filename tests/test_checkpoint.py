@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import dlf
+from dlf.models import weights_mismatch
 from dlf.train.checkpoint import (CheckpointError, TrainState, list_checkpoints, load_checkpoint, load_latest,
-                                  save_checkpoint, weights_mismatch)
+                                  save_checkpoint)
 from dlf.train.trainer import TrainingError
 
 TINY = {"model": {"name": "dlf", "embedding_dim": 8, "layers": 1, "rank": 2, "interaction_tokens": 2,

@@ -1,6 +1,7 @@
 """Bundles and batch scoring: export -> load round trip, `predict` on a file equals the trainer's
 evaluation on the same rows, the bundle's encoders reproduce the preprocessing's ids, bad rows,
 version/integrity checks, and a bundle crafted to run code on load does not run it."""
+import hashlib
 import json
 import pickle
 import shutil
@@ -11,7 +12,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from dlf.cli import app
@@ -224,7 +225,6 @@ def test_crafted_bundle_does_not_run_code(demo, tmp_path):
         (evil / name).write_bytes(payload)
     (evil / "model.safetensors").write_bytes(payload)  # where the weights would be
     # ... with a manifest that vouches for it, as an attacker would write
-    import hashlib
     manifest = json.loads((evil / "bundle.json").read_text())
     manifest["files"]["model.safetensors"] = {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
     (evil / "bundle.json").write_text(json.dumps(manifest))
@@ -314,7 +314,6 @@ def test_synthetic_run_exports_an_ids_bundle(tmp_path):
 def fake_run(data: Path, run: Path, model: str = "lr") -> Path:
     """A run directory with untrained weights (export needs no training)."""
     import yaml
-    from safetensors.torch import save_file
 
     cfg = load_config(None, [f"data.path={data}"], model=model)
     fm = load_processed(data)[0]
@@ -367,3 +366,27 @@ def test_kdd12_bundle_with_joined_user_profile_is_refused(tmp_path):
                                           r"from userid_profile.txt at preprocessing"):
         export_bundle(fake_run(tmp_path / "d", tmp_path / "run"), tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+def test_weights_of_another_model_are_named_not_torch_traceback(demo, tmp_path):
+    # a run whose model.safetensors holds another model's weights: export says which keys do not fit, in one line
+    run = tmp_path / "run"
+    shutil.copytree(demo["run"], run)
+    cfg = load_config(run / "config.yaml")
+    fm = load_processed(cfg.data.path)[0]
+    other = build_model("lr", fm, load_config(None, model="lr").model).state_dict()
+    save_file(other, str(run / "model.safetensors"))
+    with pytest.raises(BundleError, match=r"model\.safetensors: does not fit model 'dlf': \d+ missing key\(s\) "
+                                          r"\(.+\); \d+ unexpected key\(s\)") as exc:
+        export_bundle(run, tmp_path / "b")
+    assert "\n" not in str(exc.value)
+    # the same check when a bundle's weights were swapped after export (checksums updated to match)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(demo["bundle"], bundle)
+    save_file(other, str(bundle / "model.safetensors"))
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    payload = (bundle / "model.safetensors").read_bytes()
+    manifest["files"]["model.safetensors"] = {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"weights do not fit model 'dlf': \d+ missing key\(s\)"):
+        load_bundle(bundle)

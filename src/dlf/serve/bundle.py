@@ -108,7 +108,7 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
     from safetensors.torch import load_file
 
     from dlf.config import ConfigError, from_dict
-    from dlf.models import build_model
+    from dlf.models import build_model, weights_mismatch
 
     log = log or (lambda msg: None)
     run, out = Path(run), Path(out)
@@ -153,10 +153,13 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
     # the weights must load into the model the config describes
     try:
         model = build_model(cfg.model_name, fm, cfg.model)
-        model.load_state_dict(load_file(str(run / WEIGHTS)), strict=True)
+        weights = load_file(str(run / WEIGHTS))
     except (RuntimeError, OSError, ValueError) as exc:
         raise BundleError(f"{run / WEIGHTS}: does not load into model {cfg.model_name!r}: "
                           f"{str(exc).splitlines()[0]}") from None
+    if mismatch := weights_mismatch(model, weights):
+        raise BundleError(f"{run / WEIGHTS}: does not fit model {cfg.model_name!r}: {mismatch}")
+    model.load_state_dict(weights, strict=True)
     model.eval()
 
     if out.exists() and not (out.is_dir() and ((out / MANIFEST).is_file() or not any(out.iterdir()))):
@@ -331,7 +334,7 @@ def load_bundle(path: str | Path, *, build_model: bool = True) -> Bundle:
     from safetensors.torch import load_file
 
     from dlf.config import ConfigError, from_dict
-    from dlf.models import build_model as build
+    from dlf.models import build_model as build, weights_mismatch
 
     folder = Path(path)
     manifest = read_manifest(folder)
@@ -355,11 +358,9 @@ def load_bundle(path: str | Path, *, build_model: bool = True) -> Bundle:
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise BundleError(f"{folder / WEIGHTS}: not a valid safetensors file: {str(exc).splitlines()[0]}") from None
         model = build(cfg.model_name, fm, cfg.model)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise BundleError(f"{folder / WEIGHTS}: weights do not fit model {cfg.model_name!r}: "
-                              f"{str(exc).splitlines()[0]}") from None
+        if mismatch := weights_mismatch(model, state):
+            raise BundleError(f"{folder / WEIGHTS}: weights do not fit model {cfg.model_name!r}: {mismatch}")
+        model.load_state_dict(state, strict=True)
         model.eval()  # (parameters keep requires_grad: switching it off changes some kernels' float rounding)
     if manifest.get("onnx"):
         _verify(folder, ONNX_FILE, files)

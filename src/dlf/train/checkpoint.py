@@ -170,24 +170,6 @@ def _cpu(t: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- weights
 
-def weights_mismatch(model: torch.nn.Module, weights: dict) -> str | None:
-    """None when `weights` (name -> tensor) fit `model` exactly, else a one-line summary of what does not: torch's
-    own load_state_dict error lists every key over many lines, which hides the cause (another model or config)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in weights and weights[k].shape != own[k].shape]
-
-    def some(names: list[str]) -> str:
-        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-
-    parts = [f"{len(names)} {what} ({some(names)})" for names, what in (
-        (missing, "missing key(s)"), (unexpected, "unexpected key(s)"),
-        (shapes, "shape mismatch(es), saved vs model")) if names]
-    return "; ".join(parts) or None
-
-
 # ---------------------------------------------------------------- save / load
 
 def checkpoint_path(directory: Path, global_step: int) -> Path:

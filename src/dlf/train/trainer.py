@@ -25,8 +25,9 @@ from torch import nn
 
 from dlf._runtime import autocast, reuse_freed_memory
 from dlf.data.dataset import ArrayDataset
+from dlf.models import weights_mismatch
 from dlf.models.embedding import FieldEmbedding
-from dlf.train.checkpoint import Checkpoint, TrainState, restore_rng, save_checkpoint, weights_mismatch
+from dlf.train.checkpoint import Checkpoint, TrainState, restore_rng, save_checkpoint
 from dlf.train.distributed import DistContext
 from dlf.train.logging import RunLogger
 from dlf.train.metrics import classification_metrics
