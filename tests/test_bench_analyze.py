@@ -166,6 +166,18 @@ def test_probe_finds_more_low_order_signal_in_the_last_layer_after_training(trai
     assert all(-1.0 < v <= 1.0 for v in r2.values())
 
 
+def test_probe_of_weights_that_do_not_fit_names_the_keys(trained_runs, tmp_path):
+    import shutil
+
+    from dlf.bench.analyze import AnalysisError, probe_run
+
+    run = tmp_path / "dlf"
+    shutil.copytree(trained_runs / "dlf", run)
+    shutil.copyfile(trained_runs / "deepfm" / "model.safetensors", run / "model.safetensors")
+    with pytest.raises(AnalysisError, match=r"model\.safetensors: does not fit model 'dlf': \d+ missing key"):
+        probe_run(run, rows=500)
+
+
 def test_cli_analyze_writes_the_plots(trained_runs, tmp_path):
     res = CliRunner().invoke(dlf_app(), ["analyze", str(trained_runs / "dlf"), str(trained_runs / "deepfm"),
                                          "--out", str(tmp_path), "--probe-rows", "1000"])

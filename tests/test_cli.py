@@ -41,6 +41,8 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit():
                          (["--set", "train.batch_size=255", "--nproc", "2"],
                           "train.batch_size=255 must be divisible by --nproc 2"),
                          (["--set", "train.lr=nan", "--nproc", "2"], "train.lr: expected a finite number"),
+                         (["--resume", "no/such/run", "--nproc", "2"],
+                          "cannot resume: no/such/run/config.yaml does not exist"),
                          (["--data", "data/x", "--dataset", "synthetic"], "--dataset synthetic conflicts with it")]:
         proc = run("train", *args)
         assert proc.returncode == 2

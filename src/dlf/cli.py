@@ -50,12 +50,15 @@ def train(
     try:
         if resume is not None:
             if config is not None or model is not None or dataset is not None:
-                _fail("--resume continues a run with its own config.yaml; only --set/--quiet may be added")
+                _fail("--resume continues a run with its own config.yaml: --config, --model and --dataset cannot be "
+                      "given with it (--set, --data, --nproc and --quiet can)")
             if any(parse_override(text)[0] == ["model", "name"] for text in set_):
                 _fail(f"--resume cannot change the model: {resume}'s checkpoints hold its model's weights; "
                       "train another model in a new run (--out)")
             run_config = resume / "config.yaml"
-            cfg = load_config(run_config, overrides) if run_config.is_file() else None
+            if not run_config.is_file():  # here, not in every process torchrun would start
+                _fail(f"cannot resume: {run_config} does not exist (not a dlf run directory?)")
+            cfg = load_config(run_config, overrides)
         else:
             cfg = load_config(config, overrides, model=model, dataset=dataset)
     except ConfigError as exc:
@@ -63,7 +66,7 @@ def train(
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from dlf.train.distributed import torchrun_command
 
-        if cfg is not None and cfg.train.batch_size % nproc:
+        if cfg.train.batch_size % nproc:
             _fail(f"train.batch_size={cfg.train.batch_size} must be divisible by --nproc {nproc} (it is the global "
                   "batch; each process trains on batch_size / nproc rows per step)")
         raise typer.Exit(subprocess.call(torchrun_command(nproc, sys.argv[1:])))
@@ -121,7 +124,8 @@ def preprocess(
     input_: list[str] = typer.Option(..., "--input", "-i", help="Input file or folder; ROLE=PATH (train/valid/test) "
                                      "to give a split as a file (repeatable)."),
     out: Path = typer.Option(..., help="Output folder (replaced atomically when complete)."),
-    schema: Optional[Path] = typer.Option(None, help="Schema YAML (dlf schema, or a FuxiCTR dataset_config.yaml)."),
+    schema: Optional[Path] = typer.Option(None, help="Schema YAML (docs/data.md, \"Schema YAML\"), or a FuxiCTR "
+                                          "dataset_config.yaml."),
     option: list[str] = typer.Option([], "--option", "-o", help="KEY=VALUE, overriding the preset's default; "
                                      "keys listed below (repeatable)."),
     on_bad_row: str = typer.Option("error", help="error: stop at the first bad row; skip: drop and count them."),

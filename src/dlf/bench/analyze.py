@@ -196,7 +196,7 @@ def probe_run(run: Path, rows: int = 20_000, max_features: int = 1024, data=None
     from safetensors.torch import load_file
 
     from dlf.data.synthetic import generate
-    from dlf.models import build_model
+    from dlf.models import build_model, weights_mismatch
 
     cfg, metrics = load_run(run)
     if cfg.data.dataset != "synthetic":
@@ -223,7 +223,10 @@ def probe_run(run: Path, rows: int = 20_000, max_features: int = 1024, data=None
     results = []
     for weights in ("init", "trained"):
         if weights == "trained":
-            model.load_state_dict(load_file(str(run / "model.safetensors")))
+            state = load_file(str(run / "model.safetensors"))
+            if mismatch := weights_mismatch(model, state):
+                raise AnalysisError(f"{run / 'model.safetensors'}: does not fit model {cfg.model_name!r}: {mismatch}")
+            model.load_state_dict(state)
         feats = {split: layer_tokens(model, getattr(data, split), n)
                  for split, n in (("train", n_fit), ("valid", n_eval), ("test", n_eval))}
         for layer in range(len(feats["train"])):
