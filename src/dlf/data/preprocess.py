@@ -155,7 +155,7 @@ def _keys(text: pa.Array) -> Keys:
     return Keys(codes, d.dictionary)
 
 
-def _numbers(text: pa.Array) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def parse_numbers(text: pa.Array) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(float64 value of each entry, NaN = missing or bad; indices of the bad entries; what is wrong with each).
 
     Arrow's cast is the fast path; the exact rule (the regex, after trimming spaces) runs only on
@@ -249,7 +249,7 @@ class ChunkParser:
             label = (label > 0).astype(np.float32)
 
         def numbers(name: str) -> np.ndarray:
-            v, wrong, problems = _numbers(col(name))
+            v, wrong, problems = parse_numbers(col(name))
             reject(wrong, lambda i: f"field {name!r}: {problems[i]}")
             return v
 
@@ -257,7 +257,7 @@ class ChunkParser:
         for f in self.cat:
             keys = _keys(col(f.column))
             if f.transform == "criteo-bucket":  # on the distinct texts, then rows -> their bucket
-                v, wrong, problems = _numbers(keys.values)
+                v, wrong, problems = parse_numbers(keys.values)
                 if len(wrong):
                     entry = np.full(len(keys.values) + 1, -1)  # + 1: code -1 (missing) reads the last
                     entry[wrong] = np.arange(len(wrong))
@@ -472,7 +472,7 @@ class FieldState:
                 v = np.sign(v) * np.log1p(np.abs(v))
             elif t == "standardize":
                 v = (v - self.mean) / self.std
-            # missing -> 0; values are within NUMBER_LIMIT (see _numbers), so only a standardized value
+            # missing -> 0; values are within NUMBER_LIMIT (see parse_numbers), so only a standardized value
             # over a tiny train std can leave float32: clipped, never inf (nor 0, as if missing)
             return np.nan_to_num(np.clip(v, -NUMBER_LIMIT, NUMBER_LIMIT), nan=0.0).astype(np.float32)
         if self.out_kind == "categorical":

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import torch
 
 from dlf.data.features import OOV_ID, Batch, FeatureMap
-from dlf.data.preprocess import ChunkParser, FieldState, _numbers
+from dlf.data.preprocess import ChunkParser, FieldState, parse_numbers
 from dlf.data.presets import get_preset
 from dlf.data.readers import BadRows, Chunk
 from dlf.data.schema import DataError, Schema, SplitOptions
@@ -178,7 +178,7 @@ class Encoder:
                 cat[good, j] = _ids(pc.filter(arr, pa.array(good)), f.vocab_size)
         num = np.zeros((n, len(self.num)), dtype=np.float32)
         for j, f in enumerate(self.num):
-            v, wrong, problems = _numbers(chunk.columns[f.name])  # as preprocessing: finite, within float32
+            v, wrong, problems = parse_numbers(chunk.columns[f.name])  # as preprocessing: finite, within float32
             for i in np.flatnonzero(keep[wrong]):
                 bad.add(chunk.where(wrong[i]), f"field {f.name!r}: {problems[i]}", chunk.file)
             keep[wrong] = False
