@@ -425,3 +425,50 @@ def test_libfm_feature_index_end_to_end(tmp_path):
     user = vocabulary(tmp_path / "o", "user")
     assert [f.name for f in fm.fields] == ["user", "item"]
     assert [tr.categorical[i, 0] for i in range(3)] == [user["0"], user["2"], user["2"]]
+
+
+def _same_output(a: Path, b: Path) -> None:
+    for split in ("train", "valid", "test"):
+        for p in (a / split).glob("*.npy"):
+            np.testing.assert_array_equal(np.load(p), np.load(b / split / p.name), err_msg=f"{split}/{p.name}")
+    for p in (a / "vocab").glob("*.arrow"):
+        assert vocabulary(a, p.stem) == vocabulary(b, p.stem), p.stem
+
+
+def test_a_utf8_bom_is_never_part_of_the_first_value(tmp_path):
+    """An editor's "UTF-8 with BOM": ISO-8859-1 ratings.dat read user '\\xef\\xbb\\xbf2' (a new user), users.dat
+    user 1 lost its attributes, a feature index had fields '\\ufeffuser' and 'user', a headerless CSV's inferred
+    label column was '\\ufefflabel' (no label column). Every file gets the same output with a BOM as without."""
+    bom = b"\xef\xbb\xbf"
+
+    def with_bom(src: Path, dst: Path) -> Path:
+        dst.write_bytes(bom + src.read_bytes())
+        return dst
+
+    ml = tmp_path / "ml"
+    ml.mkdir()
+    for name in ("ratings.dat", "users.dat", "movies.dat"):
+        with_bom(FIX / "movielens_tiny" / name, ml / name)
+    preprocess("movielens-1m", [FIX / "movielens_tiny" / "ratings.dat"], tmp_path / "a", options=IN_ORDER)
+    preprocess("movielens-1m", [ml], tmp_path / "b", options=IN_ORDER)
+    _same_output(tmp_path / "a", tmp_path / "b")
+
+    for preset, src, opts in (("criteo", FIX / "criteo_tiny.txt", {"min_count": 1}),
+                              ("libfm", FIX / "tiny.libfm", {"fields": "user:4,item:5,ctx:3"})):
+        preprocess(preset, [src], tmp_path / f"{preset}_a", options=opts)
+        preprocess(preset, [with_bom(src, tmp_path / src.name)], tmp_path / f"{preset}_b", options=opts)
+        _same_output(tmp_path / f"{preset}_a", tmp_path / f"{preset}_b")
+
+    index = tmp_path / "fields.txt"
+    index.write_bytes(bom + b"user 0\nitem 1\nuser 2\nitem 3\n")
+    (tmp_path / "t.libfm").write_text("1 0:1 1:1\n-1 2:1 3:1\n1 2:1 1:1\n")
+    fm, *_ = run("libfm", [tmp_path / "t.libfm"], tmp_path / "fi", options={"feature_index": str(index)})
+    assert [f.name for f in fm.fields] == ["user", "item"]
+
+    d = tmp_path / "fx"
+    d.mkdir()
+    for role in ("train", "valid", "test"):
+        with_bom(FIX / "fuxictr_tiny" / f"{role}.csv", d / f"{role}.csv")
+    preprocess("fuxictr", [FIX / "fuxictr_tiny"], tmp_path / "fx_a")
+    preprocess("fuxictr", [d], tmp_path / "fx_b")
+    _same_output(tmp_path / "fx_a", tmp_path / "fx_b")

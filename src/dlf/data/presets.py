@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from dlf.data.readers import (BadRows, Chunk, check_file, read_delimited, read_double_colon, read_lines,
-                              read_parquet)
+                              read_parquet, strip_bom)
 from dlf.data.schema import DataError, FieldOptions, Schema
 
 ROLES = ("train", "valid", "test")
@@ -244,7 +244,7 @@ def _infer_schema(inputs) -> Schema:
         import pyarrow.parquet as pq
         names = pq.ParquetFile(check_file(path)).schema_arrow.names
     else:
-        with open(check_file(path), encoding="utf-8", errors="replace") as fh:
+        with open(check_file(path), encoding="utf-8-sig", errors="replace") as fh:  # -sig: a BOM is not a name
             names = [c.strip().strip('"') for c in fh.readline().rstrip("\r\n").split(",")]
     label = next((c for c in ("label", "click", "clicked") if c in names), None)
     if label is None:
@@ -305,7 +305,7 @@ def read_feature_index(path: str | Path) -> tuple[list[str], np.ndarray, np.ndar
     field position."""
     path = check_file(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM made the first field '\ufeffuser', apart from 'user'
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: feature index is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     lines = pa.array(text.split("\n"), pa.string())
@@ -467,17 +467,18 @@ def _read_table(path: Path, columns: list[str]) -> dict[str, list[str]]:
     """A small '::' table (users.dat, movies.dat), ISO-8859-1; read whole (a few thousand lines)."""
     check_file(path)
     data = {c: [] for c in columns}
-    with open(path, encoding="iso-8859-1", newline="") as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.rstrip("\r\n")
-            if not line:
-                continue
-            parts = line.split("::")
-            if len(parts) != len(columns):
-                raise DataError(f"{path}:{number}: expected {len(columns)} fields separated by '::' "
-                                f"({', '.join(columns)}), got {len(parts)}")
-            for c, v in zip(columns, parts):
-                data[c].append(v)
+    # a UTF-8 BOM (an editor's "save as UTF-8") would start the first id: user 1 lost its attributes
+    text = strip_bom(path.read_bytes()).decode("iso-8859-1")
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        parts = line.split("::")
+        if len(parts) != len(columns):
+            raise DataError(f"{path}:{number}: expected {len(columns)} fields separated by '::' "
+                            f"({', '.join(columns)}), got {len(parts)}")
+        for c, v in zip(columns, parts):
+            data[c].append(v)
     return data
 
 

@@ -25,6 +25,11 @@ DEFAULT_BLOCK_BYTES = 16 << 20  # text per chunk (about 60k Criteo rows)
 # Arrow parses 1 MiB blocks (faster than big ones: they stay in cache) and reads about 32 of
 # them ahead, whatever their size; a chunk joins the blocks of `block_bytes` of text.
 PARSE_BLOCK_BYTES = 1 << 20
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark (Excel's "CSV UTF-8", Notepad): never data
+
+
+def strip_bom(data: bytes) -> bytes:
+    return data[len(BOM):] if data.startswith(BOM) else data
 
 
 @dataclass
@@ -137,9 +142,9 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     name = str(path)
     if header:
         with open(path, "rb") as fh:
-            first = fh.readline()
+            first = strip_bom(fh.readline())
         try:
-            head = first.decode(encoding).rstrip("\r\n").removeprefix("\ufeff")  # Excel's "CSV UTF-8" BOM
+            head = first.decode(encoding).rstrip("\r\n")
         except UnicodeDecodeError:
             raise DataError(f"{name}:1: header is not valid {encoding}") from None
         names = [c.strip().strip('"') for c in head.split(delimiter)]
@@ -167,9 +172,15 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     kind = pa.binary() if utf8 else pa.string()
     conv_opts = pcsv.ConvertOptions(column_types={c: kind for c in names}, include_columns=use,
                                     strings_can_be_null=False, quoted_strings_can_be_null=False)
+    # A UTF-8 BOM is skipped here whatever the encoding: Arrow drops it only from UTF-8 input, and an
+    # ISO-8859-1 file (MovieLens) saved by an editor "as UTF-8 with BOM" kept it in its first value.
+    fh = pa.OSFile(str(path))
+    if fh.read(len(BOM)) != BOM:
+        fh.seek(0)
     try:
-        reader = pcsv.open_csv(path, read_options=read_opts, parse_options=parse_opts, convert_options=conv_opts)
+        reader = pcsv.open_csv(fh, read_options=read_opts, parse_options=parse_opts, convert_options=conv_opts)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        fh.close()
         raise DataError(f"{name}: cannot read as {'CSV' if delimiter == ',' else 'delimited text'}: "
                         f"{_short(exc)}") from None
     next_line = 2 if header else 1
@@ -204,28 +215,32 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     # returned: keep them pending and place them by their line numbers.
     pending: list[tuple[int | None, str, int]] = []
     stream = _read_ahead(blocks())
-    while True:
-        try:
-            n, cols, rows = next(stream)
-        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            raise DataError(f"{name} (after line {next_line - 1}): {_short(exc)}") from None
-        pending += rows
-        if n is None:
-            report(pending)
-            break
-        lines = _shift_lines(next_line, n, [r[0] for r in pending if r[0] is not None])
-        if len(lines):
-            next_line = int(lines[-1]) + 1
-        report([r for r in pending if r[0] is None or r[0] < next_line])
-        pending = [r for r in pending if r[0] is not None and r[0] >= next_line]
-        if utf8:
-            lines, cols = _fix_encoding(name, lines, cols, bad, encoding)
-        if cols and len(lines):
-            # CRLF files: the last column keeps its '\r'
-            last = names[-1]
-            if last in cols:
-                cols[last] = pc.utf8_rtrim(cols[last], characters="\r")
-            yield Chunk(name, lines, cols, "line", 1 if header else 0)
+    try:
+        while True:
+            try:
+                n, cols, rows = next(stream)
+            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+                raise DataError(f"{name} (after line {next_line - 1}): {_short(exc)}") from None
+            pending += rows
+            if n is None:
+                report(pending)
+                break
+            lines = _shift_lines(next_line, n, [r[0] for r in pending if r[0] is not None])
+            if len(lines):
+                next_line = int(lines[-1]) + 1
+            report([r for r in pending if r[0] is None or r[0] < next_line])
+            pending = [r for r in pending if r[0] is not None and r[0] >= next_line]
+            if utf8:
+                lines, cols = _fix_encoding(name, lines, cols, bad, encoding)
+            if cols and len(lines):
+                # CRLF files: the last column keeps its '\r'
+                last = names[-1]
+                if last in cols:
+                    cols[last] = pc.utf8_rtrim(cols[last], characters="\r")
+                yield Chunk(name, lines, cols, "line", 1 if header else 0)
+    finally:
+        stream.close()  # waits for the helper thread, then the file can go
+        fh.close()
 
 
 def _read_ahead(items: Iterator[T]) -> Iterator[T]:
