@@ -82,6 +82,30 @@ def test_libfm_label_and_index_errors(tmp_path):
         preprocess("libfm", [p], tmp_path / "o")
 
 
+def test_libfm_value_zero_is_an_absent_feature_and_other_values_are_bad(tmp_path):
+    """libFM's x_i is the value: `4:0` is absent (it was read as present, item '4'); a one-hot field has no
+    meaning for 0.5 or 2 (they were silently read as 1); a numeric field keeps its value."""
+    schema = Schema(fields=[FieldOptions("user", range=(0, 3)), FieldOptions("item", range=(4, 8)),
+                            FieldOptions("tags", "multi", range=(9, 11), separator=","),
+                            FieldOptions("price", "numeric", range=(12, 12))],
+                    label="label", label_values="pm1", header=False, columns=["label"])
+    p = write(tmp_path / "v.libfm", "1 0:1 4:0 9:1 10:0 12:0.5\n-1 1:1.0 5:1 10:1 12:0\n1 2:1 4:1 4:0 11:1\n")
+    preprocess("libfm", [p], tmp_path / "o", schema=schema, options={"ratios": "1,0,0"})
+    _, tr, _, _ = load_processed(tmp_path / "o")
+    item, tags = vocabulary(tmp_path / "o", "item"), vocabulary(tmp_path / "o", "tags")
+    assert "4" in item and np.asarray(tr.categorical)[:, 1].tolist() == [2, item["5"], item["4"]]  # 2: missing
+    assert np.asarray(tr.multi)[:, 0, 0].tolist() == [tags["9"], tags["10"], tags["11"]]
+    assert (np.asarray(tr.multi)[:, 0, 1:] == 0).all()  # 10:0 is not in row 1's list
+    np.testing.assert_array_equal(np.asarray(tr.numeric)[:, 0], [0.5, 0, 0])
+    for token, needle in (("4:0.5", "feature '4:0.5': field 'item' is one-hot: expected value 1, or 0"),
+                          ("10:2", "feature '10:2': field 'tags' is one-hot"),
+                          ("4:", "feature '4:': expected index:value with a number as value"),
+                          ("4:x", "feature '4:x': expected index:value with a number as value")):
+        p = write(tmp_path / "b.libfm", f"1 0:1 5:1\n-1 1:1 {token}\n")
+        with pytest.raises(DataError, match=re.escape(f"b.libfm:2: {needle}")):
+            preprocess("libfm", [p], tmp_path / "o2", schema=schema)
+
+
 def test_empty_missing_and_badly_encoded_files(tmp_path):
     with pytest.raises(DataError, match="empty.txt: file is empty"):
         preprocess("criteo", [write(tmp_path / "empty.txt", "")], tmp_path / "o")

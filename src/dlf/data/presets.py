@@ -358,9 +358,11 @@ def _libfm_derive(fields: list[FieldOptions], index: FieldIndex, skip: int = 0):
     """`label idx:val idx:val ...` lines -> a text column per field (the feature index; numeric fields: the
     value; multi fields: the indices joined by the separator). `skip`: tokens after the label to ignore
     (the paying price of make-ipinyou-data's yzx files)."""
+    from dlf.data.preprocess import parse_numbers  # here: preprocess imports this module
     names = [f.name for f in fields]
     nf = len(fields)
     single = np.array([f.kind != "multi" for f in fields])
+    numeric = np.array([f.kind == "numeric" for f in fields])
     layout = "label " + "z " * skip + "index:value ..."
 
     def derive(chunk: Chunk, bad: BadRows) -> Chunk:
@@ -375,20 +377,30 @@ def _libfm_derive(fields: list[FieldOptions], index: FieldIndex, skip: int = 0):
         flat = pc.list_flatten(feats)
         kv = pc.split_pattern(flat, ":", max_splits=1)
         ok = pc.equal(pc.list_value_length(kv), 2).to_numpy(zero_copy_only=False)
-        idx_txt = pc.list_element(pc.fill_null(kv, pa.scalar(["", ""], pa.list_(pa.string()))), 0)
+        kv = pc.fill_null(kv, pa.scalar(["", ""], pa.list_(pa.string())))
+        idx_txt, val_txt = pc.list_element(kv, 0), pc.list_element(kv, 1)
         ok &= pc.match_substring_regex(idx_txt, r"^[0-9]{1,18}$").to_numpy(zero_copy_only=False)
         idx = np.zeros(len(ok), dtype=np.int64)
         if ok.any():
             idx[ok] = pc.cast(pc.filter(idx_txt, pa.array(ok)), pa.int64()).to_numpy()
         owner = index.lookup(idx)
         ok &= owner > -2
-        for t in np.flatnonzero(~ok):
+        field = np.maximum(owner, 0)
+        # libFM values: x_i = value, so 0 is an absent feature (sparse zero) and 1 a present one; a one-hot
+        # (categorical or multi) field has no meaning for other values (a weight, a count): a bad row
+        value, wrong, _ = parse_numbers(val_txt)
+        number = ~np.isnan(value)  # '' ('4:') is NaN, not in `wrong`
+        number[wrong] = False
+        onehot = ok & (owner >= 0) & ~numeric[field]
+        other = onehot & number & (value != 0) & (value != 1)
+        for t in np.flatnonzero(~(ok & number) | other):
             if keep[rows[t]]:
                 keep[rows[t]] = False
-                bad.add(chunk.where(rows[t]), f"feature {flat[t].as_py()!r}: expected index:value with "
-                        f"{index.known}", chunk.file)
-        use = ok & (owner >= 0)
-        field = np.maximum(owner, 0)
+                what = (f"expected index:value with {index.known}" if not ok[t] else
+                        "expected index:value with a number as value" if not number[t] else
+                        f"field {names[field[t]]!r} is one-hot: expected value 1, or 0 for an absent feature")
+                bad.add(chunk.where(rows[t]), f"feature {flat[t].as_py()!r}: {what}", chunk.file)
+        use = ok & (owner >= 0) & ~(onehot & (value == 0))
         one = use & single[field]  # tokens of single-valued fields: one (row, field) cell each
         dup = np.bincount(rows[one] * nf + field[one], minlength=n * nf) > 1
         for s in np.flatnonzero(dup):
@@ -409,7 +421,7 @@ def _libfm_derive(fields: list[FieldOptions], index: FieldIndex, skip: int = 0):
                 sel = use & (owner == j)
                 text = np.full(n, "", dtype=object)
                 if sel.any():
-                    text[rows[sel]] = pc.list_element(pc.filter(kv, pa.array(sel)), 1).to_numpy(zero_copy_only=False)
+                    text[rows[sel]] = pc.filter(val_txt, pa.array(sel)).to_numpy(zero_copy_only=False)
                 cols[f.name] = pa.array(text, pa.string())
             else:
                 cols[f.name] = pc.if_else(pa.array(key[:, j] >= 0), pc.cast(pa.array(key[:, j]), pa.string()), "")
