@@ -416,6 +416,26 @@ def test_parquet_float_columns_nan_missing_inf_bad(tmp_path):
         preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o2", schema=schema, options={"ratios": "1,0,0"})
 
 
+def test_parquet_float_ids_beyond_2_53_match_the_same_ids_written_as_integers(tmp_path):
+    """pandas writes an int id column with a missing value as float64: 2^60 was the text '1.152921504606847e+18',
+    which is not the token '1152921504606846976' of the same id in an int64 column (it read as out of vocabulary)."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    ids = [2 ** 60, 2 ** 62 + 2 ** 40, 3, 2 ** 63 + 2 ** 11, 7]
+    train = pa.table({"label": [0, 1, 0, 1, 0, 1], "uid": pa.array([float(i) for i in ids] + [None], pa.float64())})
+    test = pa.table({"label": [1, 0, 1, 0, 1], "uid": pa.array(ids, pa.uint64())})
+    d = tmp_path / "bars"
+    d.mkdir()
+    pq.write_table(train, d / "train.parquet")
+    pq.write_table(train, d / "valid.parquet")
+    pq.write_table(test, d / "test.parquet")
+    preprocess("fuxictr", [d], tmp_path / "o")
+    fm, tr, _, te = load_processed(tmp_path / "o")
+    vocab = vocabulary(tmp_path / "o", "uid")
+    assert sorted(vocab) == sorted(str(i) for i in ids)
+    np.testing.assert_array_equal(np.asarray(te.categorical)[:, 0], [vocab[str(i)] for i in ids])  # none OOV
+    np.testing.assert_array_equal(np.asarray(tr.categorical)[:5, 0], np.asarray(te.categorical)[:, 0])
+
+
 def test_csv_header_with_a_bom_and_header_only_files(tmp_path):
     """Excel's "CSV UTF-8" starts with a BOM: header has no column(s) ['click'] before; a header-only file's
     error did not name it."""

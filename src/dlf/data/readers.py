@@ -282,11 +282,16 @@ def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144
                 arr = arr.cast(pa.float64())  # float16 has no compute kernels
                 # NaN is how pandas writes a missing number: missing, as an empty CSV cell
                 arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, pa.float64()), arr)
-                # 3.0 -> "3" so that numbers written as floats match the same values written as ints; only
-                # where that is exact (|v| <= 2^53): inf and larger values stay as text for the parser to judge
-                exact = pc.and_(pc.less_equal(pc.abs(arr), 2.0 ** 53), pc.equal(pc.floor(arr), arr))
-                as_int = pc.cast(pc.if_else(exact, arr, 0.0), pa.int64())
-                arr = pc.if_else(exact, pc.cast(as_int, pa.string()), pc.cast(arr, pa.string()))
+                # Integral floats -> the integer's text (3.0 -> "3", 2^60 -> "1152921504606846976", not
+                # "1.152921504606847e+18") so that ids written as floats (pandas stores an int column with missing
+                # values as float64) match the same ids written as integers. Every float of 2^53 and beyond is
+                # integral and exact in int64/uint64; inf and larger values stay as text for the parser to judge.
+                integral = pc.equal(pc.floor(arr), arr)
+                signed = pc.and_(integral, pc.and_(pc.greater_equal(arr, -2.0 ** 63), pc.less(arr, 2.0 ** 63)))
+                unsigned = pc.and_(integral, pc.and_(pc.greater_equal(arr, 2.0 ** 63), pc.less(arr, 2.0 ** 64)))
+                as_int = pc.cast(pc.cast(pc.if_else(signed, arr, 0.0), pa.int64()), pa.string())
+                as_uint = pc.cast(pc.cast(pc.if_else(unsigned, arr, 0.0), pa.uint64()), pa.string())
+                arr = pc.if_else(signed, as_int, pc.if_else(unsigned, as_uint, pc.cast(arr, pa.string())))
             elif not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
                 arr = pc.cast(arr, pa.string())
             cols[c] = pc.fill_null(arr, "")
