@@ -419,6 +419,9 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
         except (ValueError, UnicodeDecodeError) as exc:
             raise RequestError(422, [{"loc": ["body"], "msg": f"invalid JSON: {str(exc).splitlines()[0]}",
                                       "type": "value_error.json"}]) from None
+        except RecursionError:  # '[[[[...' a few thousand deep: json's recursive parser gives up (was a 500)
+            raise RequestError(422, [{"loc": ["body"], "msg": "invalid JSON: nested too deeply (records are "
+                                      "objects of field values)", "type": "value_error.json"}]) from None
         records = validate_records(payload, encoder.inputs, max_batch)
         try:
             if batcher is not None:
