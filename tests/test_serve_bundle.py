@@ -168,6 +168,27 @@ def test_bad_rows_error_or_skip(demo, tmp_path):
     assert lines[3].split(",")[0] not in ids and lines[5].split(",")[0] not in ids and lines[4].split(",")[0] in ids
 
 
+def test_parquet_columns_that_are_not_text_or_numbers_are_one_line_errors(demo, tmp_path):
+    """A list column for the multi-valued field, a struct, bytes that are not UTF-8: were Arrow tracebacks."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    b = load_bundle(demo["bundle"])
+    table = pcsv.read_csv(demo["test_csv"], convert_options=pcsv.ConvertOptions(
+        column_types={c: pa.string() for c in ["id", "city", "tags"]}, strings_can_be_null=False))
+    cases = {"list": ("tags", pc.split_pattern(table["tags"], ";"),
+                      r"list\.parquet: column 'tags' is list<element: string>, expected text or numbers; give the "
+                      "multi-valued field as text joined by ';'"),
+             "struct": ("age", pa.array([{"a": 1}] * table.num_rows), r"column 'age' is struct<a: int64>"),
+             "bytes": ("city", pa.array([b"\xff"] * table.num_rows, pa.binary()),
+                       r"bytes\.parquet \(rows from 1\): cannot read the input columns as text: Invalid UTF8")}
+    for name, (col, values, message) in cases.items():
+        pq.write_table(table.set_column(table.column_names.index(col), col, values), tmp_path / f"{name}.parquet")
+        with pytest.raises(DataError, match=message):
+            predict_file(b, tmp_path / f"{name}.parquet", tmp_path / "o.csv")
+        assert not (tmp_path / "o.csv").exists()
+
+
 @pytest.mark.parametrize("engine", ["torch", pytest.param("onnx", marks=needs_ort)])
 def test_numbers_the_model_cannot_score_are_bad_rows(demo, tmp_path, engine):
     """age 1e30 standardizes to 5e28: the model's output was NaN, written with exit status 0; 1e400 was missing."""
