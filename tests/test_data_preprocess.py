@@ -451,3 +451,14 @@ def test_csv_header_with_a_bom_and_header_only_files(tmp_path):
     write(tmp_path / "head.csv", "click,city,age\n")
     with pytest.raises(DataError, match=r"head\.csv: no training rows"):
         preprocess("generic", [tmp_path / "head.csv"], tmp_path / "c", schema=AGE_SCHEMA)
+
+
+def test_header_names_repeated_only_in_columns_not_read_are_fine(tmp_path):
+    """Excel's `click,city,age,,` header (empty names for trailing empty cells) stopped with 'duplicate column
+    names' though neither is read; a repeated name that is read is still an error naming it."""
+    write(tmp_path / "x.csv", "click,city,age,,\n" + "".join(f"{i % 2},c{i % 3},{20 + i},,\n" for i in range(10)))
+    r = preprocess("generic", [tmp_path / "x.csv"], tmp_path / "o", schema=AGE_SCHEMA)
+    assert r.rows == 10
+    write(tmp_path / "d.csv", "click,city,age,city\n1,a,3,b\n")
+    with pytest.raises(DataError, match=re.escape("d.csv:1: column name(s) ['city'] appear more than once")):
+        preprocess("generic", [tmp_path / "d.csv"], tmp_path / "o2", schema=AGE_SCHEMA)

@@ -154,8 +154,13 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                 raise DataError(f"{name}:1: header has no column(s) {absent}; it has {names}")
     else:
         names = list(columns or [])
-    if len(set(names)) != len(names):
-        raise DataError(f"{name}: duplicate column names in {names}")
+    twice = sorted({c for i, c in enumerate(names) if c in names[:i]})
+    used_twice = [c for c in twice if not use or c in use]
+    if used_twice:
+        raise DataError(f"{name}{':1' if header else ''}: column name(s) {used_twice} appear more than once in "
+                        f"{names}; which one is meant?")
+    # columns not read may share a name (Excel's trailing ',,' header cells): Arrow needs unique ones
+    names = [f"{c}\0{i}" if c in twice else c for i, c in enumerate(names)]
     use = list(use) if use else names
     utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
     skipped: list[tuple[int | None, str, int]] = []
