@@ -84,6 +84,33 @@ def test_a_failing_variant_is_reported_while_the_others_complete(tmp_path):
     assert (tmp_path / "runs/synthetic/lr/seed-1/metrics.json").is_file()
 
 
+def test_a_dataset_whose_runs_all_fail_and_an_undefined_auc_still_give_the_report_and_chart(tmp_path):
+    """The chart's axis limits came from min() of the panel's AUCs: a dataset where every run failed (or whose
+    test AUC is NaN, a test split with one class) raised ValueError after the whole bench had run."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "feature_map.json").write_text("{}")  # only checked to exist: its runs fail in train_fn below
+
+    def train_fn(cfg, out=None, resume=None, console=None):
+        if cfg.data.path:
+            raise RuntimeError("boom")
+        metrics = dlf.train(cfg, out=out, resume=resume, console=console)
+        if cfg.model_name == "fm":
+            metrics["test"]["auc"] = float("nan")
+        return metrics
+
+    spec = tiny_spec(["fm", "lr"], seeds=[1], datasets={"synthetic": {}, "other": {"path": str(other)}})
+    result = run_bench(spec, tmp_path / "b", console=QUIET, train_fn=train_fn)
+    assert [r["status"] for r in result.records] == ["done", "done", "failed", "failed"]
+    report = (tmp_path / "b" / "report.md").read_text()
+    lr_auc = result.records[1]["metrics"]["test"]["auc"]
+    table = report.split("## synthetic")[1].split("## other")[0]
+    assert table.index("| 1 | lr |") < table.index("| 2 | fm |")  # NaN is not ranked first
+    assert f"Best: lr ({lr_auc:.4f})" in table
+    assert "| – | fm | fm | 0/1 FAILED: RuntimeError: boom" in report
+    assert (tmp_path / "b" / "bench.png").stat().st_size > 1000
+
+
 def test_an_interrupted_bench_resumes_without_rerunning_finished_runs(tmp_path):
     spec = tiny_spec(["lr", "fm"], seeds=[1, 2])
     spec.set["train.epochs"] = 2

@@ -63,6 +63,10 @@ def summarize(records: list[dict]) -> list[dict]:
     return rows
 
 
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
 def _fmt(mean, std, digits=4) -> str:
     if mean is None:
         return "–"
@@ -107,7 +111,9 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
              "training throughput; timing columns are noisy when other processes share the machine.", ""]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         ds_rows = [r for r in rows if r["dataset"] == dataset]
-        good = sorted((r for r in ds_rows if r["auc_mean"] is not None), key=lambda r: -r["auc_mean"])
+        # NaN (AUC undefined: a test split with one class) ranks after every number, never first
+        good = sorted((r for r in ds_rows if r["auc_mean"] is not None),
+                      key=lambda r: (not _finite(r["auc_mean"]), -r["auc_mean"] if _finite(r["auc_mean"]) else 0))
         bad = [r for r in ds_rows if r["auc_mean"] is None]
         lines += [f"## {dataset}", "",
                   "| # | variant | model | seeds ok | test AUC | test logloss | params | epochs | train s "
@@ -130,7 +136,7 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
             lines.append(f"| – | {r['variant']} | {r['model']} | 0/{r['seeds']} {status}{why} "
                          "| – | – | – | – | – | – |")
         lines.append("")
-        if good and oracle:
+        if good and oracle and _finite(good[0]["auc_mean"]):
             gap = oracle["auc"] - good[0]["auc_mean"]
             lines += [f"Best: {good[0]['variant']} ({good[0]['auc_mean']:.4f}), {gap:.4f} AUC below the oracle.", ""]
     # settings
@@ -199,7 +205,7 @@ def run_rows(records: list[dict]) -> list[dict]:
 def plot_chart(rows: list[dict], path: Path) -> bool:
     """One panel per dataset: mean test AUC per variant with ± std error bars; the oracle as a dashed line."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    if not any(r["auc_mean"] is not None for r in rows):
+    if not any(_finite(r["auc_mean"]) for r in rows):
         return False
     try:
         import matplotlib
@@ -211,17 +217,20 @@ def plot_chart(rows: list[dict], path: Path) -> bool:
     fig, axes = plt.subplots(len(datasets), 1, figsize=(8, sum(heights)), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, dataset in zip(axes[:, 0], datasets):
-        ds = sorted((r for r in rows if r["dataset"] == dataset), key=lambda r: r["auc_mean"] or -1)
-        names = [r["variant"] + ("" if r["auc_mean"] is not None else " (failed)") for r in ds]
-        means = [r["auc_mean"] if r["auc_mean"] is not None else float("nan") for r in ds]
-        errs = [r["auc_std"] or 0.0 for r in ds]
+        ds = sorted((r for r in rows if r["dataset"] == dataset),
+                    key=lambda r: r["auc_mean"] if _finite(r["auc_mean"]) else -1)
+        names = [r["variant"] + ("" if _finite(r["auc_mean"]) else " (failed)" if r["auc_mean"] is None
+                                 else " (AUC undefined)") for r in ds]
+        means = [r["auc_mean"] if _finite(r["auc_mean"]) else float("nan") for r in ds]
+        errs = [r["auc_std"] if _finite(r["auc_std"]) else 0.0 for r in ds]
         ax.barh(names, means, xerr=errs, color=["tab:red" if r["model"].startswith("dlf") else "tab:blue"
                                                 for r in ds], alpha=0.8, capsize=3)
         finite = [m for m in means if not math.isnan(m)]
         oracle = next((r["oracle"] for r in ds if r["oracle"]), None)
-        hi = max(finite + ([oracle["auc"]] if oracle else []))
-        lo = min(finite)
-        ax.set_xlim(lo - max(0.01, 0.15 * (hi - lo)), hi + max(0.005, 0.05 * (hi - lo)))
+        known = finite + ([oracle["auc"]] if oracle else [])
+        if known:  # a dataset whose runs all failed has no bar (another dataset's panel has some)
+            hi, lo = max(known), min(known)
+            ax.set_xlim(lo - max(0.01, 0.15 * (hi - lo)), hi + max(0.005, 0.05 * (hi - lo)))
         if oracle:
             ax.axvline(oracle["auc"], color="black", linestyle="--", linewidth=1, label="oracle")
             ax.legend(loc="lower right")
