@@ -1,5 +1,6 @@
 """Every preset on a tiny fixture in its native format, and on the real samples in ../shared/data when present."""
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -472,3 +473,17 @@ def test_a_utf8_bom_is_never_part_of_the_first_value(tmp_path):
     preprocess("fuxictr", [FIX / "fuxictr_tiny"], tmp_path / "fx_a")
     preprocess("fuxictr", [d], tmp_path / "fx_b")
     _same_output(tmp_path / "fx_a", tmp_path / "fx_b")
+
+
+@pytest.mark.parametrize("line", ["1\t1\t5\t978300760", "1:1:5:978300760", "1::1::5", "1::1:7:5::978300760"])
+def test_movielens_line_with_other_separators_names_the_layout(tmp_path, line):
+    """The '::' files are read as ':' columns: the error said 'expected 7 columns separated by ':', got 4'
+    (or 'expected 4 fields' with no line) for a tab-separated or single-colon line."""
+    d = tmp_path / "ml"
+    d.mkdir()
+    for name in ("users.dat", "movies.dat"):
+        (d / name).write_bytes((FIX / "movielens_tiny" / name).read_bytes())
+    (d / "ratings.dat").write_text(f"2::1::1::978300000\n{line}\n")
+    want = f"ratings.dat:2: expected 4 fields separated by '::' (user_id::movie_id::rating::timestamp), got {line!r}"
+    with pytest.raises(DataError, match=re.escape(want)):
+        preprocess("movielens-1m", [d], tmp_path / "o")

@@ -135,9 +135,10 @@ def _fix_encoding(path: str, chunk_lines: np.ndarray, columns: dict[str, pa.Arra
 
 def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: list[str] | None,
                    use: list[str] | None, bad: BadRows, encoding: str = "utf-8", quote: bool = False,
-                   block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Chunk]:
+                   block_bytes: int = DEFAULT_BLOCK_BYTES, layout: str | None = None) -> Iterator[Chunk]:
     """CSV/TSV as text columns. `columns`: names of all columns when there is no header;
-    `use`: the columns to keep (all when None)."""
+    `use`: the columns to keep (all when None); `layout`: what a line should look like, for the error
+    on a line with the wrong number of columns (default: N columns separated by the delimiter)."""
     path = check_file(path)
     name = str(path)
     if header:
@@ -192,8 +193,11 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
 
     def report(rows: list[tuple[int | None, str, int]]) -> None:
         for number, text, actual in sorted(rows, key=lambda r: r[0] or 0):
-            bad.add(f"{name}:{number}", f"expected {len(names)} columns separated by {delimiter!r}, got {actual}"
-                    + (f" ({text[:60]!r})" if text else " (empty line)"), name)
+            got = f"got {actual}" + (f" ({text[:60]!r})" if text else " (empty line)")
+            if layout:  # the columns are the reader's, not the user's: show the line
+                got = f"got {text[:60]!r}" if text else "got an empty line"
+            bad.add(f"{name}:{number}", f"expected {layout or f'{len(names)} columns separated by {delimiter!r}'}, "
+                    f"{got}", name)
 
     def blocks() -> Iterator[tuple[int | None, dict[str, pa.Array], list]]:
         """Parsed blocks joined into about `block_bytes` of text: (rows, columns, malformed rows
@@ -309,7 +313,8 @@ def read_lines(path: str | Path, *, bad: BadRows, encoding: str = "utf-8",
                block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Chunk]:
     """Whole lines as one column 'line' (trailing '\\r' removed)."""
     for chunk in read_delimited(path, delimiter="\x1f", header=False, columns=["line"], use=None, bad=bad,
-                                encoding=encoding, block_bytes=block_bytes):
+                                encoding=encoding, block_bytes=block_bytes,
+                                layout="a line without the control character \\x1f (one column)"):
         yield chunk
 
 
@@ -321,14 +326,16 @@ def read_double_colon(path: str | Path, *, columns: list[str], bad: BadRows, enc
         raw.append(c)
         if i < len(columns) - 1:
             raw.append(f"__sep{i}")
+    layout = f"{len(columns)} fields separated by '::' ({'::'.join(columns)})"  # not the ':' columns read
     for chunk in read_delimited(path, delimiter=":", header=False, columns=raw, use=None, bad=bad,
-                                encoding=encoding, block_bytes=block_bytes):
+                                encoding=encoding, block_bytes=block_bytes, layout=layout):
         keep = np.ones(len(chunk), dtype=bool)
         for i in range(len(columns) - 1):
             nonempty = pc.not_equal(pc.utf8_length(chunk.columns[f"__sep{i}"]), 0).to_numpy(zero_copy_only=False)
             for row in np.flatnonzero(nonempty & keep):
                 keep[row] = False
-                bad.add(chunk.where(row), f"expected {len(columns)} fields separated by '::'", chunk.file)
+                line = ":".join(chunk.columns[c][row].as_py() for c in raw)
+                bad.add(chunk.where(row), f"expected {layout}, got {line[:60]!r}", chunk.file)
         chunk = chunk.take(keep) if not keep.all() else chunk
         yield Chunk(chunk.file, chunk.lines, {c: chunk.columns[c] for c in columns}, chunk.unit, chunk.header_lines)
 
