@@ -411,3 +411,27 @@ def test_weights_of_another_model_are_named_not_torch_traceback(demo, tmp_path):
     (bundle / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"weights do not fit model 'dlf': \d+ missing key\(s\)"):
         load_bundle(bundle)
+
+
+def test_export_of_a_damaged_run_is_one_line(demo, tmp_path):
+    """Truncated weights were a SafetensorError traceback, a non-UTF-8 config.yaml a UnicodeDecodeError one, and
+    a YAML syntax error printed YAML's multi-line message with a caret."""
+    run = tmp_path / "run"
+    shutil.copytree(demo["run"], run)
+    weights = (run / "model.safetensors").read_bytes()
+    (run / "model.safetensors").write_bytes(weights[:100])
+    with pytest.raises(BundleError, match=r"model\.safetensors: does not load into model 'dlf': .*header"):
+        export_bundle(run, tmp_path / "b")
+    (run / "model.safetensors").write_bytes(weights)
+    config = (run / "config.yaml").read_text()
+    for text, message in ((config + "model: [\n", r"config\.yaml: not valid YAML \(line \d+, column 1\): expected "),
+                          (b"\xff\xfe", r"config\.yaml: 'utf-8' codec can't decode"),
+                          ("- a\n", r"config\.yaml: expected a mapping with model/data/train sections")):
+        if isinstance(text, bytes):
+            (run / "config.yaml").write_bytes(text)
+        else:
+            (run / "config.yaml").write_text(text)
+        with pytest.raises(BundleError, match=message) as exc:
+            export_bundle(run, tmp_path / "b")
+        assert "\n" not in str(exc.value)
+    assert not (tmp_path / "b").exists()

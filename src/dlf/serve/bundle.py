@@ -105,6 +105,7 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
     """Write the bundle of a finished run to OUT (atomically). format: torch | onnx (adds model.onnx)."""
     import torch
     import yaml
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from dlf.config import ConfigError, from_dict
@@ -121,10 +122,17 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
             hint = " (training not finished?)" if name == WEIGHTS else ""
             raise BundleError(f"{run}: no {name}{hint}; not a finished dlf run directory")
     try:
-        raw_cfg = yaml.safe_load((run / "config.yaml").read_text())
+        raw_cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+        if not isinstance(raw_cfg, dict):
+            raise ConfigError("expected a mapping with model/data/train sections")
         cfg = from_dict(raw_cfg)
-    except (yaml.YAMLError, ConfigError, TypeError, AttributeError) as exc:
-        raise BundleError(f"{run / 'config.yaml'}: {exc}") from None
+    except yaml.YAMLError as exc:  # its message spans lines (a caret under the offending text)
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise BundleError(f"{run / 'config.yaml'}: not valid YAML{where}: "
+                          f"{getattr(exc, 'problem', None) or str(exc).splitlines()[0]}") from None
+    except (ConfigError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{run / 'config.yaml'}: {str(exc).splitlines()[0]}") from None
     try:
         fm = FeatureMap.load(run / FEATURE_MAP)
     except (ValueError, KeyError, TypeError) as exc:
@@ -154,7 +162,7 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
     try:
         model = build_model(cfg.model_name, fm, cfg.model)
         weights = load_file(str(run / WEIGHTS))
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (RuntimeError, OSError, ValueError, SafetensorError) as exc:  # SafetensorError: truncated or not safetensors
         raise BundleError(f"{run / WEIGHTS}: does not load into model {cfg.model_name!r}: "
                           f"{str(exc).splitlines()[0]}") from None
     if mismatch := weights_mismatch(model, weights):
