@@ -462,3 +462,16 @@ def test_header_names_repeated_only_in_columns_not_read_are_fine(tmp_path):
     write(tmp_path / "d.csv", "click,city,age,city\n1,a,3,b\n")
     with pytest.raises(DataError, match=re.escape("d.csv:1: column name(s) ['city'] appear more than once")):
         preprocess("generic", [tmp_path / "d.csv"], tmp_path / "o2", schema=AGE_SCHEMA)
+
+
+def test_a_column_whose_name_cannot_name_a_file_is_used_through_source(tmp_path):
+    """A field named 'site/app' died in pass 2 with FileNotFoundError (its vocab/site/app.arrow); the schema now
+    refuses it up front, and the column works under another name."""
+    write(tmp_path / "s.csv", "click,site/app\n" + "".join(f"{i % 2},s{i % 3}\n" for i in range(10)))
+    bad = Schema(fields=[FieldOptions("site/app")], label="click")
+    with pytest.raises(DataError, match=re.escape("{name: site_app, source: site/app}")):
+        preprocess("generic", [tmp_path / "s.csv"], tmp_path / "o", schema=bad)
+    assert not list(tmp_path.glob(".o.tmp-*"))
+    good = Schema(fields=[FieldOptions("site_app", source="site/app")], label="click")
+    preprocess("generic", [tmp_path / "s.csv"], tmp_path / "o", schema=good, options={"ratios": "1,0,0"})
+    assert sorted(vocabulary(tmp_path / "o", "site_app")) == ["s0", "s1", "s2"]

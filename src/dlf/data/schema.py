@@ -106,6 +106,11 @@ class Schema:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise DataError(f"{where}: duplicate field name(s) {dup}")
+        # a field's vocabulary is the file vocab/<name>.arrow: 'site/app' died after all the work (FileNotFoundError)
+        for i, n in enumerate(names):
+            if not n or n in (".", "..") or any(c in n for c in "/\\\0"):
+                raise DataError(f"{where}: fields[{i}]: the name {n!r} cannot name a file (vocab/<name>.arrow): "
+                                f"no '/', '\\' or NUL; keep the column as `source`: {{name: {_safe(n)}, source: {n}}}")
         for i, f in enumerate(self.fields):
             f.validate(f"{where}: fields[{i}] ({f.name!r})")
             if f.column == self.label and f.range is None:  # the model would be fed its own target
@@ -153,6 +158,10 @@ class Schema:
         if not isinstance(raw, dict):
             raise DataError(f"schema file {str(path)!r} must hold a mapping (label, fields, ...)")
         return cls.from_dict(raw, f"schema file {str(path)!r}")
+
+
+def _safe(name: str) -> str:
+    return "".join("_" if c in "/\\\0" else c for c in name).strip(".") or "field"
 
 
 # ---- YAML -> dataclasses, strict -------------------------------------------------------------
