@@ -487,3 +487,36 @@ def test_movielens_line_with_other_separators_names_the_layout(tmp_path, line):
     want = f"ratings.dat:2: expected 4 fields separated by '::' (user_id::movie_id::rating::timestamp), got {line!r}"
     with pytest.raises(DataError, match=re.escape(want)):
         preprocess("movielens-1m", [d], tmp_path / "o")
+
+
+def _fuxictr_yaml(tmp_path, extra: str) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text("X:\n    feature_cols:\n        - {name: [cat], active: true, dtype: str, type: categorical}\n"
+                 f"        {extra}\n    label_col: {{name: label, dtype: float}}\n    group_id: userid\n")
+    return p
+
+
+@pytest.mark.parametrize("extra, needle", [
+    # Avazu_x4's YAML: hour stayed the raw YYMMDDHH (FuxiCTR makes it the hour of day)
+    ("- {name: itemid, type: categorical, preprocess: convert_hour}",
+     "(itemid): preprocess 'convert_hour' is not supported here (the fuxictr preset does convert_to_bucket on "
+     "categorical columns and copy_from(COLUMN)); --preset avazu applies it"),
+    ("- {name: price, type: numeric, normalizer: MinMaxScaler}",  # was read as no normalizer
+     "(price): normalizer 'MinMaxScaler' is not supported (StandardScaler, or none)"),
+    ("- {name: itemid, type: categorical, category_processor: quantile_bucket}",
+     "category_processor 'quantile_bucket' is not supported"),
+    ("- {name: itemid, type: categorical, min_categr_count: ten}", "min_categr_count: expected an integer >= 0"),
+    ("- {name: price, type: numeric, preprocess: convert_to_bucket}", "preprocess 'convert_to_bucket' is not supported"),
+])
+def test_fuxictr_yaml_steps_the_preset_cannot_do_are_errors(tmp_path, extra, needle):
+    with pytest.raises(DataError, match=re.escape(needle)):
+        preprocess("fuxictr", [FIX / "fuxictr_tiny"], tmp_path / "o", schema=_fuxictr_yaml(tmp_path, extra))
+
+
+def test_fuxictr_yaml_copy_from_meta_group_id_and_hash_bucket(tmp_path):
+    extra = ("- {name: c2, type: categorical, preprocess: copy_from(itemid), category_processor: hash_bucket, "
+             "num_buckets: 7}\n        - {name: userid, type: meta}")
+    fm, tr, _, _ = run("fuxictr", [FIX / "fuxictr_tiny"], tmp_path / "o", schema=_fuxictr_yaml(tmp_path, extra))
+    assert [f.name for f in fm.fields] == ["cat", "c2"] and fm.group == "userid"
+    stats = fm.meta["fields"]["c2"]
+    assert stats["source"] == "itemid" and stats["buckets"] == 7 and fm.fields[1].vocab_size == 3 + 7

@@ -199,7 +199,12 @@ def schema_from_fuxictr(cfg: dict, where: str, dataset_id: str | None = None) ->
         if len(ids) != 1:
             raise DataError(f"{where}: holds {len(ids)} dataset ids {ids}; pick one with --option dataset_id=NAME")
         cfg = cfg[ids[0]]
-    default_min = int(cfg.get("min_categr_count", 1))
+    def count(value, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise DataError(f"{where}: {key}: expected an integer >= 0, got {value!r}")
+        return value
+
+    default_min = count(cfg.get("min_categr_count", 1), "min_categr_count")
     fields = []
     for i, col in enumerate(cfg.get("feature_cols") or []):
         if not isinstance(col, dict) or "name" not in col:
@@ -208,26 +213,53 @@ def schema_from_fuxictr(cfg: dict, where: str, dataset_id: str | None = None) ->
             continue
         names = col["name"] if isinstance(col["name"], list) else [col["name"]]
         ftype = col.get("type", "categorical")
+        key = f"feature_cols[{i}] ({', '.join(map(str, names))})"
+        # Anything this reader does not do is an error, never skipped: the data would silently differ from
+        # what FuxiCTR builds from the same YAML (convert_hour ignored left Avazu's hour as raw YYMMDDHH).
+        prep = str(col.get("preprocess") or "")
+        source = None
+        if prep.startswith("copy_from(") and prep.endswith(")"):
+            source, prep = prep[len("copy_from("):-1].strip(), ""
+        if prep and not (ftype == "categorical" and prep == "convert_to_bucket"):
+            owner = {"convert_hour": "avazu", "convert_weekday": "avazu", "convert_weekend": "avazu",
+                     "extract_country_code": "kkbox", "bucketize_age": "kkbox"}.get(prep.split("(")[0])
+            raise DataError(f"{where}: {key}: preprocess {prep!r} is not supported here (the fuxictr preset does "
+                            "convert_to_bucket on categorical columns and copy_from(COLUMN))"
+                            + (f"; --preset {owner} applies it to these files" if owner else ""))
+        norm = col.get("normalizer")
+        if ftype == "numeric" and norm not in (None, "StandardScaler"):
+            raise DataError(f"{where}: {key}: normalizer {norm!r} is not supported (StandardScaler, or none)")
+        processor = col.get("category_processor")
+        if processor not in (None, "hash_bucket"):
+            raise DataError(f"{where}: {key}: category_processor {processor!r} is not supported (hash_bucket)")
+        buckets = max(count(col.get("num_buckets", cfg.get("num_buckets", 10)), f"{key}: num_buckets"), 1) \
+            if processor else 0
+        min_count = max(count(col.get("min_categr_count", default_min), f"{key}: min_categr_count"), 1)
         for n in names:
-            min_count = int(col.get("min_categr_count", default_min))
             if ftype == "numeric":
-                norm = str(col.get("normalizer", "")).lower()
-                fields.append(FieldOptions(n, "numeric", transform="standardize" if "standard" in norm else "none"))
+                fields.append(FieldOptions(n, "numeric", source=source,
+                                           transform="standardize" if norm else "none"))
             elif ftype == "categorical":
-                bucket = "bucket" in str(col.get("preprocess", ""))
-                fields.append(FieldOptions(n, "categorical", min_count=max(min_count, 1),
-                                           transform="criteo-bucket" if bucket else "none"))
+                fields.append(FieldOptions(n, "categorical", source=source, min_count=min_count, buckets=buckets,
+                                           transform="criteo-bucket" if prep else "none"))
             elif ftype == "sequence":
-                fields.append(FieldOptions(n, "multi", min_count=max(min_count, 1),
-                                           separator=str(col.get("splitter", "^")), max_len=int(col.get("max_len", 0))))
-            else:
-                raise DataError(f"{where}: feature_cols[{i}]: type {ftype!r} is not supported "
-                                "(categorical, numeric, sequence)")
+                fields.append(FieldOptions(n, "multi", source=source, min_count=min_count,
+                                           separator=str(col.get("splitter", "^")),
+                                           max_len=count(col.get("max_len", 0) or 0, f"{key}: max_len")))
+            elif ftype != "meta":  # meta columns (a group id) are not model inputs in FuxiCTR either
+                raise DataError(f"{where}: {key}: type {ftype!r} is not supported (categorical, numeric, sequence, "
+                                "meta)")
     label = cfg.get("label_col", {"name": "label"})
-    label = label[0] if isinstance(label, list) else label
+    if isinstance(label, list):  # multi-task configs list several; dlf trains one
+        if len(label) != 1:
+            raise DataError(f"{where}: label_col lists {len(label)} labels; dlf trains on one: keep one in the YAML")
+        label = label[0]
+    if not isinstance(label, dict) or not isinstance(label.get("name"), str):
+        raise DataError(f"{where}: label_col: expected {{name: COLUMN, dtype: float}}, got {label!r}")
+    group = cfg.get("group_id")
     fmt = str(cfg.get("data_format", "auto"))
-    return Schema(fields=fields, label=str(label["name"]), format=fmt if fmt in ("csv", "parquet") else "auto",
-                  header=True).validate(where)
+    return Schema(fields=fields, label=label["name"], group=str(group) if group else None,
+                  format=fmt if fmt in ("csv", "parquet") else "auto", header=True).validate(where)
 
 
 def _fuxictr(inputs, schema, options):
