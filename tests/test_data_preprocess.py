@@ -436,6 +436,21 @@ def test_parquet_float_ids_beyond_2_53_match_the_same_ids_written_as_integers(tm
     np.testing.assert_array_equal(np.asarray(tr.categorical)[:5, 0], np.asarray(te.categorical)[:, 0])
 
 
+def test_parquet_bool_columns_are_0_and_1(tmp_path):
+    """pandas' bool columns: a bool label said "expected label 0 or 1, got 'true'", a bool numeric field
+    "expected a number, got 'false'"."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    flags = [True, False, None, True, False, True]
+    pq.write_table(pa.table({"click": [True, False, True, False, True, False], "city": flags, "age": flags}),
+                   tmp_path / "b.parquet")
+    schema = Schema(fields=[FieldOptions("city"), FieldOptions("age", "numeric")], label="click")
+    preprocess("generic", [tmp_path / "b.parquet"], tmp_path / "o", schema=schema, options={"ratios": "1,0,0"})
+    _, tr, _, _ = load_processed(tmp_path / "o")
+    np.testing.assert_array_equal(np.asarray(tr.label), [1, 0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(np.asarray(tr.numeric)[:, 0], [1, 0, 0, 1, 0, 1])
+    assert sorted(vocabulary(tmp_path / "o", "city")) == ["0", "1"]
+
+
 def test_csv_header_with_a_bom_and_header_only_files(tmp_path):
     """Excel's "CSV UTF-8" starts with a BOM: header has no column(s) ['click'] before; a header-only file's
     error did not name it."""

@@ -48,9 +48,10 @@ MISSING_ID = 2
 # Encoding a chunk's distinct values: below this many vocabulary values per distinct value, pc.index_in
 # (which builds a hash table of the whole vocabulary per call) is cheaper than VocabIndex.
 INDEX_IN_RATIO = 4
-PIPELINE_VERSION = 6  # bump when outputs can change, so old ones are rebuilt (2: line numbers after malformed rows;
+PIPELINE_VERSION = 7  # bump when outputs can change, so old ones are rebuilt (2: line numbers after malformed rows;
 # 3: standardize's std by a stable per-chunk merge; 4: a UTF-8 BOM is skipped in ISO-8859-1 and side files;
-# 5: libFM `idx:0` is an absent feature; 6: Parquet floats beyond 2^53 read as the integer, not 1.15e+18)
+# 5: libFM `idx:0` is an absent feature; 6: Parquet floats beyond 2^53 read as the integer, not 1.15e+18;
+# 7: Parquet bools read as "1"/"0", not "true"/"false")
 _NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 # numbers beyond float32's range are bad values: the model computes in float32 (and squares of such

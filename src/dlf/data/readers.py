@@ -301,6 +301,8 @@ def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144
                 as_int = pc.cast(pc.cast(pc.if_else(signed, arr, 0.0), pa.int64()), pa.string())
                 as_uint = pc.cast(pc.cast(pc.if_else(unsigned, arr, 0.0), pa.uint64()), pa.string())
                 arr = pc.if_else(signed, as_int, pc.if_else(unsigned, as_uint, pc.cast(arr, pa.string())))
+            elif pa.types.is_boolean(arr.type):  # "1"/"0", not "true"/"false": a valid label and number
+                arr = pc.cast(pc.cast(arr, pa.int8()), pa.string())
             elif not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
                 arr = pc.cast(arr, pa.string())
             cols[c] = pc.fill_null(arr, "")
