@@ -225,6 +225,17 @@ def test_incompatible_or_modified_bundles_are_refused(demo, tmp_path):
         load_bundle(copy)
     with pytest.raises(BundleError, match="no such bundle directory"):
         load_bundle(tmp_path / "nothing")
+    # hand-edited manifests: a file entry that is not an object was an AttributeError traceback; without
+    # dlf_version the bundle loaded and `dlf serve` died with a KeyError
+    edits = {"files": lambda m: m["files"].__setitem__("feature_map.json", "abc"),
+             "dlf_version": lambda m: m.pop("dlf_version"), "model.name": lambda m: m["model"].__setitem__("name", 3),
+             "model.config": lambda m: m["model"].__setitem__("config", [1])}
+    for key, edit in edits.items():
+        edited = json.loads(json.dumps(manifest))
+        edit(edited)
+        (copy / "bundle.json").write_text(json.dumps(edited))
+        with pytest.raises(BundleError, match=rf"bundle\.json: missing or malformed '{key}'"):
+            load_bundle(copy)
 
 
 class _Exploit:

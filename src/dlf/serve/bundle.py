@@ -333,6 +333,15 @@ def read_manifest(path: str | Path) -> dict:
     for key in ("model", "preprocessing", "files"):
         if not isinstance(manifest.get(key), dict):
             raise BundleError(f"{folder / MANIFEST}: missing or malformed {key!r}")
+    # what load_bundle, /metadata and the server's metrics read, so that a hand-edited manifest fails here, in one line
+    # (a file entry that was not an object was an AttributeError, a missing dlf_version a KeyError at `dlf serve`)
+    checks = {"dlf_version": isinstance(manifest.get("dlf_version"), str),
+              "model.name": isinstance(manifest["model"].get("name"), str),
+              "model.config": isinstance(manifest["model"].get("config", {}), dict),
+              "files": all(isinstance(v, dict) for v in manifest["files"].values())}
+    bad = [key for key, ok in checks.items() if not ok]
+    if bad:
+        raise BundleError(f"{folder / MANIFEST}: missing or malformed {', '.join(map(repr, bad))}")
     return manifest
 
 
