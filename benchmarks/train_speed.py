@@ -74,7 +74,7 @@ def dlf_forward_macs(cfg, num_fields: int) -> int:
             branch_tokens = [n for n, on in ((n_f, cfg.beta), (n_f, cfg.alpha), (n_l, cfg.gamma)) if on]
             keys = sum(min(cfg.fusion_slots, n) for n in branch_tokens) if cfg.fusion_slots else n_out
             macs += (n_out * keys * d if cfg.fusion_slots else 0)  # S = P^T Z (P: N x 3m, block-diagonal in zeros)
-            macs += 2 * cfg.attention_heads * n_out * keys * d  # K Q_bd and A S: every head over all d columns
+            macs += 2 * cfg.attention_heads * n_out * keys * d  # S Q_bd and A S: every head over all d columns
         if cfg.gate:
             macs += n_out * d  # R^T E w_g
         n_in = n_out

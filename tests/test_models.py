@@ -184,3 +184,29 @@ def test_residual_gate_backward_matches_autograd_of_the_plain_formula():
         torch.testing.assert_close(g, r)
     with torch.no_grad():  # inference takes the plain path: the same values
         torch.testing.assert_close(gate(xs), ref.detach())
+
+
+def test_dlf_keeps_only_what_its_backward_pass_needs(small_feature_map):
+    """No saved tensor keeps a result alive that the backward pass does not read: the [W_D | R]^T E product is not
+    kept by a slice of a larger stacked product (concat mode), and NAF keeps S but no S + T[branch] copy of it."""
+    b, d, r, n_f, n_l, slots = 16, 8, 3, 5, 4, 3
+    cfg = dict(embedding_dim=d, layers=1, rank=r, interaction_tokens=n_f, implicit_tokens=n_l, hidden=16,
+               fusion_slots=slots)
+    n = 2 * n_f + n_l
+
+    def saved_sizes(name: str) -> list[int]:  # nbytes of each distinct storage autograd keeps, fp32
+        torch.manual_seed(0)
+        model = build_model(name, small_feature_map, replace(get_entry(name).default_config(), **cfg)).train()
+        storages = {}
+
+        def keep(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            model(random_batch(small_feature_map, b))
+        return list(storages.values())
+
+    concat = saved_sizes("dlf_concat")
+    assert b * 2 * r * d * 4 in concat  # [W_C | W_L]^T E, read by the two s products
+    assert b * (2 * r + n_l + n) * d * 4 not in concat and b * (n_l + n) * d * 4 not in concat
+    assert saved_sizes("dlf").count(b * 3 * slots * d * 4) == 1  # S (B x 3m x d), once

@@ -21,21 +21,28 @@ FM = FeatureMap([FieldSpec(f"c{i}", "categorical", vocab_size=7 + i) for i in ra
 B = 5
 
 
-def _batch() -> Batch:
+def _batch(n: int) -> Batch:
     g = torch.Generator().manual_seed(0)
-    return Batch(torch.randint(2, 7, (B, 4), generator=g), torch.rand(B, 3, generator=g),
-                 torch.zeros(B, 0, 0, dtype=torch.int64), torch.randint(0, 2, (B,), generator=g).float())
+    return Batch(torch.randint(2, 7, (n, 4), generator=g), torch.rand(n, 3, generator=g),
+                 torch.zeros(n, 0, 0, dtype=torch.int64), torch.randint(0, 2, (n,), generator=g).float())
 
 
-def _counted(model, backward: bool = False) -> tuple[int, int]:
+def _counted_once(model, n: int, backward: bool) -> tuple[int, int]:
     model.train()
     with FlopCounterMode(display=False) as fwd:
-        logits = model(_batch())
+        logits = model(_batch(n))
     if not backward:
         return fwd.get_total_flops(), 0
     with FlopCounterMode(display=False) as bwd:
         logits.sum().backward()
     return fwd.get_total_flops(), bwd.get_total_flops()
+
+
+def _counted(model, backward: bool = False) -> tuple[int, int]:
+    """Forward and backward FLOPs of B samples' worth of products, without products whose size does not depend on the
+    batch (as NAF's T Q_bd, once per batch): the count at 2B minus the count at B."""
+    (f1, b1), (f2, b2) = _counted_once(model, B, backward), _counted_once(model, 2 * B, backward)
+    return f2 - f1, b2 - b1
 
 
 DLF_TINY = dict(embedding_dim=8, layers=3, rank=3, interaction_tokens=5, implicit_tokens=4, hidden=16,

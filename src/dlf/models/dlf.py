@@ -41,7 +41,7 @@ size of the scores, not the multiply-adds, sets NAF's price: over all N tokens w
 docs/benchmarks.md, "Training speed", reports (target: at most 1.3x).
 
 Products are ordered for speed without changing the math: the four weights that
-multiply E^(l) from the left (W_C, W_L, W_D, R) are one batched product, and alpha's
+multiply E^(l) from the left (W_C, W_L, W_D, R) are two batched products, and alpha's
 X0 (E^T W_L) is computed as P^T (E1 (E^T W_L)) (fewer multiply-adds, X0 never formed).
 
 Gate (residual-aware part of RLI): g = sigmoid(R^T E^(l) w_g + b_g), one scalar per
@@ -188,12 +188,14 @@ class NetworkAwareFusion(nn.Module):
         b, n, d = z.shape
         h, dh = self.heads, d // self.heads
         s = token_mix(self.pool * self.pool_mask, z) if hasattr(self, "pool") else z  # S = P^T Z: B x S x d
-        keys = s + autocast_input(self.branch_embedding)[self.key_branch]  # K = S + T[branch]: B x S x d
-        # All heads' scores in one product of K with the block-diagonal query matrix Q_bd = blockdiag(Q_1^T, ..., Q_H^T)
+        # All heads' scores in one product with the block-diagonal query matrix Q_bd = blockdiag(Q_1^T, ..., Q_H^T)
         # (d x H N): no per-sample copy of Q, and one large product instead of B H small ones. Written out rather than
         # F.scaled_dot_product_attention: torch's CPU attention backward is several times slower at these sizes.
         q = autocast_input(self.query.t().repeat(1, h) * self.query_blocks / math.sqrt(dh))  # Q_bd / sqrt(d_h)
-        attn = torch.softmax(torch.matmul(keys, q), dim=1)  # softmax over the S keys of K Q_j^T: B x S x (H N)
+        # K Q_bd = S Q_bd + T[branch] Q_bd: the branch term is one S x (H N) bias shared by all samples, so K (B x S x d)
+        # is never formed and the backward pass keeps S (which it needs anyway) instead of a copy of it.
+        key_bias = torch.matmul(autocast_input(self.branch_embedding), q)[self.key_branch]  # T[branch] Q_bd: S x (H N)
+        attn = torch.softmax(torch.matmul(s, q) + key_bias, dim=1)  # softmax over the S keys of K Q_j^T: B x S x (H N)
         if h == 1:
             return torch.baddbmm(z, attn.transpose(1, 2), s)  # Z + A S, the sum inside the product: B x N x d
         mixed = torch.bmm(attn.transpose(1, 2), s)  # A_j S for every head j over all d columns: B x (H N) x d
@@ -272,19 +274,28 @@ class DLFLayer(nn.Module):
             self.gate = ResidualGate(out_tokens, d)
         self.norm = nn.LayerNorm(d)
         self.out_tokens = out_tokens
-        # Every weight that multiplies E^(l) from the left, in the order their products are stacked (see forward).
-        self._mixers = [name for name, on in (("fmb", cfg.beta), ("fmb_x0", cfg.alpha), ("lcb", cfg.gamma),
-                                              ("residual_projection", in_tokens != out_tokens)) if on]
-        self._mix_sizes = [getattr(self, name).weight.shape[1] for name in self._mixers]
+        # Every weight that multiplies E^(l) from the left, in two stacked products (see forward): W_C and W_L, whose
+        # results the backward pass keeps, and W_D and R, whose results it does not need.
+        self._mixers = [[name for name, on in group if on] for group in (
+            (("fmb", cfg.beta), ("fmb_x0", cfg.alpha)),
+            (("lcb", cfg.gamma), ("residual_projection", in_tokens != out_tokens)))]
+
+    def _stacked_mix(self, names: list[str], e: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{name: W^T E} for the named weights, computed as one product with the stacked [W_1 | W_2 | ...]^T."""
+        if not names:
+            return {}
+        weights = [getattr(self, name).weight for name in names]
+        return dict(zip(names, token_mix(torch.cat(weights, 1), e).split([w.shape[1] for w in weights], 1)))
 
     def forward(self, e: torch.Tensor, e1: torch.Tensor) -> torch.Tensor:
         # e: E^(l), B x N_l x d;  e1: E1, B x F x d
-        # The four products with E^(l) on the right share it, so they are one batched product (E read once):
-        #   [W_C | W_L | W_D | R]^T E = [(E^T W_C)^T ; (E^T W_L)^T ; Z_D ; R^T E]      B x (r + r + n_L + N) x d
+        # The four products with E^(l) on the right are two batched products:
+        #   [W_C | W_L]^T E = [(E^T W_C)^T ; (E^T W_L)^T]    B x 2r x d     (kept for the backward pass by the s products)
+        #   [W_D | R]^T E   = [Z_D ; R^T E]                  B x (n_L + N) x d  (not kept: a slice of one stacked result
+        #                                                     would keep the whole result alive)
         # (Under autocast every product reads E^(l) and E1 in low precision: cast once here, for all of them.)
         e_mm, e1 = autocast_input(e), autocast_input(e1)
-        weights = [getattr(self, name).weight for name in self._mixers]
-        blocks = dict(zip(self._mixers, token_mix(torch.cat(weights, 1), e_mm).split(self._mix_sizes, 1)))
+        blocks = self._stacked_mix(self._mixers[0], e_mm) | self._stacked_mix(self._mixers[1], e_mm)
         parts = []
         if self.cfg.beta:  # s_C = E (E^T W_C): B x N_l x r
             parts.append(self.fmb.interact(torch.bmm(e_mm, blocks["fmb"].transpose(1, 2))))  # Z_C: B x n_F x d
@@ -297,7 +308,7 @@ class DLFLayer(nn.Module):
             parts.append(blocks["lcb"])  # Z_D = W_D^T E: B x n_L x d
         z = torch.cat(parts, dim=1)  # B x N x d, order [beta, alpha, gamma]
         res = blocks.get("residual_projection", e)  # R^T E, or E when N_l = N: B x N x d
-        del parts, blocks  # when scoring, the stacked product is freed here (autograd keeps what it needs)
+        del parts, blocks  # when scoring, the stacked products are freed here (autograd keeps what it needs)
         if self.cfg.fusion == "attention":
             z = self.fusion(z)
         if self.cfg.gate:
@@ -323,7 +334,7 @@ class DLF(nn.Module):
 
     def iter_layers(self, e1: torch.Tensor) -> Iterator[torch.Tensor]:
         """E^(2) .. E^(L+1), one at a time, for embedding output E1 (B x F x d)."""
-        e, e1_mm = e1, autocast_input(e1)  # (one low-precision copy of E1 for every layer's alpha branch)
+        e = e1_mm = autocast_input(e1)  # one low-precision copy of E1 for layer 1 and every layer's alpha branch
         recompute = self.cfg.checkpoint_layers and torch.is_grad_enabled() and self.training
         for layer in self.layers:
             e = checkpoint(layer, e, e1_mm, use_reentrant=False) if recompute else layer(e, e1_mm)
