@@ -302,6 +302,24 @@ def test_cli_export_and_predict(demo, tmp_path):
     assert res.exit_code == 2 and "not a finished dlf run directory" in res.output
 
 
+def test_cli_option_values_are_checked_in_one_line(demo, tmp_path):
+    """--chunk-mb / --max-body-mb nan or inf were int() tracebacks, a tiny --chunk-mb an Arrow block-size error,
+    a tiny --max-body-mb create_app's ValueError, and --threads -1 torch's RuntimeError traceback."""
+    runner = CliRunner()
+    bundle = str(demo["bundle"])
+    predict = ["predict", bundle, "--input", str(demo["test_csv"]), "--output", str(tmp_path / "o.csv")]
+    for value in ("nan", "inf", "1e-9"):
+        res = runner.invoke(app, predict + ["--chunk-mb", value])
+        assert res.exit_code == 2 and "--chunk-mb must be a number >= 0.001" in res.output, res.output
+        res = runner.invoke(app, ["serve", bundle, "--max-body-mb", value])
+        assert res.exit_code == 2 and "--max-body-mb must be a number > 0" in res.output, res.output
+    for args in (predict + ["--threads", "-1"], ["serve", bundle, "--threads", "-1"], predict + ["--batch-size", "0"],
+                 ["serve", bundle, "--max-batch", "0"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "Invalid value for '--" in res.output, res.output
+    assert not (tmp_path / "o.csv").exists()
+
+
 @needs_ort
 def test_synthetic_run_exports_an_ids_bundle(tmp_path):
     """Synthetic runs have no raw values: the bundle takes encoded ids / numeric values."""

@@ -5,6 +5,7 @@ Thin wrappers over dlf.serve.bundle / predict / server; every expected failure i
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Callable, Optional
@@ -54,9 +55,9 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         header: Optional[bool] = typer.Option(None, "--header/--no-header", help="Whether the CSV/TSV has a header "
                                               "(default: as the training files)."),
         columns: Optional[str] = typer.Option(None, help="Column names of a file without header, comma-separated."),
-        batch_size: int = typer.Option(8192, help="Rows per model call."),
+        batch_size: int = typer.Option(8192, min=1, help="Rows per model call."),
         chunk_mb: float = typer.Option(4.0, help="Text read per chunk (bounds memory)."),
-        threads: int = typer.Option(0, help="Intra-op threads (0: the engine's default)."),
+        threads: int = typer.Option(0, min=0, help="Intra-op threads (0: the engine's default)."),
         precision: str = typer.Option("fp32", help="fp32 or bf16 (torch engine: bf16 autocast, faster on CPUs with "
                                       "bf16 instructions; probabilities differ in about the third digit)."),
     ) -> None:
@@ -67,8 +68,9 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
 
         if on_bad_row not in ("error", "skip"):
             fail(f"--on-bad-row must be error or skip, got {on_bad_row!r}")
-        if chunk_mb <= 0:
-            fail("--chunk-mb must be > 0")
+        # nan/inf were int() tracebacks, and below about 1 KiB Arrow refused its block size (0 bytes: an Arrow error)
+        if not (math.isfinite(chunk_mb) and chunk_mb >= 0.001):
+            fail(f"--chunk-mb must be a number >= 0.001 (MiB of text per chunk), got {chunk_mb}")
         try:
             if threads and engine == "torch":
                 import torch
@@ -97,10 +99,10 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
         api_key: Optional[str] = typer.Option(None, envvar="DLF_API_KEY", help="Require this key in the X-API-Key "
                                               "header of /predict and /metadata (or set DLF_API_KEY)."),
-        max_batch: int = typer.Option(1000, help="Most records per request (413 above)."),
+        max_batch: int = typer.Option(1000, min=1, help="Most records per request (413 above)."),
         max_body_mb: float = typer.Option(4.0, help="Largest request body in MiB (413 above)."),
         engine: str = typer.Option("torch", help="torch or onnx."),
-        threads: int = typer.Option(0, help="Intra-op threads (0: the engine's default)."),
+        threads: int = typer.Option(0, min=0, help="Intra-op threads (0: the engine's default)."),
         precision: str = typer.Option("fp32", help="fp32 or bf16 (torch engine: bf16 autocast)."),
         access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="One JSON line per request."),
         micro_batch: bool = typer.Option(True, "--micro-batch/--no-micro-batch", help="Merge requests that arrive "
@@ -111,8 +113,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         from dlf.data.schema import DataError
         from dlf.serve.bundle import BundleError
 
-        if max_batch < 1 or max_body_mb <= 0:
-            fail("--max-batch must be >= 1 and --max-body-mb > 0")
+        if not (math.isfinite(max_body_mb) and max_body_mb * (1 << 20) >= 1):  # nan/inf: int() tracebacks
+            fail(f"--max-body-mb must be a number > 0 (at least one byte), got {max_body_mb}")
         try:
             import fastapi  # noqa: F401
             import uvicorn  # noqa: F401
