@@ -25,6 +25,7 @@ DEFAULT_BLOCK_BYTES = 16 << 20  # text per chunk (about 60k Criteo rows)
 # Arrow parses 1 MiB blocks (faster than big ones: they stay in cache) and reads about 32 of
 # them ahead, whatever their size; a chunk joins the blocks of `block_bytes` of text.
 PARSE_BLOCK_BYTES = 1 << 20
+MAX_LINE_BYTES = 64 << 20  # a longer line is an error (Arrow needs a whole line in one parse block)
 BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark (Excel's "CSV UTF-8", Notepad): never data
 
 
@@ -170,10 +171,9 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
         skipped.append((row.number, row.text, row.actual_columns))
         return "skip"
 
-    read_opts = pcsv.ReadOptions(column_names=names, skip_rows=1 if header else 0,
-                                 block_size=min(block_bytes, PARSE_BLOCK_BYTES),
-                                 use_threads=False, encoding="utf8" if utf8 else encoding)
-    parse_opts = pcsv.ParseOptions(delimiter=delimiter, quote_char='"' if quote else False,
+    # quote: a quoted value may hold a newline; without newlines_in_values Arrow's chunker cut such a row at a
+    # block edge ("CSV parser got out of sync with chunker", an option the user cannot set). It costs little.
+    parse_opts = pcsv.ParseOptions(delimiter=delimiter, quote_char='"' if quote else False, newlines_in_values=quote,
                                    ignore_empty_lines=False, invalid_row_handler=on_invalid)
     kind = pa.binary() if utf8 else pa.string()
     conv_opts = pcsv.ConvertOptions(column_types={c: kind for c in names}, include_columns=use,
@@ -181,15 +181,16 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     # A UTF-8 BOM is skipped here whatever the encoding: Arrow drops it only from UTF-8 input, and an
     # ISO-8859-1 file (MovieLens) saved by an editor "as UTF-8 with BOM" kept it in its first value.
     fh = pa.OSFile(str(path))
-    if fh.read(len(BOM)) != BOM:
-        fh.seek(0)
-    try:
-        reader = pcsv.open_csv(fh, read_options=read_opts, parse_options=parse_opts, convert_options=conv_opts)
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        fh.close()
-        raise DataError(f"{name}: cannot read as {'CSV' if delimiter == ',' else 'delimited text'}: "
-                        f"{_short(exc)}") from None
+    start = len(BOM) if fh.read(len(BOM)) == BOM else 0
     next_line = 2 if header else 1
+
+    def open_reader(parse_block: int):
+        """Arrow's reader from line `next_line` on (rows before it were delivered already)."""
+        fh.seek(start)
+        read_opts = pcsv.ReadOptions(column_names=names, skip_rows=1 if header else 0,
+                                     skip_rows_after_names=next_line - 1 - int(header), block_size=parse_block,
+                                     use_threads=False, encoding="utf8" if utf8 else encoding)
+        return pcsv.open_csv(fh, read_options=read_opts, parse_options=parse_opts, convert_options=conv_opts)
 
     def report(rows: list[tuple[int | None, str, int]]) -> None:
         for number, text, actual in sorted(rows, key=lambda r: r[0] or 0):
@@ -199,7 +200,7 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
             bad.add(f"{name}:{number}", f"expected {layout or f'{len(names)} columns separated by {delimiter!r}'}, "
                     f"{got}", name)
 
-    def blocks() -> Iterator[tuple[int | None, dict[str, pa.Array], list]]:
+    def blocks(reader) -> Iterator[tuple[int | None, dict[str, pa.Array], list]]:
         """Parsed blocks joined into about `block_bytes` of text: (rows, columns, malformed rows
         reported meanwhile); (None, {}, rest) at the end."""
         parts, size, done = [], 0, False
@@ -223,13 +224,27 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     # Arrow may report a malformed row while parsing ahead, before the batch that precedes it is
     # returned: keep them pending and place them by their line numbers.
     pending: list[tuple[int | None, str, int]] = []
-    stream = _read_ahead(blocks())
+    parse_block = min(block_bytes, PARSE_BLOCK_BYTES)
+    stream = None
     try:
         while True:
             try:
+                if stream is None:
+                    stream = _read_ahead(blocks(open_reader(parse_block)))
                 n, cols, rows = next(stream)
             except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-                raise DataError(f"{name} (after line {next_line - 1}): {_short(exc)}") from None
+                # A line longer than Arrow's parse block: read on from the first line not delivered yet with
+                # bigger blocks (a restart: Arrow cannot grow the block of a running reader).
+                if "straddl" in str(exc) and parse_block < MAX_LINE_BYTES:
+                    stream.close() if stream is not None else None
+                    stream, parse_block = None, parse_block * 8
+                    pending.clear()
+                    skipped.clear()  # rows from next_line on are read again
+                    continue
+                where = f"{name}:{next_line}" if "straddl" in str(exc) else f"{name} (after line {next_line - 1})"
+                what = (f"a line from here on is longer than {MAX_LINE_BYTES >> 20} MiB" if "straddl" in str(exc)
+                        else f"cannot read as {'CSV' if delimiter == ',' else 'delimited text'}: {_short(exc)}")
+                raise DataError(f"{where}: {what}") from None
             pending += rows
             if n is None:
                 report(pending)
@@ -248,7 +263,8 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                     cols[last] = pc.utf8_rtrim(cols[last], characters="\r")
                 yield Chunk(name, lines, cols, "line", 1 if header else 0)
     finally:
-        stream.close()  # waits for the helper thread, then the file can go
+        if stream is not None:
+            stream.close()  # waits for the helper thread, then the file can go
         fh.close()
 
 
