@@ -521,3 +521,24 @@ def test_long_lines_and_quoted_newlines_at_block_edges(tmp_path):
     # record 202 (a value spanning two lines counts as one line)
     assert errors[0] == errors[1] and errors[0].endswith("in.csv:202: expected 3 columns separated by ',', got 2 "
                                                          "('1,c1')")
+
+
+@pytest.mark.parametrize("ending", [b"\n\n", b"\n\n\n", b"\r\n\r\n", b"\n\r\n"])
+def test_blank_lines_at_the_end_of_a_file_are_not_rows(tmp_path, ending):
+    """A trailing blank line (`echo >> file`, an editor) was a row of empty values: the run stopped at its very
+    end with "field 'label': expected label 0 or 1, got ''"; a blank line inside the data is still a bad row."""
+    text = "\n".join(CRITEO).encode()
+    if ending.startswith(b"\r"):
+        text = text.replace(b"\n", b"\r\n")
+    preprocess("criteo", [write(tmp_path / "a.txt", text + b"\n")], tmp_path / "a", options={"min_count": 1})
+    preprocess("criteo", [write(tmp_path / "b.txt", text + ending)], tmp_path / "b", options={"min_count": 1})
+    for split in ("train", "valid", "test"):
+        for name in ("label", "categorical"):
+            np.testing.assert_array_equal(np.load(tmp_path / "a" / split / f"{name}.npy"),
+                                          np.load(tmp_path / "b" / split / f"{name}.npy"))
+    r = preprocess("libfm", [write(tmp_path / "c.libfm", b"1 0:1 4:1\n-1 1:1 5:1" + ending)], tmp_path / "c",
+                   options={"fields": "a:4,b:5", "ratios": "1,0,0"})
+    assert r.rows == 2
+    write(tmp_path / "d.txt", "\n".join(CRITEO[:3]) + "\n\n" + "\n".join(CRITEO[3:]) + "\n")
+    with pytest.raises(DataError, match=r"d\.txt:4: field 'label'"):
+        preprocess("criteo", [tmp_path / "d.txt"], tmp_path / "d")

@@ -8,6 +8,7 @@ naming file and line; with `on_bad_row="skip"` they are dropped and counted.
 """
 from __future__ import annotations
 
+import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,15 +183,17 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     # ISO-8859-1 file (MovieLens) saved by an editor "as UTF-8 with BOM" kept it in its first value.
     fh = pa.OSFile(str(path))
     start = len(BOM) if fh.read(len(BOM)) == BOM else 0
+    end = fh.size() - _blank_tail(fh, encoding)
     next_line = 2 if header else 1
 
     def open_reader(parse_block: int):
         """Arrow's reader from line `next_line` on (rows before it were delivered already)."""
         fh.seek(start)
+        source = fh if end == fh.size() else _Head(fh, end)
         read_opts = pcsv.ReadOptions(column_names=names, skip_rows=1 if header else 0,
                                      skip_rows_after_names=next_line - 1 - int(header), block_size=parse_block,
                                      use_threads=False, encoding="utf8" if utf8 else encoding)
-        return pcsv.open_csv(fh, read_options=read_opts, parse_options=parse_opts, convert_options=conv_opts)
+        return pcsv.open_csv(source, read_options=read_opts, parse_options=parse_opts, convert_options=conv_opts)
 
     def report(rows: list[tuple[int | None, str, int]]) -> None:
         for number, text, actual in sorted(rows, key=lambda r: r[0] or 0):
@@ -266,6 +269,37 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
         if stream is not None:
             stream.close()  # waits for the helper thread, then the file can go
         fh.close()
+
+
+def _blank_tail(fh: pa.NativeFile, encoding: str) -> int:
+    """Bytes of the blank lines that end a file ("...\\n\\n", an editor's or `echo >>`'s last line): not rows.
+    Arrow reads a blank line as a row of empty values, so a trailing one stopped a run at its very end
+    ("field 'label': expected label 0 or 1, got ''"). Only for encodings where a newline is the byte 0x0A."""
+    if "\n".encode(encoding, errors="replace") != b"\n":
+        return 0
+    size = fh.size()
+    n = min(size, 1 << 16)
+    fh.seek(size - n)
+    tail = fh.read(n)
+    fh.seek(0)
+    rest = tail[len(tail.rstrip(b"\r\n")):]  # the newline of the last line, then the blank lines
+    return max(len(rest) - (2 if rest.startswith(b"\r\n") else 1), 0)
+
+
+class _Head(io.RawIOBase):
+    """The bytes of a file before `end`, from its current position (a file without its blank tail)."""
+
+    def __init__(self, fh: pa.NativeFile, end: int) -> None:
+        self.fh, self.left = fh, end - fh.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        data = self.fh.read(min(len(buf), max(self.left, 0)))
+        buf[:len(data)] = data
+        self.left -= len(data)
+        return len(data)
 
 
 def _read_ahead(items: Iterator[T]) -> Iterator[T]:
