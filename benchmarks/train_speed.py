@@ -197,6 +197,17 @@ def load_data(folder: Path, loader: str):
 
 # ---------------------------------------------------------------- one configuration (child process)
 
+def parse_sets(ap: argparse.ArgumentParser, items: list[str]) -> dict:
+    """--set KEY=VALUE items as {key: YAML value}; a malformed item is the parser's usage error."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: kilobytes
 
@@ -605,12 +616,7 @@ def main(argv=None) -> None:
         ap.error("--fuxictr-zoo runs FuxiCTR on the CPU only; drop it with --device cuda")
     torch.set_num_threads(args.threads)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides = parse_sets(ap, args.set)
     precisions = [p.strip() for p in args.precision.split(",")]
     rows = args.rows or int((args.warmup + args.steps) * max(batch_sizes) / 0.98) + 1000
     folder = ensure_data(args.cache, rows, args.max_cardinality)

@@ -128,3 +128,17 @@ def test_saved_activations_shrink_with_activation_checkpointing():
     # every layer's token stream (256 x 24 x 16 fp32 = 0.39 MB) is kept at least once without checkpointing
     assert sizes[False] > 3 * 256 * 24 * 16 * 4 / 1e9
     assert 0 < sizes[True] < 0.5 * sizes[False]
+
+
+def test_saved_tensor_listing_adds_up_to_the_activation_total():
+    spec = importlib.util.spec_from_file_location(
+        "saved_activations", Path(__file__).resolve().parents[1] / "benchmarks" / "saved_activations.py")
+    listing = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(listing)
+    torch.manual_seed(0)
+    model = build_model("dlf", FM, replace(get_entry("dlf").default_config(), **DLF_TINY)).train()
+    groups = listing.saved_by_module(model, _batch(B), torch.device("cpu"), "fp32")
+    assert sum(groups.values()) / 1e9 == train_speed.saved_activations_gb(model, _batch(B), torch.device("cpu"), "fp32")
+    assert ("layers.0.norm", (14, 8), "float32") in groups  # the layer norm's input Z' + g R^T E: B x N x d
+    assert any(module.startswith("layers.1+") for module, _, _ in groups)  # later layers are grouped
+    assert all(not hook for m in model.modules() for hook in (m._forward_hooks, m._forward_pre_hooks))
