@@ -542,3 +542,13 @@ def test_blank_lines_at_the_end_of_a_file_are_not_rows(tmp_path, ending):
     write(tmp_path / "d.txt", "\n".join(CRITEO[:3]) + "\n\n" + "\n".join(CRITEO[3:]) + "\n")
     with pytest.raises(DataError, match=r"d\.txt:4: field 'label'"):
         preprocess("criteo", [tmp_path / "d.txt"], tmp_path / "d")
+
+
+def test_an_unclosed_quote_stops_even_in_skip_mode(tmp_path):
+    """`"broken` (a '"' never closed) made Arrow read the next 990 lines as one row: --on-bad-row skip dropped
+    them all and reported 1 bad row."""
+    rows = [f"{i % 2},{'c' if i != 10 else chr(34)}broken{i % 5},{20 + i % 50}" for i in range(1000)]
+    src = write(tmp_path / "in.csv", "click,city,age\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"in\.csv:12: expected 3 columns separated by ',', got 2 in 990 lines read "
+                                        r"as one row: a '\"' opened here is not closed"):
+        preprocess("generic", [src], tmp_path / "o", schema=AGE_SCHEMA, on_bad_row="skip")

@@ -197,6 +197,12 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
 
     def report(rows: list[tuple[int | None, str, int]]) -> None:
         for number, text, actual in sorted(rows, key=lambda r: r[0] or 0):
+            if quote and text and text.count("\n") > 0:
+                # a '"' that is not closed on its line makes Arrow read on to the next '"', maybe thousands of
+                # lines on: not one bad row to skip, the file's quoting is broken
+                raise DataError(f"{name}:{number}: expected {len(names)} columns separated by {delimiter!r}, got "
+                                f"{actual} in {text.count(chr(10)) + 1} lines read as one row: a '\"' opened here is "
+                                f"not closed where the value ends ({text[:60]!r}); quote the value or drop the '\"'")
             got = f"got {actual}" + (f" ({text[:60]!r})" if text else " (empty line)")
             if layout:  # the columns are the reader's, not the user's: show the line
                 got = f"got {text[:60]!r}" if text else "got an empty line"
