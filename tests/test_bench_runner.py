@@ -223,6 +223,25 @@ def test_a_dataset_given_by_path_keeps_its_name_and_overrides_from_the_file(tmp_
     assert (ds.name, ds.set) == ("other", {})
 
 
+def test_a_finished_run_on_a_dataset_given_by_relative_path_is_not_rerun(tmp_path, monkeypatch):
+    """dlf.train stores data.path absolute; the plan held it as given (relative): every rerun of the bench found
+    'the planned config differs', moved each finished run aside to seed-S.stale-N and trained it again."""
+    from dlf.data.preprocess import preprocess
+    from dlf.serve.demo import write_demo_csv, write_demo_schema
+
+    monkeypatch.chdir(tmp_path)
+    preprocess("generic", [write_demo_csv(tmp_path / "demo.csv", 600)], tmp_path / "data" / "demo",
+               schema=write_demo_schema(tmp_path / "schema.yaml"))
+    spec = spec_from_dict({"models": ["lr"], "seeds": [1], "datasets": ["data/demo"],
+                           "set": {"train.epochs": 1, "train.batch_size": 128, "train.threads": 1}})
+    first = run_bench(spec, "b", console=QUIET)
+    assert [r["status"] for r in first.records] == ["done"]
+    again = CountingTrain()
+    result = run_bench(spec, "b", console=QUIET, train_fn=again)
+    assert again.calls == [] and [r["status"] for r in result.records] == ["skipped"]
+    assert sorted(p.name for p in (tmp_path / "b/runs/demo/lr").iterdir()) == ["seed-1"]
+
+
 def test_search_points_skip_keys_a_model_does_not_have():
     spec = load_spec(None, models="lr", grid=["model.embedding_dim=4,8", "train.lr=0.1,0.01"], trials=0)
     points, skipped = search_points(spec.search, "lr")

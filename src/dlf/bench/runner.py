@@ -412,6 +412,9 @@ def _comparable(config: dict) -> dict:
     d = json.loads(json.dumps(config))
     for key in IGNORED_FOR_MATCH:
         d.get("train", {}).pop(key, None)
+    data = d.get("data") or {}
+    if data.get("path"):  # dlf.train stores it absolute; the plan has it as the spec gave it (often relative)
+        data["path"] = str(Path(data["path"]).resolve())
     return d
 
 
