@@ -132,6 +132,19 @@ def test_unknown_preset_option_and_non_dataset_output(tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.parametrize("preset, options, needle", [
+    ("criteo", {"min_count": "abc"}, "--option min_count=abc: expected an integer"),  # was a ValueError traceback
+    ("criteo", {"seed": "1.5"}, "--option seed=1.5: expected an integer"),
+    # options a preset does not read were silently ignored
+    ("avazu", {"numeric": "log"}, "--option numeric applies to preset(s) criteo, kdd12, not 'avazu'"),
+    ("criteo", {"fields": "a:3"}, "--option fields applies to preset(s) libfm, not 'criteo'"),
+    ("criteo", {"dataset_id": "x"}, "--option dataset_id picks a dataset of a FuxiCTR dataset_config.yaml"),
+])
+def test_options_that_are_not_integers_or_do_not_apply_are_errors(tmp_path, preset, options, needle):
+    with pytest.raises(DataError, match=re.escape(needle)):
+        preprocess(preset, [FIX / "criteo_tiny.txt"], tmp_path / "o", options=options)
+
+
 def test_rerun_is_noop_and_changes_rebuild(tmp_path):
     src = write(tmp_path / "in.txt", "\n".join(CRITEO) + "\n")
     out = tmp_path / "out"

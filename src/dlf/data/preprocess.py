@@ -582,6 +582,8 @@ def apply_options(schema: Schema, options: dict) -> Schema:
     return dataclasses.replace(schema, fields=fields, split=split).validate("schema with --option overrides")
 
 
+# options only some presets read
+PRESET_OPTIONS = {"numeric": ("criteo", "kdd12"), "fields": ("libfm",), "feature_index": ("libfm",)}
 # `--option KEY=VALUE` keys: the form of the value and what it sets (listed by `dlf preprocess --help`)
 KNOWN_OPTIONS = {
     "min_count": ("N", "values seen fewer than N times in train -> out of vocabulary (default: the preset's)"),
@@ -609,6 +611,17 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
     if unknown:
         raise DataError(f"unknown option(s) {sorted(unknown)}; known: {', '.join(sorted(KNOWN_OPTIONS))}")
     p = get_preset(preset)
+    for key, presets in PRESET_OPTIONS.items():  # elsewhere they were silently ignored
+        if key in options and preset not in presets:
+            raise DataError(f"--option {key} applies to preset(s) {', '.join(presets)}, not {preset!r}")
+    if "dataset_id" in options and schema is None:
+        raise DataError("--option dataset_id picks a dataset of a FuxiCTR dataset_config.yaml given with --schema")
+    for key in ("min_count", "buckets", "seed"):  # int('abc') was a ValueError traceback
+        if key in options:
+            try:
+                options[key] = int(str(options[key]).strip())
+            except ValueError:
+                raise DataError(f"--option {key}={options[key]}: expected an integer") from None
     bad = BadRows(on_bad_row)
     parsed_inputs = parse_inputs(inputs)
     user_schema = None
@@ -657,6 +670,9 @@ def _load_schema_file(path: Path, options: dict) -> Schema:
                                                                for v in raw.values())):
         from dlf.data.presets import schema_from_fuxictr
         return schema_from_fuxictr(raw, f"dataset config {str(path)!r}", options.get("dataset_id"))
+    if "dataset_id" in options:
+        raise DataError(f"--option dataset_id: schema file {str(path)!r} is not a FuxiCTR dataset_config.yaml "
+                        "(no feature_cols)")
     if not isinstance(raw, dict):
         raise DataError(f"schema file {str(path)!r} must hold a mapping (label, fields, ...)")
     return Schema.from_dict(raw, f"schema file {str(path)!r}")
