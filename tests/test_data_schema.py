@@ -30,6 +30,12 @@ def test_yaml_shorthand_and_full_form_give_typed_fields(tmp_path):
     ("label: y\ncategorical: [a, a]\n", "duplicate field name"),
     ("label: y\nheader: false\ncategorical: [a]\n", "needs `columns`"),
     ("label: y\ncategorical: [a]\nsplit: {ratios: [0.5, 0.1]}\n", "ratios must be three"),
+    ("label: y\ncategorical: [a]\nsplit: {ratios: [.nan, 0.5, 0.5]}\n", "ratios must be three"),  # was accepted
+    ("label: y\ncategorical: [a]\nsplit: {ratios: [0.5, .nan, 0.5]}\n", "ratios must be three"),
+    ("label: y\ncategorical: [a]\nsplit: {ratios: [a, b, c]}\n", "split.ratios: expected three numbers"),  # tracebacks
+    ("label: y\ncategorical: [a]\nsplit: {ratios: 0.8}\n", "split.ratios: expected three numbers"),
+    ("label: y\ncategorical: [a]\nsplit: {seed: x}\n", "split.seed: expected an integer"),
+    ("label: y\ncategorical: [a]\nsplit: {method: time, time_column: 5}\n", "split.time_column: expected a string"),
     ("label: y\n", "no fields"),
     ("- a\n- b\n", "must hold a mapping"),
     ("label: [\n", "not valid YAML"),

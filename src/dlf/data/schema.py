@@ -80,7 +80,9 @@ class SplitOptions:
     def validate(self, where: str = "split") -> None:
         if self.method not in SPLIT_METHODS:
             raise DataError(f"{where}.method must be one of {', '.join(SPLIT_METHODS)}, got {self.method!r}")
-        if len(self.ratios) != 3 or min(self.ratios) < 0 or abs(sum(self.ratios) - 1) > 1e-6 or self.ratios[0] <= 0:
+        # `not ... <= ...` so that NaN fails too (ratios nan,0.5,0.5 sent every row to train)
+        if (len(self.ratios) != 3 or not min(self.ratios) >= 0 or not abs(sum(self.ratios) - 1) <= 1e-6
+                or not self.ratios[0] > 0):
             raise DataError(f"{where}.ratios must be three fractions >= 0 summing to 1 (train > 0), got {self.ratios}")
         if self.method == "time" and not self.time_column:
             raise DataError(f"{where}: method 'time' needs time_column")
@@ -233,9 +235,17 @@ def _schema_from_dict(raw: dict, where: str) -> Schema:
     if not isinstance(split_raw, dict):
         raise DataError(f"{where}.split: expected a mapping")
     _check_keys(split_raw, _SPLIT_KEYS, f"{where}: split")
+    # typed here: a string seed or ratios [a, b, c] were TypeError/ValueError tracebacks deep in preprocess
+    for key, tp in (("method", str), ("seed", int), ("time_column", str)):
+        if split_raw.get(key) is not None:
+            _typed(split_raw[key], tp, f"{where}: split.{key}")
+    ratios = split_raw.get("ratios")
+    if ratios is not None:
+        if not (isinstance(ratios, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                 for x in ratios)):
+            raise DataError(f"{where}: split.ratios: expected three numbers [train, valid, test], got {ratios!r}")
+        split_raw = {**split_raw, "ratios": tuple(float(x) for x in ratios)}
     split = SplitOptions(**split_raw)
-    if isinstance(split.ratios, list):
-        split.ratios = tuple(float(x) for x in split.ratios)
     top = {k: v for k, v in raw.items() if k not in ("fields", "split", "defaults", *KINDS)}
     for key, tp in (("label", str), ("group", str), ("delimiter", str), ("header", bool), ("encoding", str)):
         if top.get(key) is not None:
