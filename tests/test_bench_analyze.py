@@ -192,6 +192,17 @@ def test_cli_analyze_writes_the_plots(trained_runs, tmp_path):
     assert res.exit_code == 2 and "not a run directory" in res.output
 
 
+def test_cli_analyze_of_a_cut_off_grad_norms_csv_is_one_line(trained_runs, tmp_path):
+    """A run killed while writing grad_norms.csv ends in half a line: was a TypeError traceback from float(None)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_runs / "deepfm", run)
+    (run / "grad_norms.csv").write_bytes((run / "grad_norms.csv").read_bytes()[:-25])
+    res = CliRunner().invoke(dlf_app(), ["analyze", str(run), "--out", str(tmp_path / "a"), "--no-probe"])
+    assert res.exit_code == 2 and "grad_norms.csv: not a readable grad_norms.csv (" in res.output, res.output
+
+
 def dlf_app():
     from dlf.cli import app
     return app

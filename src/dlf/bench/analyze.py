@@ -301,7 +301,12 @@ def analyze_runs(runs: list[Path], out: Path | None = None, *, probe_rows: int =
         if not csv_path.is_file():
             log(f"{run}: no grad_norms.csv (train with --set train.grad_norm_every_steps=N to log gradient norms)")
             continue
-        rows = read_grad_norms(csv_path)
+        try:
+            rows = read_grad_norms(csv_path)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:  # e.g. a line cut off by a killed run
+            raise AnalysisError(f"{csv_path}: not a readable grad_norms.csv ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else 'malformed row'}); delete it or the "
+                                "bad line to analyze the rest") from None
         if not rows:
             log(f"{run}: grad_norms.csv is empty")
             continue
