@@ -35,6 +35,8 @@ def test_yaml_shorthand_and_full_form_give_typed_fields(tmp_path):
     ("label: y\ncategorical: [a]\nsplit: {ratios: [a, b, c]}\n", "split.ratios: expected three numbers"),  # tracebacks
     ("label: y\ncategorical: [a]\nsplit: {ratios: 0.8}\n", "split.ratios: expected three numbers"),
     ("label: y\ncategorical: [a]\nsplit: {seed: x}\n", "split.seed: expected an integer"),
+    ("label: y\ncategorical: [a]\nencoding: latin-9x\n", "encoding: unknown encoding 'latin-9x'"),  # LookupError
+    ("label: y\ncategorical: [a]\ndelimiter: '||'\n", "delimiter must be one character"),  # header split on '||'
     ("label: y\ncategorical: [a]\nsplit: {method: time, time_column: 5}\n", "split.time_column: expected a string"),
     ("label: y\n", "no fields"),
     ("- a\n- b\n", "must hold a mapping"),

@@ -16,6 +16,7 @@ or the shorthand `categorical: [C1, C2]`, `numeric: [...]`, `multi: [...]` with 
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import json
@@ -122,6 +123,14 @@ class Schema:
             raise DataError(f"{where}: label_values must be one of {', '.join(LABEL_VALUES)}, got {self.label_values!r}")
         if self.format not in FORMATS:
             raise DataError(f"{where}: format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.delimiter is not None and (len(self.delimiter) != 1 or self.delimiter in '"\r\n'):
+            raise DataError(f"{where}: delimiter must be one character other than '\"' and a newline (e.g. ',', "
+                            f"'\\t', ';', '|'), got {self.delimiter!r}")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:  # was a LookupError traceback when the first file was opened
+            raise DataError(f"{where}: encoding: unknown encoding {self.encoding!r} (e.g. utf-8, iso-8859-1, "
+                            "cp1252)") from None
         if not self.header and not self.columns:
             raise DataError(f"{where}: a file without header needs `columns` (all column names in order)")
         if self.columns:
