@@ -22,6 +22,7 @@ schema/options returns at once.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -536,7 +537,9 @@ def fingerprint(preset: str, schema: Schema, sources: list[Source], extra_files:
 
 
 def _clean_stale(out: Path) -> None:
-    for p in out.parent.glob(f".{out.name}.tmp-*"):
+    """Folders of runs that died: .OUT.tmp-PID-* (a build), .OUT.old-PID-* (the output being replaced, left
+    when the run died while swapping folders: a whole dataset's worth of disk that nothing else removes)."""
+    for p in [*out.parent.glob(f".{glob.escape(out.name)}.tmp-*"), *out.parent.glob(f".{glob.escape(out.name)}.old-*")]:
         try:
             pid = int(p.name.rsplit("-", 2)[-2])
         except (ValueError, IndexError):
