@@ -168,6 +168,24 @@ def test_bad_rows_error_or_skip(demo, tmp_path):
     assert lines[3].split(",")[0] not in ids and lines[5].split(",")[0] not in ids and lines[4].split(",")[0] in ids
 
 
+def test_empty_lines_are_not_scored(demo, tmp_path):
+    """Arrow reads an empty line as a row whose every column is empty: it was scored as an all-missing record, so a
+    blank line in the middle or at the end of the file added a row (with an empty id) to the output."""
+    b = load_bundle(demo["bundle"])
+    header, *rows = demo["test_csv"].read_text().splitlines()
+    bad = rows[6].split(",")
+    bad[4] = "forty"
+    # line 6 is empty; line 9 holds an id and nothing else (a record with every input missing: scored)
+    body = rows[:4] + [""] + rows[4:6] + ["only-id" + "," * 7] + [",".join(bad)] + rows[7:]
+    want_ids = [r.split(",")[0] for r in rows[:6]] + ["only-id"] + [r.split(",")[0] for r in rows[7:]]
+    for eol in ("\n", "\r\n"):
+        (tmp_path / "blank.csv").write_text(eol.join([header] + body) + eol * 3, newline="")
+        res = predict_file(b, tmp_path / "blank.csv", tmp_path / "o.csv", id_column="id", on_bad_row="skip")
+        assert res.bad_rows["examples"] == [f"{tmp_path / 'blank.csv'}:10: field 'age': expected a number, got 'forty'"]
+        got = pcsv.read_csv(res.output, convert_options=pcsv.ConvertOptions(strings_can_be_null=False))
+        assert res.rows == got.num_rows and got["id"].to_pylist() == want_ids
+
+
 def test_parquet_columns_that_are_not_text_or_numbers_are_one_line_errors(demo, tmp_path):
     """A list column for the multi-valued field, a struct, bytes that are not UTF-8: were Arrow tracebacks."""
     import pyarrow as pa

@@ -24,9 +24,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dlf.data.features import Batch
-from dlf.data.readers import BadRows, Chunk, check_file, read_delimited, read_parquet
+from dlf.data.readers import BadRows, Chunk, check_file, read_delimited, read_parquet, strip_bom
 from dlf.data.schema import DataError
 from dlf.serve.bundle import Bundle, BundleError
 
@@ -193,8 +194,29 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, fmt: str = "au
         if missing:
             raise DataError(f"{path}: the columns {names} do not include {missing}")
     encoding = schema.encoding if schema is not None else "utf-8"
-    yield from read_delimited(path, delimiter=delimiter, header=header, columns=names, use=need, bad=bad,
-                              encoding=encoding, quote=fmt == "csv", block_bytes=block_bytes)
+    # Arrow reads an empty line as a row whose every column is empty, which scored as an all-missing record (a
+    # trailing blank line added a row to the output): read every column, and skip rows with no value in any of them,
+    # as pandas and Arrow's default do. When the header lacks an input, read_delimited names it (use=need).
+    every = names or _header_names(path, delimiter, encoding)
+    use = every if every and set(need) <= set(every) and len(set(every)) == len(every) else need
+    for chunk in read_delimited(path, delimiter=delimiter, header=header, columns=names, use=use, bad=bad,
+                                encoding=encoding, quote=fmt == "csv", block_bytes=block_bytes):
+        if use is every:
+            blank = np.logical_and.reduce([pc.equal(pc.utf8_length(a), 0).to_numpy(zero_copy_only=False)
+                                           for a in chunk.columns.values()])
+            chunk = chunk.take(~blank)
+            chunk.columns = {c: chunk.columns[c] for c in need}
+        yield chunk
+
+
+def _header_names(path: Path, delimiter: str, encoding: str) -> list[str] | None:
+    """The column names of a CSV/TSV header as read_delimited reads them (None if it cannot: it says why)."""
+    with open(path, "rb") as fh:
+        first = strip_bom(fh.readline())
+    try:
+        return [c.strip().strip('"') for c in first.decode(encoding).rstrip("\r\n").split(delimiter)]
+    except (UnicodeDecodeError, LookupError):
+        return None
 
 
 # ---- writing --------------------------------------------------------------------------------------
