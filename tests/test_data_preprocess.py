@@ -479,6 +479,24 @@ def test_parquet_bool_columns_are_0_and_1(tmp_path):
     assert sorted(vocabulary(tmp_path / "o", "city")) == ["0", "1"]
 
 
+def test_parquet_list_columns_are_multi_valued_fields(tmp_path):
+    """FuxiCTR's parquet sequences are list columns: ArrowNotImplementedError 'Unsupported cast from list<element:
+    int64> to utf8' (a traceback); a list column read by another kind of field is a one-line error."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    hist = pa.array([[1, 2], [3], [], None, [2, 2, 1]], pa.list_(pa.int64()))
+    pq.write_table(pa.table({"click": [0, 1, 0, 1, 1], "user": ["a", "b", "a", "c", "b"], "hist": hist}),
+                   tmp_path / "t.parquet")
+    schema = Schema(fields=[FieldOptions("user"), FieldOptions("hist", "multi", separator="^")], label="click")
+    preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o", schema=schema, options={"ratios": "1,0,0"})
+    _, tr, _, _ = load_processed(tmp_path / "o")
+    v = vocabulary(tmp_path / "o", "hist")
+    want = [[v["1"], v["2"], 0], [v["3"], 0, 0], [2, 0, 0], [2, 0, 0], [v["2"], v["2"], v["1"]]]  # 2: missing
+    np.testing.assert_array_equal(np.asarray(tr.multi)[:, 0], want)
+    with pytest.raises(DataError, match=r"t\.parquet: column 'hist' holds lists .* only a multi-valued field"):
+        preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o2",
+                   schema=Schema(fields=[FieldOptions("hist")], label="click"))
+
+
 def test_csv_header_with_a_bom_and_header_only_files(tmp_path):
     """Excel's "CSV UTF-8" starts with a BOM: header has no column(s) ['click'] before; a header-only file's
     error did not name it."""

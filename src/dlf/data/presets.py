@@ -83,7 +83,8 @@ def table_sources(inputs: list[tuple[str, Path]], schema: Schema,
 
         def read(bad: BadRows, block: int, path=path, fmt=fmt, delimiter=delimiter):
             if fmt == "parquet":
-                chunks = read_parquet(path, use=use, rows=max(4096, block // 64))
+                chunks = read_parquet(path, use=use, rows=max(4096, block // 64),
+                                      separators={f.column: f.separator for f in schema.of_kind("multi")})
             else:
                 chunks = read_delimited(path, delimiter=delimiter, header=schema.header, columns=columns,
                                         use=use, bad=bad, encoding=schema.encoding, quote=fmt == "csv",

@@ -322,11 +322,40 @@ def _read_ahead(items: Iterator[T]) -> Iterator[T]:
             yield item
 
 
-def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144) -> Iterator[Chunk]:
+def _parquet_text(arr: pa.Array) -> pa.Array:
+    """A Parquet column as text, null where missing."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if pa.types.is_floating(arr.type):
+        arr = arr.cast(pa.float64())  # float16 has no compute kernels
+        # NaN is how pandas writes a missing number: missing, as an empty CSV cell
+        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, pa.float64()), arr)
+        # Integral floats -> the integer's text (3.0 -> "3", 2^60 -> "1152921504606846976", not
+        # "1.152921504606847e+18") so that ids written as floats (pandas stores an int column with missing
+        # values as float64) match the same ids written as integers. Every float of 2^53 and beyond is
+        # integral and exact in int64/uint64; inf and larger values stay as text for the parser to judge.
+        integral = pc.equal(pc.floor(arr), arr)
+        signed = pc.and_(integral, pc.and_(pc.greater_equal(arr, -2.0 ** 63), pc.less(arr, 2.0 ** 63)))
+        unsigned = pc.and_(integral, pc.and_(pc.greater_equal(arr, 2.0 ** 63), pc.less(arr, 2.0 ** 64)))
+        as_int = pc.cast(pc.cast(pc.if_else(signed, arr, 0.0), pa.int64()), pa.string())
+        as_uint = pc.cast(pc.cast(pc.if_else(unsigned, arr, 0.0), pa.uint64()), pa.string())
+        return pc.if_else(signed, as_int, pc.if_else(unsigned, as_uint, pc.cast(arr, pa.string())))
+    if pa.types.is_boolean(arr.type):  # "1"/"0", not "true"/"false": a valid label and number
+        return pc.cast(pc.cast(arr, pa.int8()), pa.string())
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        return arr
+    return pc.cast(arr, pa.string())
+
+
+def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144,
+                 separators: dict[str, str] | None = None) -> Iterator[Chunk]:
+    """Parquet columns as text. `separators`: column -> separator of a multi-valued field; such a column may
+    hold lists (FuxiCTR's parquet sequences), joined into that field's text (an ArrowNotImplementedError before)."""
     import pyarrow.parquet as pq
 
     path = check_file(path)
     name = str(path)
+    separators = separators or {}
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -341,26 +370,18 @@ def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144
         cols = {}
         for c in batch.schema.names:
             arr = batch.column(c)
-            if pa.types.is_dictionary(arr.type):
-                arr = arr.dictionary_decode()
-            if pa.types.is_floating(arr.type):
-                arr = arr.cast(pa.float64())  # float16 has no compute kernels
-                # NaN is how pandas writes a missing number: missing, as an empty CSV cell
-                arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, pa.float64()), arr)
-                # Integral floats -> the integer's text (3.0 -> "3", 2^60 -> "1152921504606846976", not
-                # "1.152921504606847e+18") so that ids written as floats (pandas stores an int column with missing
-                # values as float64) match the same ids written as integers. Every float of 2^53 and beyond is
-                # integral and exact in int64/uint64; inf and larger values stay as text for the parser to judge.
-                integral = pc.equal(pc.floor(arr), arr)
-                signed = pc.and_(integral, pc.and_(pc.greater_equal(arr, -2.0 ** 63), pc.less(arr, 2.0 ** 63)))
-                unsigned = pc.and_(integral, pc.and_(pc.greater_equal(arr, 2.0 ** 63), pc.less(arr, 2.0 ** 64)))
-                as_int = pc.cast(pc.cast(pc.if_else(signed, arr, 0.0), pa.int64()), pa.string())
-                as_uint = pc.cast(pc.cast(pc.if_else(unsigned, arr, 0.0), pa.uint64()), pa.string())
-                arr = pc.if_else(signed, as_int, pc.if_else(unsigned, as_uint, pc.cast(arr, pa.string())))
-            elif pa.types.is_boolean(arr.type):  # "1"/"0", not "true"/"false": a valid label and number
-                arr = pc.cast(pc.cast(arr, pa.int8()), pa.string())
-            elif not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
-                arr = pc.cast(arr, pa.string())
+            try:
+                if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+                    if c not in separators:
+                        raise DataError(f"{name}: column {c!r} holds lists ({arr.type}); only a multi-valued field "
+                                        "(kind: multi, FuxiCTR type: sequence) can read it")
+                    items = pc.fill_null(_parquet_text(arr.values), "")
+                    arr = pc.binary_join(type(arr).from_arrays(arr.offsets, items, mask=arr.is_null()), separators[c])
+                else:
+                    arr = _parquet_text(arr)
+            except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
+                raise DataError(f"{name}: column {c!r} of type {arr.type} cannot be read as text: "
+                                f"{_short(exc)}") from None
             cols[c] = pc.fill_null(arr, "")
         n = batch.num_rows
         yield Chunk(name, np.arange(start, start + n, dtype=np.int64), cols, unit="row")
