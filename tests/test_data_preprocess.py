@@ -598,3 +598,13 @@ def test_an_unclosed_quote_stops_even_in_skip_mode(tmp_path):
     with pytest.raises(DataError, match=r"in\.csv:12: expected 3 columns separated by ',', got 2 in 990 lines read "
                                         r"as one row: a '\"' opened here is not closed"):
         preprocess("generic", [src], tmp_path / "o", schema=AGE_SCHEMA, on_bad_row="skip")
+
+
+def test_quoted_header_names_may_hold_the_delimiter(tmp_path):
+    """'"clicks, total"' was split into two names: every data row then had a column too many."""
+    write(tmp_path / "h.csv", 'click,"clicks, total",city\n' + "".join(f"{i % 2},{i},c{i % 3}\n" for i in range(10)))
+    schema = Schema(fields=[FieldOptions("city"), FieldOptions("total", "numeric", source="clicks, total")],
+                    label="click")
+    r = preprocess("generic", [tmp_path / "h.csv"], tmp_path / "o", schema=schema, options={"ratios": "1,0,0"})
+    assert r.rows == 10
+    np.testing.assert_array_equal(np.asarray(load_processed(tmp_path / "o")[1].numeric)[:, 0], np.arange(10))

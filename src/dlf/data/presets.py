@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from dlf.data.readers import (BadRows, Chunk, check_file, read_delimited, read_double_colon, read_lines,
-                              read_parquet, strip_bom)
+                              read_parquet, strip_bom, header_names)
 from dlf.data.schema import DataError, FieldOptions, Schema
 
 ROLES = ("train", "valid", "test")
@@ -278,7 +278,7 @@ def _infer_schema(inputs) -> Schema:
         names = pq.ParquetFile(check_file(path)).schema_arrow.names
     else:
         with open(check_file(path), encoding="utf-8-sig", errors="replace") as fh:  # -sig: a BOM is not a name
-            names = [c.strip().strip('"') for c in fh.readline().rstrip("\r\n").split(",")]
+            names = header_names(fh.readline().rstrip("\r\n"), ",", True)
     label = next((c for c in ("label", "click", "clicked") if c in names), None)
     if label is None:
         raise DataError(f"{path}: no label column (label, click or clicked) in {names}; pass the dataset YAML "

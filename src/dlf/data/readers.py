@@ -82,6 +82,17 @@ class BadRows:
         return {"count": self.count, "by_file": self.by_file, "examples": self.examples}
 
 
+def header_names(line: str, delimiter: str, quote: bool) -> list[str]:
+    """Column names of a header line; quoted names may hold the delimiter or '""' (was split on every
+    delimiter: '"clicks, total"' made two names, and every data row had a column too many)."""
+    if quote:
+        import csv
+        cells = next(csv.reader([line], delimiter=delimiter), [])
+    else:
+        cells = line.split(delimiter)
+    return [c.strip().strip('"') for c in cells]
+
+
 def check_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
@@ -150,7 +161,7 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
             head = first.decode(encoding).rstrip("\r\n")
         except UnicodeDecodeError:
             raise DataError(f"{name}:1: header is not valid {encoding}") from None
-        names = [c.strip().strip('"') for c in head.split(delimiter)]
+        names = header_names(head, delimiter, quote)
         if use:
             absent = [c for c in use if c not in names]
             if absent:
