@@ -225,3 +225,20 @@ def test_concurrent_requests_are_micro_batched(demo):
             np.testing.assert_allclose(answers[i].json()["probabilities"], want[i], rtol=0, atol=1e-6)
         assert answers[6].status_code == 422
         assert "dlf_model_calls_total 2" in c.get("/metrics").text
+
+
+def test_metadata_of_a_run_with_an_undefined_test_auc(demo, tmp_path):
+    """A one-class test split gives test AUC NaN: the manifest held NaN (not JSON) and GET /metadata was a 500."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(demo["run"], run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["test"]["auc"] = float("nan")
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    bundle = export_bundle(run, tmp_path / "b")
+    json.loads((bundle / "bundle.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in bundle.json"))
+    with TestClient(create_app(load_bundle(bundle)), raise_server_exceptions=False) as c:
+        r = c.get("/metadata")
+        assert r.status_code == 200, r.text
+        assert r.json()["test_metrics"]["auc"] is None and r.json()["test_metrics"]["logloss"] > 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -198,7 +199,7 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
         if (run / "metrics.json").is_file():
             try:
                 test = json.loads((run / "metrics.json").read_text()).get("test")
-                manifest["test_metrics"] = {k: v for k, v in (test or {}).items() if isinstance(v, (int, float))}
+                manifest["test_metrics"] = _json_numbers(test or {})
             except (OSError, ValueError):
                 pass
         if format == "onnx":
@@ -276,8 +277,15 @@ class Bundle:
         return {"model": m["model"], "format_version": m["format_version"], "dlf_version": m["dlf_version"],
                 "created": m.get("created"), "preprocessing": m["preprocessing"],
                 "inputs": [dataclasses.asdict(i) for i in self.encoder.inputs], "fields": fields,
-                "label": self.feature_map.label, "test_metrics": m.get("test_metrics"),
+                "label": self.feature_map.label, "test_metrics": _json_numbers(m.get("test_metrics") or {}),
                 "onnx": m.get("onnx") is not None}
+
+
+def _json_numbers(metrics: dict) -> dict:
+    """The numeric metrics, NaN/inf as null: a one-class test split has AUC NaN, which strict JSON (the server's
+    answers, jq) cannot hold: GET /metadata was a 500."""
+    return {k: v if v is not None and math.isfinite(v) else None for k, v in metrics.items()
+            if v is None or isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _inside(folder: Path, rel: str) -> Path:
