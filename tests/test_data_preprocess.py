@@ -160,6 +160,18 @@ def test_rerun_is_noop_and_changes_rebuild(tmp_path):
     assert not r4.skipped and r4.rows == 20
 
 
+@pytest.mark.parametrize("damage", [{"format_version": 99}, {"fields": "garbage"}, {"meta": {"store_version": 1,
+                                                                                           "fingerprint": []}}])
+def test_a_damaged_feature_map_in_the_output_is_rebuilt(tmp_path, damage):
+    """A feature_map.json of another version or damaged made the re-run die with ValueError/TypeError."""
+    out = tmp_path / "out"
+    preprocess("criteo", [FIX / "criteo_tiny.txt"], out, options={"min_count": 1})
+    fm = json.loads((out / "feature_map.json").read_text())
+    (out / "feature_map.json").write_text(json.dumps({**fm, **damage}))
+    r = preprocess("criteo", [FIX / "criteo_tiny.txt"], out, options={"min_count": 1})
+    assert not r.skipped and load_processed(out)[0].meta["fingerprint"] == r.feature_map.meta["fingerprint"]
+
+
 def test_folders_left_by_a_dead_run_are_removed(tmp_path):
     """A run killed while swapping folders left .OUT.old-PID-* (a whole dataset) that nothing removed; an output
     name with glob characters ('out[1]') never matched its own leftovers."""

@@ -644,8 +644,11 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
     if out.exists() and not is_processed(out) and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out} exists and is not a dlf processed dataset; choose another --out")
     if not force and is_processed(out):
-        fm = FeatureMap.load(out / "feature_map.json")
-        if fm.meta.get("fingerprint") == fp:
+        try:
+            fm = FeatureMap.load(out / "feature_map.json")
+        except (ValueError, TypeError, KeyError, AttributeError):  # damaged or another version: rebuilt
+            fm = None  # (was a TypeError traceback)
+        if fm is not None and fm.meta.get("fingerprint") == fp:
             log(f"{out} is up to date (same inputs and schema); nothing to do")
             return Result(out, True, fm, time.perf_counter() - started)
     out.parent.mkdir(parents=True, exist_ok=True)
