@@ -77,3 +77,12 @@ def test_load_processed_memory_maps_and_checks_integrity(tmp_path):
     (out / "feature_map.json").unlink()
     with pytest.raises(DataError, match="no feature_map.json"):
         load_processed(out)
+
+
+def test_an_output_folder_with_someone_elses_json_is_not_replaced(tmp_path):
+    """A feature_map.json holding a JSON list (not an object) was an AttributeError traceback."""
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "feature_map.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="is not a dlf processed dataset"):
+        preprocess("criteo", [FIX / "criteo_tiny.txt"], tmp_path / "o", options={"min_count": 1})
+    assert (tmp_path / "o" / "feature_map.json").read_text() == "[1, 2]"

@@ -172,9 +172,9 @@ def is_processed(folder: str | Path) -> bool:
         return False
     try:
         meta = json.loads(fm.read_text()).get("meta", {})
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # AttributeError: JSON that is not an object
         return False
-    return meta.get("store_version") is not None
+    return isinstance(meta, dict) and meta.get("store_version") is not None
 
 
 def load_split(folder: str | Path, split: str, feature_map: FeatureMap | None = None,
