@@ -1,3 +1,4 @@
+import re
 import numpy as np
 import pytest
 
@@ -119,3 +120,17 @@ def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="4 distinct groups of 2 asked for, but only 3 field"):  # P is a set
         generate(SyntheticConfig(rows=1000, categorical=3, max_cardinality=5, numeric=0, multi_valued=False,
                                  pairs=4, triples=1))
+
+
+@pytest.mark.parametrize("kw, needle", [
+    ({"multi_vocab": 0}, "multi_vocab must be >= 1"),  # IndexError deep in generate
+    ({"multi_max_len": 0}, "multi_max_len must be >= 1"),  # "low >= high"
+    ({"min_cardinality": 0}, "need 1 <= min_cardinality <= max_cardinality"),  # "Geometric sequence ..."
+    ({"min_cardinality": 50, "max_cardinality": 10}, "need 1 <= min_cardinality <= max_cardinality"),  # ran
+    ({"numeric": -1}, "numeric must be >= 0"),
+    ({"latent_dim": 0}, "latent_dim must be >= 1"),
+    ({"zipf": -2}, "zipf and noise must be >= 0"),
+])
+def test_config_values_the_generator_cannot_use_are_refused(kw, needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        SyntheticConfig(rows=200, **kw).validate()

@@ -73,6 +73,19 @@ class SyntheticConfig:
             raise ValueError(f"data.synthetic.missing_rate must be in [0, 1), got {self.missing_rate}")
         if not 0 < self.click_rate < 1:
             raise ValueError(f"data.synthetic.click_rate must be in (0, 1), got {self.click_rate}")
+        # sizes the generator cannot use (multi_vocab=0 was an IndexError, min_cardinality=0 "Geometric sequence
+        # cannot include zero", numeric=-1 "negative dimensions"; min > max quietly swapped the range)
+        if not 1 <= self.min_cardinality <= self.max_cardinality:
+            raise ValueError(f"data.synthetic: need 1 <= min_cardinality <= max_cardinality, got "
+                             f"{self.min_cardinality} and {self.max_cardinality}")
+        for key in ("numeric", "pairs", "triples", "interaction_max_cardinality"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"data.synthetic.{key} must be >= 0, got {getattr(self, key)}")
+        for key in ("latent_dim",) + (("multi_vocab", "multi_max_len") if self.multi_valued else ()):
+            if getattr(self, key) < 1:
+                raise ValueError(f"data.synthetic.{key} must be >= 1, got {getattr(self, key)}")
+        if not (self.zipf >= 0 and self.noise >= 0):
+            raise ValueError(f"data.synthetic.zipf and noise must be >= 0, got {self.zipf} and {self.noise}")
 
 
 @dataclass
