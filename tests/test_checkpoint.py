@@ -141,3 +141,21 @@ def test_weights_mismatch_summarises_shapes_and_keys():
     assert weights_mismatch(model, {"weight": torch.zeros(2, 4), "bias": torch.zeros(2)}) == \
         "1 shape mismatch(es), saved vs model (weight (2, 4) vs (2, 3))"
     assert weights_mismatch(model, {"weight": torch.zeros(2, 3)}) == "1 missing key(s) (bias)"
+
+
+def test_a_corrupted_newer_checkpoint_does_not_push_new_ones_out_of_the_rotation(tmp_path):
+    """A resume that fell back past a damaged step-999 went on writing step 5, 6, ...: ranked newest, the damaged
+    file stayed and, with keep=1, each new checkpoint was deleted right after it was written (the run was lost)."""
+    _save(tmp_path, 4)
+    (tmp_path / "step-000000999.safetensors").write_bytes(b"damaged")
+    for step in (5, 6):
+        assert save_checkpoint(tmp_path, **_save_args(step), keep=1).exists()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000006.safetensors"]
+    assert load_latest(tmp_path).state.global_step == 6
+
+
+def _save_args(step):
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return {"model_state": model.state_dict(), "optimizer_state": opt.state_dict(),
+            "state": TrainState(global_step=step), "config": {}}

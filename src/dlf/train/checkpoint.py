@@ -209,9 +209,17 @@ def save_checkpoint(directory: str | Path, *, model_state: dict, optimizer_state
            "digest": _digest(tensors)}
     path = checkpoint_path(directory, state.global_step)
     atomic_write_bytes(path, st_save(tensors, metadata={"dlf_checkpoint": json.dumps(doc)}))
-    for old in list_checkpoints(directory)[max(keep, 1):]:
+    # A file above the step just written is one a resume skipped as corrupted: ranked newest, it pushed the good
+    # checkpoints out of the rotation (with keep=1 each new checkpoint was deleted as soon as it was written).
+    found = list_checkpoints(directory)
+    for old in [p for p in found if _step(p) > state.global_step] + \
+            [p for p in found if _step(p) <= state.global_step][max(keep, 1):]:
         old.unlink(missing_ok=True)
     return path
+
+
+def _step(path: Path) -> int:
+    return int(_NAME.match(path.name).group(1))
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
