@@ -320,6 +320,27 @@ def test_cli_export_and_predict(demo, tmp_path):
     assert res.exit_code == 2 and "not a finished dlf run directory" in res.output
 
 
+def test_output_to_a_fifo_or_device_is_written_in_place(demo, tmp_path):
+    """The temporary file was renamed over the output even when that was a FIFO or a device: the FIFO (or, as
+    root, /dev/null or /dev/stdout) became a regular file and its reader got nothing. The CLI's summary line went
+    to stdout, into the scores of `--output /dev/stdout`."""
+    import os
+    import stat
+    import threading
+
+    fifo = tmp_path / "scores.csv"
+    os.mkfifo(fifo)
+    got = {}
+    reader = threading.Thread(target=lambda: got.setdefault("text", fifo.read_text()), daemon=True)
+    reader.start()
+    predict_file(load_bundle(demo["bundle"]), demo["test_csv"], fifo, id_column="id")
+    reader.join(20)
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and got["text"].count("\n") == 401
+    res = CliRunner().invoke(app, ["predict", str(demo["bundle"]), "--input", str(demo["test_csv"]), "--output",
+                                   str(tmp_path / "p.csv")])
+    assert res.exit_code == 0 and "400 rows scored" in res.stderr and res.stdout == "", res.output
+
+
 def test_cli_option_values_are_checked_in_one_line(demo, tmp_path):
     """--chunk-mb / --max-body-mb nan or inf were int() tracebacks, a tiny --chunk-mb an Arrow block-size error,
     a tiny --max-body-mb create_app's ValueError, and --threads -1 torch's RuntimeError traceback."""

@@ -84,13 +84,14 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
                                   log=lambda m: err.print(m, highlight=False, soft_wrap=True))
         except (BundleError, DataError) as exc:
             fail(str(exc))
+        # on stderr, with the progress lines: `--output /dev/stdout | ...` pipes the scores alone
         rate = result.rows / max(result.seconds, 1e-9)
-        Console().print(f"wrote {result.output}: {result.rows:,} rows scored in {result.seconds:.1f}s "
-                        f"({rate:,.0f} rows/s, {engine}, {precision})", highlight=False, soft_wrap=True)
+        err.print(f"wrote {result.output}: {result.rows:,} rows scored in {result.seconds:.1f}s "
+                  f"({rate:,.0f} rows/s, {engine}, {precision})", highlight=False, soft_wrap=True)
         bad = result.bad_rows
         if bad.get("count"):
-            Console().print(f"skipped {bad['count']} bad row(s); first: {bad['examples'][0]}", highlight=False,
-                            soft_wrap=True)
+            err.print(f"skipped {bad['count']} bad row(s); first: {bad['examples'][0]}", highlight=False,
+                      soft_wrap=True)
 
     @app.command()
     def serve(

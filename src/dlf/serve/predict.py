@@ -272,7 +272,10 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
     ptype = pa.float32() if ofmt == "parquet" else pa.float64()
     fields = ([pa.field(id_column, pa.string())] if id_column else []) + [pa.field("probability", ptype)]
     schema = pa.schema(fields)
-    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    # a FIFO, /dev/null or /dev/stdout (a link to the pipe) is written in place: renaming the temporary file over it
+    # replaced the FIFO or device node itself with a regular file (and the reader got nothing)
+    direct = output.exists() and not output.is_file()
+    tmp = output if direct else output.parent / f".{output.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     writer = _Writer(tmp, ofmt, schema)
     rows = chunks = 0
     try:
@@ -293,12 +296,14 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
             if chunks % 20 == 0:
                 log(f"{rows:,} rows scored")
         writer.close()
-        os.replace(tmp, output)
+        if not direct:
+            os.replace(tmp, output)
     except BaseException:
         try:
             writer.close()
         except Exception:  # noqa: BLE001 - already failing; the temporary file goes anyway
             pass
-        tmp.unlink(missing_ok=True)
+        if not direct:
+            tmp.unlink(missing_ok=True)
         raise
     return PredictResult(output, rows, bad.summary(), time.perf_counter() - started)
