@@ -318,6 +318,11 @@ def test_cli_export_and_predict(demo, tmp_path):
     assert res.exit_code == 2 and "header has no column(s) ['nope']" in res.output
     res = runner.invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "c")])
     assert res.exit_code == 2 and "not a finished dlf run directory" in res.output
+    # an input column named like the score column: was an output with two 'probability' columns, unreadable
+    (tmp_path / "scored.csv").write_text(demo["test_csv"].read_text().replace("id,", "probability,", 1))
+    res = runner.invoke(app, ["predict", str(tmp_path / "b"), "--input", str(tmp_path / "scored.csv"), "--output",
+                              str(tmp_path / "twice.parquet"), "--id-column", "probability"])
+    assert res.exit_code == 2 and "--id-column must not be 'probability'" in res.output, res.output
 
 
 def test_output_to_a_fifo_or_device_is_written_in_place(demo, tmp_path):

@@ -261,6 +261,8 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
     if scorer.engine == "torch":
         from dlf._runtime import reuse_freed_memory
         reuse_freed_memory()  # every sub-batch allocates and frees the same large activations, as in training
+    if id_column == "probability":  # two columns of one name: pyarrow cannot read such a Parquet file back
+        raise DataError("--id-column must not be 'probability', the name of the output's score column")
     output = Path(output)
     ofmt = _output_format(output, output_format)
     if output.exists() and output.is_dir():
