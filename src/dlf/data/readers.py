@@ -208,12 +208,13 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
 
     def report(rows: list[tuple[int | None, str, int]]) -> None:
         for number, text, actual in sorted(rows, key=lambda r: r[0] or 0):
-            if quote and text and text.count("\n") > 0:
-                # a '"' that is not closed on its line makes Arrow read on to the next '"', maybe thousands of
-                # lines on: not one bad row to skip, the file's quoting is broken
+            if quote and text and "\n" in text:
+                # a '"' that is not closed where its value ends makes Arrow read on to the next '"', maybe
+                # thousands of lines on: not one bad row to skip (it dropped them all), the quoting is broken
                 raise DataError(f"{name}:{number}: expected {len(names)} columns separated by {delimiter!r}, got "
-                                f"{actual} in {text.count(chr(10)) + 1} lines read as one row: a '\"' opened here is "
-                                f"not closed where the value ends ({text[:60]!r}); quote the value or drop the '\"'")
+                                f"{actual} in {text.count(chr(10)) + 1} lines read as one row ({text[:60]!r}): a "
+                                "'\"' opened here is not closed where the value ends, so the lines after it were "
+                                "read into it; close the quote or drop the '\"'")
             got = f"got {actual}" + (f" ({text[:60]!r})" if text else " (empty line)")
             if layout:  # the columns are the reader's, not the user's: show the line
                 got = f"got {text[:60]!r}" if text else "got an empty line"
@@ -256,12 +257,14 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                 # A line longer than Arrow's parse block: read on from the first line not delivered yet with
                 # bigger blocks (a restart: Arrow cannot grow the block of a running reader).
                 if "straddl" in str(exc) and parse_block < MAX_LINE_BYTES:
-                    stream.close() if stream is not None else None
+                    if stream is not None:
+                        stream.close()
                     stream, parse_block = None, parse_block * 8
                     pending.clear()
                     skipped.clear()  # rows from next_line on are read again
                     continue
-                where = f"{name}:{next_line}" if "straddl" in str(exc) else f"{name} (after line {next_line - 1})"
+                where = (f"{name}:{next_line}" if "straddl" in str(exc) else
+                         name if next_line == 2 - (not header) else f"{name} (after line {next_line - 1})")
                 what = (f"a line from here on is longer than {MAX_LINE_BYTES >> 20} MiB" if "straddl" in str(exc)
                         else f"cannot read as {'CSV' if delimiter == ',' else 'delimited text'}: {_short(exc)}")
                 raise DataError(f"{where}: {what}") from None
