@@ -68,3 +68,21 @@ def test_resume_cannot_change_the_model(tmp_path):
     proc = run("train", "--resume", str(tmp_path), "--set", "model.name=fm")  # said "unknown key 'model.<dlf key>'"
     assert proc.returncode == 2 and "--resume cannot change the model" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_out_that_is_a_file_or_below_one_is_a_one_line_error(tmp_path):
+    """Was a FileExistsError / NotADirectoryError traceback, raised after the data had been loaded."""
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    for out, says in ((afile, "is a file, not a directory"), (afile / "run", "cannot write the run directory")):
+        proc = run("train", "--out", str(out), *TINY)
+        assert proc.returncode == 2 and says in proc.stderr and str(out) in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert afile.read_text() == "keep me"
+
+
+def test_out_with_spaces_in_the_path(tmp_path):
+    out = tmp_path / "my runs" / "run 1"
+    proc = run("train", "--out", str(out), *TINY, "--set", "train.epochs=1")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()

@@ -85,6 +85,20 @@ def _comparable(config: dict) -> dict:
     return d
 
 
+def _writable_run_dir(out: Path) -> None:
+    """Create the run directory, or say in one line why it cannot be (was a FileExistsError / PermissionError
+    traceback, after the data had been loaded)."""
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"run directory {out} (--out) is a file, not a directory; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise TrainingError(f"cannot write the run directory {out} (--out): {exc.strerror or exc}") from None
+
+
 def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
     console = console or Console(soft_wrap=True, quiet=not dist.is_main)
     if cfg.train.threads:
@@ -105,13 +119,14 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
         raise TrainingError(f"{out} already holds checkpoints of a run; continue it with --resume {out} "
                             "or choose another --out")
 
+    if out is not None and dist.is_main:  # before the data is loaded: a bad --out fails at once
+        _writable_run_dir(out)
     data = load_data(cfg)
     model = build_model(cfg.model_name, data.feature_map, cfg.model)
     if dist.enabled:  # identical initial weights on every rank, then per-rank dropout streams
         torch.manual_seed(cfg.train.seed + 7919 * dist.rank)
     schema_hash = data.feature_map.meta.get("schema_hash")
     if out is not None and dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         if resume is None:
             atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             data.feature_map.save(out / "feature_map.json")
