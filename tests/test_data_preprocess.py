@@ -145,6 +145,14 @@ def test_options_that_are_not_integers_or_do_not_apply_are_errors(tmp_path, pres
         preprocess(preset, [FIX / "criteo_tiny.txt"], tmp_path / "o", options=options)
 
 
+def test_an_input_file_given_twice_is_an_error(tmp_path):
+    """The same file twice doubled its rows, or put them in train and test alike (test AUC on training rows)."""
+    with pytest.raises(DataError, match=r"criteo_tiny\.txt: given twice \(as train and as test\)"):
+        preprocess("criteo", [FIX / "criteo_tiny.txt", f"test={FIX / 'criteo_tiny.txt'}"], tmp_path / "o")
+    with pytest.raises(DataError, match="given twice"):
+        preprocess("criteo", [FIX / "criteo_tiny.txt", FIX / ".." / "data" / "criteo_tiny.txt"], tmp_path / "o")
+
+
 def test_rerun_is_noop_and_changes_rebuild(tmp_path):
     src = write(tmp_path / "in.txt", "\n".join(CRITEO) + "\n")
     out = tmp_path / "out"

@@ -635,6 +635,13 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
         extra_files.append(Path(schema))
         user_schema = _load_schema_file(Path(schema), options)
     sch, sources = p.build(parsed_inputs, user_schema, options)
+    seen: dict[Path, str] = {}
+    for src in sources:  # a train file twice doubled its rows, or put them in train and valid/test alike
+        key = Path(src.path).resolve()  # (valid and test may be one file: a dataset with no validation split)
+        if key in seen and "train" in (seen[key], src.role):
+            raise DataError(f"{src.path}: given twice (as {seen[key]} and as {src.role}); the rows of a train "
+                            "file must not be counted twice or be in valid/test too")
+        seen.setdefault(key, src.role)
     sch = apply_options(sch, {k: v for k, v in options.items()
                               if k not in ("numeric", "fields", "dataset_id", "feature_index")})
     # files the rows are built from besides the inputs (joined tables, feature index): a change rebuilds
