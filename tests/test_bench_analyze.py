@@ -203,6 +203,20 @@ def test_cli_analyze_of_a_cut_off_grad_norms_csv_is_one_line(trained_runs, tmp_p
     assert res.exit_code == 2 and "grad_norms.csv: not a readable grad_norms.csv (" in res.output, res.output
 
 
+def test_cli_analyze_of_one_variant_from_two_benches_keeps_both_plots(trained_runs, tmp_path):
+    """Both runs were labelled 'deepfm/seed-1': the second grad_norms png overwrote the first."""
+    import shutil
+
+    runs = [tmp_path / bench / "deepfm" / "seed-1" for bench in ("a", "b")]
+    for run in runs:
+        shutil.copytree(trained_runs / "deepfm", run)
+    res = CliRunner().invoke(dlf_app(), ["analyze", *map(str, runs), "--out", str(tmp_path / "x"), "--no-probe"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "x").glob("grad_norms-*.png"))) == 2
+    text = (tmp_path / "x" / "analysis.md").read_text()
+    assert f"## Gradient norms: {runs[0]} (deepfm)" in text and f"## Gradient norms: {runs[1]} (deepfm)" in text
+
+
 def dlf_app():
     from dlf.cli import app
     return app

@@ -295,6 +295,9 @@ def analyze_runs(runs: list[Path], out: Path | None = None, *, probe_rows: int =
     files: list[Path] = []
     summary = ["# Analysis", ""]
     labels = {str(r): _label(r, configs[r]) for r in runs}
+    clash = [k for k, v in labels.items() if list(labels.values()).count(v) > 1]
+    for k in clash:  # one variant on two datasets or benches ('dlf/seed-1' twice): one png overwrote the other
+        labels[k] = f"{k.rstrip('/')} ({configs[Path(k)].model_name})"
     # (a) gradient norms
     for run in runs:
         csv_path = run / "grad_norms.csv"
