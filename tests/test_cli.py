@@ -86,3 +86,10 @@ def test_out_with_spaces_in_the_path(tmp_path):
     proc = run("train", "--out", str(out), *TINY, "--set", "train.epochs=1")
     assert proc.returncode == 0, proc.stderr
     assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
+
+
+def test_undefined_test_auc_prints_n_a_not_nan(tmp_path):
+    proc = run("train", "--out", str(tmp_path / "run"), *TINY, "--set", "train.epochs=1",
+               "--set", "data.synthetic.click_rate=0.001", "--set", "train.monitor=logloss")  # no click in test
+    assert proc.returncode == 0, proc.stderr
+    assert "n/a" in proc.stdout and "nan" not in proc.stdout.lower() and "undefined on the test split" in proc.stdout

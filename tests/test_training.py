@@ -52,3 +52,62 @@ def test_a_last_batch_of_one_row_is_dropped_not_a_batchnorm_crash():
                              "model.hidden=8", "train.epochs=1", "train.batch_size=100", "train.progress=false"])
     metrics = dlf.train(cfg, console=Console(quiet=True))
     assert metrics["history"][0]["epoch"] == 1 and metrics["epochs_run"] == 1
+
+
+ONE_CLASS = ["data.synthetic.rows=3000", "data.synthetic.click_rate=0.001", "data.synthetic.max_cardinality=50",
+             "model.embedding_dim=4", "model.layers=1", "model.rank=2", "model.interaction_tokens=2",
+             "model.implicit_tokens=2", "model.hidden=8", "train.epochs=2", "train.batch_size=256",
+             "train.progress=false"]  # click rate 0.1%: no click in the 300 validation and 300 test rows
+
+
+def test_one_class_validation_split_under_an_auc_monitor_is_a_clear_error(tmp_path):
+    """Its AUC was NaN: no evaluation counted as an improvement, the run stopped early after `patience` of them and
+    said 'restoring epoch 0' (nothing to restore), with 'val AUC nan' as the only hint."""
+    import dlf
+    from dlf.config import load_config
+    from dlf.train.trainer import TrainingError
+
+    for monitor in ("auc", "auc-logloss"):
+        with pytest.raises(TrainingError, match=f"train.monitor={monitor} needs both classes in the validation split, "
+                                                r"which has only label 0 \(300 rows\)"):
+            dlf.train(load_config(None, ONE_CLASS + [f"train.monitor={monitor}"]))
+
+
+def test_one_class_splits_under_a_logloss_monitor_train_and_say_auc_is_undefined(tmp_path):
+    import json
+
+    from rich.console import Console
+
+    import dlf
+    from dlf.config import load_config
+
+    console = Console(record=True, width=300)
+    metrics = dlf.train(load_config(None, ONE_CLASS + ["train.monitor=logloss", "train.patience=5"]),
+                        out=tmp_path / "run", console=console)
+    text = console.export_text()
+    assert "val AUC n/a" in text and "nan" not in text.lower()
+    assert "test auc, calibration undefined on the test split (300 rows, 0 positive)" in text
+    assert metrics["best_epoch"] >= 1  # logloss improved: the best weights are a real evaluation's
+    # metrics.json is JSON (NaN is not): undefined metrics are null
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text(),
+                       parse_constant=lambda c: pytest.fail(f"{c} in metrics.json"))
+    assert saved["test"]["auc"] is None and saved["test"]["logloss"] > 0
+    assert saved["history"][0]["val_auc"] is None and math.isnan(metrics["test"]["auc"])
+
+
+def test_empty_validation_split_is_a_clear_error():
+    import numpy as np
+
+    from dlf.data.dataset import ArrayDataset
+    from dlf.data.synthetic import generate
+    from dlf.config import load_config
+    from dlf.models import build_model
+    from dlf.train.trainer import TrainingError, fit
+
+    cfg = load_config(None, ONE_CLASS)
+    data = generate(cfg.data.synthetic)
+    v = data.valid
+    empty = ArrayDataset(v.categorical[:0], v.numeric[:0], v.multi[:0], v.label[:0])
+    with pytest.raises(TrainingError, match="validation split is empty"):
+        fit(build_model("dlf", data.feature_map, cfg.model), data.train, empty, cfg.train)
+    assert np.all(v.label == 0)

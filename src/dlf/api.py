@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -85,6 +86,18 @@ def _comparable(config: dict) -> dict:
     return d
 
 
+def _json_safe(obj):
+    """`obj` with NaN/inf floats as None: json.dumps writes them as NaN, which is not JSON (jq, JSON.parse and
+    strict parsers refuse metrics.json)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def _writable_run_dir(out: Path) -> None:
     """Create the run directory, or say in one line why it cannot be (was a FileExistsError / PermissionError
     traceback, after the data had been loaded)."""
@@ -142,6 +155,11 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
     except CheckpointError as exc:
         raise TrainingError(str(exc)) from None
     test = evaluate(model, data.test, cfg.train.eval_batch_size, dist, cfg.train.precision)
+    undefined = [k for k, v in test.items() if not math.isfinite(v)]
+    if undefined:  # e.g. the AUC of a one-class test split: say so rather than print 'nan' as a result
+        console.print(f"[yellow]warning:[/yellow] test {', '.join(undefined)} undefined on the test split "
+                      f"({len(data.test):,} rows, {int(np.count_nonzero(data.test.label)):,} positive); "
+                      "written as null in metrics.json", highlight=False)
     epochs_run = len({r["epoch"] for r in result["history"]})
     metrics = {"model": cfg.model_name, "dataset": cfg.data.dataset, "parameters": n_params,
                "best_epoch": result["best_epoch"], "best_step": result["best_step"], "epochs_run": epochs_run,
@@ -156,6 +174,6 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
         tmp = out / ".model.safetensors.tmp"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
         tmp.replace(out / "model.safetensors")
-        atomic_write_json(out / "metrics.json", metrics)
+        atomic_write_json(out / "metrics.json", _json_safe(metrics))
         metrics["run_dir"] = str(out)
     return metrics

@@ -84,13 +84,15 @@ def train(
 
 
 def _print_result(metrics: dict, out: Path | None) -> None:
+    from dlf.train.trainer import fmt_metric
+
     table = Table(title=f"{metrics['model']} on {metrics['dataset']} (test split)")
     for col in ("", "AUC", "logloss"):
         table.add_column(col, justify="right" if col else "left")
-    table.add_row(metrics["model"], f"{metrics['test']['auc']:.4f}", f"{metrics['test']['logloss']:.4f}")
+    table.add_row(metrics["model"], fmt_metric(metrics["test"]["auc"]), fmt_metric(metrics["test"]["logloss"]))
     if "oracle_test" in metrics:
         o = metrics["oracle_test"]
-        table.add_row("oracle (true probabilities)", f"{o['auc']:.4f}", f"{o['logloss']:.4f}")
+        table.add_row("oracle (true probabilities)", fmt_metric(o["auc"]), fmt_metric(o["logloss"]))
     Console().print(table)
     if out is not None:
         Console().print(f"run directory: {out}")

@@ -213,6 +213,25 @@ def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int, dist: DistCo
     return classification_metrics(labels, probs, groups)
 
 
+def check_validation(valid: ArrayDataset, monitor: str) -> None:
+    """Refuse a validation split that cannot drive early stopping: empty, or one class under an AUC monitor (AUC is
+    undefined there: it was NaN, no evaluation ever counted as an improvement, and the run stopped after
+    `patience` evaluations with nothing to restore)."""
+    if len(valid) == 0:
+        raise TrainingError("the validation split is empty: early stopping, lr decay and the choice of the best "
+                            "weights need validation rows")
+    positives = int(np.count_nonzero(valid.label))
+    if monitor != "logloss" and positives in (0, len(valid)):
+        raise TrainingError(f"train.monitor={monitor} needs both classes in the validation split, which has only "
+                            f"label {int(positives > 0)} ({len(valid):,} rows): its AUC is undefined; use "
+                            "train.monitor=logloss or a validation split with both classes")
+
+
+def fmt_metric(value: float) -> str:
+    """A metric for people: 'n/a' for an undefined one (the AUC of a one-class split) instead of 'nan'."""
+    return f"{value:.4f}" if math.isfinite(value) else "n/a"
+
+
 def _progress(console: Console, enabled: bool) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:,.0f} samples/s"),
@@ -282,6 +301,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         steps_per_epoch = len(train) // cfg.batch_size + (len(train) % cfg.batch_size >= 2 * dist.world)
     # (a last partial batch is kept only if every rank gets >= 2 rows: BatchNorm cannot train on one row)
 
+    check_validation(valid, cfg.monitor)
     model.to(device)
     reuse_freed_memory()
     # train.sparse_embedding: the fused tables get sparse gradients and their own row-wise optimiser
@@ -378,8 +398,8 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                   **{f"val_{k}": v for k, v in val.items()}, "best": plateau.improved}
         state.history.append(record)
         where = f"epoch {state.epoch:>2}" + ("" if epoch_end else f" step {state.global_step}")
-        say(f"{where}  loss {record['train_loss']:.4f}  val AUC {val['auc']:.4f}  "
-            f"val logloss {val['logloss']:.4f}  lr {lr:.0e}  {record['samples_per_s']:,.0f} samples/s"
+        say(f"{where}  loss {record['train_loss']:.4f}  val AUC {fmt_metric(val['auc'])}  "
+            f"val logloss {fmt_metric(val['logloss'])}  lr {lr:.0e}  {record['samples_per_s']:,.0f} samples/s"
             + ("  *" if plateau.improved else ""), highlight=False)
         if plateau.improved:
             best_state = {k: v.detach().clone() for k, v in _unwrap(net).state_dict().items()}
