@@ -180,6 +180,23 @@ def test_a_damaged_feature_map_in_the_output_is_rebuilt(tmp_path, damage):
     assert not r.skipped and load_processed(out)[0].meta["fingerprint"] == r.feature_map.meta["fingerprint"]
 
 
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    """A file where the output folder's parent should be, or a full disk, were OSError tracebacks."""
+    import errno
+
+    from dlf.data import store
+    write(tmp_path / "f", "x")
+    with pytest.raises(DataError, match=r"f/out: cannot write the output there"):
+        preprocess("criteo", [FIX / "criteo_tiny.txt"], tmp_path / "f" / "out", options={"min_count": 1})
+
+    def full(self, cols):
+        raise OSError(errno.ENOSPC, "No space left on device", "label.npy")
+    monkeypatch.setattr(store.SplitWriter, "write", full)
+    with pytest.raises(DataError, match="label.npy: No space left on device"):
+        preprocess("criteo", [FIX / "criteo_tiny.txt"], tmp_path / "out", options={"min_count": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
 def test_folders_left_by_a_dead_run_are_removed(tmp_path):
     """A run killed while swapping folders left .OUT.old-PID-* (a whole dataset) that nothing removed; an output
     name with glob characters ('out[1]') never matched its own leftovers."""

@@ -658,10 +658,13 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
         if fm is not None and fm.meta.get("fingerprint") == fp:
             log(f"{out} is up to date (same inputs and schema); nothing to do")
             return Result(out, True, fm, time.perf_counter() - started)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:  # an output that cannot be written (a file in the path, no permission) was an OSError traceback
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale(out)
+        tmp.mkdir()
+    except OSError as exc:
+        raise DataError(f"{out}: cannot write the output there: {exc.strerror or exc} ({exc.filename})") from None
     try:
         fm = _run(sch, sources, tmp, bad, block_bytes, log, _fail_after_chunks)
         fm.meta.update(fingerprint=fp, preset=preset, options={k: str(v) for k, v in options.items()},
@@ -671,6 +674,9 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
         if out.exists() and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         publish_dir(tmp, out)
+    except OSError as exc:  # e.g. the disk filled up: one line, and the partial output goes
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{exc.filename or out}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
