@@ -145,6 +145,15 @@ def test_options_that_are_not_integers_or_do_not_apply_are_errors(tmp_path, pres
         preprocess(preset, [FIX / "criteo_tiny.txt"], tmp_path / "o", options=options)
 
 
+def test_a_directory_given_as_a_file_or_schema_is_one_line(tmp_path):
+    """Both were IsADirectoryError tracebacks (the fingerprint, the schema reader opened them)."""
+    (tmp_path / "d").mkdir()
+    with pytest.raises(DataError, match=r"d: is a directory, expected a file"):
+        preprocess("criteo", [tmp_path / "d"], tmp_path / "o")
+    with pytest.raises(DataError, match=r"schema file '.*d' cannot be read"):
+        preprocess("generic", [FIX / "criteo_tiny.txt"], tmp_path / "o", schema=tmp_path / "d")
+
+
 def test_an_input_file_given_twice_is_an_error(tmp_path):
     """The same file twice doubled its rows, or put them in train and test alike (test AUC on training rows)."""
     with pytest.raises(DataError, match=r"criteo_tiny\.txt: given twice \(as train and as test\)"):

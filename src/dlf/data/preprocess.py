@@ -41,7 +41,7 @@ import pyarrow.feather as feather
 from dlf._io import publish_dir
 from dlf.data.features import OOV_ID, FeatureMap, FieldSpec
 from dlf.data.presets import ROLES, Source, get_preset
-from dlf.data.readers import DEFAULT_BLOCK_BYTES, BadRows, Chunk
+from dlf.data.readers import DEFAULT_BLOCK_BYTES, BadRows, Chunk, check_file
 from dlf.data.schema import DataError, FieldOptions, Schema, read_schema_yaml
 from dlf.data.store import SPLITS, STORE_VERSION, SplitWriter, is_processed
 
@@ -637,6 +637,7 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
     sch, sources = p.build(parsed_inputs, user_schema, options)
     seen: dict[Path, str] = {}
     for src in sources:  # a train file twice doubled its rows, or put them in train and valid/test alike
+        check_file(src.path)  # a directory (was IsADirectoryError from the fingerprint) or an empty file
         key = Path(src.path).resolve()  # (valid and test may be one file: a dataset with no validation split)
         if key in seen and "train" in (seen[key], src.role):
             raise DataError(f"{src.path}: given twice (as {seen[key]} and as {src.role}); the rows of a train "

@@ -271,5 +271,7 @@ def read_schema_yaml(path: Path):
         return yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
         raise DataError(f"schema file {str(path)!r} does not exist") from None
+    except OSError as exc:  # a directory, no permission: was a traceback
+        raise DataError(f"schema file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise DataError(f"schema file {str(path)!r} is not valid YAML: {exc}") from None
