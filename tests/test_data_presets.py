@@ -10,7 +10,7 @@ from dlf.data.features import OOV_ID, PAD_ID
 from dlf.data.preprocess import KNOWN_OPTIONS, preprocess
 from dlf.data.presets import get_preset, read_feature_index
 from dlf.data.readers import BadRows
-from dlf.data.schema import DataError
+from dlf.data.schema import DataError, FieldOptions, Schema
 from dlf.data.store import load_processed, vocabulary
 
 FIX = Path(__file__).parent / "fixtures" / "data"
@@ -520,3 +520,10 @@ def test_fuxictr_yaml_copy_from_meta_group_id_and_hash_bucket(tmp_path):
     assert [f.name for f in fm.fields] == ["cat", "c2"] and fm.group == "userid"
     stats = fm.meta["fields"]["c2"]
     assert stats["source"] == "itemid" and stats["buckets"] == 7 and fm.fields[1].vocab_size == 3 + 7
+
+
+def test_a_libfm_range_in_a_table_schema_is_an_error(tmp_path):
+    """`range` belongs to libFM fields; in a CSV schema the field had no column: KeyError traceback."""
+    schema = Schema(fields=[FieldOptions("city"), FieldOptions("x", range=(1, 2))], label="label")
+    with pytest.raises(DataError, match=re.escape("field(s) ['x']: `range` is for libFM input")):
+        preprocess("generic", [FIX / "fuxictr_tiny" / "train.csv"], tmp_path / "o", schema=schema)

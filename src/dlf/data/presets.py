@@ -75,6 +75,9 @@ def table_sources(inputs: list[tuple[str, Path]], schema: Schema,
                   derive: Callable[[Chunk, BadRows], Chunk] | None = None, use: list[str] | None = None,
                   columns: list[str] | None = None, depends: list[str] | None = None) -> list[Source]:
     """`columns`: the file's columns when they are not `schema.columns` (which then also names derived ones)."""
+    ranged = [f.name for f in schema.fields if f.range is not None]
+    if ranged:  # libFM index ranges: the field has no column here (was a KeyError traceback)
+        raise DataError(f"field(s) {ranged}: `range` is for libFM input (preset libfm); a table field reads a column")
     use = use or schema.raw_columns()
     columns = columns or schema.columns
     sources = []
