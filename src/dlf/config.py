@@ -86,6 +86,10 @@ class TrainConfig:
         if self.embedding_optimizer != "auto" and not self.sparse_embedding:
             raise ConfigError(f"train.embedding_optimizer={self.embedding_optimizer} updates the embedding tables "
                               "row by row from sparse gradients; set train.sparse_embedding=true as well")
+        if self.threads < 0:  # torch.set_num_threads refuses it with a traceback
+            raise ConfigError(f"train.threads must be >= 0 (0: torch's default), got {self.threads}")
+        if not -2**32 < self.seed < 2**32:  # torch.manual_seed overflowed (a traceback) on larger ones
+            raise ConfigError(f"train.seed must be an integer between -2**32 and 2**32 (exclusive), got {self.seed}")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 
