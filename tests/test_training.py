@@ -32,6 +32,15 @@ def test_lr_never_goes_below_min_lr():
     assert opt.param_groups[0]["lr"] == 5e-5
 
 
+def test_a_plateau_never_raises_an_lr_that_is_below_min_lr():
+    """An lr below min_lr (train.embedding_lr=1e-7, or min_lr set above lr) was raised to min_lr by a 'decay'."""
+    low, high = _opt(1e-7), _opt(1e-3)
+    ctl = PlateauController(decay=0.1, patience=10, min_lr=1e-6)
+    ctl.step(1.0, low, high)
+    ctl.step(0.0, low, high)
+    assert low.param_groups[0]["lr"] == 1e-7 and high.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
 def test_monitor_is_higher_is_better():
     m = {"auc": 0.8, "logloss": 0.45}
     assert monitor_value(m, "auc-logloss") == pytest.approx(0.35)

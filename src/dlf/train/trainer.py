@@ -66,7 +66,8 @@ class PlateauController:
             return False
         self.bad_epochs += 1
         for group in (g for opt in optimizers for g in opt.param_groups):
-            group["lr"] = max(group["lr"] * self.decay, self.min_lr)
+            # min_lr is a floor for the decay, never a raise (a group may start below it: train.embedding_lr)
+            group["lr"] = max(group["lr"] * self.decay, min(self.min_lr, group["lr"]))
         return self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict:
