@@ -527,3 +527,14 @@ def test_a_libfm_range_in_a_table_schema_is_an_error(tmp_path):
     schema = Schema(fields=[FieldOptions("city"), FieldOptions("x", range=(1, 2))], label="label")
     with pytest.raises(DataError, match=re.escape("field(s) ['x']: `range` is for libFM input")):
         preprocess("generic", [FIX / "fuxictr_tiny" / "train.csv"], tmp_path / "o", schema=schema)
+
+
+def test_fuxictr_without_yaml_finds_a_capitalised_label(tmp_path):
+    """BARS Criteo_x4's CSV header starts with 'Label': "no label column (label, click or clicked)"."""
+    d = tmp_path / "x4"
+    d.mkdir()
+    for role in ("train", "valid", "test"):
+        text = (FIX / "fuxictr_tiny" / f"{role}.csv").read_text()
+        (d / f"{role}.csv").write_text("Label" + text[len("label"):])
+    fm, tr, _, _ = run("fuxictr", [d], tmp_path / "o")
+    assert fm.label == "Label" and [f.name for f in fm.fields] == ["userid", "itemid", "cat", "price", "tags"]

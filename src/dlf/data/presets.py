@@ -282,7 +282,8 @@ def _infer_schema(inputs) -> Schema:
     else:
         with open(check_file(path), encoding="utf-8-sig", errors="replace") as fh:  # -sig: a BOM is not a name
             names = header_names(fh.readline().rstrip("\r\n"), ",", True)
-    label = next((c for c in ("label", "click", "clicked") if c in names), None)
+    # any case: BARS Criteo_x4's column is 'Label'
+    label = next((c for want in ("label", "click", "clicked") for c in names if c.lower() == want), None)
     if label is None:
         raise DataError(f"{path}: no label column (label, click or clicked) in {names}; pass the dataset YAML "
                         "with --schema")
