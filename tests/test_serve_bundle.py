@@ -186,6 +186,16 @@ def test_empty_lines_are_not_scored(demo, tmp_path):
         assert res.rows == got.num_rows and got["id"].to_pylist() == want_ids
 
 
+def test_columns_repeating_the_header_do_not_score_it(demo, tmp_path):
+    """--columns on a file that has a header read that header as a record: scored (a bundle of text fields only)
+    or, here, a bad row 'expected a number, got 'age''."""
+    b = load_bundle(demo["bundle"])
+    want = pq.read_table(predict_file(b, demo["test_csv"], tmp_path / "w.parquet").output)["probability"]
+    header = demo["test_csv"].read_text().splitlines()[0].split(",")
+    got = predict_file(b, demo["test_csv"], tmp_path / "o.parquet", columns=header)
+    assert got.rows == 400 and pq.read_table(got.output)["probability"].equals(want)
+
+
 def test_parquet_columns_that_are_not_text_or_numbers_are_one_line_errors(demo, tmp_path):
     """A list column for the multi-valued field, a struct, bytes that are not UTF-8: were Arrow tracebacks."""
     import pyarrow as pa

@@ -177,6 +177,9 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, fmt: str = "au
     if delimiter is None:
         delimiter = schema.delimiter if (schema is not None and schema.delimiter and schema.format == fmt) else \
             ("\t" if fmt == "tsv" else ",")
+    encoding = schema.encoding if schema is not None else "utf-8"
+    if header is None and columns is not None and _header_names(path, delimiter, encoding) == list(columns):
+        header = True  # --columns naming a file whose first line is those names: a header, not a record to score
     if header is None:
         header = columns is None and (schema is None or schema.header)
     names = None
@@ -193,7 +196,6 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, fmt: str = "au
         missing = [c for c in need if c not in names]
         if missing:
             raise DataError(f"{path}: the columns {names} do not include {missing}")
-    encoding = schema.encoding if schema is not None else "utf-8"
     # Arrow reads an empty line as a row whose every column is empty, which scored as an all-missing record (a
     # trailing blank line added a row to the output): read every column, and skip rows with no value in any of them,
     # as pandas and Arrow's default do. When the header lacks an input, read_delimited names it (use=need).
