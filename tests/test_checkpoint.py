@@ -159,3 +159,15 @@ def _save_args(step):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     return {"model_state": model.state_dict(), "optimizer_state": opt.state_dict(),
             "state": TrainState(global_step=step), "config": {}}
+
+
+def test_temporary_files_of_a_write_cut_off_by_a_kill_are_removed_by_the_next_save(tmp_path):
+    """SIGKILL during a write leaves the temporary file (as large as a checkpoint); nothing removed it, so each
+    pre-emption mid-write left one more behind."""
+    leftover = tmp_path / ".step-000000003.safetensors.k2j4x9.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    other = tmp_path / "notes.tmp"  # not ours: kept
+    other.write_text("x")
+    _save(tmp_path, 4)
+    assert not leftover.exists() and other.exists()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000004.safetensors"]

@@ -208,6 +208,10 @@ def save_checkpoint(directory: str | Path, *, model_state: dict, optimizer_state
            "sparse_optimizer": sparse_meta, "rng": rng_meta, "config": config, "has_best": best_state is not None,
            "digest": _digest(tensors)}
     path = checkpoint_path(directory, state.global_step)
+    # temporary files of writes cut off by a kill (atomic_write_bytes names them .step-N.safetensors.*.tmp): nothing
+    # else removes them, and each is as large as a checkpoint. Only this process writes checkpoints of the run.
+    for stale in directory.glob(".step-*.safetensors.*.tmp"):
+        stale.unlink(missing_ok=True)
     atomic_write_bytes(path, st_save(tensors, metadata={"dlf_checkpoint": json.dumps(doc)}))
     # A file above the step just written is one a resume skipped as corrupted: ranked newest, it pushed the good
     # checkpoints out of the rotation (with keep=1 each new checkpoint was deleted as soon as it was written).
