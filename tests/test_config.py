@@ -37,6 +37,8 @@ def test_model_flag_selects_that_models_defaults():
     (["train.lr=inf"], "train.lr: expected a finite number, got inf"),
     (["train.clip_norm=-1"], "train.clip_norm must be >= 0"),
     (["data.synthetic.splits=[0.8, .nan, 0.1]"], r"data.synthetic.splits\[1\]: expected a finite number"),
+    (["model=dlf"], r"model: expected a mapping of keys \(e.g. model.KEY=VALUE, model.name=dlf\), got 'dlf'"),
+    (["model=[1, 2]"], "model: expected a mapping of keys"),  # both were tracebacks
     (["train.threads=-1"], r"train.threads must be >= 0 \(0: torch's default\), got -1"),  # was a torch traceback
     (["train.seed=18446744073709551617"], "train.seed must be an integer between"),  # was an overflow traceback
     (["train.seed=35184372088832"], "train.seed must be an integer between"),  # overflowed in the epoch shuffle

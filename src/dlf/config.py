@@ -238,6 +238,10 @@ def from_dict(raw: dict) -> RunConfig:
     unknown = set(raw) - {"model", "data", "train"}
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; valid sections: model, data, train")
+    for section in ("model", "data", "train"):  # `model: dlf` or --set model=dlf was a ValueError traceback
+        if not isinstance(raw.get(section) or {}, dict):
+            raise ConfigError(f"{section}: expected a mapping of keys (e.g. {section}.KEY=VALUE"
+                              f"{', model.name=dlf' if section == 'model' else ''}), got {raw[section]!r}")
     model_raw = dict(raw.get("model") or {})
     name = model_raw.pop("name", "dlf")
     try:
