@@ -39,3 +39,12 @@ def test_degenerate_inputs_and_calibration():
     assert calibration(np.array([0, 1, 0, 1]), np.array([0.25] * 4)) == pytest.approx(0.5)
     m = classification_metrics(np.array([0, 1, 1, 0]), np.array([0.1, 0.9, 0.8, 0.3]), np.array([1, 1, 2, 2]))
     assert m["auc"] == 1.0 and m["gauc"] == 1.0
+
+
+def test_an_empty_split_has_every_metric_undefined_without_numpy_warnings():
+    import warnings
+    empty = np.array([], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # was RuntimeWarning: Mean of empty slice (twice)
+        m = classification_metrics(empty, empty, np.array([], dtype=np.int64))
+    assert set(m) == {"auc", "logloss", "calibration", "gauc"} and all(np.isnan(v) for v in m.values())

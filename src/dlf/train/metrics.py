@@ -70,6 +70,8 @@ def calibration(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray | None = None) -> dict:
+    if len(labels) == 0:  # every metric is undefined (NumPy's mean of nothing would warn "Mean of empty slice")
+        return dict.fromkeys(["auc", "logloss", "calibration"] + (["gauc"] if groups is not None else []), float("nan"))
     out = {"auc": roc_auc(labels, probs), "logloss": log_loss(labels, probs),
            "calibration": calibration(labels, probs)}
     if groups is not None:
