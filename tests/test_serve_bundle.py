@@ -196,20 +196,24 @@ def test_columns_repeating_the_header_do_not_score_it(demo, tmp_path):
     assert got.rows == 400 and pq.read_table(got.output)["probability"].equals(want)
 
 
-def test_parquet_columns_that_are_not_text_or_numbers_are_one_line_errors(demo, tmp_path):
-    """A list column for the multi-valued field, a struct, bytes that are not UTF-8: were Arrow tracebacks."""
+def test_parquet_list_columns_and_columns_that_are_not_text(demo, tmp_path):
+    """A list column for the multi-valued field scores as its separator-joined text (was an Arrow traceback, then
+    refused); a struct, or bytes that are not UTF-8, are one line naming the file and column."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     b = load_bundle(demo["bundle"])
     table = pcsv.read_csv(demo["test_csv"], convert_options=pcsv.ConvertOptions(
         column_types={c: pa.string() for c in ["id", "city", "tags"]}, strings_can_be_null=False))
-    cases = {"list": ("tags", pc.split_pattern(table["tags"], ";"),
-                      r"list\.parquet: column 'tags' is list<element: string>, expected text or numbers; give the "
-                      "multi-valued field as text joined by ';'"),
-             "struct": ("age", pa.array([{"a": 1}] * table.num_rows), r"column 'age' is struct<a: int64>"),
+    want = pq.read_table(predict_file(b, demo["test_csv"], tmp_path / "w.parquet").output)["probability"]
+    lists = pc.split_pattern(table["tags"], ";")
+    lists = pc.if_else(pc.equal(table["tags"], ""), pa.scalar([], lists.type), lists)  # '' is no tag, not ['']
+    pq.write_table(table.set_column(table.column_names.index("tags"), "tags", lists), tmp_path / "list.parquet")
+    got = predict_file(b, tmp_path / "list.parquet", tmp_path / "l.parquet")
+    assert pq.read_table(got.output)["probability"].equals(want)
+    cases = {"struct": ("age", pa.array([{"a": 1}] * table.num_rows), r"column 'age' of type struct<a: int64> "),
              "bytes": ("city", pa.array([b"\xff"] * table.num_rows, pa.binary()),
-                       r"bytes\.parquet \(rows from 1\): cannot read the input columns as text: Invalid UTF8")}
+                       r"bytes\.parquet: column 'city' of type binary cannot be read as text: Invalid UTF8")}
     for name, (col, values, message) in cases.items():
         pq.write_table(table.set_column(table.column_names.index(col), col, values), tmp_path / f"{name}.parquet")
         with pytest.raises(DataError, match=message):

@@ -130,25 +130,6 @@ def _input_format(path: Path, fmt: str) -> str:
     return found
 
 
-def _check_parquet_types(bundle: Bundle, path: Path, need: list[str]) -> None:
-    """Values are read as text: a nested column (list, struct, map) cannot be, and Arrow's cast error named neither
-    the file nor the column. A Parquet list for a multi-valued field is not read (docs/serving.md, Not done)."""
-    import pyarrow.parquet as pq
-
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowException, OSError):
-        return  # read_parquet says what is wrong with the file
-    seps = {i.name: i.separator for i in bundle.encoder.inputs if i.kind == "multi"}
-    for name in need:
-        if name not in schema.names:
-            continue  # read_parquet names the absent columns
-        t = schema.field(name).type
-        if pa.types.is_nested(t.value_type if pa.types.is_dictionary(t) else t):
-            hint = f"; give the multi-valued field as text joined by {seps[name]!r}" if name in seps else ""
-            raise DataError(f"{path}: column {name!r} is {t}, expected text or numbers{hint}")
-
-
 def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, fmt: str = "auto", header: bool | None = None,
                columns: list[str] | None = None, delimiter: str | None = None, extra: list[str] | None = None,
                block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Chunk]:
@@ -161,18 +142,10 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, fmt: str = "au
     fmt = _input_format(path, fmt)
     need = list(dict.fromkeys(list(bundle.encoder.columns) + list(extra or [])))
     if fmt == "parquet":
-        _check_parquet_types(bundle, path, need)
-        chunks, start = read_parquet(path, use=need, rows=max(1024, block_bytes // 256)), 1
-        while True:
-            try:
-                chunk = next(chunks)
-            except StopIteration:
-                return
-            except pa.ArrowException as exc:  # e.g. a binary column with bytes that are not UTF-8
-                raise DataError(f"{path} (rows from {start}): cannot read the input columns as text: "
-                                f"{str(exc).splitlines()[0]}") from None
-            start += len(chunk)
-            yield chunk
+        # a list column of a multi-valued field is joined with its separator, as preprocessing reads it
+        seps = {i.name: i.separator or "|" for i in bundle.encoder.inputs if i.kind == "multi"}
+        yield from read_parquet(path, use=need, rows=max(1024, block_bytes // 256), separators=seps)
+        return
     schema = getattr(bundle.encoder, "schema", None)
     if delimiter is None:
         delimiter = schema.delimiter if (schema is not None and schema.delimiter and schema.format == fmt) else \
