@@ -543,6 +543,19 @@ def test_parquet_list_columns_are_multi_valued_fields(tmp_path):
                    schema=Schema(fields=[FieldOptions("hist")], label="click"))
 
 
+@pytest.mark.parametrize("encoding, bom", [("utf-16", b""), ("iso-8859-1", b"\xef\xbb\xbf"), ("utf-8", b"")])
+def test_header_in_the_schemas_encoding(tmp_path, encoding, bom):
+    """Excel's "Unicode Text" is UTF-16: its header was read up to the byte 0x0A and decoded alone, "header is
+    not valid utf-16" even with `encoding: utf-16` in the schema."""
+    text = "click\tcity\tage\n" + "".join(f"{i % 2}\tParís{i % 3}\t{20 + i}\n" for i in range(12))
+    write(tmp_path / "t.tsv", bom + text.encode(encoding))
+    schema = Schema(fields=[FieldOptions("city"), FieldOptions("age", "numeric")], label="click", format="tsv",
+                    encoding=encoding)
+    preprocess("generic", [tmp_path / "t.tsv"], tmp_path / "o", schema=schema, options={"ratios": "1,0,0"})
+    assert sorted(vocabulary(tmp_path / "o", "city")) == ["París0", "París1", "París2"]
+    np.testing.assert_array_equal(np.asarray(load_processed(tmp_path / "o")[1].numeric)[:, 0], np.arange(20, 32))
+
+
 def test_csv_header_with_a_bom_and_header_only_files(tmp_path):
     """Excel's "CSV UTF-8" starts with a BOM: header has no column(s) ['click'] before; a header-only file's
     error did not name it."""

@@ -155,11 +155,14 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     path = check_file(path)
     name = str(path)
     if header:
-        with open(path, "rb") as fh:
-            first = strip_bom(fh.readline())
-        try:
-            head = first.decode(encoding).rstrip("\r\n")
-        except UnicodeDecodeError:
+        with open(path, "rb") as raw:
+            bom = raw.read(len(BOM)) == BOM
+        try:  # decoded as text: a UTF-16 header's bytes end in "\n\0" (Excel's "Unicode Text"), not "\n"
+            with open(path, encoding=encoding, newline="") as text:
+                head = text.readline().rstrip("\r\n")
+            if bom:  # '\ufeff' in UTF-8, 'ï»¿' in ISO-8859-1
+                head = head.removeprefix(BOM.decode(encoding, errors="ignore"))
+        except UnicodeError:
             raise DataError(f"{name}:1: header is not valid {encoding}") from None
         names = header_names(head, delimiter, quote)
         if use:
