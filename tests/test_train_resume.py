@@ -188,3 +188,18 @@ def test_run_of_a_relative_data_path_resumes_from_another_directory(tmp_path, mo
     monkeypatch.chdir(tmp_path / "run")
     metrics = dlf_api.train(resume=tmp_path / "run", console=Console(quiet=True))
     assert metrics["epochs_run"] == 1
+
+
+def test_resume_with_another_process_count_warns(tmp_path):
+    """The process count is in no config, so resuming a 2-process run with 1 process passed silently although the
+    result then cannot match (other dropout streams, other shards)."""
+    from dlf.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+    run = tmp_path / "run"
+    dlf_api.train(_api_config("train.epochs=1"), out=run, console=Console(quiet=True))
+    ck = load_checkpoint(list_checkpoints(run / "checkpoints")[0])
+    save_checkpoint(run / "checkpoints", model_state=ck.model, optimizer_state=ck.optimizer, state=ck.state,
+                    config=ck.config, best_state=ck.best, rank_rng=[ck.rng["torch"]] * 2)  # as 2 processes write it
+    for epochs, warned in ((2, True), (3, False)):  # then the checkpoint this 1-process resume wrote: no warning
+        console = Console(record=True, width=400)
+        dlf_api.train(_api_config(f"train.epochs={epochs}", path=run / "config.yaml"), resume=run, console=console)
+        assert ("written by 2 process(es) and is resumed with 1" in console.export_text()) is warned

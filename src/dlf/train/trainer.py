@@ -348,6 +348,11 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                         "(raise train.epochs to train longer)")
         say(f"resuming from {resume.path.name}: epoch {state.epoch}, step {state.step}/{steps_per_epoch} "
             f"(global step {state.global_step})" + finished)
+        written_by = max(1, len(resume.rng.get("ranks", {})))  # a multi-process checkpoint has each rank's RNG
+        if written_by != dist.world and not state.done:  # the process count is in no config: say it here
+            say(f"[yellow]warning:[/yellow] {resume.path.name} was written by {written_by} process(es) and is "
+                f"resumed with {dist.world}: the result will not match an uninterrupted run (resume with "
+                f"--nproc {written_by} for that)")
     net = model
     if dist.enabled and device.type == "cuda" and getattr(cfg, "sync_batchnorm", True):
         # batch-norm statistics over the global batch (torch supports SyncBatchNorm on CUDA only;
