@@ -538,3 +538,9 @@ def test_fuxictr_without_yaml_finds_a_capitalised_label(tmp_path):
         (d / f"{role}.csv").write_text("Label" + text[len("label"):])
     fm, tr, _, _ = run("fuxictr", [d], tmp_path / "o")
     assert fm.label == "Label" and [f.name for f in fm.fields] == ["userid", "itemid", "cat", "price", "tags"]
+
+
+def test_a_time_column_the_preset_does_not_read_is_one_line(tmp_path):
+    """--option split=time with a time_column the preset's reader does not give (avazu's dropped id): KeyError."""
+    with pytest.raises(DataError, match=r"avazu_tiny\.csv: no column 'id' among the columns this preset reads: "):
+        preprocess("avazu", [FIX / "avazu_tiny.csv"], tmp_path / "o", options={"split": "time", "time_column": "id"})

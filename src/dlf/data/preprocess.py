@@ -235,7 +235,11 @@ class ChunkParser:
                 bad.add(chunk.where(rows[i]), message(i), chunk.file)
             keep[rows] = False
 
-        col = lambda name: chunk.columns[name]  # noqa: E731
+        def col(name: str) -> pa.Array:
+            if name not in chunk.columns:  # e.g. --option time_column=NAME a preset does not read: was a KeyError
+                raise DataError(f"{chunk.file}: no column {name!r} among the columns this preset reads: "
+                                f"{', '.join(chunk.columns)}")
+            return chunk.columns[name]
         # label
         text = col(s.label)
         ok = _to_np_bool(pc.is_in(text, value_set=self.label_spellings))
