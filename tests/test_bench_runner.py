@@ -95,8 +95,11 @@ def test_a_dataset_whose_runs_all_fail_and_an_undefined_auc_still_give_the_repor
         if cfg.data.path:
             raise RuntimeError("boom")
         metrics = dlf.train(cfg, out=out, resume=resume, console=console)
-        if cfg.model_name == "fm":
+        if cfg.model_name == "fm":  # as dlf.train gives it: NaN in the dict, null in metrics.json (6a2ce9e)
             metrics["test"]["auc"] = float("nan")
+            saved = json.loads((out / "metrics.json").read_text())
+            saved["test"]["auc"] = None
+            (out / "metrics.json").write_text(json.dumps(saved))
         return metrics
 
     spec = tiny_spec(["fm", "lr"], seeds=[1], datasets={"synthetic": {}, "other": {"path": str(other)}})
@@ -106,9 +109,17 @@ def test_a_dataset_whose_runs_all_fail_and_an_undefined_auc_still_give_the_repor
     lr_auc = result.records[1]["metrics"]["test"]["auc"]
     table = report.split("## synthetic")[1].split("## other")[0]
     assert table.index("| 1 | lr |") < table.index("| 2 | fm |")  # NaN is not ranked first
+    assert "| 2 | fm | fm | 1/1 | n/a |" in table
     assert f"Best: lr ({lr_auc:.4f})" in table
     assert "| – | fm | fm | 0/1 FAILED: RuntimeError: boom" in report
     assert (tmp_path / "b" / "bench.png").stat().st_size > 1000
+    # rerun (resume): the finished fm run's metrics.json holds null, which was a TypeError in the console line
+    # and in the mean ('NoneType' and 'float')
+    for report_only in (False, True):
+        again = run_bench(spec, tmp_path / "b", console=QUIET, train_fn=train_fn, report_only=report_only)
+        assert [r["status"] for r in again.records] == ["skipped", "skipped", "failed", "failed"]
+        assert (tmp_path / "b" / "report.md").read_text().split("## Settings")[0].split("UTC.")[1] == \
+            report.split("## Settings")[0].split("UTC.")[1]
 
 
 def test_an_interrupted_bench_resumes_without_rerunning_finished_runs(tmp_path):

@@ -27,6 +27,16 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
+def metric(value) -> float:
+    """A test metric as a number: metrics.json holds null for an undefined one (the AUC of a one-class test split),
+    the dict dlf.train returns NaN; both are NaN here (a mean over seeds with one is NaN, shown as such)."""
+    return float("nan") if value is None else float(value)
+
+
+def show(value) -> str:
+    return "n/a" if not _finite(metric(value)) else f"{value:.4f}"
+
+
 def train_samples_per_s(metrics: dict) -> float | None:
     """Mean training throughput over the epochs (the epoch-end evaluations' samples/s)."""
     rates = [r["samples_per_s"] for r in metrics.get("history", []) if r.get("epoch_end") and r.get("samples_per_s")]
@@ -43,8 +53,8 @@ def summarize(records: list[dict]) -> list[dict]:
     for (dataset, variant), runs in groups.items():
         ok = [r for r in runs if r["metrics"] is not None]
         ms = [r["metrics"] for r in ok]
-        auc = mean_std([m["test"]["auc"] for m in ms])
-        logloss = mean_std([m["test"]["logloss"] for m in ms])
+        auc = mean_std([metric(m["test"]["auc"]) for m in ms])
+        logloss = mean_std([metric(m["test"]["logloss"]) for m in ms])
         rates = [x for x in (train_samples_per_s(m) for m in ms) if x is not None]
         rows.append({
             "dataset": dataset, "variant": variant, "model": runs[0]["model"], "seeds": len(runs), "ok": len(ok),
@@ -70,6 +80,8 @@ def _finite(x) -> bool:
 def _fmt(mean, std, digits=4) -> str:
     if mean is None:
         return "–"
+    if not _finite(mean):
+        return "n/a"  # undefined on the test split (one class), as dlf train prints it
     return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 

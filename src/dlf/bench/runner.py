@@ -530,7 +530,7 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
     cli_sets: overrides that win over the spec's and the variants' (the `--set` flags).
     report_only: run nothing; report what is on disk. train_fn: stand-in for dlf.train (tests).
     """
-    from dlf.bench.report import write_report
+    from dlf.bench.report import show, write_report
 
     console = console or Console(soft_wrap=True)
     out = Path(out)
@@ -577,7 +577,8 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
         else:
             t = outcome["metrics"]["test"]
             what = "done before, skipped" if outcome["status"] == "skipped" else f"{outcome['seconds']:.0f} s"
-            console.print(f"{prefix} test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  ({what})", highlight=False)
+            console.print(f"{prefix} test AUC {show(t['auc'])}  logloss {show(t['logloss'])}  ({what})",
+                          highlight=False)
         return rec
 
     for ds in spec.datasets:
