@@ -556,6 +556,22 @@ def test_header_in_the_schemas_encoding(tmp_path, encoding, bom):
     np.testing.assert_array_equal(np.asarray(load_processed(tmp_path / "o")[1].numeric)[:, 0], np.arange(20, 32))
 
 
+def test_compressed_inputs_are_read(tmp_path):
+    """A Criteo train.txt.gz was read (Arrow decompressed it when given the path) until the reader opened the file
+    itself; a .csv.gz header was never decompressed ("header is not valid utf-8")."""
+    import gzip
+    write(tmp_path / "in.txt.gz", gzip.compress(("\n".join(CRITEO) + "\n").encode()))
+    a = preprocess("criteo", [tmp_path / "in.txt.gz"], tmp_path / "a", options={"min_count": 1})
+    b = preprocess("criteo", [FIX / "criteo_tiny.txt"], tmp_path / "b", options={"min_count": 1})
+    assert a.rows == b.rows == 24
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "train" / "categorical.npy"),
+                                  np.load(tmp_path / "b" / "train" / "categorical.npy"))
+    plain = generic_csv(tmp_path, [str(20 + i) for i in range(10)]).read_bytes()
+    write(tmp_path / "in.csv.gz", gzip.compress(plain))
+    schema = Schema(fields=AGE_SCHEMA.fields, label="click", format="csv")
+    assert preprocess("generic", [tmp_path / "in.csv.gz"], tmp_path / "c", schema=schema).rows == 10
+
+
 def test_csv_header_with_a_bom_and_header_only_files(tmp_path):
     """Excel's "CSV UTF-8" starts with a BOM: header has no column(s) ['click'] before; a header-only file's
     error did not name it."""

@@ -8,7 +8,9 @@ naming file and line; with `on_bad_row="skip"` they are dropped and counted.
 """
 from __future__ import annotations
 
+import codecs
 import io
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,13 +157,13 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     path = check_file(path)
     name = str(path)
     if header:
-        with open(path, "rb") as raw:
-            bom = raw.read(len(BOM)) == BOM
+        with _open_input(path) as raw:
+            first = raw.read(1 << 20)
         try:  # decoded as text: a UTF-16 header's bytes end in "\n\0" (Excel's "Unicode Text"), not "\n"
-            with open(path, encoding=encoding, newline="") as text:
-                head = text.readline().rstrip("\r\n")
-            if bom:  # '\ufeff' in UTF-8, 'ï»¿' in ISO-8859-1
+            head = codecs.getincrementaldecoder(encoding)().decode(first, final=False)
+            if first.startswith(BOM):  # '\ufeff' in UTF-8, 'ï»¿' in ISO-8859-1
                 head = head.removeprefix(BOM.decode(encoding, errors="ignore"))
+            head = re.split(r"\r\n|\r|\n", head, maxsplit=1)[0]
         except UnicodeError:
             raise DataError(f"{name}:1: header is not valid {encoding}") from None
         names = header_names(head, delimiter, quote)
@@ -195,15 +197,22 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                                     strings_can_be_null=False, quoted_strings_can_be_null=False)
     # A UTF-8 BOM is skipped here whatever the encoding: Arrow drops it only from UTF-8 input, and an
     # ISO-8859-1 file (MovieLens) saved by an editor "as UTF-8 with BOM" kept it in its first value.
-    fh = pa.OSFile(str(path))
+    fh = _open_input(path)
     start = len(BOM) if fh.read(len(BOM)) == BOM else 0
-    end = fh.size() - _blank_tail(fh, encoding)
+    compressed = not isinstance(fh, pa.OSFile)
+    end = None if compressed else fh.size() - _blank_tail(fh, encoding)
     next_line = 2 if header else 1
 
     def open_reader(parse_block: int):
         """Arrow's reader from line `next_line` on (rows before it were delivered already)."""
-        fh.seek(start)
-        source = fh if end == fh.size() else _Head(fh, end)
+        nonlocal fh
+        if compressed:  # a stream: read again from the start
+            fh.close()
+            fh = _open_input(path)
+            fh.read(start)
+        else:
+            fh.seek(start)
+        source = fh if end is None or end == fh.size() else _Head(fh, end)
         read_opts = pcsv.ReadOptions(column_names=names, skip_rows=1 if header else 0,
                                      skip_rows_after_names=next_line - 1 - int(header), block_size=parse_block,
                                      use_threads=False, encoding="utf8" if utf8 else encoding)
@@ -292,6 +301,12 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
         if stream is not None:
             stream.close()  # waits for the helper thread, then the file can go
         fh.close()
+
+
+def _open_input(path: Path) -> pa.NativeFile:
+    """The file's bytes; .gz, .bz2, .zst, .lz4 decompressed (as Arrow did when given the path: a Criteo
+    train.txt.gz read fine until the reader opened the file itself)."""
+    return pa.input_stream(str(path), compression="detect")
 
 
 def _blank_tail(fh: pa.NativeFile, encoding: str) -> int:
