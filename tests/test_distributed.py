@@ -100,3 +100,17 @@ def test_process_group_threads_are_gone_when_dlf_train_returns(tmp_path):
     lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("threads of rank"))
     assert len(lines) == 2, proc.stdout
     assert not [line for line in lines if "gloo" in line], lines  # e.g. gloo_tcp_loop, pt_gloo_runloop
+
+
+def test_an_out_that_is_a_file_is_one_line_before_and_under_torchrun(tmp_path):
+    """Checked on rank 0 only, the other rank went on and died in its first collective with a traceback (and
+    torchrun's failure report); `--nproc` now checks before starting processes, torchrun direct on every rank."""
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x")
+    args = ["train", "--out", str(afile), *TINY]
+    proc = run_dlf(*args, "--nproc", "2")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: run directory {afile} (--out) is a file, not a directory; choose another --out"], proc.stderr
+    proc = subprocess.run(torchrun_command(2, args), capture_output=True, text=True, timeout=300)
+    # (torchrun's own report of a failed child has a traceback of torchrun; no rank prints one)
+    assert proc.returncode != 0 and "[rank1]" not in proc.stderr and proc.stderr.count("is a file") == 2, proc.stderr

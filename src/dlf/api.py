@@ -132,8 +132,8 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
         raise TrainingError(f"{out} already holds checkpoints of a run; continue it with --resume {out} "
                             "or choose another --out")
 
-    if out is not None and dist.is_main:  # before the data is loaded: a bad --out fails at once
-        _writable_run_dir(out)
+    if out is not None:  # before the data is loaded: a bad --out fails at once, on every rank (not rank 0 alone,
+        _writable_run_dir(out)  # which left the others to die in their first collective with a traceback)
     data = load_data(cfg)
     model = build_model(cfg.model_name, data.feature_map, cfg.model)
     if dist.enabled:  # identical initial weights on every rank, then per-rank dropout streams

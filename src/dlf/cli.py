@@ -64,11 +64,18 @@ def train(
     except ConfigError as exc:
         _fail(str(exc))
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from dlf.api import _writable_run_dir
         from dlf.train.distributed import torchrun_command
+        from dlf.train.trainer import TrainingError
 
         if cfg.train.batch_size % nproc:
             _fail(f"train.batch_size={cfg.train.batch_size} must be divisible by --nproc {nproc} (it is the global "
                   "batch; each process trains on batch_size / nproc rows per step)")
+        if out is not None and resume is None:  # here: every process torchrun starts would print it
+            try:
+                _writable_run_dir(out)
+            except TrainingError as exc:
+                _fail(str(exc))
         raise typer.Exit(subprocess.call(torchrun_command(nproc, sys.argv[1:])))
     from dlf.api import train as run_train
     from dlf.train.checkpoint import CheckpointError
