@@ -184,6 +184,11 @@ def test_empty_lines_are_not_scored(demo, tmp_path):
         assert res.bad_rows["examples"] == [f"{tmp_path / 'blank.csv'}:10: field 'age': expected a number, got 'forty'"]
         got = pcsv.read_csv(res.output, convert_options=pcsv.ConvertOptions(strings_can_be_null=False))
         assert res.rows == got.num_rows and got["id"].to_pylist() == want_ids
+    # also with a quoted header name holding the delimiter, and Excel's empty trailing header cells
+    (tmp_path / "excel.csv").write_text("\n".join([header + ',"note, free",,'] + [r + ",x,," for r in rows[:3]]
+                                                  + ["", rows[3] + ",,,"]) + "\n")
+    res = predict_file(b, tmp_path / "excel.csv", tmp_path / "e.csv", id_column="id")
+    assert pcsv.read_csv(res.output)["id"].to_pylist() == want_ids[:4]
 
 
 def test_columns_repeating_the_header_do_not_score_it(demo, tmp_path):

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dlf.data.features import Batch
-from dlf.data.readers import BadRows, Chunk, check_file, read_delimited, read_parquet, strip_bom
+from dlf.data.readers import BOM, BadRows, Chunk, check_file, header_names, read_delimited, read_parquet
 from dlf.data.schema import DataError
 from dlf.serve.bundle import Bundle, BundleError
 
@@ -151,7 +151,8 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, fmt: str = "au
         delimiter = schema.delimiter if (schema is not None and schema.delimiter and schema.format == fmt) else \
             ("\t" if fmt == "tsv" else ",")
     encoding = schema.encoding if schema is not None else "utf-8"
-    if header is None and columns is not None and _header_names(path, delimiter, encoding) == list(columns):
+    quote = fmt == "csv"
+    if header is None and columns is not None and _header_names(path, delimiter, encoding, quote) == list(columns):
         header = True  # --columns naming a file whose first line is those names: a header, not a record to score
     if header is None:
         header = columns is None and (schema is None or schema.header)
@@ -172,10 +173,11 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, fmt: str = "au
     # Arrow reads an empty line as a row whose every column is empty, which scored as an all-missing record (a
     # trailing blank line added a row to the output): read every column, and skip rows with no value in any of them,
     # as pandas and Arrow's default do. When the header lacks an input, read_delimited names it (use=need).
-    every = names or _header_names(path, delimiter, encoding)
-    use = every if every and set(need) <= set(every) and len(set(every)) == len(every) else need
+    every = names or _header_names(path, delimiter, encoding, quote) or []
+    every = [c for c in every if every.count(c) == 1]  # a repeated name is never read (Excel's trailing ',,' cells)
+    use = every if set(need) <= set(every) else need
     for chunk in read_delimited(path, delimiter=delimiter, header=header, columns=names, use=use, bad=bad,
-                                encoding=encoding, quote=fmt == "csv", block_bytes=block_bytes):
+                                encoding=encoding, quote=quote, block_bytes=block_bytes):
         if use is every:
             blank = np.logical_and.reduce([pc.equal(pc.utf8_length(a), 0).to_numpy(zero_copy_only=False)
                                            for a in chunk.columns.values()])
@@ -184,14 +186,14 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, fmt: str = "au
         yield chunk
 
 
-def _header_names(path: Path, delimiter: str, encoding: str) -> list[str] | None:
-    """The column names of a CSV/TSV header as read_delimited reads them (None if it cannot: it says why)."""
-    with open(path, "rb") as fh:
-        first = strip_bom(fh.readline())
+def _header_names(path: Path, delimiter: str, encoding: str, quote: bool) -> list[str] | None:
+    """The column names of a CSV/TSV header, as read_delimited reads them (None if it cannot: it says why)."""
     try:
-        return [c.strip().strip('"') for c in first.decode(encoding).rstrip("\r\n").split(delimiter)]
-    except (UnicodeDecodeError, LookupError):
+        with open(path, encoding=encoding, newline="") as fh:
+            head = fh.readline().rstrip("\r\n")
+    except (UnicodeError, LookupError):
         return None
+    return header_names(head.removeprefix(BOM.decode(encoding, errors="ignore")), delimiter, quote)
 
 
 # ---- writing --------------------------------------------------------------------------------------
