@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 import uuid
@@ -44,6 +45,7 @@ access_log = logging.getLogger("dlf.serve.access")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ROUTES = ("/predict", "/health", "/metadata", "/metrics")
 MAX_ERRORS = 50
+RECORD_ERROR = re.compile(r"""record row (\d+): (?:field (?:'([^']*)'|"([^"]*)"):)?""")  # the encoder's bad-row text
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_BODY_BYTES = 4 << 20
 
@@ -375,7 +377,7 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
                 probs = scorer(batch)
             probs, _ = drop_unscorable(probs, batch, keep, chunk, encoder.numeric_columns, bad)
         if bad.count:
-            raise RequestError(422, [{"loc": ["body", _record_index(e)], "msg": e, "type": "value_error"}
+            raise RequestError(422, [{"loc": _record_loc(e), "msg": e, "type": "value_error"}
                                      for e in bad.examples])
         return probs
 
@@ -452,12 +454,14 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
     return AccessLog(app, metrics)
 
 
-def _record_index(message: str):
-    """'record row 3: field ...' -> 3 (the chunk's row unit names the record index)."""
-    try:
-        return int(message.split(":", 1)[0].rsplit(" ", 1)[1])
-    except (IndexError, ValueError):
-        return None
+def _record_loc(message: str) -> list:
+    """'record row 3: field 'age': ...' -> ["body", 3, "age"] (the chunk's row unit is the record index), as the
+    request checks give it: a client maps the error to the field (it was ["body", 3] only)."""
+    m = RECORD_ERROR.match(message)
+    if m is None:
+        return ["body"]
+    field = m.group(2) if m.group(2) is not None else m.group(3)
+    return ["body", int(m.group(1))] + ([field] if field is not None else [])
 
 
 class _JsonLines(logging.Formatter):
