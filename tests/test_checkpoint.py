@@ -171,3 +171,26 @@ def test_temporary_files_of_a_write_cut_off_by_a_kill_are_removed_by_the_next_sa
     _save(tmp_path, 4)
     assert not leftover.exists() and other.exists()
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000004.safetensors"]
+
+
+def test_a_checkpoint_write_that_fails_is_one_error_and_the_earlier_ones_still_load(tmp_path, monkeypatch):
+    """Disk full during the second checkpoint was an OSError traceback; the first must still load."""
+    import errno
+    import importlib
+
+    ckpt_module = importlib.import_module("dlf.train.checkpoint")  # (dlf.train is also the function)
+    real, calls = ckpt_module.atomic_write_bytes, []
+
+    def full_disk(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(ckpt_module, "atomic_write_bytes", full_disk)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"cannot write a checkpoint of step 6 into .*checkpoints: No space left "
+                                            "on device; the checkpoints written before are intact"):
+        dlf.train(_tiny(epochs=1), out=run)
+    assert load_latest(run / "checkpoints").state.global_step == 3
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]

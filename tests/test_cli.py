@@ -93,3 +93,12 @@ def test_undefined_test_auc_prints_n_a_not_nan(tmp_path):
                "--set", "data.synthetic.click_rate=0.001", "--set", "train.monitor=logloss")  # no click in test
     assert proc.returncode == 0, proc.stderr
     assert "n/a" in proc.stdout and "nan" not in proc.stdout.lower() and "undefined on the test split" in proc.stdout
+
+
+def test_a_run_directory_that_cannot_hold_checkpoints_is_a_one_line_error(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoints").write_text("not a folder")  # was a FileExistsError traceback after the first epoch
+    proc = run("train", "--out", str(out), *TINY)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: cannot write a checkpoint of step") and len(proc.stderr.splitlines()) == 1

@@ -85,6 +85,8 @@ def train(
         metrics = run_train(cfg, out=out, resume=resume)
     except (ConfigError, TrainingError, CheckpointError) as exc:
         _fail(str(exc))
+    except OSError as exc:  # writing the run directory (train_log.csv, metrics.json, ...): disk full, permissions
+        _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
     out = resume if resume is not None else out
     if os.environ.get("RANK", "0") == "0":
         _print_result(metrics, out)

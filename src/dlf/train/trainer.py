@@ -385,11 +385,15 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
             return
         rank_rng = dist.all_gather(torch.get_rng_state().unsqueeze(0)) if dist.enabled else None
         if main:
-            save_checkpoint(ckpt_dir, model_state=_unwrap(net).state_dict(), optimizer_state=optimizer.state_dict(),
-                            sparse_optimizer_state=sparse_optimizer.state_dict() if sparse_optimizer else None,
-                            state=state, config=config, best_state=best_state,
-                            keep=getattr(cfg, "keep_checkpoints", 2),
-                            rank_rng=None if rank_rng is None else [t[0] for t in rank_rng])
+            try:
+                save_checkpoint(ckpt_dir, model_state=_unwrap(net).state_dict(), optimizer_state=optimizer.state_dict(),
+                                sparse_optimizer_state=sparse_optimizer.state_dict() if sparse_optimizer else None,
+                                state=state, config=config, best_state=best_state,
+                                keep=getattr(cfg, "keep_checkpoints", 2),
+                                rank_rng=None if rank_rng is None else [t[0] for t in rank_rng])
+            except OSError as exc:  # disk full, not writable, a file named checkpoints: one line, not a traceback
+                raise TrainingError(f"cannot write a checkpoint of step {state.global_step} into {ckpt_dir}: "
+                                    f"{exc.strerror or exc}; the checkpoints written before are intact") from None
         dist.barrier()
 
     def run_eval(epoch_end: bool) -> bool:
