@@ -102,3 +102,13 @@ def test_a_run_directory_that_cannot_hold_checkpoints_is_a_one_line_error(tmp_pa
     proc = run("train", "--out", str(out), *TINY)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith("error: cannot write a checkpoint of step") and len(proc.stderr.splitlines()) == 1
+
+
+def test_cuda_device_without_cuda_is_a_one_line_error():
+    import pytest
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("checks the message on a machine without CUDA")
+    proc = run("train", *TINY, "--set", "train.device=cuda")  # was a RuntimeError traceback
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == "error: train.device=cuda but no CUDA device is available; use train.device=cpu"

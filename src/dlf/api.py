@@ -20,7 +20,7 @@ from dlf.data.synthetic import generate
 from dlf.models import build_model
 from dlf.train.metrics import classification_metrics
 from dlf.train.checkpoint import CheckpointError, list_checkpoints, load_latest
-from dlf.train.distributed import DistContext
+from dlf.train.distributed import DeviceError, DistContext
 from dlf.train.logging import environment, plot_learning_curves
 from dlf.train.trainer import CHECKPOINT_DIR, TrainingError, evaluate, fit
 
@@ -58,7 +58,10 @@ def train(config=None, out: str | Path | None = None, console: Console | None = 
     cfg = _resolve(config)
     if resume is None and cfg.data.path:  # the run's config.yaml then names the dataset from any directory
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(cfg.data.path)))
-    dist = DistContext.from_env(cfg.train.device)
+    try:
+        dist = DistContext.from_env(cfg.train.device)
+    except DeviceError as exc:  # a one-line error in the CLI, not a traceback
+        raise TrainingError(str(exc)) from None
     try:
         return _train(cfg, out, console, resume, dist)
     finally:

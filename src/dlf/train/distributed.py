@@ -16,6 +16,10 @@ import torch
 import torch.distributed as dist
 
 
+class DeviceError(RuntimeError):
+    """train.device names a device this machine does not have."""
+
+
 @dataclass
 class DistContext:
     rank: int = 0
@@ -123,7 +127,7 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu")
+            raise DeviceError("train.device=cuda but no CUDA device is available; use train.device=cpu")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device(device)
 
