@@ -203,3 +203,17 @@ def test_resume_with_another_process_count_warns(tmp_path):
         console = Console(record=True, width=400)
         dlf_api.train(_api_config(f"train.epochs={epochs}", path=run / "config.yaml"), resume=run, console=console)
         assert ("written by 2 process(es) and is resumed with 1" in console.export_text()) is warned
+
+
+def test_an_lr_changed_on_resume_is_used_not_silently_replaced_by_the_checkpoints(tmp_path):
+    """The optimiser's load_state_dict restored the saved lr: `--resume RUN --set train.lr=...` had no effect."""
+    run = tmp_path / "run"
+    dlf_api.train(_api_config("train.epochs=1"), out=run, console=Console(quiet=True))
+    console = Console(record=True, width=400)
+    metrics = dlf_api.train(_api_config("train.epochs=2", "train.lr=0.02", "train.weight_decay=0.001",
+                                        path=run / "config.yaml"), resume=run, console=console)
+    assert next(r["lr"] for r in metrics["history"] if r["epoch"] == 2) == 0.02  # (was 0.001)
+    assert "train.lr 0.001 -> 0.02" in console.export_text()
+    from dlf.train.checkpoint import list_checkpoints, load_checkpoint
+    assert load_checkpoint(list_checkpoints(run / "checkpoints")[0]).optimizer["param_groups"][0]["weight_decay"] \
+        == 0.001

@@ -266,6 +266,25 @@ def epoch_batches(train: ArrayDataset, global_batch: int, dist: DistContext, sha
     return (_rows(b, dist.rank, dist.world) for b in batches)
 
 
+def _apply_changed_hyperparameters(saved: dict, cfg, optimizer, sparse_optimizer, say) -> None:
+    """load_state_dict restores the optimiser's saved lr and weight decay, so a train.lr, embedding_lr or
+    weight_decay changed on resume was silently ignored. A changed value now replaces the saved (possibly decayed)
+    one; an unchanged config keeps the saved state, so an unchanged resume stays exact."""
+    changes = []
+    if saved.get("lr") != cfg.lr:
+        changes.append((f"train.lr {saved.get('lr')} -> {cfg.lr}", [optimizer], "lr", cfg.lr))
+    table_lr = getattr(cfg, "embedding_lr", 0.0) or cfg.lr
+    if sparse_optimizer is not None and (saved.get("embedding_lr") or saved.get("lr")) != table_lr:
+        changes.append((f"embedding tables' lr -> {table_lr}", [sparse_optimizer], "lr", table_lr))
+    if saved.get("weight_decay") != cfg.weight_decay:
+        changes.append((f"train.weight_decay {saved.get('weight_decay')} -> {cfg.weight_decay}", [optimizer],
+                        "weight_decay", cfg.weight_decay))
+    for what, opts, key, value in changes:
+        for group in (g for opt in opts for g in opt.param_groups):
+            group[key] = value
+        say(f"resume: {what} (replaces the checkpoint's value)", highlight=False)
+
+
 def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console: Console | None = None, *,
         run_dir: str | Path | None = None, config: dict | None = None, resume: Checkpoint | None = None,
         dist: DistContext | None = None) -> dict:
@@ -333,6 +352,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                                     f"train.embedding_optimizer (it has no state for {type(opt).__name__}); "
                                     "resume with the same settings")
             opt.load_state_dict(saved)
+        _apply_changed_hyperparameters(resume.config.get("train", {}), cfg, optimizer, sparse_optimizer, say)
         state = resume.state
         plateau.load_state_dict(state.plateau)
         if state.scaler and precision == "fp16":
