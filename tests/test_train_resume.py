@@ -217,3 +217,15 @@ def test_an_lr_changed_on_resume_is_used_not_silently_replaced_by_the_checkpoint
     from dlf.train.checkpoint import list_checkpoints, load_checkpoint
     assert load_checkpoint(list_checkpoints(run / "checkpoints")[0]).optimizer["param_groups"][0]["weight_decay"] \
         == 0.001
+
+
+def test_a_monitor_changed_on_resume_restarts_the_comparison(tmp_path):
+    """The plateau's best value was kept from the other monitor (auc-logloss ~ -0.1 against -logloss ~ -0.6): no
+    evaluation could improve on it, so the resumed run decayed the lr and stopped early at its first evaluation."""
+    run = tmp_path / "run"
+    dlf_api.train(_api_config("train.epochs=1", "train.eval_every_steps=0"), out=run, console=Console(quiet=True))
+    console = Console(record=True, width=400)
+    metrics = dlf_api.train(_api_config("train.epochs=2", "train.eval_every_steps=0", "train.monitor=logloss",
+                                        "train.patience=1", path=run / "config.yaml"), resume=run, console=console)
+    assert metrics["history"][-1]["best"] is True and metrics["best_epoch"] == 2 and metrics["epochs_run"] == 2
+    assert "train.monitor auc-logloss -> logloss" in console.export_text()

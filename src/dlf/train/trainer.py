@@ -355,6 +355,11 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         _apply_changed_hyperparameters(resume.config.get("train", {}), cfg, optimizer, sparse_optimizer, say)
         state = resume.state
         plateau.load_state_dict(state.plateau)
+        saved_monitor = resume.config.get("train", {}).get("monitor", cfg.monitor)
+        if saved_monitor != cfg.monitor:  # its best value is on another scale: no evaluation could beat it, or all
+            plateau.best, plateau.bad_epochs = -math.inf, 0
+            say(f"resume: train.monitor {saved_monitor} -> {cfg.monitor}: the best value so far is forgotten, the "
+                "next evaluation starts the comparison", highlight=False)
         if state.scaler and precision == "fp16":
             scaler.load_state_dict(state.scaler)
         best_state = resume.best
