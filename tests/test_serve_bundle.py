@@ -365,6 +365,20 @@ def test_output_to_a_fifo_or_device_is_written_in_place(demo, tmp_path):
     assert res.exit_code == 0 and "400 rows scored" in res.stderr and res.stdout == "", res.output
 
 
+def test_outputs_that_cannot_be_written_are_one_line(demo, tmp_path):
+    """A file where a folder of --output/--out belongs, or a folder that cannot be created: were FileExistsError /
+    FileNotFoundError tracebacks from mkdir and Arrow's file open."""
+    runner = CliRunner()
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file" / "o.csv", tmp_path / "file" / "o.parquet"):
+        res = runner.invoke(app, ["predict", str(demo["bundle"]), "--input", str(demo["test_csv"]), "--output",
+                                  str(out)])
+        assert res.exit_code == 2 and f"{out}: cannot write the output: File exists: " in res.output, res.output
+    res = runner.invoke(app, ["export", str(demo["run"]), "--out", str(tmp_path / "file" / "b")])
+    assert res.exit_code == 2 and "cannot write the bundle: File exists: " in res.output, res.output
+    assert (tmp_path / "file").read_text() == "x"
+
+
 def test_cli_option_values_are_checked_in_one_line(demo, tmp_path):
     """--chunk-mb / --max-body-mb nan or inf were int() tracebacks, a tiny --chunk-mb an Arrow block-size error,
     a tiny --max-body-mb create_app's ValueError, and --threads -1 torch's RuntimeError traceback."""

@@ -175,9 +175,13 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
         raise BundleError(f"{out} exists and is not a dlf bundle; choose another --out")
     if out.exists() and (out / MANIFEST).is_file() and not force:
         raise BundleError(f"{out} already holds a bundle; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:  # a file in the path, no permission: was a FileExistsError/PermissionError traceback
+        raise BundleError(f"{out}: cannot write the bundle: {exc.strerror or exc}"
+                          + (f": {exc.filename}" if exc.filename else "")) from None
     try:
         shutil.copyfile(run / WEIGHTS, tmp / WEIGHTS)
         fm.save(tmp / FEATURE_MAP)
@@ -210,8 +214,10 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
                              for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         publish_dir(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):  # e.g. the disk filled up while copying
+            raise BundleError(f"{out}: cannot write the bundle: {exc.strerror or exc}") from None
         raise
     return out
 

@@ -15,6 +15,7 @@ default the first one stops the run with `FILE:LINE: field 'X': expected ...`; w
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -198,22 +199,45 @@ def _header_names(path: Path, delimiter: str, encoding: str, quote: bool) -> lis
 
 # ---- writing --------------------------------------------------------------------------------------
 
+def os_reason(exc: OSError) -> str:
+    """'File exists: new.csv' (a file where a folder of the path belongs), or Arrow's own first line."""
+    if exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return exc.strerror or str(exc).splitlines()[0]
+
+
 class _Writer:
-    def __init__(self, path: Path, fmt: str, schema: pa.Schema) -> None:
-        self.path = path
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-            self.writer = pq.ParquetWriter(str(path), schema)
-        else:
-            import pyarrow.csv as pcsv
-            opts = pcsv.WriteOptions(delimiter="\t" if fmt == "tsv" else ",")
-            self.writer = pcsv.CSVWriter(str(path), schema, write_options=opts)
+    """The output file; an OSError (no such folder, a file in the path, disk full) is one line naming `name`, the
+    output the user gave, not the temporary file (they were tracebacks)."""
+
+    def __init__(self, path: Path, fmt: str, schema: pa.Schema, name: Path) -> None:
+        self.path, self.name = path, name
+        with self._errors():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if fmt == "parquet":
+                import pyarrow.parquet as pq
+                self.writer = pq.ParquetWriter(str(path), schema)
+            else:
+                import pyarrow.csv as pcsv
+                opts = pcsv.WriteOptions(delimiter="\t" if fmt == "tsv" else ",")
+                self.writer = pcsv.CSVWriter(str(path), schema, write_options=opts)
+
+    @contextlib.contextmanager
+    def _errors(self):
+        try:
+            yield
+        except OSError as exc:
+            raise DataError(f"{self.name}: cannot write the output: {os_reason(exc)}") from None
 
     def write(self, table: pa.Table) -> None:
-        self.writer.write_table(table)
+        with self._errors():
+            self.writer.write_table(table)
 
-    def close(self) -> None:
-        self.writer.close()
+    def close(self, rename_to: Path | None = None) -> None:
+        with self._errors():
+            self.writer.close()
+            if rename_to is not None:
+                os.replace(self.path, rename_to)
 
 
 def _output_format(path: Path, fmt: str) -> str:
@@ -246,7 +270,6 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
         raise DataError(f"{output}: is a directory; --output must be a file")
     if Path(input).resolve() == output.resolve():
         raise DataError(f"{output}: --output must not be the input file")
-    output.parent.mkdir(parents=True, exist_ok=True)
     # CSV: float32 values written as float64 text, which round-trips them exactly (pyarrow prints float32 at 6 digits)
     ptype = pa.float32() if ofmt == "parquet" else pa.float64()
     fields = ([pa.field(id_column, pa.string())] if id_column else []) + [pa.field("probability", ptype)]
@@ -255,7 +278,7 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
     # replaced the FIFO or device node itself with a regular file (and the reader got nothing)
     direct = output.exists() and not output.is_file()
     tmp = output if direct else output.parent / f".{output.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    writer = _Writer(tmp, ofmt, schema)
+    writer = _Writer(tmp, ofmt, schema, output)
     rows = chunks = 0
     try:
         for chunk in read_input(bundle, input, bad, fmt=fmt, header=header, columns=columns, delimiter=delimiter,
@@ -274,9 +297,7 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
             rows += len(probs)
             if chunks % 20 == 0:
                 log(f"{rows:,} rows scored")
-        writer.close()
-        if not direct:
-            os.replace(tmp, output)
+        writer.close(rename_to=None if direct else output)
     except BaseException:
         try:
             writer.close()
