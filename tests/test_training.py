@@ -120,3 +120,19 @@ def test_empty_validation_split_is_a_clear_error():
     with pytest.raises(TrainingError, match="validation split is empty"):
         fit(build_model("dlf", data.feature_map, cfg.model), data.train, empty, cfg.train)
     assert np.all(v.label == 0)
+
+
+def test_a_training_split_too_small_for_one_step_is_a_clear_error():
+    """One row: zero steps per epoch, so every epoch re-evaluated the initial weights with 'loss 0.0000'."""
+    from dlf.config import load_config
+    from dlf.data.dataset import ArrayDataset
+    from dlf.data.synthetic import generate
+    from dlf.models import build_model
+    from dlf.train.trainer import TrainingError, fit
+
+    cfg = load_config(None, ONE_CLASS[:1] + ONE_CLASS[2:])
+    data = generate(cfg.data.synthetic)
+    t = data.train
+    one = ArrayDataset(t.categorical[:1], t.numeric[:1], t.multi[:1], t.label[:1])
+    with pytest.raises(TrainingError, match=r"the training split has 1 row\(s\): too few for one training step"):
+        fit(build_model("dlf", data.feature_map, cfg.model), one, data.valid, cfg.train)

@@ -320,6 +320,9 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
     else:  # every rank draws the same global batch and keeps rows rank, rank+world, ...: world-size invariant
         steps_per_epoch = len(train) // cfg.batch_size + (len(train) % cfg.batch_size >= 2 * dist.world)
     # (a last partial batch is kept only if every rank gets >= 2 rows: BatchNorm cannot train on one row)
+    if steps_per_epoch == 0:  # each epoch would only re-evaluate the initial weights and print 'loss 0.0000'
+        raise TrainingError(f"the training split has {len(train):,} row(s): too few for one training step "
+                            f"(at least 2 per process, {dist.world} process(es))")
 
     check_validation(valid, cfg.monitor)
     model.to(device)
