@@ -136,3 +136,21 @@ def test_a_training_split_too_small_for_one_step_is_a_clear_error():
     one = ArrayDataset(t.categorical[:1], t.numeric[:1], t.multi[:1], t.label[:1])
     with pytest.raises(TrainingError, match=r"the training split has 1 row\(s\): too few for one training step"):
         fit(build_model("dlf", data.feature_map, cfg.model), one, data.valid, cfg.train)
+
+
+def test_train_threads_apply_to_that_run_only():
+    """torch.set_num_threads is process-wide: after dlf.train(threads=1) a notebook stayed on 1 thread, and a later
+    run with threads=0 ('torch's default') ran on 1."""
+    from rich.console import Console
+
+    import dlf
+    from dlf.config import load_config
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        dlf.train(load_config(None, ONE_CLASS[:1] + ONE_CLASS[2:] + ["train.epochs=1", "train.threads=1"]),
+                  console=Console(quiet=True))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -62,10 +62,12 @@ def train(config=None, out: str | Path | None = None, console: Console | None = 
         dist = DistContext.from_env(cfg.train.device)
     except DeviceError as exc:  # a one-line error in the CLI, not a traceback
         raise TrainingError(str(exc)) from None
+    threads = torch.get_num_threads()
     try:
         return _train(cfg, out, console, resume, dist)
     finally:
         dist.close()
+        torch.set_num_threads(threads)  # train.threads is this run's: a later call with threads=0 gets torch's default
 
 
 def load_data(cfg: RunConfig):
