@@ -544,3 +544,13 @@ def test_a_time_column_the_preset_does_not_read_is_one_line(tmp_path):
     """--option split=time with a time_column the preset's reader does not give (avazu's dropped id): KeyError."""
     with pytest.raises(DataError, match=r"avazu_tiny\.csv: no column 'id' among the columns this preset reads: "):
         preprocess("avazu", [FIX / "avazu_tiny.csv"], tmp_path / "o", options={"split": "time", "time_column": "id"})
+
+
+def test_a_parquet_file_read_as_csv_says_so(tmp_path):
+    """FuxiCTR YAML with data_format: csv on parquet splits said "header is not valid utf-8"."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"label": [0, 1], "cat": ["a", "b"]}), tmp_path / "t.parquet")
+    schema = Schema(fields=[FieldOptions("cat")], label="label", format="csv")
+    with pytest.raises(DataError, match=r"t\.parquet: a Parquet file, but the schema says format 'csv'"):
+        preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o", schema=schema)

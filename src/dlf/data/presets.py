@@ -67,6 +67,11 @@ def _format_of(path: Path, schema: Schema) -> tuple[str, str]:
         fmt = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".txt": "tsv"}.get(suffix)
         if fmt is None:
             raise DataError(f"{path}: cannot tell the format from the name; set `format: csv|tsv|parquet` in the schema")
+    if fmt != "parquet" and path.is_file():
+        with open(path, "rb") as fh:
+            if fh.read(4) == b"PAR1":  # (was "header is not valid utf-8", e.g. FuxiCTR's data_format: csv)
+                raise DataError(f"{path}: a Parquet file, but the schema says format {fmt!r}; set `format: parquet` "
+                                "(or `auto`; FuxiCTR YAML: data_format: parquet)")
     delimiter = schema.delimiter or {"csv": ",", "tsv": "\t"}.get(fmt, ",")
     return fmt, delimiter
 
