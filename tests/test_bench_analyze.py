@@ -217,6 +217,14 @@ def test_cli_analyze_of_one_variant_from_two_benches_keeps_both_plots(trained_ru
     assert f"## Gradient norms: {runs[0]} (deepfm)" in text and f"## Gradient norms: {runs[1]} (deepfm)" in text
 
 
+def test_cli_analyze_into_a_path_that_cannot_be_a_folder_is_one_line(trained_runs, tmp_path):
+    """--out below a file was a NotADirectoryError traceback."""
+    (tmp_path / "file").write_text("x")
+    res = CliRunner().invoke(dlf_app(), ["analyze", str(trained_runs / "deepfm"), "--out", str(tmp_path / "file" / "a"),
+                                         "--no-probe"])
+    assert res.exit_code == 2 and "cannot write the analysis: Not a directory" in res.output, res.output
+
+
 def dlf_app():
     from dlf.cli import app
     return app

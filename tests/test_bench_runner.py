@@ -323,3 +323,10 @@ def test_cli_base_config_sits_under_the_variants(tmp_path):
     assert dims == {"fm": 3, "fm-wide": 5}
     res = CliRunner().invoke(app, ["bench", str(spec), "--config", str(tmp_path / "nope.yaml")])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_cli_bench_into_a_path_that_cannot_be_a_folder_is_one_line(tmp_path):
+    """--out below a file was a NotADirectoryError traceback."""
+    (tmp_path / "file").write_text("x")
+    res = CliRunner().invoke(app, ["bench", "--models", "lr", "--out", str(tmp_path / "file" / "b")])
+    assert res.exit_code == 2 and "cannot write the bench folder: Not a directory" in res.output, res.output

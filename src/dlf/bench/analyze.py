@@ -291,7 +291,11 @@ def analyze_runs(runs: list[Path], out: Path | None = None, *, probe_rows: int =
     for run in runs:
         configs[run] = load_run(run)[0]
     out = Path(out) if out is not None else runs[0] / "analysis"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the path, no permission: was a NotADirectoryError traceback
+        raise AnalysisError(f"{out}: cannot write the analysis: {exc.strerror or exc}"
+                            + (f": {exc.filename}" if exc.filename else "")) from None
     files: list[Path] = []
     summary = ["# Analysis", ""]
     labels = {str(r): _label(r, configs[r]) for r in runs}

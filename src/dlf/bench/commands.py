@@ -57,7 +57,11 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
             cli_sets = {**(yaml.safe_load(spec_path.read_text()) or {}).get("cli_set", {}), **cli_sets}
         folder = out or Path(spec.out or "runs/bench")
         console = Console(soft_wrap=True)
-        result = run_bench(spec, folder, console=console, cli_sets=cli_sets, dry_run=dry_run, report_only=report_only)
+        try:
+            result = run_bench(spec, folder, console=console, cli_sets=cli_sets, dry_run=dry_run,
+                               report_only=report_only)
+        except BenchError as exc:
+            fail(str(exc))
         if dry_run:
             return
         console.print(f"report: {result.report}  (chart: {folder / 'bench.png'}, per run: {folder / 'results.csv'})",

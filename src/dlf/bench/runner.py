@@ -535,10 +535,14 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
     console = console or Console(soft_wrap=True)
     out = Path(out)
     if not dry_run:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "bench.yaml", yaml.safe_dump({**spec.to_dict(), **({"cli_set": cli_sets}
-                                                                                   if cli_sets else {})},
-                                                             sort_keys=False))
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "bench.yaml", yaml.safe_dump({**spec.to_dict(), **({"cli_set": cli_sets}
+                                                                                       if cli_sets else {})},
+                                                                 sort_keys=False))
+        except OSError as exc:  # a file in the path, no permission: was a NotADirectoryError traceback
+            raise BenchError(f"{out}: cannot write the bench folder: {exc.strerror or exc}"
+                             + (f": {exc.filename}" if exc.filename else "")) from None
     records: list[dict] = []
     selections: dict = {}
     total = len(spec.datasets) * len(spec.models) * len(spec.seeds)
