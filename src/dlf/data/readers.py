@@ -158,7 +158,7 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     name = str(path)
     if header:
         with _open_input(path) as raw:
-            first = raw.read(1 << 20)
+            first = _read_or_fail(raw, 1 << 20, name)
         try:  # decoded as text: a UTF-16 header's bytes end in "\n\0" (Excel's "Unicode Text"), not "\n"
             head = codecs.getincrementaldecoder(encoding)().decode(first, final=False)
             if first.startswith(BOM):  # '\ufeff' in UTF-8, 'ï»¿' in ISO-8859-1
@@ -198,7 +198,7 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     # A UTF-8 BOM is skipped here whatever the encoding: Arrow drops it only from UTF-8 input, and an
     # ISO-8859-1 file (MovieLens) saved by an editor "as UTF-8 with BOM" kept it in its first value.
     fh = _open_input(path)
-    start = len(BOM) if fh.read(len(BOM)) == BOM else 0
+    start = len(BOM) if _read_or_fail(fh, len(BOM), name) == BOM else 0
     compressed = not isinstance(fh, pa.OSFile)
     end = None if compressed else fh.size() - _blank_tail(fh, encoding)
     next_line = 2 if header else 1
@@ -265,7 +265,7 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                 if stream is None:
                     stream = _read_ahead(blocks(open_reader(parse_block)))
                 n, cols, rows = next(stream)
-            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as exc:  # OSError: e.g. a bad .gz
                 # A line longer than Arrow's parse block: read on from the first line not delivered yet with
                 # bigger blocks (a restart: Arrow cannot grow the block of a running reader).
                 if "straddl" in str(exc) and parse_block < MAX_LINE_BYTES:
@@ -307,6 +307,13 @@ def _open_input(path: Path) -> pa.NativeFile:
     """The file's bytes; .gz, .bz2, .zst, .lz4 decompressed (as Arrow did when given the path: a Criteo
     train.txt.gz read fine until the reader opened the file itself)."""
     return pa.input_stream(str(path), compression="detect")
+
+
+def _read_or_fail(fh: pa.NativeFile, n: int, name: str) -> bytes:
+    try:
+        return fh.read(n)
+    except OSError as exc:  # a file named .gz that is not gzip: the error named no file
+        raise DataError(f"{name}: cannot read: {_short(exc)}") from None
 
 
 def _blank_tail(fh: pa.NativeFile, encoding: str) -> int:
