@@ -206,6 +206,19 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
 
 
+def test_an_output_that_is_a_symlink_stays_one(tmp_path):
+    """--out LINK (to a folder on a bigger disk) was replaced by a new folder beside the link; the target kept the
+    old data and the link itself was left as .LINK.old-*."""
+    (tmp_path / "big").mkdir()
+    preprocess("criteo", [FIX / "criteo_tiny.txt"], tmp_path / "big" / "data", options={"min_count": 1})
+    (tmp_path / "link").symlink_to(tmp_path / "big" / "data")
+    r = preprocess("criteo", [FIX / "criteo_tiny.txt"], tmp_path / "link", options={"min_count": 2})
+    assert not r.skipped and (tmp_path / "link").is_symlink()
+    assert load_processed(tmp_path / "link")[0].meta["fingerprint"] == r.feature_map.meta["fingerprint"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big", "link"]
+    assert sorted(p.name for p in (tmp_path / "big").iterdir()) == ["data"]
+
+
 def test_folders_left_by_a_dead_run_are_removed(tmp_path):
     """A run killed while swapping folders left .OUT.old-PID-* (a whole dataset) that nothing removed; an output
     name with glob characters ('out[1]') never matched its own leftovers."""

@@ -652,6 +652,8 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
     # files the rows are built from besides the inputs (joined tables, feature index): a change rebuilds
     extra_files += sorted({Path(d) for src in sources for d in src.depends})
     out = Path(out)
+    if out.is_symlink():  # a link to a folder on another disk: rebuild the folder it points to, keep the link
+        out = out.resolve()  # (the link was replaced by a new folder beside it, the old data left behind)
     fp = fingerprint(preset, sch, sources, extra_files, options | {"on_bad_row": on_bad_row})
     if out.exists() and not is_processed(out) and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out} exists and is not a dlf processed dataset; choose another --out")
