@@ -85,3 +85,15 @@ def test_eval_every_steps_and_run_directory_contents(tmp_path):
     assert "data_schema_hash" in env
     assert (out / "config.yaml").is_file() and (out / "model.safetensors").is_file()
     assert len(list((out / "checkpoints").glob("step-*.safetensors"))) == 2  # keep_checkpoints=2 of 2 epochs
+
+
+def test_grad_norm_log_of_a_killed_run_drops_the_row_the_kill_cut_short(tmp_path):
+    """The killed run's last row can be cut mid-line: '1' (of step 12) was kept as a row of step 1 with empty
+    values (read_grad_norms, and so dlf analyze, then failed on it); the file is also rewritten atomically."""
+    from dlf.train.grad_norms import COLUMNS, GradNormLogger, read_grad_norms
+    path = tmp_path / "grad_norms.csv"
+    rows = "".join(f"{s},1,beta,1,10,0.5,0.1,2.0\r\n" for s in (2, 4))
+    for cut in ("1", "", "12,1,be"):
+        path.write_text(",".join(COLUMNS) + "\r\n" + rows + cut)
+        GradNormLogger(path, torch.nn.Linear(2, 1), every=2, resume_step=5)
+        assert [r["step"] for r in read_grad_norms(path)] == [2, 4], cut

@@ -18,11 +18,14 @@ Groups come from parameter names (no model imports this module):
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from dlf._io import atomic_write_text
 
 COLUMNS = ["step", "epoch", "group", "layer", "params", "grad_norm", "grad_rms", "param_norm"]
 BRANCH_NAMES = {"fmb": "beta", "fmb_x0": "alpha", "x0_change_projection": "alpha", "lcb": "gamma",
@@ -71,12 +74,16 @@ class GradNormLogger:
         self.groups = parameter_groups(model)
         kept = []
         if resume_step is not None and self.path.is_file():
-            with self.path.open(newline="") as f:
-                kept = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with self.path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(kept)
+            text = self.path.read_text()
+            if not text.endswith("\n"):  # the kill cut the last row short (its step too: '1' of '12', or ''): drop it
+                text = text[:text.rfind("\n") + 1]
+            kept = [r for r in csv.DictReader(io.StringIO(text, newline="")) if int(r["step"]) <= resume_step]
+        # rewritten atomically: a kill during the rewrite must not lose the rows kept from before the checkpoint
+        buf = io.StringIO(newline="")
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(kept)
+        atomic_write_text(self.path, buf.getvalue())
 
     def maybe_log(self, step: int, epoch: int) -> bool:
         """Log the current gradients as those of optimiser step `step` when it is a multiple of `every`."""
