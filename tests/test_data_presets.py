@@ -507,6 +507,8 @@ def _fuxictr_yaml(tmp_path, extra: str) -> Path:
      "category_processor 'quantile_bucket' is not supported"),
     ("- {name: itemid, type: categorical, min_categr_count: ten}", "min_categr_count: expected an integer >= 0"),
     ("- {name: price, type: numeric, preprocess: convert_to_bucket}", "preprocess 'convert_to_bucket' is not supported"),
+    # FuxiCTR keeps the last max_len items with padding: pre (truncating on that side); this reader the first
+    ("- {name: tags, type: sequence, max_len: 2, padding: pre}", "(tags): padding 'pre' is not supported"),
 ])
 def test_fuxictr_yaml_steps_the_preset_cannot_do_are_errors(tmp_path, extra, needle):
     with pytest.raises(DataError, match=re.escape(needle)):

@@ -238,6 +238,10 @@ def schema_from_fuxictr(cfg: dict, where: str, dataset_id: str | None = None) ->
         norm = col.get("normalizer")
         if ftype == "numeric" and norm not in (None, "StandardScaler"):
             raise DataError(f"{where}: {key}: normalizer {norm!r} is not supported (StandardScaler, or none)")
+        if ftype == "sequence" and col.get("padding", "post") != "post":
+            # FuxiCTR truncates on the padding side: 'pre' keeps the last max_len items, this reader the first
+            raise DataError(f"{where}: {key}: padding {col['padding']!r} is not supported (post: the first max_len "
+                            "items are kept; FuxiCTR's 'pre' keeps the last)")
         processor = col.get("category_processor")
         if processor not in (None, "hash_bucket"):
             raise DataError(f"{where}: {key}: category_processor {processor!r} is not supported (hash_bucket)")
