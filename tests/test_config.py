@@ -86,3 +86,13 @@ def test_any_length_lists_are_coerced_and_a_bare_value_says_what_is_expected():
             load_config(None, [f"model.hidden_units={text}"], model="dnn")
     with pytest.raises(ConfigError, match="data.synthetic.splits: expected a list of 3 values"):
         load_config(None, ["data.synthetic.splits=[0.5, 0.5]"])
+
+
+def test_a_mapping_given_to_a_section_sets_its_keys_and_keeps_the_others(tmp_path):
+    """--set 'model={embedding_dim: 8}' replaced the model section: the YAML's model (dnn) became dlf, silently."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {name: dnn, embedding_dim: 4}\ntrain: {epochs: 7, batch_size: 128}\n")
+    cfg = load_config(path, ["model={embedding_dim: 8}", "train={lr: 0.01}"])
+    assert (cfg.model_name, cfg.model.embedding_dim) == ("dnn", 8)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr) == (7, 128, 0.01)
+    assert load_config(path, ["data.synthetic={rows: 100}"]).data.synthetic.rows == 100  # no such key yet: set

@@ -210,6 +210,12 @@ def _merge(base: dict, path: list[str], value) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{'.'.join(path)}: {part!r} is a value, not a section")
+    if isinstance(value, dict) and isinstance(node.get(path[-1]), dict):
+        # --set 'train={lr: 0.01}' sets those keys; it replaced the whole section, silently dropping the YAML's
+        # other keys (and with 'model={...}' its model name, so another model was trained)
+        for key, item in value.items():
+            _merge(node, [path[-1], key], item)
+        return
     node[path[-1]] = value
 
 
