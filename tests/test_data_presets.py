@@ -556,3 +556,21 @@ def test_a_parquet_file_read_as_csv_says_so(tmp_path):
     schema = Schema(fields=[FieldOptions("cat")], label="label", format="csv")
     with pytest.raises(DataError, match=r"t\.parquet: a Parquet file, but the schema says format 'csv'"):
         preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o", schema=schema)
+
+
+def test_movielens_ratings_csv_without_timestamp(tmp_path):
+    """The timestamp only orders a time split: 'header has no column(s) ['timestamp']' for a ratings.csv without it."""
+    d = tmp_path / "ml"
+    d.mkdir()
+    for name in ("users.dat", "movies.dat"):
+        (d / name).write_bytes((FIX / "movielens_tiny" / name).read_bytes())
+    rows = [l.split(",")[:3] for l in lines(FIX / "movielens_tiny" / "ratings.csv")]
+    (d / "ratings.csv").write_text("\n".join(",".join(r) for r in rows) + "\n")
+    a = preprocess("movielens-1m", [d / "ratings.csv"], tmp_path / "a", options=IN_ORDER)
+    b = preprocess("movielens-1m", [FIX / "movielens_tiny" / "ratings.csv"], tmp_path / "b", options=IN_ORDER)
+    assert a.rows == b.rows
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "train" / "categorical.npy"),
+                                  np.load(tmp_path / "b" / "train" / "categorical.npy"))
+    with pytest.raises(DataError, match="no column 'timestamp' among the columns"):
+        preprocess("movielens-1m", [d / "ratings.csv"], tmp_path / "c", options={"split": "time",
+                                                                               "time_column": "timestamp"})

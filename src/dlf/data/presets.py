@@ -595,9 +595,13 @@ def _movielens(inputs, schema, options):
 
         def read(bad: BadRows, block: int, path=path, src=src):
             if path.suffix.lower() == ".csv":
-                chunks = read_delimited(path, delimiter=",", header=True, columns=None,
-                                        use=["user_id", "movie_id", "rating", "timestamp"], bad=bad, quote=True,
-                                        block_bytes=block)
+                with open(check_file(path), encoding="utf-8-sig", errors="replace") as fh:
+                    head = header_names(fh.readline().rstrip("\r\n"), ",", True)
+                # the timestamp only orders a time split: a ratings.csv without it is fine (was "header has no
+                # column(s) ['timestamp']"); a time split on it then names the missing column
+                use = ["user_id", "movie_id", "rating"] + (["timestamp"] if "timestamp" in head else [])
+                chunks = read_delimited(path, delimiter=",", header=True, columns=None, use=use, bad=bad,
+                                        quote=True, block_bytes=block)
             else:
                 chunks = read_double_colon(path, columns=["user_id", "movie_id", "rating", "timestamp"], bad=bad,
                                            block_bytes=block)
