@@ -379,6 +379,23 @@ def test_outputs_that_cannot_be_written_are_one_line(demo, tmp_path):
     assert (tmp_path / "file").read_text() == "x"
 
 
+def test_output_format_comes_from_a_known_suffix_or_the_option(demo, tmp_path):
+    """An unknown suffix ('scores.csv.gz', 'scores.json') silently wrote plain CSV under that name."""
+    import pyarrow.parquet as pq
+    runner = CliRunner()
+    predict = ["predict", str(demo["bundle"]), "--input", str(demo["test_csv"]), "--output"]
+    for name in ("scores.csv.gz", "scores.json"):
+        res = runner.invoke(app, predict + [str(tmp_path / name)])
+        assert res.exit_code == 2 and f"cannot tell the output format from the suffix '{Path(name).suffix}'" \
+            in res.output, res.output
+        assert not (tmp_path / name).exists()
+    res = runner.invoke(app, predict + [str(tmp_path / "scores.out"), "--output-format", "parquet"])
+    assert res.exit_code == 0, res.output
+    assert pq.read_table(tmp_path / "scores.out").num_rows == 400
+    res = runner.invoke(app, predict + [str(tmp_path / "scores"), "--id-column", "id"])  # no suffix: CSV
+    assert res.exit_code == 0 and pcsv.read_csv(tmp_path / "scores").num_rows == 400, res.output
+
+
 def test_cli_option_values_are_checked_in_one_line(demo, tmp_path):
     """--chunk-mb / --max-body-mb nan or inf were int() tracebacks, a tiny --chunk-mb an Arrow block-size error,
     a tiny --max-body-mb create_app's ValueError, and --threads -1 torch's RuntimeError traceback."""

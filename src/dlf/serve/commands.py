@@ -52,6 +52,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         engine: str = typer.Option("torch", help="torch or onnx (ONNX Runtime; needs a bundle exported with "
                                    "--format onnx)."),
         format: str = typer.Option("auto", "--format", help="Input format: auto (from the suffix), csv, tsv, parquet."),
+        output_format: str = typer.Option("auto", "--output-format", help="Output format: auto (from the suffix; "
+                                          "none: csv), csv, tsv, parquet."),
         header: Optional[bool] = typer.Option(None, "--header/--no-header", help="Whether the CSV/TSV has a header "
                                               "(default: as the training files)."),
         columns: Optional[str] = typer.Option(None, help="Column names of a file without header, comma-separated."),
@@ -78,7 +80,7 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
             b = load_bundle(bundle, build_model=engine == "torch")
             scorer = Scorer(b, engine, batch_size, threads, precision)
             result = predict_file(b, input_, output, id_column=id_column, on_bad_row=on_bad_row, engine=engine,
-                                  fmt=format, header=header,
+                                  fmt=format, output_format=output_format, header=header,
                                   columns=[c.strip() for c in columns.split(",")] if columns else None,
                                   block_bytes=int(chunk_mb * (1 << 20)), scorer=scorer,
                                   log=lambda m: err.print(m, highlight=False, soft_wrap=True))

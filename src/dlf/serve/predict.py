@@ -242,7 +242,12 @@ class _Writer:
 
 def _output_format(path: Path, fmt: str) -> str:
     if fmt == "auto":
-        found = FORMATS.get(path.suffix.lower(), "csv")
+        if not path.suffix:  # /dev/stdout, a FIFO, a name without suffix: CSV
+            return "csv"
+        found = FORMATS.get(path.suffix.lower())
+        if found is None:  # 'scores.csv.gz' or 'scores.json' would silently be plain CSV under that name
+            raise DataError(f"{path}: cannot tell the output format from the suffix {path.suffix!r}; name it .csv, "
+                            ".tsv or .parquet, or pass --output-format csv|tsv|parquet")
         return found
     if fmt not in ("csv", "tsv", "parquet"):
         raise DataError(f"--output-format must be auto, csv, tsv or parquet, got {fmt!r}")
