@@ -564,3 +564,18 @@ def test_export_of_a_damaged_run_is_one_line(demo, tmp_path):
             export_bundle(run, tmp_path / "b")
         assert "\n" not in str(exc.value)
     assert not (tmp_path / "b").exists()
+
+
+def test_serve_on_a_port_in_use_or_a_foreign_host_is_one_line(demo):
+    """uvicorn logged '[Errno 98] address already in use' as a JSON line after loading, and exited with status 3."""
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = CliRunner().invoke(app, ["serve", str(demo["bundle"]), "--port", str(port)])
+    assert res.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}: Address already in use" in res.output, \
+        res.output
+    res = CliRunner().invoke(app, ["serve", str(demo["bundle"]), "--host", "192.0.2.1"])  # TEST-NET: not ours
+    assert res.exit_code == 2 and "cannot listen on 192.0.2.1:8000: Cannot assign requested address" in res.output, \
+        res.output

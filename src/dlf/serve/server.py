@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -473,6 +474,20 @@ class _JsonLines(logging.Formatter):
                            "level": record.levelname.lower(), "logger": record.name, "msg": msg})
 
 
+def check_address(host: str, port: int) -> None:
+    """Bind host:port once and let go, so that a port in use or a host that is not this machine's is one line before
+    the bundle loads (uvicorn logs it and exits with status 3 after start-up)."""
+    from dlf.data.schema import DataError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+            sock.bind(infos[0][4])
+    except OSError as exc:
+        raise DataError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def serve(bundle_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, engine: str = "torch",
           threads: int = 0, log_level: str = "info", access_logs: bool = True, micro_batch: bool = True,
@@ -482,6 +497,7 @@ def serve(bundle_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
 
     from dlf.serve.bundle import load_bundle
 
+    check_address(host, port)
     if threads:
         import torch
         torch.set_num_threads(threads)
