@@ -145,6 +145,13 @@ def test_options_that_are_not_integers_or_do_not_apply_are_errors(tmp_path, pres
         preprocess(preset, [FIX / "criteo_tiny.txt"], tmp_path / "o", options=options)
 
 
+def test_options_for_the_presets_own_fields_with_a_schema_are_errors(tmp_path):
+    """With a schema, the preset's own fields (which numeric/fields shape) are not used: the option was ignored."""
+    with pytest.raises(DataError, match="--option numeric shapes the preset's own fields; with --schema"):
+        preprocess("criteo", [FIX / "criteo_tiny.txt"], tmp_path / "o", options={"numeric": "log"},
+                   schema=Schema(fields=[FieldOptions("C1")], label="label", header=False, columns=["label", "C1"]))
+
+
 def test_a_directory_given_as_a_file_or_schema_is_one_line(tmp_path):
     """Both were IsADirectoryError tracebacks (the fingerprint, the schema reader opened them)."""
     (tmp_path / "d").mkdir()

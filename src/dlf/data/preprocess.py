@@ -621,6 +621,10 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
     for key, presets in PRESET_OPTIONS.items():  # elsewhere they were silently ignored
         if key in options and preset not in presets:
             raise DataError(f"--option {key} applies to preset(s) {', '.join(presets)}, not {preset!r}")
+    both = sorted({"numeric", "fields"} & options.keys()) if schema is not None else []
+    if both:  # the preset's built-in fields are not used then: the option was silently ignored
+        raise DataError(f"--option {both[0]} shapes the preset's own fields; with --schema, say it in the schema "
+                        "(a field's transform, or libFM ranges)")
     if "dataset_id" in options and schema is None:
         raise DataError("--option dataset_id picks a dataset of a FuxiCTR dataset_config.yaml given with --schema")
     for key in ("min_count", "buckets", "seed"):  # int('abc') was a ValueError traceback
