@@ -57,6 +57,13 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
         (["preprocess", "--preset", "criteo", "--input", str(bad), "--out", str(tmp_path / "o"), "--option", "x"],
          "must look like KEY=VALUE"),
         (["train", "--data", str(tmp_path / "missing")], "no such processed dataset"),
+        # were Python tracebacks: a non-integer option, a directory as input, an output under a file
+        (["preprocess", "--preset", "criteo", "--input", str(bad), "--out", str(tmp_path / "o"), "--option",
+          "min_count=ten"], "--option min_count=ten: expected an integer"),
+        (["preprocess", "--preset", "criteo", "--input", str(tmp_path), "--out", str(tmp_path / "o")],
+         "is a directory, expected a file"),
+        (["preprocess", "--preset", "criteo", "--input", str(bad), "--out", str(bad / "o")],
+         "cannot write the output there"),
     ]:
         proc = run(*args)
         assert proc.returncode == 2, (args, proc.stderr)
