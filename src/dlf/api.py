@@ -86,6 +86,8 @@ def _comparable(config: dict) -> dict:
     """The config as JSON sees it, less the keys that do not change what is computed (epochs only says when to
     stop: a run resumed with more epochs computes what an uninterrupted run with that many would)."""
     d = json.loads(json.dumps(config))
+    if d.get("data", {}).get("path"):  # `--resume RUN --data DIR` names the same folder relative to here
+        d["data"]["path"] = os.path.realpath(d["data"]["path"])
     for key in ("epochs", "progress", "tensorboard", "log_every_steps", "keep_checkpoints", "grad_norm_every_steps"):
         d.get("train", {}).pop(key, None)
     return d
