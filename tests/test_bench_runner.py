@@ -84,6 +84,19 @@ def test_a_failing_variant_is_reported_while_the_others_complete(tmp_path):
     assert (tmp_path / "runs/synthetic/lr/seed-1/metrics.json").is_file()
 
 
+def test_a_setting_that_no_run_accepts_stops_the_bench_before_it_runs(tmp_path):
+    """--set train.epochs=abc failed every run at its config stage, one after the other, each leaving an error.json."""
+    calls = CountingTrain()
+    with pytest.raises(BenchError, match=r"no run of this bench has a valid config, nothing was run; first: "
+                                         r"synthetic / lr: .*train.epochs"):
+        run_bench(tiny_spec(["lr", "fm"], seeds=[1]), tmp_path, console=QUIET, cli_sets={"train.epochs": "abc"},
+                  train_fn=calls)
+    assert calls.calls == [] and not (tmp_path / "runs").exists()
+    res = CliRunner().invoke(app, ["bench", "--models", "lr", "--set", "train.epochs=abc", "--out",
+                                   str(tmp_path / "cli")])
+    assert res.exit_code == 2 and "no run of this bench has a valid config" in res.output, res.output
+
+
 def test_a_dataset_whose_runs_all_fail_and_an_undefined_auc_still_give_the_report_and_chart(tmp_path):
     """The chart's axis limits came from min() of the panel's AUCs: a dataset where every run failed (or whose
     test AUC is NaN, a test split with one class) raised ValueError after the whole bench had run."""

@@ -523,6 +523,25 @@ def _record(run: PlannedRun, outcome: dict | None) -> dict:
             "skipped_keys": run.skipped_keys, **outcome}
 
 
+def _check_some_run_can_start(spec: BenchSpec, cli_sets: dict | None) -> None:
+    """Refuse the bench up front when no planned run has a valid config (a typo in `set` or `--set` such as
+    train.epochs=abc): each run would fail at its config stage, one after the other, and leave error.json files.
+    A config error of some variants only stays theirs (a variant's own `set` is strict: its runs fail)."""
+    from dlf.config import ConfigError
+
+    first = None
+    for ds in spec.datasets:
+        for v in spec.models:
+            points = search_points(spec.search, v.model)[0] if spec.search is not None else [{}]
+            over, _ = run_overrides(spec, ds, v, spec.seeds[0], cli_sets, points[0])
+            try:
+                build_config(spec.config, over)
+                return
+            except (ConfigError, ValueError, OSError) as exc:
+                first = first or f"{ds.name} / {v.name}: {str(exc).strip().splitlines()[0]}"
+    raise BenchError(f"no run of this bench has a valid config, nothing was run; first: {first}")
+
+
 def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = None, cli_sets: dict | None = None,
               dry_run: bool = False, report_only: bool = False, train_fn: Callable | None = None) -> BenchResult:
     """Run every planned run not yet done, then write the report; returns what happened to each run.
@@ -534,6 +553,8 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
 
     console = console or Console(soft_wrap=True)
     out = Path(out)
+    if not report_only:
+        _check_some_run_can_start(spec, cli_sets)
     if not dry_run:
         try:
             out.mkdir(parents=True, exist_ok=True)
