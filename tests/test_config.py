@@ -96,3 +96,13 @@ def test_a_mapping_given_to_a_section_sets_its_keys_and_keeps_the_others(tmp_pat
     assert (cfg.model_name, cfg.model.embedding_dim) == ("dnn", 8)
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr) == (7, 128, 0.01)
     assert load_config(path, ["data.synthetic={rows: 100}"]).data.synthetic.rows == 100  # no such key yet: set
+
+
+def test_a_config_path_that_is_a_folder_or_not_text_is_a_config_error(tmp_path):
+    """Were IsADirectoryError / UnicodeDecodeError tracebacks."""
+    with pytest.raises(ConfigError, match="cannot be read: Is a directory"):
+        load_config(tmp_path)
+    binary = tmp_path / "c.yaml"
+    binary.write_bytes(b"\xff\xfe model: {}")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(binary)
