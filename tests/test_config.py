@@ -106,3 +106,13 @@ def test_a_config_path_that_is_a_folder_or_not_text_is_a_config_error(tmp_path):
     binary.write_bytes(b"\xff\xfe model: {}")
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         load_config(binary)
+
+
+def test_a_key_given_twice_in_a_yaml_section_is_an_error(tmp_path):
+    """PyYAML keeps the last of two equal keys without a word: the first lr was silently overridden."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.001\n  epochs: 3\n  lr: 0.01\n")
+    with pytest.raises(ConfigError, match=r"c.yaml': key 'lr' is given twice in one section \(line 4\)"):
+        load_config(path)
+    path.write_text("data: {synthetic: {seed: 1}}\ntrain: {seed: 2}\n")  # one key in two sections is fine
+    assert load_config(path).train.seed == 2
