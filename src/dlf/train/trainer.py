@@ -312,6 +312,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
     if cfg.batch_size % dist.world:
         raise TrainingError(f"train.batch_size={cfg.batch_size} must be divisible by the world size {dist.world}")
     sharding = getattr(cfg, "ddp_sharding", "batch") if dist.enabled else "batch"
+    train_rows = len(train)
     if sharding == "rows":  # each rank reads only its strided shard of the rows, shuffled on its own
         rank_rows = len(train) // dist.world  # shards differ by at most one row: same step count everywhere
         train = train.shard(dist.rank, dist.world)
@@ -321,7 +322,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         steps_per_epoch = len(train) // cfg.batch_size + (len(train) % cfg.batch_size >= 2 * dist.world)
     # (a last partial batch is kept only if every rank gets >= 2 rows: BatchNorm cannot train on one row)
     if steps_per_epoch == 0:  # each epoch would only re-evaluate the initial weights and print 'loss 0.0000'
-        raise TrainingError(f"the training split has {len(train):,} row(s): too few for one training step "
+        raise TrainingError(f"the training split has {train_rows:,} row(s): too few for one training step "
                             f"(at least 2 per process, {dist.world} process(es))")
 
     check_validation(valid, cfg.monitor)
