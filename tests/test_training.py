@@ -154,3 +154,24 @@ def test_train_threads_apply_to_that_run_only():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_non_finite_validation_predictions_stop_the_run_with_a_clear_error(monkeypatch):
+    """NaN predictions gave a NaN monitor value, counted as 'no improvement': the lr decayed and the run stopped
+    early with the best weights of an earlier evaluation, the NaN in the log its only trace."""
+    import importlib
+
+    import numpy as np
+
+    from dlf.config import load_config
+    from dlf.data.synthetic import generate
+    from dlf.models import build_model
+    from dlf.train.trainer import TrainingError, fit
+
+    trainer = importlib.import_module("dlf.train.trainer")
+    monkeypatch.setattr(trainer, "predict_proba", lambda model, data, *a, **k: np.full(len(data), np.nan, np.float32))
+    cfg = load_config(None, ONE_CLASS[:1] + ONE_CLASS[2:])
+    data = generate(cfg.data.synthetic)
+    with pytest.raises(TrainingError, match=r"validation auc-logloss is nan at epoch 1, step 10: the model's "
+                                            "predictions are not finite"):
+        fit(build_model("dlf", data.feature_map, cfg.model), data.train, data.valid, cfg.train)

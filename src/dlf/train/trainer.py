@@ -430,7 +430,12 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         nonlocal best_state
         val = evaluate(_unwrap(net), valid, cfg.eval_batch_size, dist, precision)
         lr = optimizer.param_groups[0]["lr"]
-        stop = plateau.step(monitor_value(val, cfg.monitor), *optimizers)
+        value = monitor_value(val, cfg.monitor)
+        if not math.isfinite(value):  # check_validation made it defined: the predictions are NaN; counting it as
+            # "no improvement" decayed the lr and stopped early, with the NaN as the only trace
+            raise TrainingError(f"validation {cfg.monitor} is {value} at epoch {state.epoch}, step {state.global_step}: "
+                                f"the model's predictions are not finite; lower train.lr (now {lr:g}) or check inputs")
+        stop = plateau.step(value, *optimizers)
         record = {"epoch": state.epoch, "step": state.global_step, "epoch_end": epoch_end,
                   "train_loss": state.loss_sum / max(state.seen, 1), "lr": lr,
                   "samples_per_s": epoch_rate(),
