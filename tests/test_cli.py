@@ -109,6 +109,7 @@ def test_cuda_device_without_cuda_is_a_one_line_error():
     import torch
     if torch.cuda.is_available():
         pytest.skip("checks the message on a machine without CUDA")
-    proc = run("train", *TINY, "--set", "train.device=cuda")  # was a RuntimeError traceback
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip() == "error: train.device=cuda but no CUDA device is available; use train.device=cpu"
+    for nproc in ("1", "2"):  # 1: was a RuntimeError traceback; 2: each process torchrun started said it
+        proc = run("train", *TINY, "--set", "train.device=cuda", "--nproc", nproc)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip() == "error: train.device=cuda but no CUDA device is available; use train.device=cpu"

@@ -65,8 +65,13 @@ def train(
         _fail(str(exc))
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from dlf.api import _writable_run_dir
-        from dlf.train.distributed import torchrun_command
+        from dlf.train.distributed import DeviceError, resolve_device, torchrun_command
         from dlf.train.trainer import TrainingError
+
+        try:
+            resolve_device(cfg.train.device)
+        except DeviceError as exc:
+            _fail(str(exc))
 
         if cfg.train.batch_size % nproc:
             _fail(f"train.batch_size={cfg.train.batch_size} must be divisible by --nproc {nproc} (it is the global "
