@@ -113,3 +113,15 @@ def test_cuda_device_without_cuda_is_a_one_line_error():
         proc = run("train", *TINY, "--set", "train.device=cuda", "--nproc", nproc)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip() == "error: train.device=cuda but no CUDA device is available; use train.device=cpu"
+
+
+def test_result_table_shows_gauc_when_the_data_has_groups(capsys):
+    """gAUC was computed (metrics.json) but the table printed AUC and logloss only."""
+    from dlf.cli import _print_result
+    _print_result({"model": "dlf", "dataset": "processed",
+                   "test": {"auc": 0.71, "logloss": 0.45, "calibration": 1.0, "gauc": 0.6543}}, None)
+    out = capsys.readouterr().out
+    assert "gAUC" in out and "0.6543" in out
+    _print_result({"model": "dlf", "dataset": "synthetic", "test": {"auc": 0.71, "logloss": 0.45},
+                   "oracle_test": {"auc": 0.8, "logloss": 0.4}}, None)
+    assert "gAUC" not in capsys.readouterr().out

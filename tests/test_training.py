@@ -175,3 +175,22 @@ def test_non_finite_validation_predictions_stop_the_run_with_a_clear_error(monke
     with pytest.raises(TrainingError, match=r"validation auc-logloss is nan at epoch 1, step 10: the model's "
                                             "predictions are not finite"):
         fit(build_model("dlf", data.feature_map, cfg.model), data.train, data.valid, cfg.train)
+
+
+def test_epoch_line_shows_validation_gauc_when_the_data_has_groups():
+    import numpy as np
+    from rich.console import Console
+
+    from dlf.config import load_config
+    from dlf.data.dataset import ArrayDataset
+    from dlf.data.synthetic import generate
+    from dlf.models import build_model
+    from dlf.train.trainer import fit
+
+    cfg = load_config(None, ONE_CLASS[:1] + ONE_CLASS[2:] + ["train.epochs=1"])
+    data = generate(cfg.data.synthetic)
+    v = data.valid
+    grouped = ArrayDataset(v.categorical, v.numeric, v.multi, v.label, np.arange(len(v)) % 7)
+    console = Console(record=True, width=300)
+    result = fit(build_model("dlf", data.feature_map, cfg.model), data.train, grouped, cfg.train, console)
+    assert f"val gAUC {result['history'][0]['val_gauc']:.4f}" in console.export_text()

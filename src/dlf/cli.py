@@ -101,12 +101,13 @@ def _print_result(metrics: dict, out: Path | None) -> None:
     from dlf.train.trainer import fmt_metric
 
     table = Table(title=f"{metrics['model']} on {metrics['dataset']} (test split)")
-    for col in ("", "AUC", "logloss"):
+    keys = ["auc", "logloss"] + (["gauc"] if "gauc" in metrics["test"] else [])  # gAUC: data with a group column
+    for col in ("", "AUC", "logloss", "gAUC")[:len(keys) + 1]:
         table.add_column(col, justify="right" if col else "left")
-    table.add_row(metrics["model"], fmt_metric(metrics["test"]["auc"]), fmt_metric(metrics["test"]["logloss"]))
+    table.add_row(metrics["model"], *(fmt_metric(metrics["test"][k]) for k in keys))
     if "oracle_test" in metrics:
         o = metrics["oracle_test"]
-        table.add_row("oracle (true probabilities)", fmt_metric(o["auc"]), fmt_metric(o["logloss"]))
+        table.add_row("oracle (true probabilities)", *(fmt_metric(o.get(k, float("nan"))) for k in keys))
     Console().print(table)
     if out is not None:
         Console().print(f"run directory: {out}")

@@ -442,8 +442,9 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                   **{f"val_{k}": v for k, v in val.items()}, "best": plateau.improved}
         state.history.append(record)
         where = f"epoch {state.epoch:>2}" + ("" if epoch_end else f" step {state.global_step}")
+        gauc = f"val gAUC {fmt_metric(val['gauc'])}  " if "gauc" in val else ""  # data with a group column
         say(f"{where}  loss {record['train_loss']:.4f}  val AUC {fmt_metric(val['auc'])}  "
-            f"val logloss {fmt_metric(val['logloss'])}  lr {lr:.0e}  {record['samples_per_s']:,.0f} samples/s"
+            f"val logloss {fmt_metric(val['logloss'])}  {gauc}lr {lr:.0e}  {record['samples_per_s']:,.0f} samples/s"
             + ("  *" if plateau.improved else ""), highlight=False)
         if plateau.improved:
             best_state = {k: v.detach().clone() for k, v in _unwrap(net).state_dict().items()}
