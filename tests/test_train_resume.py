@@ -247,3 +247,13 @@ def test_resume_with_data_naming_the_same_folder_relatively_does_not_warn(tmp_pa
                   console=console)
     text = console.export_text()
     assert "resuming from" in text and "config differs" not in text
+
+
+def test_the_config_differs_warning_names_what_changed(tmp_path):
+    run = tmp_path / "run"
+    dlf_api.train(_api_config("train.epochs=1"), out=run, console=Console(quiet=True))
+    console = Console(record=True, width=400)
+    dlf_api.train(_api_config("train.epochs=2", "train.threads=2", "train.precision=bf16", path=run / "config.yaml"),
+                  resume=run, console=console)
+    text = console.export_text()
+    assert "config differs" in text and "train.threads: 1 -> 2, train.precision: fp32 -> bf16" in text

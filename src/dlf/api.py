@@ -105,6 +105,18 @@ def _json_safe(obj):
     return obj
 
 
+def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'key.path: old -> new' for every leaf that differs between two nested config dicts."""
+    out = []
+    for key in list(old) + [k for k in new if k not in old]:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a} -> {b}")
+    return out
+
+
 def _writable_run_dir(out: Path) -> None:
     """Create the run directory, or say in one line why it cannot be (was a FileExistsError / PermissionError
     traceback, after the data had been loaded)."""
@@ -132,9 +144,12 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
         checkpoint = load_latest(out / CHECKPOINT_DIR, warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
         if checkpoint is None:
             console.print(f"no checkpoint in {out / CHECKPOINT_DIR} yet: starting the run from the beginning")
-        elif _comparable(checkpoint.config) != _comparable(cfg.to_dict()):
-            console.print("[yellow]warning:[/yellow] the config differs from the one the checkpoint was written "
-                          "with; the result will not match an uninterrupted run")
+        else:
+            changed = _changes(_comparable(checkpoint.config), _comparable(cfg.to_dict()))
+            if changed:  # named: 'the config differs' alone left the user to diff the YAMLs
+                console.print("[yellow]warning:[/yellow] the config differs from the one the checkpoint was written "
+                              f"with ({', '.join(changed)}); the result will not match an uninterrupted run",
+                              highlight=False)
     elif out is not None and list_checkpoints(out / CHECKPOINT_DIR):
         raise TrainingError(f"{out} already holds checkpoints of a run; continue it with --resume {out} "
                             "or choose another --out")
