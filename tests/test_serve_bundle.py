@@ -579,3 +579,16 @@ def test_serve_on_a_port_in_use_or_a_foreign_host_is_one_line(demo):
     res = CliRunner().invoke(app, ["serve", str(demo["bundle"]), "--host", "192.0.2.1"])  # TEST-NET: not ours
     assert res.exit_code == 2 and "cannot listen on 192.0.2.1:8000: Cannot assign requested address" in res.output, \
         res.output
+
+
+def test_a_bundle_from_another_pipeline_version_is_scored_with_a_warning(demo, tmp_path, monkeypatch):
+    """Raw rows are encoded by this dlf's code; data preprocessed by another pipeline version may have been encoded
+    differently (Parquet bools became "1"/"0" in version 7): said on stderr by dlf predict and in dlf serve's log."""
+    import dlf.data.preprocess as preprocess
+    bundle = load_bundle(demo["bundle"])
+    assert bundle.feature_map.meta["pipeline_version"] == preprocess.PIPELINE_VERSION and bundle.warnings == []
+    monkeypatch.setattr(preprocess, "PIPELINE_VERSION", preprocess.PIPELINE_VERSION + 1)
+    assert "preprocessed by pipeline version" in load_bundle(demo["bundle"]).warnings[0]
+    res = CliRunner().invoke(app, ["predict", str(demo["bundle"]), "--input", str(demo["test_csv"]), "--output",
+                                   str(tmp_path / "p.csv")])
+    assert res.exit_code == 0 and "warning:" in res.stderr and "pipeline version" in res.stderr, res.output

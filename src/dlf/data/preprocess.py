@@ -49,10 +49,10 @@ MISSING_ID = 2
 # Encoding a chunk's distinct values: below this many vocabulary values per distinct value, pc.index_in
 # (which builds a hash table of the whole vocabulary per call) is cheaper than VocabIndex.
 INDEX_IN_RATIO = 4
-PIPELINE_VERSION = 7  # bump when outputs can change, so old ones are rebuilt (2: line numbers after malformed rows;
+PIPELINE_VERSION = 8  # bump when outputs can change, so old ones are rebuilt (2: line numbers after malformed rows;
 # 3: standardize's std by a stable per-chunk merge; 4: a UTF-8 BOM is skipped in ISO-8859-1 and side files;
 # 5: libFM `idx:0` is an absent feature; 6: Parquet floats beyond 2^53 read as the integer, not 1.15e+18;
-# 7: Parquet bools read as "1"/"0", not "true"/"false")
+# 7: Parquet bools read as "1"/"0", not "true"/"false"; 8: the version is in feature_map.json's meta, for bundles)
 _NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 # numbers beyond float32's range are bad values: the model computes in float32 (and squares of such
@@ -678,7 +678,8 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
         raise DataError(f"{out}: cannot write the output there: {exc.strerror or exc} ({exc.filename})") from None
     try:
         fm = _run(sch, sources, tmp, bad, block_bytes, log, _fail_after_chunks)
-        fm.meta.update(fingerprint=fp, preset=preset, options={k: str(v) for k, v in options.items()},
+        fm.meta.update(fingerprint=fp, pipeline_version=PIPELINE_VERSION, preset=preset,
+                       options={k: str(v) for k, v in options.items()},
                        inputs=[{"role": s.role, "path": s.path} for s in sources],
                        bad_rows=bad.summary(), seconds=round(time.perf_counter() - started, 3))
         fm.save(tmp / "feature_map.json")  # written last: its presence marks a complete dataset

@@ -243,6 +243,19 @@ class Bundle:
         return self.encoder.mode
 
     @property
+    def warnings(self) -> list[str]:
+        """Why raw rows may not be encoded as preprocessing encoded the training rows: the data was preprocessed by
+        another version of dlf's pipeline (PIPELINE_VERSION: e.g. Parquet bools became "1"/"0" in version 7)."""
+        from dlf.data.preprocess import PIPELINE_VERSION
+
+        made = self.feature_map.meta.get("pipeline_version")
+        if self.mode != "raw" or made == PIPELINE_VERSION:
+            return []
+        return [f"{self.path}: the training data was preprocessed by pipeline version {made or 'before 8'}, and this "
+                f"dlf encodes raw rows by version {PIPELINE_VERSION}: a few kinds of values may be encoded differently "
+                "than in training (docs/data.md, 'Pipeline versions'); to be sure, preprocess, train and export again"]
+
+    @property
     def onnx_path(self) -> Path | None:
         info = self.manifest.get("onnx")
         return self.path / ONNX_FILE if info else None

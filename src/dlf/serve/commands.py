@@ -78,6 +78,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
                 import torch
                 torch.set_num_threads(threads)
             b = load_bundle(bundle, build_model=engine == "torch")
+            for warning in b.warnings:
+                err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
             scorer = Scorer(b, engine, batch_size, threads, precision)
             result = predict_file(b, input_, output, id_column=id_column, on_bad_row=on_bad_row, engine=engine,
                                   fmt=format, output_format=output_format, header=header,

@@ -513,6 +513,8 @@ def serve(bundle_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         lg.setLevel(logging.INFO if (access_logs or name == "dlf.serve") else logging.WARNING)
     logging.getLogger("dlf.serve").info("serving %s (%s, %s engine, %s) on http://%s:%d", bundle_path,
                                         bundle.model_name, engine, precision, host, port)
+    for warning in bundle.warnings:
+        logging.getLogger("dlf.serve").warning(warning)
     level = log_level.upper()
     log_config = {"version": 1, "disable_existing_loggers": False,
                   "formatters": {"json": {"()": _JsonLines}},
