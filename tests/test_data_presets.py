@@ -428,6 +428,23 @@ def test_libfm_feature_index_end_to_end(tmp_path):
     assert [tr.categorical[i, 0] for i in range(3)] == [user["0"], user["2"], user["2"]]
 
 
+def test_libfm_files_labelled_0_1_read_with_the_labels_option(tmp_path):
+    """A 0/1-labelled libFM file (as some iPinYou and Avazu conversions are) could not be read with a feature index:
+    the label 0 was a bad value and a schema (label_values: binary) cannot be combined with feature_index."""
+    index = write_lines(tmp_path / "fields.txt", [["user", 0], ["item", 1], ["user", 2], ["item", 3]], " ")
+    indexed = write_lines(tmp_path / "a.libfm", [["1 0:1 1:1"], ["0 3:1 2:1"], ["0 2:1 1:1"]])
+    ranged = write_lines(tmp_path / "b.libfm", [["1 0:1 2:1"], ["0 1:1 3:1"], ["0 0:1 3:1"]])  # user 0-1, item 2-3
+    for k, (data, option) in enumerate([(indexed, {"feature_index": str(index)}), (ranged, {"fields": "user:2,item:2"})]):
+        _, tr, _, _ = run("libfm", [data], tmp_path / f"o{k}", options={**IN_ORDER, **option, "labels": "binary"})
+        np.testing.assert_array_equal(np.asarray(tr.label), [1.0, 0.0, 0.0])
+        with pytest.raises(DataError, match="expected label -1 or 1"):  # the default stays libFM's -1/1
+            run("libfm", [data], tmp_path / f"pm1{k}", options={**IN_ORDER, **option})
+    with pytest.raises(DataError, match="expected pm1 .labels -1/1. or binary"):
+        run("libfm", [ranged], tmp_path / "x", options={**IN_ORDER, "fields": "user:2,item:2", "labels": "01"})
+    with pytest.raises(DataError, match="--option labels applies to preset"):
+        run("criteo", [data], tmp_path / "y", options={"labels": "binary"})
+
+
 def _same_output(a: Path, b: Path) -> None:
     for split in ("train", "valid", "test"):
         for p in (a / split).glob("*.npy"):

@@ -590,7 +590,8 @@ def apply_options(schema: Schema, options: dict) -> Schema:
 
 
 # options only some presets read
-PRESET_OPTIONS = {"numeric": ("criteo", "kdd12"), "fields": ("libfm",), "feature_index": ("libfm",)}
+PRESET_OPTIONS = {"numeric": ("criteo", "kdd12"), "fields": ("libfm",), "feature_index": ("libfm",),
+                  "labels": ("libfm", "frappe")}
 # `--option KEY=VALUE` keys: the form of the value and what it sets (listed by `dlf preprocess --help`)
 KNOWN_OPTIONS = {
     "min_count": ("N", "values seen fewer than N times in train -> out of vocabulary (default: the preset's)"),
@@ -603,6 +604,7 @@ KNOWN_OPTIONS = {
     "numeric": ("bucket|log|standardize|none", "integer count columns (criteo, kdd12; default bucket)"),
     "fields": ("NAME:SIZE,...", "libFM fields and how many indices each has, in index order (libfm)"),
     "feature_index": ("FILE", "libFM feature index, one 'FIELD INDEX' or 'FIELD:VALUE INDEX' per line (libfm)"),
+    "labels": ("pm1|binary", "libFM labels: -1/1 (the default) or 0/1 (libfm, frappe)"),
     "dataset_id": ("NAME", "which dataset of a FuxiCTR dataset_config.yaml holding several (--schema)"),
 }
 
@@ -621,10 +623,12 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
     for key, presets in PRESET_OPTIONS.items():  # elsewhere they were silently ignored
         if key in options and preset not in presets:
             raise DataError(f"--option {key} applies to preset(s) {', '.join(presets)}, not {preset!r}")
-    both = sorted({"numeric", "fields"} & options.keys()) if schema is not None else []
+    if options.get("labels", "pm1") not in ("pm1", "binary"):
+        raise DataError(f"--option labels={options['labels']}: expected pm1 (labels -1/1) or binary (labels 0/1)")
+    both = sorted({"numeric", "fields", "labels"} & options.keys()) if schema is not None else []
     if both:  # the preset's built-in fields are not used then: the option was silently ignored
         raise DataError(f"--option {both[0]} shapes the preset's own fields; with --schema, say it in the schema "
-                        "(a field's transform, or libFM ranges)")
+                        "(a field's transform, libFM ranges, label_values)")
     if "dataset_id" in options and schema is None:
         raise DataError("--option dataset_id picks a dataset of a FuxiCTR dataset_config.yaml given with --schema")
     for key in ("min_count", "buckets", "seed"):  # int('abc') was a ValueError traceback

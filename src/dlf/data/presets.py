@@ -375,12 +375,12 @@ def read_feature_index(path: str | Path) -> tuple[list[str], np.ndarray, np.ndar
     return fields.dictionary.to_pylist(), index, fields.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def libfm_schema(sizes: list[tuple[str, int]]) -> Schema:
+def libfm_schema(sizes: list[tuple[str, int]], label_values: str = "pm1") -> Schema:
     fields, start = [], 0
     for name, size in sizes:
         fields.append(FieldOptions(name, "categorical", range=(start, start + size - 1)))
         start += size
-    return Schema(fields=fields, label="label", label_values="pm1", header=False, columns=["label"]).validate()
+    return Schema(fields=fields, label="label", label_values=label_values, header=False, columns=["label"]).validate()
 
 
 def indexed_schema(fields: list[FieldOptions], label_values: str = "pm1") -> Schema:
@@ -481,7 +481,7 @@ def _libfm(inputs, schema, options):
             raise DataError("libfm: give the fields either by --option feature_index=FILE or by --schema, not both")
         path = Path(options["feature_index"])
         names, idx, owner = read_feature_index(path)
-        schema = indexed_schema([FieldOptions(n, "categorical") for n in names])
+        schema = indexed_schema([FieldOptions(n, "categorical") for n in names], options.get("labels", "pm1"))
         index = FieldIndex.from_pairs(idx, owner, f"an index listed in {path}")
         return schema, _line_sources(inputs, schema, _libfm_derive(schema.fields, index), depends=[str(path)])
     if schema is None:
@@ -489,7 +489,7 @@ def _libfm(inputs, schema, options):
             raise DataError("preset 'libfm' needs the fields' index ranges: --option fields=name:size,name:size,... "
                             "or --option feature_index=FILE, or a schema with `range` per field (preset 'frappe' "
                             "has Frappe's built in)")
-        schema = libfm_schema(parse_sizes(options["fields"]))
+        schema = libfm_schema(parse_sizes(options["fields"]), options.get("labels", "pm1"))
     if any(f.range is None for f in schema.fields):
         raise DataError("libFM input needs every field's index range: fields with range: [first, last] in the "
                         "schema, or --option fields=name:size,name:size,... (sizes in index order)")
@@ -497,7 +497,7 @@ def _libfm(inputs, schema, options):
 
 
 def _frappe(inputs, schema, options):
-    return _libfm(inputs, schema or libfm_schema(FRAPPE_FIELDS), options)
+    return _libfm(inputs, schema or libfm_schema(FRAPPE_FIELDS, options.get("labels", "pm1")), options)
 
 
 def _line_sources(inputs, schema: Schema, derive, depends: list[str] | None = None) -> list[Source]:
@@ -793,8 +793,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            _avazu, derive=_avazu_derive, derived=("weekday", "weekend")),
     Preset("fuxictr", "BARS/FuxiCTR splits: a folder with train/valid/test .csv or .parquet; "
            "--schema dataset_config.yaml", _fuxictr),
-    Preset("libfm", "libFM 'label idx:val ...' files, label -1/1; --option fields=name:size,... or "
-           "feature_index=FILE", _libfm),
+    Preset("libfm", "libFM 'label idx:val ...' files, label -1/1 (--option labels=binary: 0/1); --option "
+           "fields=name:size,... or feature_index=FILE", _libfm),
     Preset("frappe", "Frappe in libFM format (10 one-hot fields, label -1/1)", _frappe),
     Preset("movielens-1m", "MovieLens-1M ratings.dat/users.dat/movies.dat (or ratings.csv); "
            "4-5 -> 1, 1-2 -> 0, 3 dropped", _movielens),
