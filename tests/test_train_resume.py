@@ -257,3 +257,18 @@ def test_the_config_differs_warning_names_what_changed(tmp_path):
                   resume=run, console=console)
     text = console.export_text()
     assert "config differs" in text and "train.threads: 1 -> 2, train.precision: fp32 -> bf16" in text
+
+
+def test_data_path_with_a_tilde_in_a_yaml_config_is_the_home_folder(tmp_path, monkeypatch):
+    """data.path: ~/data in a YAML file (no shell expands it) was read as ./~/data: 'not found'."""
+    from dlf.data.preprocess import preprocess
+    fixture = Path(__file__).parent / "fixtures" / "data" / "criteo_tiny.txt"
+    preprocess("criteo", [fixture], tmp_path / "data", options={"min_count": 1, "ratios": "0.5,0.25,0.25"})
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "data")
+    cfg = dlf_api.load_config(None, ["data.path=~/data", "model.embedding_dim=4", "model.layers=1", "model.rank=2",
+                                     "model.interaction_tokens=2", "model.implicit_tokens=2", "model.hidden=8",
+                                     "train.epochs=1", "train.batch_size=4", "train.progress=false"])
+    dlf_api.train(cfg, out=tmp_path / "run", console=Console(quiet=True))
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["path"]
+    assert Path(saved) == (tmp_path / "data").absolute()

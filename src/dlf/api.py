@@ -56,8 +56,9 @@ def train(config=None, out: str | Path | None = None, console: Console | None = 
         if config is None:
             config = resume / "config.yaml"
     cfg = _resolve(config)
-    if resume is None and cfg.data.path:  # the run's config.yaml then names the dataset from any directory
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(cfg.data.path)))
+    if cfg.data.path:  # the run's config.yaml then names the dataset from any directory; '~' as a shell would
+        path = os.path.abspath(os.path.expanduser(cfg.data.path))  # (data.path: ~/data/criteo in a YAML file)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=path))
     try:
         dist = DistContext.from_env(cfg.train.device)
     except DeviceError as exc:  # a one-line error in the CLI, not a traceback
