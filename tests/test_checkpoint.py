@@ -194,3 +194,27 @@ def test_a_checkpoint_write_that_fails_is_one_error_and_the_earlier_ones_still_l
         dlf.train(_tiny(epochs=1), out=run)
     assert load_latest(run / "checkpoints").state.global_step == 3
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("edit", ["drop has_best", "state not a mapping", "doc a list"])
+def test_a_checkpoint_with_an_unreadable_header_is_a_checkpoint_error(tmp_path, edit):
+    """The header is outside the SHA-256 (which covers the tensors): a hand-edited or foreign one was a KeyError /
+    TypeError / AttributeError traceback instead of a CheckpointError, which resume reports and falls back from."""
+    import json
+
+    from safetensors.torch import load_file
+    from safetensors.torch import save as st_save
+    from safetensors import safe_open
+
+    path, _, _ = _save(tmp_path, 3)
+    with safe_open(str(path), "pt") as f:
+        doc = json.loads(f.metadata()["dlf_checkpoint"])
+    if edit == "drop has_best":
+        del doc["has_best"]
+    elif edit == "state not a mapping":
+        doc["state"] = 7
+    else:
+        doc = [doc]
+    path.write_bytes(st_save(load_file(path), metadata={"dlf_checkpoint": json.dumps(doc)}))
+    with pytest.raises(CheckpointError, match="checkpoint"):
+        load_checkpoint(path)

@@ -240,10 +240,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         doc = json.loads(header["__metadata__"]["dlf_checkpoint"])
     except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupted ({type(exc).__name__}: {exc})") from None
-    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
         raise CheckpointError(f"{path} is not a dlf checkpoint of version {VERSION}")
     if _digest(tensors) != doc.get("digest"):
         raise CheckpointError(f"checkpoint {path} is corrupted (tensor bytes do not match the stored SHA-256)")
+    try:
+        return _checkpoint(path, tensors, doc)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or foreign header: no traceback
+        raise CheckpointError(f"checkpoint {path} has a header this dlf cannot read "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
+def _checkpoint(path: Path, tensors: dict, doc: dict) -> Checkpoint:
     model = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")} if doc["has_best"] else None
     optimizer = _join_optimizer({k: v for k, v in tensors.items() if k.startswith("optim/")}, doc["optimizer"])
