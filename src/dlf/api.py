@@ -6,6 +6,7 @@ import json
 import math
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -125,9 +126,8 @@ def _writable_run_dir(out: Path) -> None:
         raise TrainingError(f"run directory {out} (--out) is a file, not a directory; choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):  # a unique name: every rank probes
+            pass
     except OSError as exc:
         raise TrainingError(f"cannot write the run directory {out} (--out): {exc.strerror or exc}") from None
 
