@@ -248,7 +248,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except OSError as exc:  # a directory, no permission: was a traceback
             raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            raise ConfigError(f"config file {str(path)!r} is not UTF-8 text "
+                              f"({exc.reason} at byte {exc.start})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
         except ConfigError as exc:

@@ -433,8 +433,9 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         value = monitor_value(val, cfg.monitor)
         if not math.isfinite(value):  # check_validation made it defined: the predictions are NaN; counting it as
             # "no improvement" decayed the lr and stopped early, with the NaN as the only trace
-            raise TrainingError(f"validation {cfg.monitor} is {value} at epoch {state.epoch}, step {state.global_step}: "
-                                f"the model's predictions are not finite; lower train.lr (now {lr:g}) or check inputs")
+            raise TrainingError(f"validation {cfg.monitor} is {value} at epoch {state.epoch}, step "
+                                f"{state.global_step}: the model's predictions are not finite; lower train.lr "
+                                f"(now {lr:g}) or check inputs")
         stop = plateau.step(value, *optimizers)
         record = {"epoch": state.epoch, "step": state.global_step, "epoch_end": epoch_end,
                   "train_loss": state.loss_sum / max(state.seen, 1), "lr": lr,
