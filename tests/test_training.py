@@ -194,3 +194,16 @@ def test_epoch_line_shows_validation_gauc_when_the_data_has_groups():
     console = Console(record=True, width=300)
     result = fit(build_model("dlf", data.feature_map, cfg.model), data.train, grouped, cfg.train, console)
     assert f"val gAUC {result['history'][0]['val_gauc']:.4f}" in console.export_text()
+
+
+def test_a_config_changed_after_load_config_is_checked_by_dlf_train():
+    """cfg.train.batch_size = 0 set in a notebook skipped every check: a ZeroDivisionError traceback."""
+    import dlf
+    from dlf.config import ConfigError, load_config
+
+    cfg = load_config(None, ONE_CLASS[:1] + ONE_CLASS[2:])
+    cfg.train.batch_size = 0
+    with pytest.raises(ConfigError, match="train.batch_size must be >= 1, got 0"):
+        dlf.train(cfg)
+    cfg.train.batch_size, cfg.train.lr = 256, "0.01"  # the YAML reading of a string number still applies
+    assert dlf.api._resolve(cfg).train.lr == 0.01

@@ -16,7 +16,7 @@ from rich.console import Console
 from safetensors.torch import save_file
 
 from dlf._io import atomic_write_json, atomic_write_text
-from dlf.config import RunConfig, load_config
+from dlf.config import RunConfig, from_dict, load_config
 from dlf.data.synthetic import generate
 from dlf.models import build_model
 from dlf.train.metrics import classification_metrics
@@ -27,14 +27,13 @@ from dlf.train.trainer import CHECKPOINT_DIR, TrainingError, evaluate, fit
 
 
 def _resolve(config) -> RunConfig:
-    if isinstance(config, RunConfig):
-        return config
+    if isinstance(config, RunConfig):  # checked again: `cfg.train.batch_size = 0` after load_config skipped the checks
+        return from_dict(config.to_dict())  # (a ZeroDivisionError traceback; a string lr failed inside torch)
     if config is None:
         return load_config()
     if isinstance(config, (str, Path)):
         return load_config(config)
     if isinstance(config, dict):
-        from dlf.config import from_dict
         return from_dict(config)
     raise TypeError(f"config must be a RunConfig, dict or YAML path, got {type(config).__name__}")
 
