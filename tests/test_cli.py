@@ -125,3 +125,20 @@ def test_result_table_shows_gauc_when_the_data_has_groups(capsys):
     _print_result({"model": "dlf", "dataset": "synthetic", "test": {"auc": 0.71, "logloss": 0.45},
                    "oracle_test": {"auc": 0.8, "logloss": 0.4}}, None)
     assert "gAUC" not in capsys.readouterr().out
+
+
+def test_ctrl_c_says_how_to_continue_the_run(tmp_path):
+    """Ctrl-C ended `dlf train` with exit 130 and no output at all."""
+    import signal
+    import time
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(out), *TINY, "--set", "train.epochs=50",
+                             "--set", "data.synthetic.rows=20000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("checkpoints/step-*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    assert stderr.strip() == f"interrupted: continue with dlf train --resume {out}"

@@ -92,6 +92,11 @@ def train(
         _fail(str(exc))
     except OSError as exc:  # writing the run directory (train_log.csv, metrics.json, ...): disk full, permissions
         _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+    except KeyboardInterrupt:  # Ctrl-C ended the run without a word (exit 130): say how to continue it
+        run_dir = resume if resume is not None else out
+        err.print("interrupted: " + (f"continue with dlf train --resume {run_dir}" if run_dir is not None
+                                     else "nothing was saved (no --out)"), highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     out = resume if resume is not None else out
     if os.environ.get("RANK", "0") == "0":
         _print_result(metrics, out)
