@@ -97,3 +97,21 @@ def test_grad_norm_log_of_a_killed_run_drops_the_row_the_kill_cut_short(tmp_path
         path.write_text(",".join(COLUMNS) + "\r\n" + rows + cut)
         GradNormLogger(path, torch.nn.Linear(2, 1), every=2, resume_step=5)
         assert [r["step"] for r in read_grad_norms(path)] == [2, 4], cut
+
+
+def test_git_status_timing_out_does_not_stop_the_run(monkeypatch, tmp_path):
+    """`git status` past its 10 s timeout (a large checkout) was a TimeoutExpired traceback before training began."""
+    import subprocess
+    from pathlib import Path
+
+    from dlf.train import logging as run_logging
+    real = subprocess.run
+
+    def slow_status(cmd, *a, **k):
+        if "status" in cmd:
+            raise subprocess.TimeoutExpired(cmd, 10)
+        return real(cmd, *a, **k)
+
+    monkeypatch.setattr(run_logging.subprocess, "run", slow_status)
+    commit = run_logging.git_commit(Path(run_logging.__file__).parent)
+    assert commit is None or commit.endswith("-unknown-dirty")

@@ -123,8 +123,11 @@ def git_commit(start: str | Path) -> str | None:
         return None
     if out.returncode != 0:
         return None
-    dirty = subprocess.run(["git", "-C", str(start), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, timeout=10)
+    try:  # git status can take longer than the timeout on a large checkout: the commit without the mark, no traceback
+        dirty = subprocess.run(["git", "-C", str(start), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return out.stdout.strip() + "-unknown-dirty"
     return out.stdout.strip() + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
