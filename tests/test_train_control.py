@@ -115,3 +115,19 @@ def test_git_status_timing_out_does_not_stop_the_run(monkeypatch, tmp_path):
     monkeypatch.setattr(run_logging.subprocess, "run", slow_status)
     commit = run_logging.git_commit(Path(run_logging.__file__).parent)
     assert commit is None or commit.endswith("-unknown-dirty")
+
+
+def test_a_failing_learning_curve_plot_does_not_lose_the_weights_and_metrics(tmp_path, monkeypatch):
+    """The plot was drawn first: when it raised, model.safetensors and metrics.json were never written."""
+    import importlib
+
+    from rich.console import Console
+
+    def broken(*a, **k):
+        raise RuntimeError("no usable font")
+
+    monkeypatch.setattr(importlib.import_module("dlf.api"), "plot_learning_curves", broken)
+    console = Console(record=True, width=300)
+    dlf.train(_cfg("train.epochs=1"), out=tmp_path / "run", console=console)
+    assert (tmp_path / "run" / "model.safetensors").is_file() and (tmp_path / "run" / "metrics.json").is_file()
+    assert "learning_curves.png not written (RuntimeError: no usable font)" in console.export_text()

@@ -192,10 +192,14 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
         metrics["oracle_test"] = classification_metrics(data.test.label, data.test.prob)
 
     if out is not None and dist.is_main:
-        plot_learning_curves(result["history"], out / "learning_curves.png")
         tmp = out / ".model.safetensors.tmp"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
         tmp.replace(out / "model.safetensors")
         atomic_write_json(out / "metrics.json", _json_safe(metrics))
         metrics["run_dir"] = str(out)
+        try:  # last, and not fatal: a picture failing (matplotlib, fonts) lost the weights and metrics written after it
+            plot_learning_curves(result["history"], out / "learning_curves.png")
+        except Exception as exc:  # noqa: BLE001
+            console.print(f"[yellow]warning:[/yellow] learning_curves.png not written ({type(exc).__name__}: {exc})",
+                          highlight=False)
     return metrics
