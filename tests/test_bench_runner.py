@@ -264,6 +264,11 @@ def test_a_finished_run_on_a_dataset_given_by_relative_path_is_not_rerun(tmp_pat
     result = run_bench(spec, "b", console=QUIET, train_fn=again)
     assert again.calls == [] and [r["status"] for r in result.records] == ["skipped"]
     assert sorted(p.name for p in (tmp_path / "b/runs/demo/lr").iterdir()) == ["seed-1"]
+    # ~ in a YAML spec is the home folder (it was no processed dataset: './~/data/demo'), and reruns skip too
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home = spec_from_dict({**spec.to_dict(), "datasets": {"demo": {"path": "~/data/demo"}}})
+    result = run_bench(home, "b", console=QUIET, train_fn=again)
+    assert again.calls == [] and [r["status"] for r in result.records] == ["skipped"]
 
 
 def test_search_points_skip_keys_a_model_does_not_have():

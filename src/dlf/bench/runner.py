@@ -200,6 +200,8 @@ def _parse_datasets(raw: Any) -> list[DatasetSpec]:
     if dupes:
         raise BenchError(f"datasets: two datasets are named {dupes[0]!r}; use the mapping form to name them")
     for d in raw_out:
+        if d.path is not None:
+            d.path = str(Path(d.path).expanduser())  # ~ in a YAML spec, where no shell expands it (as dlf.train)
         if d.path is not None and not (Path(d.path) / "feature_map.json").is_file():
             raise BenchError(f"datasets.{d.name}: {d.path} is not a processed dataset (no feature_map.json); "
                              "run dlf preprocess first")
@@ -413,8 +415,8 @@ def _comparable(config: dict) -> dict:
     for key in IGNORED_FOR_MATCH:
         d.get("train", {}).pop(key, None)
     data = d.get("data") or {}
-    if data.get("path"):  # dlf.train stores it absolute; the plan has it as the spec gave it (often relative)
-        data["path"] = str(Path(data["path"]).resolve())
+    if data.get("path"):  # dlf.train stores it absolute, ~ expanded; the plan has it as the spec gave it (often relative)
+        data["path"] = str(Path(data["path"]).expanduser().resolve())
     return d
 
 
