@@ -142,3 +142,20 @@ def test_saved_tensor_listing_adds_up_to_the_activation_total():
     assert ("layers.0.norm", (14, 8), "float32") in groups  # the layer norm's input Z' + g R^T E: B x N x d
     assert any(module.startswith("layers.1+") for module, _, _ in groups)  # later layers are grouped
     assert all(not hook for m in model.modules() for hook in (m._forward_hooks, m._forward_pre_hooks))
+
+
+def test_model_ab_loads_dlf_as_committed_at_a_revision():
+    spec = importlib.util.spec_from_file_location(
+        "model_ab", Path(__file__).resolve().parents[1] / "benchmarks" / "model_ab.py")
+    model_ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(model_ab)
+    try:
+        old = model_ab.model_module_at("HEAD")
+    except Exception as exc:  # a source tree without git history (an sdist): nothing to compare with
+        pytest.skip(f"no git history: {exc}")
+    import dlf.models.dlf as current
+    cfg = replace(get_entry("dlf").default_config(), **DLF_TINY)
+    committed = old.DLF(FM, old.DLFConfig(**vars(cfg))).eval()
+    assert type(committed) is not current.DLF and old.__file__ != current.__file__  # its own copy, not the tree's
+    out = committed(_batch(B))
+    assert out.shape == (B,) and torch.isfinite(out).all()
