@@ -42,3 +42,14 @@ def test_cli_restarts_on_installed_tcmalloc_unless_disabled(tmp_path):
     assert TCMALLOC is None or os.path.isfile(TCMALLOC)
     assert train_malloc(tmp_path, env) == ("tcmalloc" if TCMALLOC else "default")
     assert train_malloc(tmp_path, env | {"DLF_TCMALLOC": "0"}) == "default"
+
+
+def test_json_files_are_strict_json_with_undefined_numbers_as_null(tmp_path):
+    import json
+    import math
+
+    from dlf._io import atomic_write_json
+    atomic_write_json(tmp_path / "m.json", {"test": {"auc": math.nan, "logloss": 0.5}, "history": [math.inf, 1.0]})
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"test": {"auc": None, "logloss": 0.5}, "history": [None, 1.0]}

@@ -94,18 +94,6 @@ def _comparable(config: dict) -> dict:
     return d
 
 
-def _json_safe(obj):
-    """`obj` with NaN/inf floats as None: json.dumps writes them as NaN, which is not JSON (jq, JSON.parse and
-    strict parsers refuse metrics.json)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     """'key.path: old -> new' for every leaf that differs between two nested config dicts."""
     out = []
@@ -195,7 +183,7 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
         tmp = out / ".model.safetensors.tmp"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
         tmp.replace(out / "model.safetensors")
-        atomic_write_json(out / "metrics.json", _json_safe(metrics))
+        atomic_write_json(out / "metrics.json", metrics)  # NaN -> null
         metrics["run_dir"] = str(out)
         try:  # last, and not fatal: a picture failing (matplotlib, fonts) lost the weights and metrics written after it
             plot_learning_curves(result["history"], out / "learning_curves.png")
