@@ -162,6 +162,7 @@ def test_health_metadata_metrics_and_access_log(client, caplog):
     assert {"ts", "method", "duration_ms", "client", "request_id"} <= set(lines[-1])
     h = client.get("/health")
     assert h.status_code == 200 and h.json()["status"] == "ok" and h.json()["model"] == "dlf"
+    assert client.head("/health").status_code == 200  # a probe by HEAD (was 405)
     meta = client.get("/metadata", headers=AUTH).json()
     assert meta["model"]["name"] == "dlf" and meta["limits"] == {"max_batch": 50, "max_body_bytes": 20_000}
     fields = {f["name"]: f for f in meta["fields"]}

@@ -2,7 +2,7 @@
 
     POST /predict    body: a JSON list of records (objects of raw input values), or
                      {"records": [...]}; answers {"probabilities": [...], "rows": n, "model": name}
-    GET  /health     liveness: {"status": "ok", ...} (no API key needed)
+    GET  /health     liveness: {"status": "ok", ...} (no API key needed; HEAD too)
     GET  /metadata   model, bundle and the input fields: names, kinds, transforms, vocab sizes
     GET  /metrics    Prometheus text format: request counts by path/method/status, a latency
                      histogram per path, rows scored, process RSS (no API key needed)
@@ -436,7 +436,7 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
         request.scope.get("dlf", {})["rows"] = len(records)
         return {"probabilities": probs.tolist(), "rows": len(records), "model": bundle.model_name}
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: load balancers' and curl -I's probes (was 405)
     async def health():
         return {"status": "ok", "model": bundle.model_name, "uptime_seconds": round(time.time() - metrics.started, 3),
                 "requests": metrics.total()}
