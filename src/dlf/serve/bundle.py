@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from dlf._io import publish_dir
+from dlf._io import json_safe, publish_dir
 from dlf.data.features import FeatureMap
 
 BUNDLE_FORMAT = "dlf-bundle"
@@ -303,8 +302,8 @@ class Bundle:
 def _json_numbers(metrics: dict) -> dict:
     """The numeric metrics, NaN/inf as null: a one-class test split has AUC NaN, which strict JSON (the server's
     answers, jq) cannot hold: GET /metadata was a 500."""
-    return {k: v if v is not None and math.isfinite(v) else None for k, v in metrics.items()
-            if v is None or isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return json_safe({k: v for k, v in metrics.items()
+                      if v is None or isinstance(v, (int, float)) and not isinstance(v, bool)})
 
 
 def _inside(folder: Path, rel: str) -> Path:
