@@ -116,3 +116,14 @@ def test_a_key_given_twice_in_a_yaml_section_is_an_error(tmp_path):
         load_config(path)
     path.write_text("data: {synthetic: {seed: 1}}\ntrain: {seed: 2}\n")  # one key in two sections is fine
     assert load_config(path).train.seed == 2
+
+
+def test_a_boolean_field_takes_1_and_0_and_an_int_field_keeps_1():
+    """--set train.progress=1 was refused ("expected true or false"): YAML reads 1 as an integer."""
+    cfg = load_config(None, ["train.progress=0", "model.gate=1", "train.patience=1"])
+    assert cfg.train.progress is False and cfg.model.gate is True
+    assert cfg.train.patience == 1 and type(cfg.train.patience) is int
+    assert load_config(None, ["train.progress=1"]).train.progress is True
+    for bad in ("2", "-1", "1.0"):
+        with pytest.raises(ConfigError, match=r"train.progress: expected true or false \(or 1 / 0\), got"):
+            load_config(None, [f"train.progress={bad}"])

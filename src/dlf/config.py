@@ -143,7 +143,9 @@ def _coerce(value, tp, key: str):
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        if type(value) is int and value in (0, 1):  # YAML reads --set x=1 as the int 1: a bool field means true
+            return bool(value)
+        raise ConfigError(f"{key}: expected true or false (or 1 / 0), got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
