@@ -218,3 +218,61 @@ def test_a_checkpoint_with_an_unreadable_header_is_a_checkpoint_error(tmp_path, 
     path.write_bytes(st_save(load_file(path), metadata={"dlf_checkpoint": json.dumps(doc)}))
     with pytest.raises(CheckpointError, match="checkpoint"):
         load_checkpoint(path)
+
+
+def _processed_run(tmp_path, seed=0):
+    """A 1-epoch lr run on a processed dataset built from the demo CSV."""
+    from rich.console import Console
+
+    from dlf.data.preprocess import preprocess
+    from dlf.serve.demo import write_demo_csv, write_demo_schema
+    data, run = tmp_path / "data", tmp_path / "run"
+    fm = preprocess("generic", [write_demo_csv(tmp_path / f"rows-{seed}.csv", 600, seed=seed)], data,
+                    schema=write_demo_schema(tmp_path / "schema.yaml")).feature_map
+    cfg = {"model": {"name": "lr"}, "data": {"path": str(data)},
+           "train": {"epochs": 1, "batch_size": 128, "threads": 1, "progress": False}}
+    dlf.train(cfg, out=run, console=Console(quiet=True))
+    return data, run, fm
+
+
+def test_resume_on_data_preprocessed_again_is_refused_even_with_equal_vocabulary_sizes(tmp_path):
+    """The checkpoint did not say which processed data it was trained on: rebuilt from other rows with the same
+    vocabulary sizes, the weights loaded and training went on, although every id now meant another value."""
+    from rich.console import Console
+
+    from dlf.data.preprocess import preprocess
+    from dlf.serve.demo import write_demo_csv
+    data, run, before = _processed_run(tmp_path)
+    quiet = Console(quiet=True)
+    ck = load_latest(run / "checkpoints")
+    assert ck.data == {k: before.meta[k] for k in ("schema_hash", "fingerprint", "pipeline_version")}
+    dlf.train(None, resume=run, console=quiet)  # the same data: resumes
+    after = preprocess("generic", [write_demo_csv(tmp_path / "rows-7.csv", 600, seed=7)], data,
+                       schema=tmp_path / "schema.yaml").feature_map
+    assert [f.vocab_size for f in after.fields] == [f.vocab_size for f in before.fields]  # the weights would load
+    with pytest.raises(TrainingError) as exc:
+        dlf.train(None, resume=run, console=quiet)
+    message = str(exc.value)
+    assert (f"fingerprint {before.meta['fingerprint'][:12]} -> {after.meta['fingerprint'][:12]}" in message
+            and "preprocess the data back" in message and "fresh run" in message and "\n" not in message)
+    assert "schema_hash" not in message  # the same schema: only what differs is named
+
+
+def test_a_checkpoint_without_the_data_identity_still_resumes(tmp_path):
+    """Checkpoints written before the data identity was stored resume, with a warning that it cannot be checked."""
+    import json
+
+    from rich.console import Console
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from safetensors.torch import save as st_save
+
+    _, run, _ = _processed_run(tmp_path)
+    path = list_checkpoints(run / "checkpoints")[0]
+    with safe_open(str(path), "pt") as f:
+        doc = json.loads(f.metadata()["dlf_checkpoint"])
+    del doc["data"]
+    path.write_bytes(st_save(load_file(path), metadata={"dlf_checkpoint": json.dumps(doc)}))
+    console = Console(record=True, width=300)
+    dlf.train(None, resume=run, console=console)
+    assert f"{path.name} predates data checks" in console.export_text()

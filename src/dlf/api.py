@@ -20,7 +20,7 @@ from dlf.config import RunConfig, from_dict, load_config
 from dlf.data.synthetic import generate
 from dlf.models import build_model
 from dlf.train.metrics import classification_metrics
-from dlf.train.checkpoint import CheckpointError, list_checkpoints, load_latest
+from dlf.train.checkpoint import CheckpointError, data_identity, list_checkpoints, load_latest
 from dlf.train.distributed import DeviceError, DistContext
 from dlf.train.logging import environment, plot_learning_curves
 from dlf.train.trainer import CHECKPOINT_DIR, TrainingError, evaluate, fit
@@ -161,7 +161,7 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
 
     try:
         result = fit(model, data.train, data.valid, cfg.train, console, run_dir=out, config=cfg.to_dict(),
-                     resume=checkpoint, dist=dist)
+                     resume=checkpoint, dist=dist, data_id=data_identity(data.feature_map.meta))
     except CheckpointError as exc:
         raise TrainingError(str(exc)) from None
     test = evaluate(model, data.test, cfg.train.eval_batch_size, dist, cfg.train.precision)

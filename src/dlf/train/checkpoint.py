@@ -9,7 +9,9 @@ One checkpoint is ONE safetensors file, `RUN/checkpoints/step-<global step>.safe
 * the safetensors header metadata key `dlf_checkpoint` holds a JSON document with everything
   else: optimiser param groups and non-tensor state, the plateau controller, the python RNG
   state, the loader position (epoch, step within the epoch, global step), the running epoch
-  loss, history, best epoch/step, the resolved config, and a SHA-256 digest of all tensor bytes.
+  loss, history, best epoch/step, the resolved config, the identity of the processed data it was trained
+  on (`data`: the feature map's schema_hash, preprocess fingerprint and pipeline_version; absent in older
+  checkpoints), and a SHA-256 digest of all tensor bytes.
 
 The file is written to a temporary sibling and renamed over the target (atomic on POSIX), so a
 crash leaves either the old or the new checkpoint, never half of one. Loading parses the
@@ -84,6 +86,7 @@ class Checkpoint:
     state: TrainState
     config: dict
     sparse_optimizer: dict | None = None  # the embedding tables' optimizer state_dict (train.sparse_embedding)
+    data: dict | None = None  # data_identity() of the data it was trained on; None: written before it was stored
 
     def rng_for_rank(self, rank: int) -> dict:
         """RNG states for one rank: rank 0's full set, with that rank's own torch state if saved."""
@@ -150,6 +153,17 @@ def _join_optimizer(tensors: dict, meta: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
+# ---------------------------------------------------------------- data identity
+
+DATA_KEYS = ("schema_hash", "fingerprint", "pipeline_version")
+
+
+def data_identity(meta: dict) -> dict:
+    """What identifies a processed dataset's ids (from its feature map's meta): re-preprocessed data can keep every
+    vocabulary size, so the weights would load, while its ids mean other values. {} for synthetic data."""
+    return {k: meta[k] for k in DATA_KEYS if meta.get(k) is not None}
+
+
 # ---------------------------------------------------------------- digest
 
 def _digest(tensors: dict) -> str:
@@ -187,7 +201,8 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
 
 def save_checkpoint(directory: str | Path, *, model_state: dict, optimizer_state: dict, state: TrainState,
                     config: dict, best_state: dict | None = None, keep: int = 2,
-                    rank_rng: list[torch.Tensor] | None = None, sparse_optimizer_state: dict | None = None) -> Path:
+                    rank_rng: list[torch.Tensor] | None = None, sparse_optimizer_state: dict | None = None,
+                    data: dict | None = None) -> Path:
     """Write one checkpoint atomically and delete all but the newest `keep`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -206,6 +221,7 @@ def save_checkpoint(directory: str | Path, *, model_state: dict, optimizer_state
         tensors[f"rng/rank/{r}"] = _cpu(t)
     doc = {"format": FORMAT, "version": VERSION, "state": state.to_dict(), "optimizer": opt_meta,
            "sparse_optimizer": sparse_meta, "rng": rng_meta, "config": config, "has_best": best_state is not None,
+           "data": data or {},
            "digest": _digest(tensors)}
     path = checkpoint_path(directory, state.global_step)
     # temporary files of writes cut off by a kill (atomic_write_bytes names them .step-N.safetensors.*.tmp): nothing
@@ -264,7 +280,7 @@ def _checkpoint(path: Path, tensors: dict, doc: dict) -> Checkpoint:
            "cuda": {int(k.rsplit("/", 1)[1]): v for k, v in tensors.items() if k.startswith("rng/cuda/")},
            "ranks": {int(k.rsplit("/", 1)[1]): v for k, v in tensors.items() if k.startswith("rng/rank/")}}
     return Checkpoint(path, model, best, optimizer, rng, TrainState.from_dict(doc["state"]), doc["config"],
-                      sparse_optimizer)
+                      sparse_optimizer, doc.get("data"))
 
 
 def load_latest(directory: str | Path, warn=None) -> Checkpoint | None:

@@ -27,7 +27,7 @@ from dlf._runtime import autocast, reuse_freed_memory
 from dlf.data.dataset import ArrayDataset
 from dlf.models import weights_mismatch
 from dlf.models.embedding import FieldEmbedding
-from dlf.train.checkpoint import Checkpoint, TrainState, restore_rng, save_checkpoint
+from dlf.train.checkpoint import DATA_KEYS, Checkpoint, TrainState, restore_rng, save_checkpoint
 from dlf.train.distributed import DistContext
 from dlf.train.logging import RunLogger
 from dlf.train.metrics import classification_metrics
@@ -285,15 +285,33 @@ def _apply_changed_hyperparameters(saved: dict, cfg, optimizer, sparse_optimizer
         say(f"resume: {what} (replaces the checkpoint's value)", highlight=False)
 
 
+def _check_data(resume: Checkpoint, data_id: dict, say) -> None:
+    """Refuse to resume on re-preprocessed data: its vocabulary sizes can all be unchanged (the weights load) while
+    its ids mean other values, so training would go on from weights that no longer fit the inputs."""
+    if resume.data is None:  # written before checkpoints stored it
+        if data_id:
+            say(f"[yellow]warning:[/yellow] {resume.path.name} predates data checks: it cannot tell whether it was "
+                "trained on this processed data", highlight=False)
+        return
+    if resume.data != data_id:
+        show = lambda v: "none" if v is None else str(v)[:12]  # noqa: E731  (hashes: a prefix is enough to compare)
+        changed = ", ".join(f"{k} {show(resume.data.get(k))} -> {show(data_id.get(k))}" for k in DATA_KEYS
+                            if resume.data.get(k) != data_id.get(k))
+        raise TrainingError(f"{resume.path} was trained on other data than this ({changed}; preprocessed again "
+                            "since?): its ids would not mean what the weights learned; preprocess the data back as "
+                            "it was, or start a fresh run (another --out)")
+
+
 def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console: Console | None = None, *,
         run_dir: str | Path | None = None, config: dict | None = None, resume: Checkpoint | None = None,
-        dist: DistContext | None = None) -> dict:
+        dist: DistContext | None = None, data_id: dict | None = None) -> dict:
     """Train `model` in place (best weights restored at the end).
 
     run_dir: where checkpoints/, train_log.csv and tensorboard/ go (None: no files).
     config: the resolved run config, stored in each checkpoint.
     resume: a loaded checkpoint to continue from.
     dist: the process group context (world size 1 when None).
+    data_id: checkpoint.data_identity() of the training data, stored in each checkpoint and checked on resume.
     Returns {'history', 'best_epoch', 'best_step', 'train_seconds', 'global_step', 'world_size',
     'replicas_in_sync'}.
     """
@@ -343,6 +361,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         if (resume.sparse_optimizer is None) == bool(tables):
             raise TrainingError(f"{resume.path} was written with train.sparse_embedding="
                                 f"{str(not tables).lower()}; resume with the same setting")
+        _check_data(resume, data_id or {}, say)
         mismatch = weights_mismatch(model, resume.model)
         if mismatch:
             raise TrainingError(f"{resume.path}: its weights do not fit this {type(model).__name__} model "
@@ -419,7 +438,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                                 sparse_optimizer_state=sparse_optimizer.state_dict() if sparse_optimizer else None,
                                 state=state, config=config, best_state=best_state,
                                 keep=getattr(cfg, "keep_checkpoints", 2),
-                                rank_rng=None if rank_rng is None else [t[0] for t in rank_rng])
+                                rank_rng=None if rank_rng is None else [t[0] for t in rank_rng], data=data_id)
             except OSError as exc:  # disk full, not writable, a file named checkpoints: one line, not a traceback
                 raise TrainingError(f"cannot write a checkpoint of step {state.global_step} into {ckpt_dir}: "
                                     f"{exc.strerror or exc}; the checkpoints written before are intact") from None
