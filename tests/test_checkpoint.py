@@ -198,8 +198,9 @@ def test_a_checkpoint_write_that_fails_is_one_error_and_the_earlier_ones_still_l
 
 @pytest.mark.parametrize("edit", ["drop has_best", "state not a mapping", "doc a list"])
 def test_a_checkpoint_with_an_unreadable_header_is_a_checkpoint_error(tmp_path, edit):
-    """The header is outside the SHA-256 (which covers the tensors): a hand-edited or foreign one was a KeyError /
-    TypeError / AttributeError traceback instead of a CheckpointError, which resume reports and falls back from."""
+    """A header without its own SHA-256 (an older checkpoint; the tensors' digest cannot cover it): a hand-edited or
+    foreign one was a KeyError / TypeError / AttributeError traceback instead of a CheckpointError, which resume
+    reports and falls back from."""
     import json
 
     from safetensors.torch import load_file
@@ -276,3 +277,36 @@ def test_a_checkpoint_without_the_data_identity_still_resumes(tmp_path):
     console = Console(record=True, width=300)
     dlf.train(None, resume=run, console=console)
     assert f"{path.name} predates data checks" in console.export_text()
+
+
+@pytest.mark.parametrize("edit", [(b'\\"global_step\\": 5', b'\\"global_step\\": 9'),  # the loader position
+                                  (b'\\"val_auc\\": 0.5', b'\\"val_auc\\": 0.9')])  # a metric in the history
+def test_a_damaged_or_hand_edited_header_is_detected(tmp_path, edit):
+    """The SHA-256 covered the tensor bytes only: an edited epoch, step or metric in the JSON header loaded as if
+    it were what training wrote."""
+    path, _, _ = _save(tmp_path, 5)
+    raw = path.read_bytes()
+    assert raw.count(edit[0]) == 1
+    path.write_bytes(raw.replace(*edit))  # same length: the safetensors header still parses
+    with pytest.raises(CheckpointError, match="its header document does not match the stored SHA-256"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_written_before_the_header_digest_still_loads(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from safetensors.torch import save as st_save
+
+    path, _, _ = _save(tmp_path, 5)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert set(meta) == {"dlf_checkpoint", "dlf_checkpoint_sha256"}
+    path.write_bytes(st_save(load_file(path), metadata={"dlf_checkpoint": meta["dlf_checkpoint"]}))
+    assert load_checkpoint(path).state.global_step == 5
+    doc = json.loads(meta["dlf_checkpoint"])  # and its tensor digest is still checked
+    doc["digest"] = "0" * 64
+    path.write_bytes(st_save(load_file(path), metadata={"dlf_checkpoint": json.dumps(doc)}))
+    with pytest.raises(CheckpointError, match="tensor bytes do not match"):
+        load_checkpoint(path)

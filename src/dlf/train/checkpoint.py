@@ -11,12 +11,15 @@ One checkpoint is ONE safetensors file, `RUN/checkpoints/step-<global step>.safe
   state, the loader position (epoch, step within the epoch, global step), the running epoch
   loss, history, best epoch/step, the resolved config, the identity of the processed data it was trained
   on (`data`: the feature map's schema_hash, preprocess fingerprint and pipeline_version; absent in older
-  checkpoints), and a SHA-256 digest of all tensor bytes.
+  checkpoints), and a SHA-256 digest of all tensor bytes;
+* the metadata key `dlf_checkpoint_sha256` holds a SHA-256 of that JSON text, so a damaged or hand-edited
+  header (an epoch, the best metric, an optimiser step) is detected too. Checkpoints written before it
+  existed lack it and are verified on the tensor digest alone.
 
 The file is written to a temporary sibling and renamed over the target (atomic on POSIX), so a
 crash leaves either the old or the new checkpoint, never half of one. Loading parses the
 safetensors header (no code execution is possible: safetensors is a JSON header plus raw bytes,
-and the rest is JSON) and verifies the digest, so a truncated or bit-flipped file is detected;
+and the rest is JSON) and verifies both digests, so a truncated or bit-flipped file is detected;
 `load_latest` then warns and falls back to the previous checkpoint (the last `keep` are kept).
 """
 from __future__ import annotations
@@ -166,6 +169,13 @@ def data_identity(meta: dict) -> dict:
 
 # ---------------------------------------------------------------- digest
 
+HEADER_DIGEST = "dlf_checkpoint_sha256"  # metadata key: SHA-256 of the dlf_checkpoint JSON text
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _digest(tensors: dict) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
@@ -228,7 +238,8 @@ def save_checkpoint(directory: str | Path, *, model_state: dict, optimizer_state
     # else removes them, and each is as large as a checkpoint. Only this process writes checkpoints of the run.
     for stale in directory.glob(".step-*.safetensors.*.tmp"):
         stale.unlink(missing_ok=True)
-    atomic_write_bytes(path, st_save(tensors, metadata={"dlf_checkpoint": json.dumps(doc)}))
+    text = json.dumps(doc)
+    atomic_write_bytes(path, st_save(tensors, metadata={"dlf_checkpoint": text, HEADER_DIGEST: _sha256(text)}))
     # A file above the step just written is one a resume skipped as corrupted: ranked newest, it pushed the good
     # checkpoints out of the rotation (with keep=1 each new checkpoint was deleted as soon as it was written).
     found = list_checkpoints(directory)
@@ -253,9 +264,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         tensors = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8:8 + header_len])
-        doc = json.loads(header["__metadata__"]["dlf_checkpoint"])
+        text = header["__metadata__"]["dlf_checkpoint"]
+        header_digest = header["__metadata__"].get(HEADER_DIGEST)  # None: written before it was stored
+        doc = json.loads(text)
     except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupted ({type(exc).__name__}: {exc})") from None
+    if header_digest is not None and header_digest != _sha256(text):  # before the format check: a damaged one
+        raise CheckpointError(f"checkpoint {path} is corrupted (its header document does not match the stored "
+                              "SHA-256)")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
         raise CheckpointError(f"{path} is not a dlf checkpoint of version {VERSION}")
     if _digest(tensors) != doc.get("digest"):
