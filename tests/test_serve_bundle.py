@@ -542,6 +542,47 @@ def test_weights_of_another_model_are_named_not_torch_traceback(demo, tmp_path):
         load_bundle(bundle)
 
 
+def _vouch(bundle: Path, *names: str) -> None:
+    """Rewrite the manifest's checksums of `names` to match the files, as someone editing a bundle would."""
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    for name in names:
+        payload = (bundle / name).read_bytes()
+        manifest["files"][name] = {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+
+
+def test_a_bundle_claiming_a_huge_vocabulary_fails_before_building_the_model(demo, tmp_path):
+    """A feature map edited to claim 10^10 rows for the hashed field (no vocabulary file to contradict it) made
+    load_bundle allocate the embedding table (10^10 x d floats) before comparing it with the weights: an OOM or a
+    RuntimeError from torch's allocator. The model is now built on the meta device and compared first."""
+    bundle = tmp_path / "b"
+    shutil.copytree(demo["bundle"], bundle)
+    fmap = json.loads((bundle / "feature_map.json").read_text())
+    site = next(f for f in fmap["fields"] if f["name"] == "site")
+    site["vocab_size"] = 10 ** 10
+    (bundle / "feature_map.json").write_text(json.dumps(fmap))
+    _vouch(bundle, "feature_map.json")
+    with pytest.raises(BundleError, match=r"model\.safetensors: weights do not fit model 'dlf': 1 shape mismatch\(es\), "
+                                          r"saved vs model \(embedding\.table \(\d+, \d+\) vs \(100000\d+, \d+\)\)"):
+        load_bundle(bundle)
+    site["vocab_size"] = "many"  # not a size: one line too
+    (bundle / "feature_map.json").write_text(json.dumps(fmap))
+    _vouch(bundle, "feature_map.json")
+    with pytest.raises(BundleError, match=r"weights do not fit model 'dlf': the model does not build from its "
+                                          r"feature map and config: "):
+        load_bundle(bundle)
+    # weights of the right shapes but another dtype (load_state_dict would cast them silently)
+    shutil.copyfile(demo["bundle"] / "feature_map.json", bundle / "feature_map.json")
+    _vouch(bundle, "feature_map.json")
+    state = load_file(str(bundle / "model.safetensors"))
+    save_file({k: v.double() if k == "head.0.weight" else v for k, v in state.items()},
+              str(bundle / "model.safetensors"))
+    _vouch(bundle, "model.safetensors")
+    with pytest.raises(BundleError, match=r"1 dtype mismatch\(es\), saved vs model \(head\.0\.weight torch\.float64 "
+                                          r"vs torch\.float32\)"):
+        load_bundle(bundle)
+
+
 def test_export_of_a_damaged_run_is_one_line(demo, tmp_path):
     """Truncated weights were a SafetensorError traceback, a non-UTF-8 config.yaml a UnicodeDecodeError one, and
     a YAML syntax error printed YAML's multi-line message with a caret."""

@@ -160,12 +160,14 @@ class NetworkAwareFusion(nn.Module):
         n = sum(branch_tokens)
         self.heads = heads
         branches = torch.arange(len(branch_tokens))
-        token_branch = torch.repeat_interleave(branches, torch.tensor(branch_tokens))  # N
+        # (output_size: the meta device, on which bundles check weight shapes before building, cannot count them)
+        token_branch = torch.repeat_interleave(branches, torch.tensor(branch_tokens), output_size=n)  # N
         key_branch = token_branch  # the branch of each key: of each token, or of each slot
         if slots:
             # P = blockdiag(P_1, P_2, P_3): N x 3m, a slot mixes the tokens of its own branch only (m_b = min(m, n_b))
-            per_branch = torch.tensor([min(slots, n) for n in branch_tokens])
-            key_branch = slot_branch = torch.repeat_interleave(branches, per_branch)  # 3m
+            slot_counts = [min(slots, k) for k in branch_tokens]
+            per_branch = torch.tensor(slot_counts)
+            key_branch = slot_branch = torch.repeat_interleave(branches, per_branch, output_size=sum(slot_counts))  # 3m
             self.register_buffer("pool_mask", (token_branch[:, None] == slot_branch[None, :]).float(),
                                  persistent=False)
             # init: slot j of a branch averages its tokens j, j + m_b, j + 2 m_b, ... (distinct slots; identity if m_b = n_b)

@@ -57,11 +57,14 @@ def weights_mismatch(model: nn.Module, weights: dict) -> str | None:
     unexpected = [k for k in weights if k not in own]
     shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own
               if k in weights and weights[k].shape != own[k].shape]
+    # load_state_dict would cast silently; a tensor of another dtype (int ids, float64) is not this model's weight
+    dtypes = [f"{k} {weights[k].dtype} vs {own[k].dtype}" for k in own
+              if k in weights and weights[k].shape == own[k].shape and weights[k].dtype != own[k].dtype]
 
     def some(names: list[str]) -> str:
         return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
     parts = [f"{len(names)} {what} ({some(names)})" for names, what in (
         (missing, "missing key(s)"), (unexpected, "unexpected key(s)"),
-        (shapes, "shape mismatch(es), saved vs model")) if names]
+        (shapes, "shape mismatch(es), saved vs model"), (dtypes, "dtype mismatch(es), saved vs model")) if names]
     return "; ".join(parts) or None

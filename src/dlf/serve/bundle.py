@@ -109,7 +109,6 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
     from safetensors.torch import load_file
 
     from dlf.config import ConfigError, from_dict
-    from dlf.models import build_model, weights_mismatch
 
     log = log or (lambda msg: None)
     run, out = Path(run), Path(out)
@@ -160,15 +159,11 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
     Bundle.encoder_from(dataset or run, fm)
     # the weights must load into the model the config describes
     try:
-        model = build_model(cfg.model_name, fm, cfg.model)
         weights = load_file(str(run / WEIGHTS))
     except (RuntimeError, OSError, ValueError, SafetensorError) as exc:  # SafetensorError: truncated or not safetensors
         raise BundleError(f"{run / WEIGHTS}: does not load into model {cfg.model_name!r}: "
                           f"{str(exc).splitlines()[0]}") from None
-    if mismatch := weights_mismatch(model, weights):
-        raise BundleError(f"{run / WEIGHTS}: does not fit model {cfg.model_name!r}: {mismatch}")
-    model.load_state_dict(weights, strict=True)
-    model.eval()
+    model = _model_with(cfg, fm, weights, f"{run / WEIGHTS}: does not fit model {cfg.model_name!r}")
 
     if out.exists() and not (out.is_dir() and ((out / MANIFEST).is_file() or not any(out.iterdir()))):
         raise BundleError(f"{out} exists and is not a dlf bundle; choose another --out")
@@ -299,6 +294,28 @@ class Bundle:
                 "onnx": m.get("onnx") is not None}
 
 
+def _model_with(cfg, fm: FeatureMap, weights: dict, where: str):
+    """The configured model with `weights` loaded, in eval mode; BundleError f"{where}: <what does not fit>" otherwise.
+
+    The model is first built on the meta device (shapes and dtypes, no memory) and compared with the weights: a feature
+    map edited to claim a huge vocabulary would otherwise allocate that table (an OOM) before any mismatch showed."""
+    import torch
+
+    from dlf.models import build_model, weights_mismatch
+
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(cfg.model_name, fm, cfg.model)
+    except (RuntimeError, ValueError, TypeError) as exc:  # e.g. a vocab_size that is not an integer
+        raise BundleError(f"{where}: the model does not build from its feature map and config: "
+                          f"{str(exc).splitlines()[0]}") from None
+    if mismatch := weights_mismatch(skeleton, weights):
+        raise BundleError(f"{where}: {mismatch}")
+    model = build_model(cfg.model_name, fm, cfg.model)
+    model.load_state_dict(weights, strict=True)
+    return model.eval()  # (parameters keep requires_grad: switching it off changes some kernels' float rounding)
+
+
 def _json_numbers(metrics: dict) -> dict:
     """The numeric metrics, NaN/inf as null: a one-class test split has AUC NaN, which strict JSON (the server's
     answers, jq) cannot hold: GET /metadata was a 500."""
@@ -377,7 +394,6 @@ def load_bundle(path: str | Path, *, build_model: bool = True) -> Bundle:
     from safetensors.torch import load_file
 
     from dlf.config import ConfigError, from_dict
-    from dlf.models import build_model as build, weights_mismatch
 
     folder = Path(path)
     manifest = read_manifest(folder)
@@ -400,11 +416,7 @@ def load_bundle(path: str | Path, *, build_model: bool = True) -> Bundle:
             state = load_file(str(folder / WEIGHTS))  # safetensors: tensors only, no code
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise BundleError(f"{folder / WEIGHTS}: not a valid safetensors file: {str(exc).splitlines()[0]}") from None
-        model = build(cfg.model_name, fm, cfg.model)
-        if mismatch := weights_mismatch(model, state):
-            raise BundleError(f"{folder / WEIGHTS}: weights do not fit model {cfg.model_name!r}: {mismatch}")
-        model.load_state_dict(state, strict=True)
-        model.eval()  # (parameters keep requires_grad: switching it off changes some kernels' float rounding)
+        model = _model_with(cfg, fm, state, f"{folder / WEIGHTS}: weights do not fit model {cfg.model_name!r}")
     if manifest.get("onnx"):
         _verify(folder, ONNX_FILE, files)
     return Bundle(folder, manifest, fm, encoder, model)
