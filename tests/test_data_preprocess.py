@@ -1,5 +1,7 @@
 """Preprocessing guarantees: bad input errors (file, line, field), skip mode, no-op re-runs,
 atomic output, vocabularies fit on train only, hashing, splits."""
+import dataclasses
+import gzip
 import json
 import math
 import re
@@ -579,7 +581,6 @@ def test_header_in_the_schemas_encoding(tmp_path, encoding, bom):
 def test_compressed_inputs_are_read(tmp_path):
     """A Criteo train.txt.gz was read (Arrow decompressed it when given the path) until the reader opened the file
     itself; a .csv.gz header was never decompressed ("header is not valid utf-8")."""
-    import gzip
     write(tmp_path / "in.txt.gz", gzip.compress(("\n".join(CRITEO) + "\n").encode()))
     a = preprocess("criteo", [tmp_path / "in.txt.gz"], tmp_path / "a", options={"min_count": 1})
     b = preprocess("criteo", [FIX / "criteo_tiny.txt"], tmp_path / "b", options={"min_count": 1})
@@ -684,8 +685,53 @@ def test_blank_lines_at_the_end_of_a_file_are_not_rows(tmp_path, ending):
                    options={"fields": "a:4,b:5", "ratios": "1,0,0"})
     assert r.rows == 2
     write(tmp_path / "d.txt", "\n".join(CRITEO[:3]) + "\n\n" + "\n".join(CRITEO[3:]) + "\n")
-    with pytest.raises(DataError, match=r"d\.txt:4: field 'label'"):
+    with pytest.raises(DataError, match=r"d\.txt:4: empty line"):
         preprocess("criteo", [tmp_path / "d.txt"], tmp_path / "d")
+
+
+BLANK_INPUTS = {  # (preset, file name, text with blank lines 3 and 6, options)
+    "csv": ("generic", "in.csv", "click,city,age\n1,a,20\n\n0,b,30\n1,a,40\n\n0,b,50\n1,\"a\",60\n", {}),
+    "tsv": ("criteo", "in.txt", "\n".join(CRITEO[:2]) + "\n\n" + "\n".join(CRITEO[2:4]) + "\n\n"
+            + "\n".join(CRITEO[4:7]) + "\n", {"min_count": 1}),
+    "libfm": ("libfm", "in.libfm", "1 0:1 4:1\n-1 1:1 5:1\n\n1 2:1 6:1\n-1 3:1 7:1\n\n1 0:1 8:1\n",
+              {"fields": "a:4,b:5"}),
+}
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+@pytest.mark.parametrize("kind", sorted(BLANK_INPUTS))
+def test_a_blank_line_inside_the_data_is_reported_as_an_empty_line(tmp_path, kind, crlf):
+    """A blank line in the middle of a file was reported as "field 'label': expected label ..., got ''" (Arrow
+    reads it as a row of empty values); it is "FILE:LINE: empty line" in both modes, CSV, TSV and libFM alike."""
+    preset, name, text, options = BLANK_INPUTS[kind]
+    src = write(tmp_path / name, text.replace("\n", "\r\n") if crlf else text)
+    schema = AGE_SCHEMA if preset == "generic" else None
+    with pytest.raises(DataError, match=rf"^{re.escape(str(src))}:3: empty line \(blank lines may only end a file\)$"):
+        preprocess(preset, [src], tmp_path / "err", schema=schema, options=options)
+    r = preprocess(preset, [src], tmp_path / "skip", schema=schema, options=options, on_bad_row="skip")
+    assert r.rows == len(text.splitlines()) - 2 - (preset == "generic")  # the blank lines, a header
+    assert r.feature_map.meta["bad_rows"]["examples"] == [f"{src}:{n}: empty line (blank lines may only end a file)"
+                                                          for n in (3, 6)]
+
+
+def test_blank_lines_in_a_compressed_file(tmp_path):
+    """A compressed file cannot be cut before its blank tail: blank lines are held until a row follows, so those
+    that end the file are not rows and those inside it are empty lines."""
+    src = write(tmp_path / "in.csv.gz", gzip.compress(b"click,city,age\n1,a,20\n\n0,b,30\n\n\n"))
+    for block in (16, 1 << 20):
+        r = preprocess("generic", [src], tmp_path / "o", schema=dataclasses.replace(AGE_SCHEMA, format="csv"),
+                       on_bad_row="skip", block_bytes=block, force=True)
+        assert r.rows == 2 and r.feature_map.meta["bad_rows"]["examples"] == [
+            f"{src}:3: empty line (blank lines may only end a file)"]
+
+
+def test_a_line_of_empty_values_is_not_an_empty_line(tmp_path):
+    """A line of delimiters only (Excel's ',,') or with values in columns not read is a row of empty values to
+    judge, not a blank line: reading the raw line tells them apart."""
+    src = write(tmp_path / "in.csv", "click,city,age,unused\n1,a,20,x\n,,,\n,,,y\n0,b,30,x\n")
+    r = preprocess("generic", [src], tmp_path / "o", schema=AGE_SCHEMA, on_bad_row="skip")
+    assert r.feature_map.meta["bad_rows"]["examples"] == [f"{src}:{n}: field 'click': expected label 0 or 1, got ''"
+                                                          for n in (3, 4)]
 
 
 def test_an_unclosed_quote_stops_even_in_skip_mode(tmp_path):

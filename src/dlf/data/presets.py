@@ -96,7 +96,7 @@ def table_sources(inputs: list[tuple[str, Path]], schema: Schema,
             else:
                 chunks = read_delimited(path, delimiter=delimiter, header=schema.header, columns=columns,
                                         use=use, bad=bad, encoding=schema.encoding, quote=fmt == "csv",
-                                        block_bytes=block)
+                                        block_bytes=block, blank_lines="bad")
             for chunk in chunks:
                 yield derive(chunk, bad) if derive else chunk
         sources.append(Source(role, str(path), read, depends=list(depends or [])))
@@ -601,7 +601,7 @@ def _movielens(inputs, schema, options):
                 # column(s) ['timestamp']"); a time split on it then names the missing column
                 use = ["user_id", "movie_id", "rating"] + (["timestamp"] if "timestamp" in head else [])
                 chunks = read_delimited(path, delimiter=",", header=True, columns=None, use=use, bad=bad,
-                                        quote=True, block_bytes=block)
+                                        quote=True, block_bytes=block, blank_lines="bad")
             else:
                 chunks = read_double_colon(path, columns=["user_id", "movie_id", "rating", "timestamp"], bad=bad,
                                            block_bytes=block)

@@ -150,10 +150,12 @@ def _fix_encoding(path: str, chunk_lines: np.ndarray, columns: dict[str, pa.Arra
 
 def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: list[str] | None,
                    use: list[str] | None, bad: BadRows, encoding: str = "utf-8", quote: bool = False,
-                   block_bytes: int = DEFAULT_BLOCK_BYTES, layout: str | None = None) -> Iterator[Chunk]:
+                   block_bytes: int = DEFAULT_BLOCK_BYTES, layout: str | None = None,
+                   blank_lines: str = "skip") -> Iterator[Chunk]:
     """CSV/TSV as text columns. `columns`: names of all columns when there is no header;
     `use`: the columns to keep (all when None); `layout`: what a line should look like, for the error
-    on a line with the wrong number of columns (default: N columns separated by the delimiter)."""
+    on a line with the wrong number of columns (default: N columns separated by the delimiter);
+    `blank_lines`: "skip" (not rows, as pandas reads them) or "bad" (a bad row, unless it ends the file)."""
     path = check_file(path)
     name = str(path)
     if header:
@@ -218,8 +220,12 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                                      use_threads=False, encoding="utf8" if utf8 else encoding)
         return pcsv.open_csv(source, read_options=read_opts, parse_options=parse_opts, convert_options=conv_opts)
 
-    def report(rows: list[tuple[int | None, str, int]]) -> None:
-        for number, text, actual in sorted(rows, key=lambda r: r[0] or 0):
+    def report(rows: list[tuple[int | None, str, int]], blank: np.ndarray = np.zeros(0, np.int64)) -> None:
+        """Malformed rows from Arrow, and the lines of `blank` (empty lines), in line order."""
+        for number, text, actual in sorted(rows + [(int(b), None, 0) for b in blank], key=lambda r: r[0] or 0):
+            if text is None:
+                bad.add(f"{name}:{number}", "empty line (blank lines may only end a file)", name)
+                continue
             if quote and text and "\n" in text:
                 # a '"' that is not closed where its value ends makes Arrow read on to the next '"', maybe
                 # thousands of lines on: not one bad row to skip (it dropped them all), the quoting is broken
@@ -259,6 +265,9 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     pending: list[tuple[int | None, str, int]] = []
     parse_block = min(block_bytes, PARSE_BLOCK_BYTES)
     stream = None
+    newline_is_byte = "\n".encode(encoding, errors="replace") == b"\n"
+    cursor: _LineCursor | None = None  # opened at the first row that may be a blank line
+    held = np.zeros(0, np.int64)  # blank lines not reported yet
     try:
         while True:
             try:
@@ -282,13 +291,34 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                 raise DataError(f"{where}: {what}") from None
             pending += rows
             if n is None:
-                report(pending)
+                last = max([r[0] for r in pending if r[0] is not None], default=0)
+                report(pending, held[held < last])  # the others end the file: not rows
                 break
             lines = _shift_lines(next_line, n, [r[0] for r in pending if r[0] is not None])
             if len(lines):
                 next_line = int(lines[-1]) + 1
-            report([r for r in pending if r[0] is None or r[0] < next_line])
+            # Arrow reads a blank line as a row of empty values ("field 'label': expected label ..., got ''")
+            blank = _empty_rows(cols)
+            if len(blank) and newline_is_byte:
+                cursor = cursor or _LineCursor(path, start)
+                blank = blank[[cursor.is_blank(int(lines[i])) for i in blank]]
+            else:
+                blank = blank[:0]
+            shown = blank[:0]  # the blank lines to report as bad rows now
+            if blank_lines == "bad":
+                # those after the last row so far may end the file (a compressed one: `end` cannot cut them off):
+                # held until a row follows
+                tail = blank == np.arange(len(lines) - len(blank), len(lines))
+                if tail.sum() < len(lines):
+                    shown, held = np.concatenate([held, lines[blank[~tail]]]), lines[blank[tail]]
+                else:
+                    held = np.concatenate([held, lines[blank]])
+            report([r for r in pending if r[0] is None or r[0] < next_line], shown)
             pending = [r for r in pending if r[0] is not None and r[0] >= next_line]
+            if len(blank):
+                keep = np.ones(len(lines), dtype=bool)
+                keep[blank] = False
+                lines, cols = lines[keep], {c: pc.filter(a, pa.array(keep)) for c, a in cols.items()}
             if utf8:
                 lines, cols = _fix_encoding(name, lines, cols, bad, encoding)
             if cols and len(lines):
@@ -300,7 +330,49 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     finally:
         if stream is not None:
             stream.close()  # waits for the helper thread, then the file can go
+        if cursor is not None:
+            cursor.close()
         fh.close()
+
+
+def _empty_rows(cols: dict[str, pa.Array]) -> np.ndarray:
+    """Rows whose every column read is empty (a blank line, or one of empty values): each column is tested
+    only on the rows still empty, so clean data costs one length test of its first column."""
+    rows = None
+    for arr in cols.values():
+        values = arr if rows is None else arr.take(pa.array(rows))
+        empty = np.flatnonzero(pc.equal(pc.binary_length(values), 0).to_numpy(zero_copy_only=False))
+        rows = empty if rows is None else rows[empty]
+        if not len(rows):
+            break
+    return np.zeros(0, np.int64) if rows is None else rows
+
+
+class _LineCursor:
+    """Reads a file forward from byte `start` to tell whether physical lines are blank (asked in increasing
+    order): Arrow gives a blank line and one of empty values (',,', or columns not read) the same row."""
+
+    def __init__(self, path: Path, start: int) -> None:
+        self.fh = _open_input(path)
+        self.fh.read(start)
+        self.line, self.buf = 1, b""  # `buf` starts at the beginning of line `line`
+
+    def is_blank(self, n: int) -> bool:
+        while True:
+            if self.line < n:
+                k = self.buf.count(b"\n")
+                if k >= n - self.line:  # line n starts in `buf`
+                    self.buf, self.line = self.buf.split(b"\n", n - self.line)[-1], n
+                elif k:  # all of `buf` but its last (unfinished) line is before line n
+                    self.line += k
+                    self.buf = self.buf[self.buf.rfind(b"\n") + 1:]
+            if self.line == n and len(self.buf) >= 2 or not (more := self.fh.read(1 << 20)):
+                break
+            self.buf += more
+        return self.line == n and (self.buf[:1] == b"\n" or self.buf[:2] == b"\r\n" or self.buf in (b"", b"\r"))
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 def _open_input(path: Path) -> pa.NativeFile:
@@ -431,7 +503,7 @@ def read_lines(path: str | Path, *, bad: BadRows, encoding: str = "utf-8",
                block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Chunk]:
     """Whole lines as one column 'line' (trailing '\\r' removed)."""
     for chunk in read_delimited(path, delimiter="\x1f", header=False, columns=["line"], use=None, bad=bad,
-                                encoding=encoding, block_bytes=block_bytes,
+                                encoding=encoding, block_bytes=block_bytes, blank_lines="bad",
                                 layout="a line without the control character \\x1f (one column)"):
         yield chunk
 
@@ -446,7 +518,7 @@ def read_double_colon(path: str | Path, *, columns: list[str], bad: BadRows, enc
             raw.append(f"__sep{i}")
     layout = f"{len(columns)} fields separated by '::' ({'::'.join(columns)})"  # not the ':' columns read
     for chunk in read_delimited(path, delimiter=":", header=False, columns=raw, use=None, bad=bad,
-                                encoding=encoding, block_bytes=block_bytes, layout=layout):
+                                encoding=encoding, block_bytes=block_bytes, layout=layout, blank_lines="bad"):
         keep = np.ones(len(chunk), dtype=bool)
         for i in range(len(columns) - 1):
             nonempty = pc.not_equal(pc.utf8_length(chunk.columns[f"__sep{i}"]), 0).to_numpy(zero_copy_only=False)
