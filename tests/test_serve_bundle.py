@@ -503,6 +503,51 @@ def test_preset_bundles_reproduce_preprocessing(preset, path, options, tmp_path)
     assert np.array_equal(np.concatenate([p.numeric.numpy() for p in parts]), test.numeric)
 
 
+def test_json_booleans_are_encoded_as_parquet_bools(tmp_path):
+    """The data pipeline reads a Parquet bool column as "1"/"0" (categorical, numeric, list items), but the server
+    refused JSON true/false ("expected a string or a number, got a boolean"): a model trained on Parquet bools
+    could not be sent them. Now true/false are "1"/"0" there too: the same ids as preprocessing, the same scores
+    as `dlf predict` on the Parquet file."""
+    pytest.importorskip("fastapi")
+    import warnings
+
+    import pyarrow as pa
+    with warnings.catch_warnings():  # starlette's deprecation of httpx, as in test_serve_server
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from dlf.data.preprocess import preprocess
+    from dlf.data.schema import FieldOptions, Schema
+    from dlf.serve.server import create_app, validate_records
+
+    flags = [True, False, None, True, False, True, True, False]
+    lists = pa.array([[True], [False, True], [], None, [True, True], [False], [True, False], [False]],
+                     pa.list_(pa.bool_()))
+    table = pa.table({"click": [1, 0, 1, 0, 1, 0, 1, 0], "member": flags, "promo": flags, "seen": lists})
+    (tmp_path / "test").mkdir()
+    for path in (tmp_path / "t.parquet", tmp_path / "test" / "t.parquet"):
+        pq.write_table(table, path)
+    schema = Schema(fields=[FieldOptions("member"), FieldOptions("promo", "numeric"),
+                            FieldOptions("seen", "multi", separator="^")], label="click")
+    preprocess("generic", [tmp_path / "t.parquet", f"test={tmp_path / 'test' / 't.parquet'}"], tmp_path / "d",
+               schema=schema)
+    bundle = load_bundle(export_bundle(fake_run(tmp_path / "d", tmp_path / "run", model="dlf"), tmp_path / "b"))
+    records = [{k: v for k, v in r.items() if k != "click"} for r in table.to_pylist()]
+    assert records[0] == {"member": True, "promo": True, "seen": [True]}
+    # the encoder, given the server's text of the JSON records, writes the ids preprocessing wrote
+    rows = validate_records(records, bundle.encoder.inputs, 100)
+    batch, keep = bundle.encoder.encode_chunk(bundle.encoder.records_chunk(rows), BadRows())
+    test = load_processed(tmp_path / "d")[3]
+    assert keep.all() and np.array_equal(batch.categorical.numpy(), test.categorical)
+    assert np.array_equal(batch.numeric.numpy(), test.numeric) and np.array_equal(batch.multi.numpy(), test.multi)
+    # the HTTP API answers as batch scoring of the Parquet file does
+    want = pq.read_table(predict_file(bundle, tmp_path / "t.parquet", tmp_path / "p.parquet").output)
+    with TestClient(create_app(bundle)) as client:
+        r = client.post("/predict", json=records)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["probabilities"], want["probability"].to_numpy(), rtol=0, atol=1e-6)
+
+
 def test_kdd12_bundle_with_joined_user_profile_is_refused(tmp_path):
     """gender/age come from userid_profile.txt, which a bundle does not carry: export says so, before the model."""
     from dlf.data.preprocess import preprocess

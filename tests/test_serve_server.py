@@ -90,7 +90,8 @@ def test_validation_errors_are_field_level_422(client):
     assert detail[("body", 0, "colour")].startswith("unknown field; the inputs are: site, visits, city")
     assert detail[("body", 1)] == "expected an object of field values"
     assert "separator-joined string" in detail[("body", 2, "tags")]
-    assert "boolean" in detail[("body", 2, "device")] and "a list" in detail[("body", 2, "site")]
+    assert "a list" in detail[("body", 2, "site")]
+    assert ("body", 2, "device") not in detail  # a boolean is "1"/"0", as a Parquet bool column reads
     for body in (b"[{", b"\xff\xfe", b"", b'{"rows": []}', b"[]", b"NaN", b'[{"age": NaN}]',
                  b"[" * 5000 + b"]" * 5000):  # too deep for json's recursive parser: was a 500 (RecursionError)
         r = client.post("/predict", content=body, headers=AUTH | {"Content-Type": "application/json"})

@@ -12,8 +12,9 @@ Request checks, in order: API key when one is configured (X-API-Key or `Authoriz
 JSON (422); batch size (413); every record's fields (422 with one entry per problem, e.g.
 {"loc": ["body", 3, "age"], "msg": "expected a number, got 'abc'"}). Unknown fields are errors
 (typos do not pass silently); an absent field, null or "" is a missing value, encoded as in
-training. Values are the raw values the training files held: strings or numbers; a
-multi-valued field takes a list or a separator-joined string.
+training. Values are the raw values the training files held: strings, numbers or booleans
+(true/false are "1"/"0", as a Parquet bool column reads); a multi-valued field takes a list or a
+separator-joined string.
 
 Each request is logged as one JSON line (logger `dlf.serve.access`: time, method, path, status,
 duration, rows, client, request id). An unexpected error answers 500 with one line and the
@@ -134,6 +135,8 @@ def rss_bytes(pid: int | str = "self") -> int:
 # ---- request validation --------------------------------------------------------------------------
 
 def _scalar(value) -> str:
+    if isinstance(value, bool):  # before int (bool is one): "1"/"0", as dlf.data.readers reads a Parquet bool column
+        return "1" if value else "0"
     if isinstance(value, str):
         try:
             value.encode("utf-8")  # JSON's \ud800 escapes decode to lone surrogates, which are no text
@@ -155,14 +158,12 @@ def value_text(value, f: InputField) -> str:
     """One JSON value of an input field -> the text a training file would have held ('' = missing)."""
     if value is None:
         return ""
-    if isinstance(value, bool):
-        raise ValueError("expected a string or a number, got a boolean")
     if f.kind == "multi":
         if isinstance(value, list):
             items = []
             for item in value:
-                if item is None or isinstance(item, (bool, list, dict)):
-                    raise ValueError(f"list items must be strings or numbers, got {json.dumps(item)}")
+                if item is None or isinstance(item, (list, dict)):
+                    raise ValueError(f"list items must be strings, numbers or booleans, got {json.dumps(item)}")
                 text = _scalar(item)
                 if f.separator and f.separator in text:
                     raise ValueError(f"list item {text!r} contains the separator {f.separator!r}")
