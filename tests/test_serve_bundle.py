@@ -628,6 +628,25 @@ def test_a_bundle_claiming_a_huge_vocabulary_fails_before_building_the_model(dem
         load_bundle(bundle)
 
 
+@needs_ort
+def test_a_swapped_model_onnx_is_one_line(demo, tmp_path):
+    """The ONNX engine does not build the torch model, so a model.onnx of another model (checksum updated) was only
+    found by ONNX Runtime at the first batch: a traceback from dlf predict, a 500 for every request from dlf serve."""
+    from dlf.data import FeatureMap, FieldSpec
+    from dlf.serve.onnx import export_onnx
+
+    bundle = tmp_path / "b"
+    shutil.copytree(demo["bundle"], bundle)
+    fm = FeatureMap([FieldSpec("c", "categorical", vocab_size=5), FieldSpec("n", "numeric")])
+    export_onnx(build_model("lr", fm), fm, bundle / "model.onnx")
+    _vouch(bundle, "model.onnx")
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(demo["test_csv"]), "--output",
+                                   str(tmp_path / "p.csv"), "--engine", "onnx"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+    assert "model.onnx: graph input 'categorical' of shape ['batch', 1] does not fit" in res.output
+    assert not (tmp_path / "p.csv").exists()
+
+
 def test_export_of_a_damaged_run_is_one_line(demo, tmp_path):
     """Truncated weights were a SafetensorError traceback, a non-UTF-8 config.yaml a UnicodeDecodeError one, and
     a YAML syntax error printed YAML's multi-line message with a caret."""

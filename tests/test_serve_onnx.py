@@ -62,3 +62,28 @@ def test_onnx_matches_pytorch_for_every_zoo_model(name, small_feature_map, tmp_p
         with torch.no_grad():
             want = wrapper(b.categorical, b.numeric, b.multi).numpy()
         np.testing.assert_allclose(runner.run(b), want, rtol=0, atol=5e-5)
+
+
+def test_a_model_onnx_that_does_not_fit_the_feature_map_is_one_line(small_feature_map, tmp_path):
+    """A model.onnx of another model (or not ONNX at all) was an ONNX Runtime traceback: InvalidArgument 'Got invalid
+    dimensions for input: numeric' at the first batch, InvalidProtobuf at loading. Now a BundleError when loading."""
+    import dataclasses
+
+    from dlf.data import FeatureMap
+    from dlf.serve.bundle import BundleError
+
+    model = build_model("lr", small_feature_map).eval()
+    export_onnx(model, small_feature_map, tmp_path / "m.onnx")
+    OnnxRunner(tmp_path / "m.onnx", fm=small_feature_map)  # its own feature map fits
+    fewer = FeatureMap([f for f in small_feature_map.fields if f.name != "n2"])
+    longer = FeatureMap([dataclasses.replace(f, max_len=6) if f.kind == "multi" else f
+                         for f in small_feature_map.fields])
+    with pytest.raises(BundleError, match=r"m\.onnx: graph input 'numeric' of shape \['batch', 2\] does not fit the "
+                                          r"bundle's feature map \(per row: categorical \[2\], numeric \[1\], multi "
+                                          r"\[1, 4\]\); model\.onnx is another model's"):
+        OnnxRunner(tmp_path / "m.onnx", fm=fewer)
+    with pytest.raises(BundleError, match=r"graph input 'multi' of shape \['batch', 1, 4\] does not fit"):
+        OnnxRunner(tmp_path / "m.onnx", fm=longer)
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    with pytest.raises(BundleError, match=r"bad\.onnx: ONNX Runtime cannot load it: .*INVALID_PROTOBUF"):
+        OnnxRunner(tmp_path / "bad.onnx")

@@ -79,7 +79,7 @@ def export_onnx(model: nn.Module, fm: FeatureMap, path: str | Path, opset: int =
     info = {"file": Path(path).name, "opset": opset, "inputs": input_kinds(fm), "output": "probability",
             "exporter": f"torch {torch.__version__.split('+')[0]} (TorchScript-based)"}
     if check:
-        session = OnnxRunner(path)
+        session = OnnxRunner(path, fm=fm)
         big = _example(fm, 17)
         with torch.no_grad():
             want = wrapper(big.categorical, big.numeric, big.multi).numpy()
@@ -91,21 +91,42 @@ def export_onnx(model: nn.Module, fm: FeatureMap, path: str | Path, opset: int =
     return info
 
 
-class OnnxRunner:
-    """An ONNX Runtime session over model.onnx: Batch -> probabilities (numpy float32)."""
+def _row_shapes(fm: FeatureMap) -> dict[str, list[int]]:
+    """Each graph input's shape per row (without the batch axis) for the model of `fm`."""
+    multi = fm.of_kind("multi")
+    return {"categorical": [len(fm.of_kind("categorical"))], "numeric": [len(fm.of_kind("numeric"))],
+            "multi": [len(multi), max([f.max_len for f in multi], default=1)]}
 
-    def __init__(self, path: str | Path, threads: int = 0):
+
+class OnnxRunner:
+    """An ONNX Runtime session over model.onnx: Batch -> probabilities (numpy float32).
+
+    With `fm`, the graph's inputs are checked against the feature map's field counts when loading, so that a
+    model.onnx of another model is one BundleError then, not an ONNX Runtime error at the first batch."""
+
+    def __init__(self, path: str | Path, threads: int = 0, fm: FeatureMap | None = None):
+        from dlf.serve.bundle import BundleError
+
         try:
             import onnxruntime as ort
         except ImportError:
-            from dlf.serve.bundle import BundleError
             raise BundleError("ONNX Runtime is not installed: pip install 'dlf[serve]' (or onnxruntime)") from None
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ONNX Runtime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
+            raise BundleError(f"{path}: ONNX Runtime cannot load it: {str(exc).splitlines()[0]}") from None
         self.inputs = [i.name for i in self.session.get_inputs()]
+        if fm is not None:
+            want = _row_shapes(fm)
+            for i in self.session.get_inputs():
+                if i.name not in want or list(i.shape[1:]) != want[i.name]:
+                    expected = ", ".join(f"{k} {want[k]}" for k in input_kinds(fm))
+                    raise BundleError(f"{path}: graph input {i.name!r} of shape {i.shape} does not fit the bundle's "
+                                      f"feature map (per row: {expected}); model.onnx is another model's")
 
     def run(self, batch: Batch) -> np.ndarray:
         feeds = {"categorical": batch.categorical.numpy().astype(np.int64, copy=False),

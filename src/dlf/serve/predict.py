@@ -72,7 +72,7 @@ class Scorer:
                 raise BundleError(f"{bundle.path}: the bundle has no model.onnx; export it with "
                                   "dlf export RUN --out BUNDLE --format onnx")
             from dlf.serve.onnx import OnnxRunner
-            self.onnx = OnnxRunner(bundle.onnx_path, threads)
+            self.onnx = OnnxRunner(bundle.onnx_path, threads, bundle.feature_map)
         elif self.model is None:
             raise BundleError("the bundle was loaded without its model")
 
