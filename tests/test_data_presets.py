@@ -87,10 +87,11 @@ def test_fuxictr_splits_with_dataset_yaml_and_test_only_value_is_oov(tmp_path):
     assert "zz_test_only" not in vocabulary(tmp_path / "o", "itemid")
     assert te.categorical[0, 1] == OOV_ID
     assert (np.asarray(tr.categorical)[:, 1] >= 2).all()
-    # price standardised on train: mean ~0 over train rows that have a price
+    # price standardised on train, a missing price read as 0 first (FuxiCTR's fill_na default for dtype float)
     raw = [l.split(",") for l in lines(d / "train.csv")[1:]]
-    has = np.array([r[4] != "" for r in raw])
-    assert abs(np.asarray(tr.numeric)[has, 0].mean()) < 1e-5
+    price = np.array([float(r[4] or 0) for r in raw])
+    assert "" in [r[4] for r in raw]
+    np.testing.assert_allclose(np.asarray(tr.numeric)[:, 0], (price - price.mean()) / price.std(), rtol=1e-5)
     tags = vocabulary(tmp_path / "o", "tags")
     for i, r in enumerate(raw):
         want = [tags[t] for t in r[5].split("^")]
@@ -539,6 +540,43 @@ def test_fuxictr_yaml_copy_from_meta_group_id_and_hash_bucket(tmp_path):
     assert [f.name for f in fm.fields] == ["cat", "c2"] and fm.group == "userid"
     stats = fm.meta["fields"]["c2"]
     assert stats["source"] == "itemid" and stats["buckets"] == 7 and fm.fields[1].vocab_size == 3 + 7
+
+
+def test_fuxictr_fill_na_is_applied_before_fitting(tmp_path):
+    """FuxiCTR fills missing values before anything else (fill_na; by default 0 for dtype int/float, '' for str);
+    the fuxictr preset gave every missing value the missing id instead. A filled categorical value is a value
+    like any other (here "none" and a missing city share its id), a filled number is that number (in the
+    StandardScaler's fit too), and Criteo_x4's float counts with convert_to_bucket make a missing count bucket 0."""
+    d = tmp_path / "in"
+    d.mkdir()
+    rows = ["1,a,1,2,0", "0,,,,", "1,none,3,,5", "0,b,4,6,", "1,a,,2,0"]
+    for role in ("train", "valid", "test"):
+        (d / f"{role}.csv").write_text("label,city,age,price,count\n" + "\n".join(rows) + "\n")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("X:\n    feature_cols:\n"
+                   "        - {name: city, dtype: str, type: categorical, fill_na: none}\n"
+                   "        - {name: count, dtype: float, type: categorical, preprocess: convert_to_bucket}\n"
+                   "        - {name: age, dtype: float, type: numeric, fill_na: -1.5}\n"
+                   "        - {name: price, dtype: float, type: numeric, normalizer: StandardScaler}\n"
+                   "    label_col: {name: label, dtype: float}\n")
+    fm, tr, _, _ = run("fuxictr", [d], tmp_path / "o", schema=cfg)
+    city = vocabulary(tmp_path / "o", "city")
+    assert set(city) == {"a", "b", "none"} and not fm.meta["fields"]["city"]["has_missing"]
+    assert list(np.asarray(tr.categorical)[:, 0]) == [city[v] for v in ("a", "none", "none", "b", "a")]
+    count = np.asarray(tr.categorical)[:, 1]
+    assert count[1] == count[0] == count[4] and count[3] == count[1] and not fm.meta["fields"]["count"]["has_missing"]
+    np.testing.assert_array_equal(np.asarray(tr.numeric)[:, 0], [1, -1.5, 3, 4, -1.5])
+    price = np.array([2, 0, 0, 6, 2.0])
+    np.testing.assert_allclose(np.asarray(tr.numeric)[:, 1], (price - price.mean()) / price.std(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ("- {name: tags, type: sequence, fill_na: x}", "(tags): fill_na 'x' on a sequence is not supported"),
+    ("- {name: price, type: numeric, fill_na: abc}", "fill_na of a numeric field must be a finite number, got 'abc'"),
+])
+def test_fuxictr_fill_na_the_preset_cannot_apply_is_an_error(tmp_path, extra, needle):
+    with pytest.raises(DataError, match=re.escape(needle)):
+        preprocess("fuxictr", [FIX / "fuxictr_tiny"], tmp_path / "o", schema=_fuxictr_yaml(tmp_path, extra))
 
 
 def test_a_libfm_range_in_a_table_schema_is_an_error(tmp_path):

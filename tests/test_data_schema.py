@@ -1,4 +1,6 @@
 """Schema: YAML in both field styles, strict keys and types, clear errors."""
+import json
+
 import pytest
 
 from dlf.data.schema import DataError, Schema
@@ -28,6 +30,8 @@ def test_yaml_shorthand_and_full_form_give_typed_fields(tmp_path):
     ("label: y\nfields: [{name: a, kind: numeric, transform: criteo-bucket}]\n", "use kind: categorical"),
     ("label: y\nfields: [{name: a, min_count: two}]\n", "min_count: expected an integer"),
     ("label: y\ncategorical: [a, a]\n", "duplicate field name"),
+    ("label: y\nmulti: [{name: a, fill_na: x}]\n", "fill_na gives a missing categorical or numeric value a non-empty"),
+    ("label: y\nnumeric: [{name: a, fill_na: abc}]\n", "fill_na of a numeric field must be a finite number"),
     ("label: y\nheader: false\ncategorical: [a]\n", "needs `columns`"),
     ("label: y\ncategorical: [a]\nsplit: {ratios: [0.5, 0.1]}\n", "ratios must be three"),
     ("label: y\ncategorical: [a]\nsplit: {ratios: [.nan, 0.5, 0.5]}\n", "ratios must be three"),  # was accepted
@@ -68,3 +72,15 @@ def test_digest_changes_with_options():
     assert a.digest() == b.digest()
     b.fields[0].min_count = 5
     assert a.digest() != b.digest()
+
+
+def test_fill_na_reads_from_yaml_and_is_left_out_of_the_dict_when_unset(tmp_path):
+    """fill_na (a missing value's text) takes a number or a string; unset, the schema's dict (its digest, the
+    fingerprint of processed data) is what it was before the key existed."""
+    p = tmp_path / "s.yaml"
+    p.write_text("label: y\ncategorical: [{name: a, fill_na: none}, b]\nnumeric: [{name: c, fill_na: 0.0}]\n")
+    s = Schema.from_yaml(p)
+    assert [f.fill_na for f in s.fields] == ["none", None, "0"]
+    fields = s.to_dict()["fields"]
+    assert fields[0]["fill_na"] == "none" and "fill_na" not in fields[1]
+    assert Schema.from_dict(json.loads(json.dumps(s.to_dict()))) == s  # as a feature map stores it

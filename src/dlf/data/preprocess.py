@@ -49,10 +49,11 @@ MISSING_ID = 2
 # Encoding a chunk's distinct values: below this many vocabulary values per distinct value, pc.index_in
 # (which builds a hash table of the whole vocabulary per call) is cheaper than VocabIndex.
 INDEX_IN_RATIO = 4
-PIPELINE_VERSION = 8  # bump when outputs can change, so old ones are rebuilt (2: line numbers after malformed rows;
+PIPELINE_VERSION = 9  # bump when outputs can change, so old ones are rebuilt (2: line numbers after malformed rows;
 # 3: standardize's std by a stable per-chunk merge; 4: a UTF-8 BOM is skipped in ISO-8859-1 and side files;
 # 5: libFM `idx:0` is an absent feature; 6: Parquet floats beyond 2^53 read as the integer, not 1.15e+18;
-# 7: Parquet bools read as "1"/"0", not "true"/"false"; 8: the version is in feature_map.json's meta, for bundles)
+# 7: Parquet bools read as "1"/"0", not "true"/"false"; 8: the version is in feature_map.json's meta, for bundles;
+# 9: the fuxictr preset fills missing values as FuxiCTR does, fill_na or 0 for int/float columns)
 _NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 # numbers beyond float32's range are bad values: the model computes in float32 (and squares of such
@@ -158,6 +159,15 @@ def _keys(text: pa.Array) -> Keys:
     return Keys(codes, d.dictionary)
 
 
+def _filled(keys: Keys, value: str | None) -> Keys:
+    """Missing entries read as `value` (a field's fill_na), when it is set."""
+    missing = keys.codes < 0
+    if value is None or not missing.any():
+        return keys
+    values = pa.concat_arrays([keys.values, pa.array([value], keys.values.type)])
+    return Keys(np.where(missing, len(keys.values), keys.codes).astype(keys.codes.dtype), values)
+
+
 def parse_numbers(text: pa.Array) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(float64 value of each entry, NaN = missing or bad; indices of the bad entries; what is wrong with each).
 
@@ -255,14 +265,16 @@ class ChunkParser:
         if s.label_values == "pm1":
             label = (label > 0).astype(np.float32)
 
-        def numbers(name: str) -> np.ndarray:
+        def numbers(name: str, fill_na: str | None = None) -> np.ndarray:
             v, wrong, problems = parse_numbers(col(name))
             reject(wrong, lambda i: f"field {name!r}: {problems[i]}")
+            if fill_na is not None:  # (bad values are NaN too, but their rows are dropped)
+                v[np.isnan(v)] = float(fill_na)
             return v
 
         cat = []
         for f in self.cat:
-            keys = _keys(col(f.column))
+            keys = _filled(_keys(col(f.column)), f.fill_na)
             if f.transform == "criteo-bucket":  # on the distinct texts, then rows -> their bucket
                 v, wrong, problems = parse_numbers(keys.values)
                 if len(wrong):
@@ -276,7 +288,7 @@ class ChunkParser:
                 bucket = pc.fill_null(d.indices, -1).to_numpy(zero_copy_only=False)
                 keys = Keys(np.append(bucket, np.int32(-1))[keys.codes], pc.cast(d.dictionary, pa.string()))
             cat.append(keys)
-        num = [numbers(f.column) for f in self.num]
+        num = [numbers(f.column, f.fill_na) for f in self.num]
         multi = []
         for f in self.multi:
             lists = pc.split_pattern(col(f.column), f.separator)

@@ -19,7 +19,7 @@ import pyarrow.csv as pcsv
 
 from dlf.data.readers import (BadRows, Chunk, check_file, read_delimited, read_double_colon, read_lines,
                               read_parquet, strip_bom, header_names)
-from dlf.data.schema import DataError, FieldOptions, Schema
+from dlf.data.schema import DataError, FieldOptions, Schema, fill_text
 
 ROLES = ("train", "valid", "test")
 
@@ -248,13 +248,17 @@ def schema_from_fuxictr(cfg: dict, where: str, dataset_id: str | None = None) ->
         buckets = max(count(col.get("num_buckets", cfg.get("num_buckets", 10)), f"{key}: num_buckets"), 1) \
             if processor else 0
         min_count = max(count(col.get("min_categr_count", default_min), f"{key}: min_categr_count"), 1)
+        fill = _fuxictr_fill(col, ftype)
+        if ftype == "sequence" and col.get("fill_na") not in (None, ""):  # FuxiCTR pads the items equal to it
+            raise DataError(f"{where}: {key}: fill_na {col['fill_na']!r} on a sequence is not supported (a missing "
+                            "list is missing here)")
         for n in names:
             if ftype == "numeric":
-                fields.append(FieldOptions(n, "numeric", source=source,
-                                           transform="standardize" if norm else "none"))
+                fields.append(FieldOptions(n, "numeric", source=source, transform="standardize" if norm else "none",
+                                           fill_na=fill))
             elif ftype == "categorical":
                 fields.append(FieldOptions(n, "categorical", source=source, min_count=min_count, buckets=buckets,
-                                           transform="criteo-bucket" if prep else "none"))
+                                           transform="criteo-bucket" if prep else "none", fill_na=fill))
             elif ftype == "sequence":
                 fields.append(FieldOptions(n, "multi", source=source, min_count=min_count,
                                            separator=str(col.get("splitter", "^")),
@@ -273,6 +277,17 @@ def schema_from_fuxictr(cfg: dict, where: str, dataset_id: str | None = None) ->
     fmt = str(cfg.get("data_format", "auto"))
     return Schema(fields=fields, label=label["name"], group=str(group) if group else None,
                   format=fmt if fmt in ("csv", "parquet") else "auto", header=True).validate(where)
+
+
+def _fuxictr_fill(col: dict, ftype: str) -> str | None:
+    """The text a missing value of a feature_cols entry reads as: FuxiCTR fills missing values before anything
+    else with `fill_na`, by default 0 for dtype int/float (Criteo_x4's I1-I13: missing is bucket 0) and '' for
+    str, which stays missing here (None)."""
+    dtype = str(col.get("dtype", "float" if ftype == "numeric" else "str"))
+    if "fill_na" not in col and dtype not in ("int", "float"):
+        return None
+    value = col.get("fill_na", 0)
+    return None if value in ("", None) else fill_text(value)
 
 
 def _fuxictr(inputs, schema, options):

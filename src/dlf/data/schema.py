@@ -20,6 +20,7 @@ import codecs
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -51,6 +52,7 @@ class FieldOptions:
     separator: str = "|"  # multi-valued fields
     max_len: int = 0  # multi-valued fields: padded length; 0 = longest list seen in train
     range: tuple[int, int] | None = None  # libFM: inclusive index range owned by this field
+    fill_na: str | None = None  # a missing value reads as this text (FuxiCTR's fill_na); None: it stays missing
 
     @property
     def column(self) -> str:
@@ -69,6 +71,12 @@ class FieldOptions:
             raise DataError(f"{where}: min_count must be >= 1, buckets and max_len >= 0")
         if self.kind == "multi" and not self.separator:
             raise DataError(f"{where}: a multi-valued field needs a non-empty separator")
+        if self.fill_na is not None:
+            if self.kind == "multi" or self.fill_na == "":
+                raise DataError(f"{where}: fill_na gives a missing categorical or numeric value a non-empty text, "
+                                f"got {self.fill_na!r} on a {self.kind} field")
+            if self.kind == "numeric" and not _is_number(self.fill_na):
+                raise DataError(f"{where}: fill_na of a numeric field must be a finite number, got {self.fill_na!r}")
 
 
 @dataclass
@@ -153,7 +161,11 @@ class Schema:
         return [f for f in self.fields if f.kind == kind]
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        for f in d["fields"]:  # left out when unset: the digest (and fingerprint) of other schemas stays as it was
+            if f["fill_na"] is None:
+                del f["fill_na"]
+        return d
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
@@ -169,6 +181,20 @@ class Schema:
         if not isinstance(raw, dict):
             raise DataError(f"schema file {str(path)!r} must hold a mapping (label, fields, ...)")
         return cls.from_dict(raw, f"schema file {str(path)!r}")
+
+
+def fill_text(value) -> str:
+    """A fill_na value as text: an integral number as the integer a file holds (0.0 -> "0")."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def _safe(name: str) -> str:
@@ -202,7 +228,7 @@ def _typed(value, tp, where: str):
 
 
 _FIELD_TYPES = {"name": str, "kind": str, "source": str, "min_count": int, "buckets": int, "transform": str,
-                "separator": str, "max_len": int}
+                "separator": str, "max_len": int, "fill_na": str}
 
 
 def _field(raw, where: str, defaults: dict, kind: str | None = None) -> FieldOptions:
@@ -214,6 +240,8 @@ def _field(raw, where: str, defaults: dict, kind: str | None = None) -> FieldOpt
     values = {**defaults, **({"kind": kind} if kind else {}), **raw}
     if "name" not in values:
         raise DataError(f"{where}: a field needs a name")
+    if isinstance(values.get("fill_na"), (int, float)) and not isinstance(values["fill_na"], bool):
+        values["fill_na"] = fill_text(values["fill_na"])  # `fill_na: 0` in YAML is a number
     for key, value in values.items():
         if key in _FIELD_TYPES and value is not None:
             _typed(value, _FIELD_TYPES[key], f"{where}.{key}")
