@@ -98,6 +98,7 @@ def test_undefined_test_auc_prints_n_a_not_nan(tmp_path):
 def test_a_run_directory_that_cannot_hold_checkpoints_is_a_one_line_error(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
+    (out / "config.yaml").write_text("{model: {}, data: {}, train: {}}\n")  # a dlf run's folder (others are refused)
     (out / "checkpoints").write_text("not a folder")  # was a FileExistsError traceback after the first epoch
     proc = run("train", "--out", str(out), *TINY)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr

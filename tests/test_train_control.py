@@ -131,3 +131,26 @@ def test_a_failing_learning_curve_plot_does_not_lose_the_weights_and_metrics(tmp
     dlf.train(_cfg("train.epochs=1"), out=tmp_path / "run", console=console)
     assert (tmp_path / "run" / "model.safetensors").is_file() and (tmp_path / "run" / "metrics.json").is_file()
     assert "learning_curves.png not written (RuntimeError: no usable font)" in console.export_text()
+
+
+def test_a_fresh_run_refuses_a_folder_that_is_not_empty_and_not_a_dlf_run(tmp_path):
+    """`--out .` in a project overwrote its config.yaml and metrics.json without a word."""
+    from dlf.train.trainer import TrainingError
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.yaml").write_text("name: my-app\n")  # a config.yaml that is no dlf run's
+    (project / "README.md").write_text("mine\n")
+    with pytest.raises(TrainingError, match=r"run directory .*project \(--out\) is not empty and is not a dlf run "
+                                            r"\(it holds README.md, config.yaml\); use an empty or new folder"):
+        dlf.train(_cfg("train.epochs=1"), out=project)
+    assert sorted(p.name for p in project.iterdir()) == ["README.md", "config.yaml"]
+    assert (project / "config.yaml").read_text() == "name: my-app\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    dlf.train(_cfg("train.epochs=1", "train.tensorboard=false"), out=empty)  # an empty folder is fine
+    # a dlf run folder keeps its behaviour: without checkpoints a fresh run writes over it (with: refused, --resume)
+    for path in (empty / "checkpoints").iterdir():
+        path.unlink()
+    assert dlf.train(_cfg("train.epochs=1", "train.tensorboard=false"), out=empty)["epochs_run"] == 1
+    with pytest.raises(TrainingError, match="already holds checkpoints of a run; continue it with --resume"):
+        dlf.train(_cfg("train.epochs=1"), out=empty)

@@ -106,17 +106,35 @@ def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _writable_run_dir(out: Path) -> None:
+def _is_run_dir(out: Path) -> bool:
+    """A folder a dlf run wrote: its config.yaml (the first file a run writes) holds a run config."""
+    try:
+        config = yaml.safe_load((out / "config.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(config, dict) and {"model", "data", "train"} <= set(config)
+
+
+def _writable_run_dir(out: Path, fresh: bool = True) -> None:
     """Create the run directory, or say in one line why it cannot be (was a FileExistsError / PermissionError
-    traceback, after the data had been loaded)."""
+    traceback, after the data had been loaded). A fresh run refuses a non-empty folder that is not a dlf run: it
+    overwrote config.yaml and metrics.json in e.g. `--out .`."""
     if out.exists() and not out.is_dir():
         raise TrainingError(f"run directory {out} (--out) is a file, not a directory; choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):  # a unique name: every rank probes
             pass
+        # the write probes and atomic-write temporaries of this run's other processes are not the user's files
+        found = [] if not fresh or _is_run_dir(out) else sorted(
+            p.name for p in out.iterdir()
+            if not (p.name.startswith(".write-test-") or (p.name[:1] == "." and p.name.endswith(".tmp"))))
     except OSError as exc:
         raise TrainingError(f"cannot write the run directory {out} (--out): {exc.strerror or exc}") from None
+    if found:
+        listing = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise TrainingError(f"run directory {out} (--out) is not empty and is not a dlf run (it holds {listing}); "
+                            "use an empty or new folder")
 
 
 def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
@@ -143,7 +161,7 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
                             "or choose another --out")
 
     if out is not None:  # before the data is loaded: a bad --out fails at once, on every rank (not rank 0 alone,
-        _writable_run_dir(out)  # which left the others to die in their first collective with a traceback)
+        _writable_run_dir(out, fresh=resume is None)  # which left the others to die in their first collective)
     data = load_data(cfg)
     model = build_model(cfg.model_name, data.feature_map, cfg.model)
     if dist.enabled:  # identical initial weights on every rank, then per-rank dropout streams
