@@ -322,6 +322,32 @@ def test_time_split_orders_by_time(tmp_path):
     assert list(np.asarray(te.label)) == [float(i % 2) for i in range(10)]
 
 
+@pytest.mark.parametrize("kind", ["timestamp", "timestamp_tz", "date"])
+def test_a_parquet_timestamp_or_date_column_orders_a_time_split(tmp_path, kind):
+    """A Parquet timestamp or date column as `time_column` was read as its text ('2020-01-01 00:00:00'): every row
+    stopped with "expected a number". It orders the rows as the same times in seconds since the epoch do."""
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+    start = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc if kind == "timestamp_tz" else None)
+    step = dt.timedelta(days=1) if kind == "date" else dt.timedelta(seconds=90)
+    times = [start + step * ((i * 7) % 40) for i in range(40)]  # not in file order
+    when = (pa.array([t.date() for t in times], pa.date32()) if kind == "date" else
+            pa.array(times, pa.timestamp("us", tz="UTC" if kind == "timestamp_tz" else None)))
+    seconds = [int((t.replace(tzinfo=None) - dt.datetime(1970, 1, 1)).total_seconds()) for t in times]
+    pq.write_table(pa.table({"y": [i % 2 for i in range(40)], "u": [f"u{i % 3}" for i in range(40)], "when": when,
+                             "seconds": seconds}), tmp_path / "t.parquet")
+    outs = []
+    for column in ("when", "seconds"):
+        schema = Schema(fields=[FieldOptions("u")], label="y", format="parquet")
+        schema.split = dataclasses.replace(schema.split, method="time", time_column=column, ratios=(0.5, 0.25, 0.25))
+        r = preprocess("generic", [tmp_path / "t.parquet"], tmp_path / column, schema=schema.validate())
+        assert [r.feature_map.meta["splits"][k]["rows"] for k in ("train", "valid", "test")] == [20, 10, 10]
+        outs.append([np.load(tmp_path / column / split / "label.npy") for split in ("train", "valid", "test")])
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---- the fast paths give what the exact rules give -----------------------------------------
 
 NUMBER_CASES = ["1", "-2", "+3", " 4 ", "\t5", "6.", ".5", "-.5", "1e2", "1E-2", "2.5e+3", "0", "-0", "", "  ",

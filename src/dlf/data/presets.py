@@ -92,7 +92,8 @@ def table_sources(inputs: list[tuple[str, Path]], schema: Schema,
         def read(bad: BadRows, block: int, path=path, fmt=fmt, delimiter=delimiter):
             if fmt == "parquet":
                 chunks = read_parquet(path, use=use, rows=max(4096, block // 64),
-                                      separators={f.column: f.separator for f in schema.of_kind("multi")})
+                                      separators={f.column: f.separator for f in schema.of_kind("multi")},
+                                      times=(schema.split.time_column,) if schema.split.method == "time" else ())
             else:
                 chunks = read_delimited(path, delimiter=delimiter, header=schema.header, columns=columns,
                                         use=use, bad=bad, encoding=schema.encoding, quote=fmt == "csv",

@@ -458,10 +458,26 @@ def _parquet_text(arr: pa.Array) -> pa.Array:
     return pc.cast(arr, pa.string())
 
 
+def _seconds(arr: pa.Array) -> pa.Array:
+    """A timestamp, date, time or duration column as seconds (since the epoch, or midnight), float64."""
+    t = arr.type
+    count = pc.cast(pc.cast(arr, pa.int32() if pa.types.is_date32(t) or pa.types.is_time32(t) else pa.int64()),
+                    pa.float64())  # of days (date32) or of the type's unit
+    if pa.types.is_date32(t):
+        return pc.multiply(count, 86400.0)
+    return pc.divide(count, {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}["ms" if pa.types.is_date64(t) else t.unit])
+
+
+def _is_temporal(t: pa.DataType) -> bool:
+    return pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_time(t) or pa.types.is_duration(t)
+
+
 def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144,
-                 separators: dict[str, str] | None = None) -> Iterator[Chunk]:
+                 separators: dict[str, str] | None = None, times: tuple[str, ...] = ()) -> Iterator[Chunk]:
     """Parquet columns as text. `separators`: column -> separator of a multi-valued field; such a column may
-    hold lists (FuxiCTR's parquet sequences), joined into that field's text (an ArrowNotImplementedError before)."""
+    hold lists (FuxiCTR's parquet sequences), joined into that field's text (an ArrowNotImplementedError before).
+    `times`: columns read as numbers when temporal (seconds since the epoch: the time split orders rows by them;
+    their text '2020-01-01 00:00:00' was "expected a number")."""
     import pyarrow.parquet as pq
 
     path = check_file(path)
@@ -488,6 +504,8 @@ def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144
                                         "(kind: multi, FuxiCTR type: sequence) can read it")
                     items = pc.fill_null(_parquet_text(arr.values), "")
                     arr = pc.binary_join(type(arr).from_arrays(arr.offsets, items, mask=arr.is_null()), separators[c])
+                elif c in times and _is_temporal(arr.type):
+                    arr = _parquet_text(_seconds(arr))
                 else:
                     arr = _parquet_text(arr)
             except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
