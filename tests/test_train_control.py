@@ -154,3 +154,17 @@ def test_a_fresh_run_refuses_a_folder_that_is_not_empty_and_not_a_dlf_run(tmp_pa
     assert dlf.train(_cfg("train.epochs=1", "train.tensorboard=false"), out=empty)["epochs_run"] == 1
     with pytest.raises(TrainingError, match="already holds checkpoints of a run; continue it with --resume"):
         dlf.train(_cfg("train.epochs=1"), out=empty)
+
+
+def test_resuming_with_another_batch_size_is_refused(tmp_path):
+    """It only warned: the batches of the epoch to skip were counted in the old size (other rows were skipped) and
+    the step counts of one run mixed two batch sizes."""
+    from dlf.train.trainer import TrainingError
+    run = tmp_path / "run"
+    dlf.train(_cfg("train.epochs=1", "train.tensorboard=false"), out=run)
+    with pytest.raises(TrainingError) as exc:
+        dlf.train(_cfg("train.epochs=2", "train.batch_size=128"), resume=run)
+    message = str(exc.value)
+    assert ("was trained with train.batch_size=256, resumed with 128" in message and "\n" not in message
+            and "resume with train.batch_size=256, or start a fresh run" in message)
+    assert dlf.train(_cfg("train.epochs=2", "train.tensorboard=false"), resume=run)["epochs_run"] == 2  # same size

@@ -362,6 +362,12 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
             raise TrainingError(f"{resume.path} was written with train.sparse_embedding="
                                 f"{str(not tables).lower()}; resume with the same setting")
         _check_data(resume, data_id or {}, say)
+        saved_batch = resume.config.get("train", {}).get("batch_size", cfg.batch_size)
+        if saved_batch != cfg.batch_size:  # the position (batches of this epoch to skip) and every step count are
+            # in batches of the saved size: another size skips other rows and mixes two step sizes in one run
+            raise TrainingError(f"{resume.path} was trained with train.batch_size={saved_batch}, resumed with "
+                                f"{cfg.batch_size}: its position and step counts are in batches of {saved_batch}; "
+                                f"resume with train.batch_size={saved_batch}, or start a fresh run (another --out)")
         mismatch = weights_mismatch(model, resume.model)
         if mismatch:
             raise TrainingError(f"{resume.path}: its weights do not fit this {type(model).__name__} model "
