@@ -136,6 +136,7 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
         fm = FeatureMap.load(run / FEATURE_MAP)
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{run / FEATURE_MAP}: unreadable feature map: {exc}") from None
+    _check_feature_map(fm, run / FEATURE_MAP)
     mode = "raw" if fm.meta.get("schema") else "ids"
     vocab_src: dict[str, Path] = {}
     dataset = None
@@ -270,6 +271,8 @@ class Bundle:
             return Encoder(fm, vocabs)
         except DataError as exc:
             raise BundleError(f"{folder}: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:  # a per-field statistic missing or not a number
+            raise BundleError(f"{folder / FEATURE_MAP}: malformed feature map: {type(exc).__name__}: {exc}") from None
 
     def metadata(self) -> dict:
         """What a client needs to know: model, inputs, fields (for GET /metadata)."""
@@ -303,17 +306,30 @@ def _model_with(cfg, fm: FeatureMap, weights: dict, where: str):
 
     from dlf.models import build_model, weights_mismatch
 
-    try:
-        with torch.device("meta"):
-            skeleton = build_model(cfg.model_name, fm, cfg.model)
-    except (RuntimeError, ValueError, TypeError) as exc:  # e.g. a vocab_size that is not an integer
-        raise BundleError(f"{where}: the model does not build from its feature map and config: "
-                          f"{str(exc).splitlines()[0]}") from None
+    with torch.device("meta"):  # (_check_feature_map made sure that the sizes are integers)
+        skeleton = build_model(cfg.model_name, fm, cfg.model)
     if mismatch := weights_mismatch(skeleton, weights):
         raise BundleError(f"{where}: {mismatch}")
     model = build_model(cfg.model_name, fm, cfg.model)
     model.load_state_dict(weights, strict=True)
     return model.eval()  # (parameters keep requires_grad: switching it off changes some kernels' float rounding)
+
+
+def _check_feature_map(fm: FeatureMap, path: Path) -> None:
+    """The types the encoder and the model rely on; a hand-edited feature map (checksums recomputed) was an
+    AttributeError/KeyError traceback when loading, or a TypeError (a 500) at the first request."""
+    stats = fm.meta.get("fields", {}) if isinstance(fm.meta, dict) else None
+    if not isinstance(stats, dict) or not all(isinstance(v, dict) for v in stats.values()):
+        raise BundleError(f"{path}: malformed feature map: 'meta' and its 'fields' must be objects of objects")
+    if not fm.fields:
+        raise BundleError(f"{path}: malformed feature map: no fields")
+    for f in fm.fields:
+        sizes = (f.vocab_size, f.max_len)
+        if (not isinstance(f.name, str) or f.kind not in ("categorical", "numeric", "multi")
+                or not all(type(v) is int and v >= 0 for v in sizes) or f.kind == "multi" and f.max_len < 1):
+            raise BundleError(f"{path}: malformed feature map: field {f.name!r}: expected a name, a kind (categorical, "
+                              f"numeric or multi) and integer vocab_size/max_len >= 0 (max_len >= 1 for multi), got "
+                              f"kind {f.kind!r}, vocab_size {f.vocab_size!r}, max_len {f.max_len!r}")
 
 
 def _json_numbers(metrics: dict) -> dict:
@@ -403,6 +419,7 @@ def load_bundle(path: str | Path, *, build_model: bool = True) -> Bundle:
         fm = FeatureMap.from_dict(_read_json(folder / FEATURE_MAP, "feature map"))
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{folder / FEATURE_MAP}: unreadable feature map: {exc}") from None
+    _check_feature_map(fm, folder / FEATURE_MAP)
     encoder = Bundle.encoder_from(folder, fm, files)
     model = None
     if build_model:
