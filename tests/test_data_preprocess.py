@@ -348,6 +348,22 @@ def test_a_parquet_timestamp_or_date_column_orders_a_time_split(tmp_path, kind):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_time_split_by_option_reads_the_time_column_of_a_schema(tmp_path):
+    """--option split=time --option time_column=ts with a schema that does not name ts: the column was not read
+    ("no column 'ts' among the columns this preset reads"); it gives the split the schema would."""
+    rows = "\n".join(f"{i % 2},u{i % 3},{(i * 7) % 40}" for i in range(40))
+    src = write(tmp_path / "t.csv", "y,u,ts\n" + rows + "\n")
+    write(tmp_path / "a.yaml", "label: y\ncategorical: [u]\nsplit: {method: time, time_column: ts}\n")
+    write(tmp_path / "b.yaml", "label: y\ncategorical: [u]\n")
+    preprocess("generic", [src], tmp_path / "a", schema=tmp_path / "a.yaml")
+    preprocess("generic", [src], tmp_path / "b", schema=tmp_path / "b.yaml",
+               options={"split": "time", "time_column": "ts"})
+    for split in ("train", "valid", "test"):
+        for name in ("label", "categorical"):
+            np.testing.assert_array_equal(np.load(tmp_path / "a" / split / f"{name}.npy"),
+                                          np.load(tmp_path / "b" / split / f"{name}.npy"))
+
+
 # ---- the fast paths give what the exact rules give -----------------------------------------
 
 NUMBER_CASES = ["1", "-2", "+3", " 4 ", "\t5", "6.", ".5", "-.5", "1e2", "1E-2", "2.5e+3", "0", "-0", "", "  ",

@@ -658,6 +658,9 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
     elif schema is not None:
         extra_files.append(Path(schema))
         user_schema = _load_schema_file(Path(schema), options)
+    split_options = {k: v for k, v in options.items() if k in ("split", "ratios", "seed", "time_column")}
+    if user_schema is not None and split_options:  # before build: the sources then read the time column
+        user_schema = apply_options(user_schema, split_options)
     sch, sources = p.build(parsed_inputs, user_schema, options)
     seen: dict[Path, str] = {}
     for src in sources:  # a train file twice doubled its rows, or put them in train and valid/test alike
