@@ -97,6 +97,11 @@ def test_validation_errors_are_field_level_422(client):
         r = client.post("/predict", content=body, headers=AUTH | {"Content-Type": "application/json"})
         assert r.status_code == 422, (body, r.text)
         assert isinstance(r.json()["detail"], list)
+    # a key given twice: json kept the last value silently (city2 was scored)
+    r = client.post("/predict", content=b'[{"city": "city1"}, {"city": "city1", "city": "city2"}]',
+                    headers=AUTH | {"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"] == [{
+        "loc": ["body"], "msg": "invalid JSON: key 'city' appears twice in one object", "type": "value_error.json"}]
 
 
 def test_out_of_range_numbers_and_lone_surrogates_are_422(client):

@@ -419,7 +419,7 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
         check_key(request)
         body = await read_body(request)
         try:
-            payload = json.loads(body)
+            payload = json.loads(body, object_pairs_hook=_unique_keys)
         except (ValueError, UnicodeDecodeError) as exc:
             raise RequestError(422, [{"loc": ["body"], "msg": f"invalid JSON: {str(exc).splitlines()[0]}",
                                       "type": "value_error.json"}]) from None
@@ -454,6 +454,17 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
     app.state.metrics = metrics
     app.state.batcher = batcher
     return AccessLog(app, metrics)
+
+
+def _unique_keys(pairs: list) -> dict:
+    """A JSON object as a dict, refusing a key given twice: json keeps the last value silently, so
+    {"city": "a", "city": "b"} scored city b (RFC 8259 leaves duplicate names' meaning open)."""
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen: set = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"key {twice!r} appears twice in one object")
+    return obj
 
 
 def _record_loc(message: str) -> list:
