@@ -731,12 +731,14 @@ def test_blank_lines_at_the_end_of_a_file_are_not_rows(tmp_path, ending):
         preprocess("criteo", [tmp_path / "d.txt"], tmp_path / "d")
 
 
-BLANK_INPUTS = {  # (preset, file name, text with blank lines 3 and 6, options)
-    "csv": ("generic", "in.csv", "click,city,age\n1,a,20\n\n0,b,30\n1,a,40\n\n0,b,50\n1,\"a\",60\n", {}),
+BLANK_INPUTS = {  # (preset, file name, text with blank lines 3 and 6, options, rows)
+    "csv": ("generic", "in.csv", "click,city,age\n1,a,20\n\n0,b,30\n1,a,40\n\n0,b,50\n1,\"a\",60\n", {}, 5),
+    # a quoted value holding a newline: lines count records
+    "csv-multiline": ("generic", "in.csv", "click,city,age\n1,\"a\nb\",20\n\n0,b,30\n1,a,40\n\n0,b,50\n", {}, 4),
     "tsv": ("criteo", "in.txt", "\n".join(CRITEO[:2]) + "\n\n" + "\n".join(CRITEO[2:4]) + "\n\n"
-            + "\n".join(CRITEO[4:7]) + "\n", {"min_count": 1}),
+            + "\n".join(CRITEO[4:7]) + "\n", {"min_count": 1}, 7),
     "libfm": ("libfm", "in.libfm", "1 0:1 4:1\n-1 1:1 5:1\n\n1 2:1 6:1\n-1 3:1 7:1\n\n1 0:1 8:1\n",
-              {"fields": "a:4,b:5"}),
+              {"fields": "a:4,b:5"}, 5),
 }
 
 
@@ -745,13 +747,13 @@ BLANK_INPUTS = {  # (preset, file name, text with blank lines 3 and 6, options)
 def test_a_blank_line_inside_the_data_is_reported_as_an_empty_line(tmp_path, kind, crlf):
     """A blank line in the middle of a file was reported as "field 'label': expected label ..., got ''" (Arrow
     reads it as a row of empty values); it is "FILE:LINE: empty line" in both modes, CSV, TSV and libFM alike."""
-    preset, name, text, options = BLANK_INPUTS[kind]
+    preset, name, text, options, rows = BLANK_INPUTS[kind]
     src = write(tmp_path / name, text.replace("\n", "\r\n") if crlf else text)
     schema = AGE_SCHEMA if preset == "generic" else None
     with pytest.raises(DataError, match=rf"^{re.escape(str(src))}:3: empty line \(blank lines may only end a file\)$"):
         preprocess(preset, [src], tmp_path / "err", schema=schema, options=options)
     r = preprocess(preset, [src], tmp_path / "skip", schema=schema, options=options, on_bad_row="skip")
-    assert r.rows == len(text.splitlines()) - 2 - (preset == "generic")  # the blank lines, a header
+    assert r.rows == rows
     assert r.feature_map.meta["bad_rows"]["examples"] == [f"{src}:{n}: empty line (blank lines may only end a file)"
                                                           for n in (3, 6)]
 

@@ -9,7 +9,9 @@ naming file and line; with `on_bad_row="skip"` they are dropped and counted.
 from __future__ import annotations
 
 import codecs
+import csv
 import io
+import itertools
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -88,7 +90,6 @@ def header_names(line: str, delimiter: str, quote: bool) -> list[str]:
     """Column names of a header line; quoted names may hold the delimiter or '""' (was split on every
     delimiter: '"clicks, total"' made two names, and every data row had a column too many)."""
     if quote:
-        import csv
         cells = next(csv.reader([line], delimiter=delimiter), [])
     else:
         cells = line.split(delimiter)
@@ -300,7 +301,8 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
             # Arrow reads a blank line as a row of empty values ("field 'label': expected label ..., got ''")
             blank = _empty_rows(cols)
             if len(blank) and newline_is_byte:
-                cursor = cursor or _LineCursor(path, start)
+                cursor = cursor or (_RecordCursor(path, start, delimiter, encoding) if quote else
+                                    _LineCursor(path, start))
                 blank = blank[[cursor.is_blank(int(lines[i])) for i in blank]]
             else:
                 blank = blank[:0]
@@ -373,6 +375,23 @@ class _LineCursor:
 
     def close(self) -> None:
         self.fh.close()
+
+
+class _RecordCursor(_LineCursor):
+    """`_LineCursor` for a quoted CSV, whose rows are numbered by record (a quoted value may hold newlines)."""
+
+    def __init__(self, path: Path, start: int, delimiter: str, encoding: str) -> None:
+        super().__init__(path, start)
+        self.records = csv.reader(io.TextIOWrapper(self.fh, encoding=encoding, errors="replace", newline=""),
+                                  delimiter=delimiter)
+
+    def is_blank(self, n: int) -> bool:
+        try:
+            next(itertools.islice(self.records, n - self.line, n - self.line), None)  # skip to record n
+            self.line = n + 1
+            return next(self.records, None) == []  # the csv module's blank line
+        except csv.Error:  # e.g. a value over its field size limit: told as not blank
+            return False
 
 
 def _open_input(path: Path) -> pa.NativeFile:
