@@ -23,7 +23,7 @@ with warnings.catch_warnings():
 from dlf.serve.bundle import export_bundle, load_bundle  # noqa: E402
 from dlf.serve.demo import build_demo_run  # noqa: E402
 from dlf.serve.predict import predict_file  # noqa: E402
-from dlf.serve.server import create_app  # noqa: E402
+from dlf.serve.server import Metrics, create_app  # noqa: E402
 
 KEY = "s3cret"
 AUTH = {"X-API-Key": KEY}
@@ -181,6 +181,18 @@ def test_health_metadata_metrics_and_access_log(client, caplog):
         assert f'path="/predict",method="POST",status="{status}"' in text
     assert 'dlf_request_duration_seconds_bucket{path="/predict",le="+Inf"}' in text
     assert "dlf_predicted_rows_total" in text and "process_resident_memory_bytes" in text
+
+
+def test_metrics_labels_are_escaped_and_bounded():
+    """A manifest string with a quote, backslash or newline stays one valid label (it broke the line), and made-up
+    methods share one series (each used to add a series for as long as the server runs)."""
+    m = Metrics()
+    for method in ("BREW", "WHEN", "GET"):
+        m.observe("/x", method, 404, 0.01)
+    text = m.render({"model": 'a"b\\c\nd'})
+    assert 'dlf_model_info{model="a\\"b\\\\c\\nd"} 1' in text
+    assert 'dlf_requests_total{path="other",method="other",status="404"} 2' in text
+    assert 'dlf_requests_total{path="other",method="GET",status="404"} 1' in text
 
 
 def test_load_script_runs_against_a_real_server(demo, tmp_path):

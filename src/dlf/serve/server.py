@@ -46,6 +46,7 @@ from dlf.serve.encoding import INT_RE, NUMBER_RE, InputField
 access_log = logging.getLogger("dlf.serve.access")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ROUTES = ("/predict", "/health", "/metadata", "/metrics")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 MAX_ERRORS = 50
 RECORD_ERROR = re.compile(r"""record row (\d+): (?:field (?:'([^']*)'|"([^"]*)"):)?""")  # the encoder's bad-row text
 DEFAULT_MAX_BATCH = 1000
@@ -76,7 +77,9 @@ class Metrics:
             self.calls += 1
 
     def observe(self, path: str, method: str, status: int, seconds: float, rows: int = 0) -> None:
+        # labels from a fixed set: a client's made-up paths or methods must not grow the series without bound
         path = path if path in ROUTES else "other"
+        method = method if method in METHODS else "other"
         with self.lock:
             key = (path, method, str(status))
             self.requests[key] = self.requests.get(key, 0) + 1
@@ -107,7 +110,7 @@ class Metrics:
                 lines.append(f'dlf_request_duration_seconds_sum{{path="{path}"}} {h[-2]:.6f}')
                 lines.append(f'dlf_request_duration_seconds_count{{path="{path}"}} {h[-1]}')
             rows, calls = self.rows, self.calls
-        labels = ",".join(f'{k}="{v}"' for k, v in info.items())
+        labels = ",".join(f'{k}="{_label_value(v)}"' for k, v in info.items())
         lines += ["# HELP dlf_predicted_rows_total Records scored.", "# TYPE dlf_predicted_rows_total counter",
                   f"dlf_predicted_rows_total {rows}",
                   "# HELP dlf_model_calls_total Model calls (concurrent requests are merged into one call).",
@@ -121,6 +124,11 @@ class Metrics:
                   "# TYPE process_start_time_seconds gauge",
                   f"process_start_time_seconds {self.started:.3f}"]
         return "\n".join(lines) + "\n"
+
+
+def _label_value(value) -> str:
+    """A Prometheus label value: backslash, double quote and newline escaped (the manifest's strings are free text)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def rss_bytes(pid: int | str = "self") -> int:
