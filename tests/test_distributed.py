@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from rich.console import Console
@@ -114,3 +115,43 @@ def test_an_out_that_is_a_file_is_one_line_before_and_under_torchrun(tmp_path):
     proc = subprocess.run(torchrun_command(2, args), capture_output=True, text=True, timeout=300)
     # (torchrun's own report of a failed child has a traceback of torchrun; no rank prints one)
     assert proc.returncode != 0 and "[rank1]" not in proc.stderr and proc.stderr.count("is a file") == 2, proc.stderr
+
+
+def test_one_rank_failing_alone_ends_every_rank_with_one_line(tmp_path):
+    """Rank 1's loss turns NaN at its 3rd step (injected through sitecustomize): rank 0, in DDP's all-reduce, got a
+    gloo 'Connection reset by peer' and printed a 100-line traceback, then torchrun its own report. Now the
+    failing rank's error is the one line on stderr (rank 0 says 'another process ... stopped', which `--nproc`
+    drops after the real error), and no rank hangs."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import torch.nn.functional as F\n"
+        "    bce, calls = F.binary_cross_entropy_with_logits, []\n"
+        "    def nan_at_step_3(*a, **k):\n"
+        "        calls.append(1)\n"
+        "        return bce(*a, **k) * (float('nan') if len(calls) == 3 else 1.0)\n"
+        "    F.binary_cross_entropy_with_logits = nan_at_step_3\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    sets = [x for k, v in {**ARGS, "train.epochs": 1}.items() for x in ("--set", f"{k}={v}")]
+    proc = subprocess.run([sys.executable, "-m", "dlf", "train", "--model", "lr", "--nproc", "2", "--quiet", *sets],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: training loss became nan at epoch 1, step 3; lower train.lr (now 0.01) or check inputs"], proc.stderr
+
+
+def test_ctrl_c_on_a_two_process_run_is_one_line(tmp_path):
+    """Ctrl-C (SIGINT to the launcher's process group, as a terminal sends it): torchrun forwarded it to the ranks,
+    then printed its log lines and a SignalException traceback around the ranks' 'interrupted:' line (exit 1)."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(run), *TINY, "--nproc", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        while proc.poll() is None and not list_checkpoints(run / "checkpoints"):
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and stderr.splitlines() == [
+        f"interrupted: continue with dlf train --resume {run}"], stderr

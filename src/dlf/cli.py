@@ -1,7 +1,6 @@
 """Command line: a thin layer over the Python API (`dlf.train`)."""
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
@@ -65,7 +64,7 @@ def train(
         _fail(str(exc))
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from dlf.api import _writable_run_dir
-        from dlf.train.distributed import DeviceError, resolve_device, torchrun_command
+        from dlf.train.distributed import DeviceError, resolve_device, run_torchrun
         from dlf.train.trainer import TrainingError
 
         try:
@@ -81,7 +80,7 @@ def train(
                 _writable_run_dir(out)
             except TrainingError as exc:
                 _fail(str(exc))
-        raise typer.Exit(subprocess.call(torchrun_command(nproc, sys.argv[1:])))
+        raise typer.Exit(run_torchrun(nproc, sys.argv[1:]))
     from dlf.api import train as run_train
     from dlf.train.checkpoint import CheckpointError
     from dlf.train.trainer import TrainingError
@@ -92,6 +91,12 @@ def train(
         _fail(str(exc))
     except OSError as exc:  # writing the run directory (train_log.csv, metrics.json, ...): disk full, permissions
         _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+    except RuntimeError as exc:  # under torchrun: a collective failed because another rank ended (its error is its own)
+        from dlf.train.distributed import PEER_LOST, peer_lost
+
+        if not (peer_lost(exc) and "WORLD_SIZE" in os.environ):
+            raise
+        _fail(f"rank {os.environ.get('RANK', '?')}: {PEER_LOST}")
     except KeyboardInterrupt:  # Ctrl-C ended the run without a word (exit 130): say how to continue it
         run_dir = resume if resume is not None else out
         err.print("interrupted: " + (f"continue with dlf train --resume {run_dir}" if run_dir is not None

@@ -8,6 +8,8 @@ process group at all.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -147,3 +149,55 @@ def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
         rest.append(arg)
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
             "-m", "dlf", *rest]
+
+
+# What a rank says when a collective fails because another rank's process ended (its own error, or a kill): gloo
+# raises a plain RuntimeError with a socket error, which printed a 100-line traceback after the real error.
+PEER_LOST = "another process of this run stopped (its error, if any, is above); this one stops too"
+_PEER_LOST_ERRORS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """True for the error a collective raises on a rank whose peer process has exited."""
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in _PEER_LOST_ERRORS)
+
+
+# torchrun's own log lines (glog style, from torch.distributed.elastic), e.g. 'E1129 11:45:11.166000 14855 ...'
+_AGENT_LINE = re.compile(r"^[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ .*torch/distributed/elastic/")
+
+
+def run_torchrun(nproc: int, argv: list[str]) -> int:
+    """`dlf train --nproc N`: run torchrun and pass its stderr on, with one line for one failure.
+
+    Every rank hits a bad config or bad data alike and printed the same `error:` line; a rank failing alone left
+    the others with a peer-lost error; torchrun then added its own log lines, traceback and failure report (on
+    Ctrl-C too). Here each `error:` / `interrupted:` line is shown once (a peer-lost one only if no error was),
+    nothing after it, and torchrun's lines (and what follows them) only at the end if no rank said why it stopped.
+    Returns the exit status: 2 after an error, 130 after Ctrl-C, as `dlf train`; else torchrun's.
+    """
+    # torchrun prints a banner about OMP_NUM_THREADS unless it is set; it sets 1 itself, so this changes nothing else
+    env = {"OMP_NUM_THREADS": "1", **os.environ}
+    proc = subprocess.Popen(torchrun_command(nproc, argv), stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
+    shown: list[str] = []
+    held: list[str] = []  # from torchrun's first own line on: its shutdown log and report
+    while True:
+        try:
+            line = proc.stderr.readline()
+        except KeyboardInterrupt:  # Ctrl-C reached torchrun and the ranks too: read on while they stop
+            continue
+        if not line:
+            break
+        if line.startswith(("error:", "interrupted:")):
+            if line in shown or (PEER_LOST in line and any(s.startswith("error:") for s in shown)):
+                continue
+            shown.append(line)
+            sys.stderr.write(line)
+        elif not shown and (held or _AGENT_LINE.match(line)):
+            held.append(line)
+        elif not shown:
+            sys.stderr.write(line)
+    code = proc.wait()  # its stderr has closed: it is ending
+    if not shown:
+        sys.stderr.writelines(held)
+        return code
+    return 2 if any(s.startswith("error:") for s in shown) else 130
