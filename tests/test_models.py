@@ -210,3 +210,12 @@ def test_dlf_keeps_only_what_its_backward_pass_needs(small_feature_map):
     assert b * 2 * r * d * 4 in concat  # [W_C | W_L]^T E, read by the two s products
     assert b * (2 * r + n_l + n) * d * 4 not in concat and b * (n_l + n) * d * 4 not in concat
     assert saved_sizes("dlf").count(b * 3 * slots * d * 4) == 1  # S (B x 3m x d), once
+
+
+@pytest.mark.parametrize("heads", [0, -2])
+def test_non_positive_attention_heads_is_a_config_error(heads):
+    from dlf.config import ConfigError, load_config
+
+    # the divisibility check ran first: embedding_dim % 0 was a ZeroDivisionError traceback
+    with pytest.raises(ConfigError, match=f"model.attention_heads must be >= 1, got {heads}"):
+        load_config(None, [f"model.attention_heads={heads}"], model="dlf")

@@ -91,13 +91,13 @@ class DLFConfig:
             raise ValueError("model: at least one of alpha, beta, gamma must be on")
         if self.fusion not in ("attention", "concat"):
             raise ValueError(f"model.fusion must be 'attention' or 'concat', got {self.fusion!r}")
+        for name in ("embedding_dim", "layers", "rank", "interaction_tokens", "implicit_tokens", "hidden",
+                     "attention_heads"):  # before the divisibility check: attention_heads=0 was a ZeroDivisionError
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.fusion == "attention" and self.embedding_dim % self.attention_heads:
             raise ValueError(f"model.embedding_dim ({self.embedding_dim}) must be divisible by "
                              f"model.attention_heads ({self.attention_heads})")
-        for name in ("embedding_dim", "layers", "rank", "interaction_tokens", "implicit_tokens", "hidden",
-                     "attention_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.fusion_slots < 0:
             raise ValueError(f"model.fusion_slots must be >= 0 (0 = attend over all tokens), got {self.fusion_slots}")
         if not 0.0 <= self.dropout < 1.0:
