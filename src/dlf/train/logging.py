@@ -37,7 +37,7 @@ def write_csv(path: Path, history: list[dict]) -> None:
 class RunLogger:
     """CSV + TensorBoard for one run directory; a no-op when run_dir is None (or on ranks > 0)."""
 
-    def __init__(self, run_dir: str | Path | None, purge_step: int | None = None, tensorboard: bool = True,
+    def __init__(self, run_dir: str | Path | None, resume_step: int | None = None, tensorboard: bool = True,
                  note=print):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.tb = None
@@ -48,8 +48,9 @@ class RunLogger:
         except ImportError:  # tensorboard is not installed
             note("tensorboard is not installed: no TensorBoard event files (pip install tensorboard)")
             return
-        # purge_step: a resumed run hides the events the killed run wrote after its checkpoint
-        self.tb = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=purge_step or None)
+        # a run resumed from the checkpoint of step S hides the events the killed run wrote after it (steps > S; the
+        # evaluation of step S is in the checkpoint's history and stays)
+        self.tb = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=None if resume_step is None else resume_step + 1)
 
     def step(self, global_step: int, loss: float, lr: float) -> None:
         if self.tb is not None:

@@ -420,7 +420,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                 dist.broadcast_(t.data)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    logger = RunLogger(run_dir if main else None, purge_step=state.global_step if resume else None,
+    logger = RunLogger(run_dir if main else None, resume_step=state.global_step if resume else None,
                        tensorboard=getattr(cfg, "tensorboard", True), note=say)
     every_eval = getattr(cfg, "eval_every_steps", 0)
     every_ckpt = getattr(cfg, "checkpoint_every_steps", 0)

@@ -1,0 +1,27 @@
+"""What a run logs for people: TensorBoard events across a resume, the notes when an optional package is missing."""
+from rich.console import Console
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import dlf
+from dlf.config import load_config
+
+LR = ["data.synthetic.rows=2000", "data.synthetic.max_cardinality=50", "train.batch_size=256", "train.threads=1",
+      "train.progress=false", "train.eval_every_steps=3"]
+
+
+def _scalars(run, tag):
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return [e.step for e in events.Scalars(tag)]
+
+
+def test_a_resumed_run_keeps_the_tensorboard_events_of_its_checkpoint_step(tmp_path):
+    """The resumed writer purged steps >= the checkpoint's step: the evaluation at that step (in the checkpoint's
+    history, so never written again) vanished from TensorBoard; here the end of epoch 1, step 7."""
+    run = tmp_path / "run"
+    quiet = Console(quiet=True)
+    dlf.train(load_config(None, LR + ["train.epochs=1"], model="lr"), out=run, console=quiet)
+    metrics = dlf.train(load_config(run / "config.yaml", ["train.epochs=2"]), resume=run, console=quiet)
+    steps = [r["step"] for r in metrics["history"]]
+    assert steps == [3, 6, 7, 9, 12, 14]
+    assert _scalars(run, "valid/auc") == _scalars(run, "train/epoch_loss") == steps
