@@ -1,4 +1,6 @@
 """What a run logs for people: TensorBoard events across a resume, the notes when an optional package is missing."""
+import sys
+
 from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -25,3 +27,16 @@ def test_a_resumed_run_keeps_the_tensorboard_events_of_its_checkpoint_step(tmp_p
     steps = [r["step"] for r in metrics["history"]]
     assert steps == [3, 6, 7, 9, 12, 14]
     assert _scalars(run, "valid/auc") == _scalars(run, "train/epoch_loss") == steps
+
+
+def test_without_tensorboard_and_matplotlib_a_run_says_what_it_skipped(tmp_path, monkeypatch):
+    """logging.py promises a one-line note per optional package that is missing; without matplotlib there was none
+    (learning_curves.png was silently not written)."""
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # `import` of a None entry: ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    console = Console(record=True, width=200)
+    dlf.train(load_config(None, LR + ["train.epochs=1"], model="lr"), out=tmp_path / "run", console=console)
+    text = console.export_text()
+    assert "tensorboard is not installed: no TensorBoard event files (pip install tensorboard)" in text
+    assert "matplotlib is not installed: no learning_curves.png (pip install matplotlib)" in text
+    assert not (tmp_path / "run" / "learning_curves.png").exists() and (tmp_path / "run" / "train_log.csv").is_file()

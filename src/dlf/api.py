@@ -204,7 +204,7 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
         atomic_write_json(out / "metrics.json", metrics)  # NaN -> null
         metrics["run_dir"] = str(out)
         try:  # last, and not fatal: a picture failing (matplotlib, fonts) lost the weights and metrics written after it
-            plot_learning_curves(result["history"], out / "learning_curves.png")
+            plot_learning_curves(result["history"], out / "learning_curves.png", note=console.print)
         except Exception as exc:  # noqa: BLE001
             console.print(f"[yellow]warning:[/yellow] learning_curves.png not written ({type(exc).__name__}: {exc})",
                           highlight=False)

@@ -74,10 +74,10 @@ class RunLogger:
             self.tb = None
 
 
-def plot_learning_curves(history: list[dict], path: str | Path) -> bool:
+def plot_learning_curves(history: list[dict], path: str | Path, note=print) -> bool:
     """PNG with train loss, validation AUC and logloss, and learning rate against the step.
 
-    Returns False (and writes nothing) when matplotlib is missing or the history is empty.
+    Returns False (and writes nothing) when the history is empty, or when matplotlib is missing (said by `note`).
     """
     if not history:
         return False
@@ -86,6 +86,7 @@ def plot_learning_curves(history: list[dict], path: str | Path) -> bool:
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
     except ImportError:
+        note(f"matplotlib is not installed: no {Path(path).name} (pip install matplotlib)")
         return False
     steps = [r["step"] for r in history]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
