@@ -61,7 +61,7 @@ from torch.utils.checkpoint import checkpoint
 
 from dlf.data.features import Batch, FeatureMap
 from dlf.models.embedding import FieldEmbedding
-from dlf.models.layers import init_linear_xavier, mlp_block, raw_matrix
+from dlf.models.layers import check_config, init_linear_xavier, mlp_block, raw_matrix
 from dlf.models.registry import register
 
 
@@ -100,8 +100,7 @@ class DLFConfig:
                              f"model.attention_heads ({self.attention_heads})")
         if self.fusion_slots < 0:
             raise ValueError(f"model.fusion_slots must be >= 0 (0 = attend over all tokens), got {self.fusion_slots}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        check_config(self, rates=["dropout"])
 
 
 def autocast_input(x: torch.Tensor) -> torch.Tensor:

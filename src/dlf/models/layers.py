@@ -56,7 +56,11 @@ def mlp_tower(in_dim: int, hidden_units: Sequence[int], out_dim: int | None = No
 
 def check_config(cfg, positive: Sequence[str] = (), units: Sequence[str] = (), rates: Sequence[str] = ()) -> None:
     """Raise ValueError naming the bad `model.<field>`: `positive` ints >= 1, `units` non-empty lists of ints >= 1,
-    `rates` (dropout) in [0, 1)."""
+    `rates` (dropout) in [0, 1); and embedding_init_std > 0, which every model has (torch refuses a negative one
+    with a traceback, and 0 starts every embedding at zero, where products of embeddings, such as FM's pairwise
+    term, have zero gradient: they would never learn)."""
+    if cfg.embedding_init_std <= 0:
+        raise ValueError(f"model.embedding_init_std must be > 0, got {cfg.embedding_init_std}")
     for name in positive:
         if getattr(cfg, name) < 1:
             raise ValueError(f"model.{name} must be >= 1, got {getattr(cfg, name)}")

@@ -8,6 +8,7 @@ from torch import nn
 
 from dlf.data.features import Batch, FeatureMap
 from dlf.models.embedding import FieldEmbedding
+from dlf.models.layers import check_config
 from dlf.models.registry import register
 
 
@@ -16,13 +17,14 @@ class LRConfig:
     embedding_init_std: float = 1e-4
 
     def validate(self) -> None:
-        pass
+        check_config(self)
 
 
 @register("lr", LRConfig, "logistic regression on one-hot ids and raw numerics")
 class LogisticRegression(nn.Module):
     def __init__(self, feature_map: FeatureMap, cfg: LRConfig):
         super().__init__()
+        cfg.validate()
         self.cfg = cfg
         self.embedding = FieldEmbedding(feature_map, 1, cfg.embedding_init_std)  # one weight per id
         self.bias = nn.Parameter(torch.zeros(1))
