@@ -229,3 +229,17 @@ def dlf_app():
     from dlf.cli import app
     return app
 
+
+
+@pytest.mark.parametrize("name,cut,message", [
+    ("metrics.json", 100, "metrics.json: not readable JSON (Unterminated string"),
+    ("model.safetensors", 1000, "model.safetensors: not readable weights (Error while deserializing header")])
+def test_cli_analyze_of_a_cut_off_metrics_or_model_file_is_one_line(trained_runs, tmp_path, name, cut, message):
+    """A metrics.json or model.safetensors cut short (a full disk, a copy interrupted) was a traceback."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_runs / "dlf", run)
+    (run / name).write_bytes((run / name).read_bytes()[:cut])
+    res = CliRunner().invoke(dlf_app(), ["analyze", str(run), "--probe-rows", "200"])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output

@@ -185,7 +185,11 @@ def load_run(run: Path):
     metrics = None
     if (run / "metrics.json").is_file():
         import json
-        metrics = json.loads((run / "metrics.json").read_text())
+        try:
+            metrics = json.loads((run / "metrics.json").read_text())
+        except (ValueError, UnicodeDecodeError) as exc:  # cut off or edited: was a JSONDecodeError traceback
+            raise AnalysisError(f"{run / 'metrics.json'}: not readable JSON ({exc}); delete it to analyze the run "
+                                "without it") from None
     return cfg, metrics
 
 
@@ -193,6 +197,7 @@ def probe_run(run: Path, rows: int = 20_000, max_features: int = 1024, data=None
               log: Callable[[str], None] = lambda m: None) -> list[dict]:
     """Probe R^2 per layer and target for the trained weights and for the initial weights of a DLF run
     on synthetic data. `data`: the regenerated dataset (to share between runs on the same data)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from dlf.data.synthetic import generate
@@ -223,7 +228,10 @@ def probe_run(run: Path, rows: int = 20_000, max_features: int = 1024, data=None
     results = []
     for weights in ("init", "trained"):
         if weights == "trained":
-            state = load_file(str(run / "model.safetensors"))
+            try:
+                state = load_file(str(run / "model.safetensors"))
+            except (SafetensorError, OSError) as exc:  # truncated or not safetensors: was a SafetensorError traceback
+                raise AnalysisError(f"{run / 'model.safetensors'}: not readable weights ({exc})") from None
             if mismatch := weights_mismatch(model, state):
                 raise AnalysisError(f"{run / 'model.safetensors'}: does not fit model {cfg.model_name!r}: {mismatch}")
             model.load_state_dict(state)
