@@ -81,3 +81,34 @@ def test_zero_embedding_init_std_is_refused_because_fm_would_never_learn_its_pai
     for name in available_models():
         with pytest.raises(ConfigError, match="model.embedding_init_std must be > 0, got 0.0"):
             load_config(None, ["model.embedding_init_std=0"], model=name)
+
+
+def edge_batch(fm: FeatureMap, n: int) -> Batch:
+    """Every categorical and multi-valued id at the top of its vocabulary (the last row of its block in the fused
+    table), every multi-valued list all padding but the first row's, numeric values up to 1e3 in size."""
+    g = torch.Generator().manual_seed(0)
+    cat = torch.tensor([f.vocab_size - 1 for f in fm.of_kind("categorical")], dtype=torch.int64).expand(n, -1)
+    multi_fields = fm.of_kind("multi")
+    multi = torch.zeros(n, len(multi_fields), max((f.max_len for f in multi_fields), default=1), dtype=torch.int64)
+    multi[0] = torch.tensor([f.vocab_size - 1 for f in multi_fields]).unsqueeze(-1)
+    numeric = torch.randn(n, len(fm.of_kind("numeric")), generator=g) * torch.logspace(0, 3, n).unsqueeze(-1)
+    return Batch(cat.contiguous(), numeric, multi, torch.arange(n).remainder(2).float())
+
+
+FEATURE_MAPS = {
+    "numeric-only": [FieldSpec("n1", "numeric"), FieldSpec("n2", "numeric")],
+    "one-categorical": [FieldSpec("c", "categorical", vocab_size=3)],
+    "one-numeric": [FieldSpec("n", "numeric")],
+    "one-multi": [FieldSpec("tags", "multi", vocab_size=4, max_len=3)],
+    "all-kinds": [FieldSpec("c", "categorical", vocab_size=5), FieldSpec("n", "numeric"),
+                  FieldSpec("tags", "multi", vocab_size=4, max_len=2)],
+}
+
+
+@pytest.mark.parametrize("fields", FEATURE_MAPS.values(), ids=FEATURE_MAPS.keys())
+@pytest.mark.parametrize("name", available_models())
+def test_every_model_is_finite_at_init_on_edge_inputs(name, fields):
+    fm = FeatureMap(fields)
+    cfg = load_config(None, small(name), model=name).model
+    torch.manual_seed(0)
+    check_finite(build_model(name, fm, cfg), fm, edge_batch(fm, 2))  # 2: the smallest batch the trainer trains on
