@@ -155,3 +155,16 @@ def test_ctrl_c_on_a_two_process_run_is_one_line(tmp_path):
             proc.kill()
     assert proc.returncode == 130 and stderr.splitlines() == [
         f"interrupted: continue with dlf train --resume {run}"], stderr
+
+
+def test_nproc_passes_on_stderr_that_is_not_utf8(tmp_path):
+    """A rank writing a Latin-1 byte to stderr (a library's message) ended `dlf train --nproc` with a
+    UnicodeDecodeError traceback while its ranks trained on."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os\nif os.environ.get('RANK') == '1':\n    os.write(2, b'caf\\xe9 au lait\\n')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    args = {**ARGS, "train.epochs": 1, "data.synthetic.rows": 1000}
+    sets = [x for k, v in args.items() for x in ("--set", f"{k}={v}")]
+    proc = subprocess.run([sys.executable, "-m", "dlf", "train", "--model", "lr", "--nproc", "2", "--quiet", *sets],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and proc.stderr.splitlines() == ["caf\ufffd au lait"], proc.stderr

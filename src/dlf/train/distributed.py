@@ -177,7 +177,8 @@ def run_torchrun(nproc: int, argv: list[str]) -> int:
     """
     # torchrun prints a banner about OMP_NUM_THREADS unless it is set; it sets 1 itself, so this changes nothing else
     env = {"OMP_NUM_THREADS": "1", **os.environ}
-    proc = subprocess.Popen(torchrun_command(nproc, argv), stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
+    proc = subprocess.Popen(torchrun_command(nproc, argv), stderr=subprocess.PIPE, text=True, bufsize=1, env=env,
+                            errors="replace")  # a library writing Latin-1 must not end the launcher
     shown: list[str] = []
     held: list[str] = []  # from torchrun's first own line on: its shutdown log and report
     while True:
