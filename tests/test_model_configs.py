@@ -2,6 +2,7 @@
 goes through load_config): a config is either a one-line ConfigError naming its key, or a model whose logits and
 gradients are finite."""
 import dataclasses
+import math
 import typing
 
 import pytest
@@ -112,3 +113,18 @@ def test_every_model_is_finite_at_init_on_edge_inputs(name, fields):
     cfg = load_config(None, small(name), model=name).model
     torch.manual_seed(0)
     check_finite(build_model(name, fm, cfg), fm, edge_batch(fm, 2))  # 2: the smallest batch the trainer trains on
+
+
+TINY_DATA = ["data.synthetic.rows=200", "data.synthetic.categorical=3", "data.synthetic.max_cardinality=20",
+             "data.synthetic.pairs=1", "data.synthetic.triples=1", "train.epochs=1", "train.progress=false",
+             "train.tensorboard=false", "train.batch_size=1"]
+
+
+def test_batch_size_one_is_a_training_error_for_a_model_with_batchnorm_and_trains_one_without():
+    from dlf.api import train
+    from dlf.train.trainer import TrainingError
+
+    # every step was torch's "Expected more than 1 value per channel when training" traceback
+    with pytest.raises(TrainingError, match=r"train.batch_size=1 .* BatchNorm .* use train.batch_size >= 2"):
+        train(load_config(None, small("finalnet") + TINY_DATA, model="finalnet"))
+    assert math.isfinite(train(load_config(None, TINY_DATA, model="lr"))["test"]["logloss"])

@@ -331,14 +331,19 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         raise TrainingError(f"train.batch_size={cfg.batch_size} must be divisible by the world size {dist.world}")
     sharding = getattr(cfg, "ddp_sharding", "batch") if dist.enabled else "batch"
     train_rows = len(train)
+    per_rank = cfg.batch_size // dist.world
     if sharding == "rows":  # each rank reads only its strided shard of the rows, shuffled on its own
         rank_rows = len(train) // dist.world  # shards differ by at most one row: same step count everywhere
         train = train.shard(dist.rank, dist.world)
-        per_rank = cfg.batch_size // dist.world
         steps_per_epoch = rank_rows // per_rank + (rank_rows % per_rank >= 2)
     else:  # every rank draws the same global batch and keeps rows rank, rank+world, ...: world-size invariant
         steps_per_epoch = len(train) // cfg.batch_size + (len(train) % cfg.batch_size >= 2 * dist.world)
     # (a last partial batch is kept only if every rank gets >= 2 rows: BatchNorm cannot train on one row)
+    if per_rank < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        # every step would fail inside torch with "Expected more than 1 value per channel when training"
+        raise TrainingError(f"train.batch_size={cfg.batch_size} gives each of {dist.world} process(es) {per_rank} row "
+                            f"per step, and this model's BatchNorm layers cannot train on one row: use train.batch_size "
+                            f">= {2 * dist.world}")
     if steps_per_epoch == 0:  # each epoch would only re-evaluate the initial weights and print 'loss 0.0000'
         raise TrainingError(f"the training split has {train_rows:,} row(s): too few for one training step "
                             f"(at least 2 per process, {dist.world} process(es))")
