@@ -168,3 +168,25 @@ def test_nproc_passes_on_stderr_that_is_not_utf8(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dlf", "train", "--model", "lr", "--nproc", "2", "--quiet", *sets],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0 and proc.stderr.splitlines() == ["caf\ufffd au lait"], proc.stderr
+
+
+def test_nproc_shows_torchrun_report_when_a_rank_is_killed_without_a_word(tmp_path):
+    """Rank 1 SIGKILLed (the OOM killer, say): rank 0's peer-lost line counted as the reason, so torchrun's report,
+    the only place that names the signal, was dropped."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, signal\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import torch.nn.functional as F\n"
+        "    bce, calls = F.binary_cross_entropy_with_logits, []\n"
+        "    def killed_at_step_3(*a, **k):\n"
+        "        calls.append(1)\n"
+        "        if len(calls) == 3:\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        return bce(*a, **k)\n"
+        "    F.binary_cross_entropy_with_logits = killed_at_step_3\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    sets = [x for k, v in {**ARGS, "train.epochs": 1}.items() for x in ("--set", f"{k}={v}")]
+    proc = subprocess.run([sys.executable, "-m", "dlf", "train", "--model", "lr", "--nproc", "2", "--quiet", *sets],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode not in (0, 2) and "Signal 9 (SIGKILL) received by PID" in proc.stderr, proc.stderr
+    assert "│" not in proc.stderr, proc.stderr  # rank 0: SIGTERMed by torchrun, or the peer-lost line; no traceback

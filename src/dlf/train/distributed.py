@@ -171,8 +171,9 @@ def run_torchrun(nproc: int, argv: list[str]) -> int:
 
     Every rank hits a bad config or bad data alike and printed the same `error:` line; a rank failing alone left
     the others with a peer-lost error; torchrun then added its own log lines, traceback and failure report (on
-    Ctrl-C too). Here each `error:` / `interrupted:` line is shown once (a peer-lost one only if no error was),
-    nothing after it, and torchrun's lines (and what follows them) only at the end if no rank said why it stopped.
+    Ctrl-C too). Here each `error:` / `interrupted:` line is shown once, nothing after one that says why the run
+    stopped (a peer-lost line does not: it is dropped after one), and torchrun's lines (and what follows them) only
+    at the end if no rank said why (a rank killed by a signal, say: torchrun's report names the signal).
     Returns the exit status: 2 after an error, 130 after Ctrl-C, as `dlf train`; else torchrun's.
     """
     # torchrun prints a banner about OMP_NUM_THREADS unless it is set; it sets 1 itself, so this changes nothing else
@@ -180,6 +181,7 @@ def run_torchrun(nproc: int, argv: list[str]) -> int:
     proc = subprocess.Popen(torchrun_command(nproc, argv), stderr=subprocess.PIPE, text=True, bufsize=1, env=env,
                             errors="replace")  # a library writing Latin-1 must not end the launcher
     shown: list[str] = []
+    why: list[str] = []  # the shown lines that say why the run stopped
     held: list[str] = []  # from torchrun's first own line on: its shutdown log and report
     while True:
         try:
@@ -189,16 +191,21 @@ def run_torchrun(nproc: int, argv: list[str]) -> int:
         if not line:
             break
         if line.startswith(("error:", "interrupted:")):
-            if line in shown or (PEER_LOST in line and any(s.startswith("error:") for s in shown)):
+            lost = PEER_LOST in line
+            if line in shown or (lost and why):
                 continue
             shown.append(line)
             sys.stderr.write(line)
-        elif not shown and (held or _AGENT_LINE.match(line)):
+            if not lost:
+                why.append(line)
+        elif why:
+            continue
+        elif held or _AGENT_LINE.match(line):
             held.append(line)
-        elif not shown:
+        else:
             sys.stderr.write(line)
     code = proc.wait()  # its stderr has closed: it is ending
-    if not shown:
+    if not why:
         sys.stderr.writelines(held)
         return code
-    return 2 if any(s.startswith("error:") for s in shown) else 130
+    return 2 if any(line.startswith("error:") for line in why) else 130
