@@ -243,3 +243,17 @@ def test_cli_analyze_of_a_cut_off_metrics_or_model_file_is_one_line(trained_runs
     (run / name).write_bytes((run / name).read_bytes()[:cut])
     res = CliRunner().invoke(dlf_app(), ["analyze", str(run), "--probe-rows", "200"])
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
+
+
+def test_cli_analyze_of_an_unfinished_run_shows_its_gradient_norms(trained_runs, tmp_path):
+    """A DLF run killed before model.safetensors: the probe's error stopped the whole analysis (no analysis.md, and
+    none for the other runs given), though its grad_norms.csv so far is what one looks at; the probe is now skipped."""
+    import shutil
+
+    run = tmp_path / "killed"
+    shutil.copytree(trained_runs / "dlf", run)
+    (run / "model.safetensors").unlink()
+    (run / "metrics.json").unlink()
+    res = CliRunner().invoke(dlf_app(), ["analyze", str(run), "--out", str(tmp_path / "a"), "--probe-rows", "200"])
+    assert res.exit_code == 0 and "probe skipped (no model.safetensors: the run has not finished)" in res.output
+    assert "| alpha |" in (tmp_path / "a" / "analysis.md").read_text()

@@ -344,6 +344,9 @@ def analyze_runs(runs: list[Path], out: Path | None = None, *, probe_rows: int =
             if cfg.data.dataset != "synthetic" or not cfg.model_name.startswith("dlf"):
                 log(f"{run}: probe skipped (needs a DLF model on the synthetic data)")
                 continue
+            if not (run / "model.safetensors").is_file():  # a killed run: its gradient norms so far are still shown
+                log(f"{run}: probe skipped (no model.safetensors: the run has not finished)")
+                continue
             key = yaml.safe_dump(cfg.to_dict()["data"])
             if key not in cache:
                 cache[key] = generate(cfg.data.synthetic)
