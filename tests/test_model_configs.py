@@ -48,7 +48,7 @@ def edge_values(name: str) -> list[tuple[str, str]]:
 CASES = [(name, key, value) for name in available_models() for key, value in edge_values(name)]
 
 
-def check_finite(model: torch.nn.Module, fm: FeatureMap, batch: Batch) -> None:
+def check_finite(model: torch.nn.Module, batch: Batch) -> None:
     model.train()
     logits = model(batch)
     assert logits.shape == (len(batch),) and torch.isfinite(logits).all()
@@ -68,7 +68,7 @@ def test_edge_config_is_a_config_error_naming_the_key_or_trains(small_feature_ma
         assert f"model.{key}" in str(exc) and "\n" not in str(exc)
         return
     torch.manual_seed(0)
-    check_finite(build_model(name, small_feature_map, cfg.model), small_feature_map, random_batch(small_feature_map, 8))
+    check_finite(build_model(name, small_feature_map, cfg.model), random_batch(small_feature_map, 8))
 
 
 def test_zero_embedding_init_std_is_refused_because_fm_would_never_learn_its_pairs(small_feature_map):
@@ -112,7 +112,7 @@ def test_every_model_is_finite_at_init_on_edge_inputs(name, fields):
     fm = FeatureMap(fields)
     cfg = load_config(None, small(name), model=name).model
     torch.manual_seed(0)
-    check_finite(build_model(name, fm, cfg), fm, edge_batch(fm, 2))  # 2: the smallest batch the trainer trains on
+    check_finite(build_model(name, fm, cfg), edge_batch(fm, 2))  # 2: the smallest batch the trainer trains on
 
 
 TINY_DATA = ["data.synthetic.rows=200", "data.synthetic.categorical=3", "data.synthetic.max_cardinality=20",
