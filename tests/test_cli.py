@@ -43,7 +43,11 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit():
                          (["--set", "train.lr=nan", "--nproc", "2"], "train.lr: expected a finite number"),
                          (["--resume", "no/such/run", "--nproc", "2"],
                           "cannot resume: no/such/run/config.yaml does not exist"),
-                         (["--data", "data/x", "--dataset", "synthetic"], "--dataset synthetic conflicts with it")]:
+                         (["--data", "data/x", "--dataset", "synthetic"], "--dataset synthetic conflicts with it"),
+                         # only known once the generator has drawn which fields may interact (was a traceback)
+                         (["--set", "data.synthetic.categorical=3", "--set", "data.synthetic.numeric=0",
+                           "--set", "data.synthetic.multi_valued=false", "--set", "data.synthetic.rows=500"],
+                          "12 distinct groups of 2 asked for, but only")]:
         proc = run("train", *args)
         assert proc.returncode == 2
         assert needle in proc.stderr and "Traceback" not in proc.stderr

@@ -2,6 +2,7 @@ import re
 import numpy as np
 import pytest
 
+from dlf.data.schema import DataError
 from dlf.data.synthetic import SyntheticConfig, expected_sigmoid, generate
 from dlf.train.metrics import roc_auc
 
@@ -117,7 +118,7 @@ def test_bad_config_is_rejected():
         generate(SyntheticConfig(splits=(0.5, 0.5, 0.5)))
     with pytest.raises(ValueError, match="may interact"):
         generate(SyntheticConfig(rows=1000, min_cardinality=100, numeric=0, multi_valued=False))
-    with pytest.raises(ValueError, match="4 distinct groups of 2 asked for, but only 3 field"):  # P is a set
+    with pytest.raises(DataError, match="4 distinct groups of 2 asked for, but only 3 field"):  # P is a set
         generate(SyntheticConfig(rows=1000, categorical=3, max_cardinality=5, numeric=0, multi_valued=False,
                                  pairs=4, triples=1))
 

@@ -73,12 +73,10 @@ def train(config=None, out: str | Path | None = None, console: Console | None = 
 
 def load_data(cfg: RunConfig):
     """The train/valid/test splits `cfg.data` names: a processed dataset, or the built-in synthetic one."""
-    if cfg.data.dataset != "processed":
-        return generate(cfg.data.synthetic)
     from dlf.data.schema import DataError
     from dlf.data.store import load_dataset
-    try:
-        return load_dataset(cfg.data.path)
+    try:  # (synthetic: which fields may interact is drawn, so too few for data.synthetic.pairs shows only here)
+        return load_dataset(cfg.data.path) if cfg.data.dataset == "processed" else generate(cfg.data.synthetic)
     except DataError as exc:
         raise TrainingError(str(exc)) from None
 

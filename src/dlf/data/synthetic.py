@@ -34,6 +34,7 @@ import numpy as np
 
 from dlf.data.dataset import ArrayDataset
 from dlf.data.features import PAD_ID, FeatureMap, FieldSpec
+from dlf.data.schema import DataError
 
 FIRST_ID = 2  # ids 0 and 1 are PAD and OOV
 
@@ -121,7 +122,7 @@ def _distinct_groups(world: np.random.Generator, fields: list[int], size: int, c
     """`count` distinct field groups of `size` (the planted pairs P or triples T), drawn from `fields`."""
     groups = list(itertools.combinations(fields, size))
     if count > len(groups):
-        raise ValueError(f"data.synthetic: {count} distinct groups of {size} asked for, but only {len(fields)} "
+        raise DataError(f"data.synthetic: {count} distinct groups of {size} asked for, but only {len(fields)} "
                          f"field(s) may interact ({len(groups)} groups); raise interaction_max_cardinality "
                          f"(now {cfg.interaction_max_cardinality}), add numeric fields or ask for fewer")
     return [groups[i] for i in world.choice(len(groups), size=count, replace=False)]
