@@ -117,24 +117,36 @@ def test_an_out_that_is_a_file_is_one_line_before_and_under_torchrun(tmp_path):
     assert proc.returncode != 0 and "[rank1]" not in proc.stderr and proc.stderr.count("is a file") == 2, proc.stderr
 
 
+def _nproc2_lr_with_hook(tmp_path, sitecustomize: str, **overrides) -> subprocess.CompletedProcess:
+    """`dlf train --model lr --nproc 2` with `sitecustomize` imported by every rank (a fault injected into one)."""
+    (tmp_path / "sitecustomize.py").write_text(sitecustomize)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    sets = [x for k, v in {**ARGS, "train.epochs": 1, **overrides}.items() for x in ("--set", f"{k}={v}")]
+    return subprocess.run([sys.executable, "-m", "dlf", "train", "--model", "lr", "--nproc", "2", "--quiet", *sets],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def _at_rank1_step_3(statement: str) -> str:
+    """sitecustomize code: on rank 1, `statement` runs (with `loss` bound) at the 3rd training loss."""
+    return ("import os, signal\n"
+            "if os.environ.get('RANK') == '1':\n"
+            "    import torch.nn.functional as F\n"
+            "    bce, calls = F.binary_cross_entropy_with_logits, []\n"
+            "    def hooked(*a, **k):\n"
+            "        loss = bce(*a, **k)\n"
+            "        calls.append(1)\n"
+            "        if len(calls) == 3:\n"
+            f"            {statement}\n"
+            "        return loss\n"
+            "    F.binary_cross_entropy_with_logits = hooked\n")
+
+
 def test_one_rank_failing_alone_ends_every_rank_with_one_line(tmp_path):
     """Rank 1's loss turns NaN at its 3rd step (injected through sitecustomize): rank 0, in DDP's all-reduce, got a
     gloo 'Connection reset by peer' and printed a 100-line traceback, then torchrun its own report. Now the
     failing rank's error is the one line on stderr (rank 0 says 'another process ... stopped', which `--nproc`
     drops after the real error), and no rank hangs."""
-    (tmp_path / "sitecustomize.py").write_text(
-        "import os\n"
-        "if os.environ.get('RANK') == '1':\n"
-        "    import torch.nn.functional as F\n"
-        "    bce, calls = F.binary_cross_entropy_with_logits, []\n"
-        "    def nan_at_step_3(*a, **k):\n"
-        "        calls.append(1)\n"
-        "        return bce(*a, **k) * (float('nan') if len(calls) == 3 else 1.0)\n"
-        "    F.binary_cross_entropy_with_logits = nan_at_step_3\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
-    sets = [x for k, v in {**ARGS, "train.epochs": 1}.items() for x in ("--set", f"{k}={v}")]
-    proc = subprocess.run([sys.executable, "-m", "dlf", "train", "--model", "lr", "--nproc", "2", "--quiet", *sets],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = _nproc2_lr_with_hook(tmp_path, _at_rank1_step_3("loss = loss * float('nan')"))
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: training loss became nan at epoch 1, step 3; lower train.lr (now 0.01) or check inputs"], proc.stderr
 
@@ -160,33 +172,14 @@ def test_ctrl_c_on_a_two_process_run_is_one_line(tmp_path):
 def test_nproc_passes_on_stderr_that_is_not_utf8(tmp_path):
     """A rank writing a Latin-1 byte to stderr (a library's message) ended `dlf train --nproc` with a
     UnicodeDecodeError traceback while its ranks trained on."""
-    (tmp_path / "sitecustomize.py").write_text(
-        "import os\nif os.environ.get('RANK') == '1':\n    os.write(2, b'caf\\xe9 au lait\\n')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
-    args = {**ARGS, "train.epochs": 1, "data.synthetic.rows": 1000}
-    sets = [x for k, v in args.items() for x in ("--set", f"{k}={v}")]
-    proc = subprocess.run([sys.executable, "-m", "dlf", "train", "--model", "lr", "--nproc", "2", "--quiet", *sets],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = _nproc2_lr_with_hook(tmp_path, "import os\nif os.environ.get('RANK') == '1':\n"
+                                          "    os.write(2, b'caf\\xe9 au lait\\n')\n", **{"data.synthetic.rows": 1000})
     assert proc.returncode == 0 and proc.stderr.splitlines() == ["caf\ufffd au lait"], proc.stderr
 
 
 def test_nproc_shows_torchrun_report_when_a_rank_is_killed_without_a_word(tmp_path):
     """Rank 1 SIGKILLed (the OOM killer, say): rank 0's peer-lost line counted as the reason, so torchrun's report,
     the only place that names the signal, was dropped."""
-    (tmp_path / "sitecustomize.py").write_text(
-        "import os, signal\n"
-        "if os.environ.get('RANK') == '1':\n"
-        "    import torch.nn.functional as F\n"
-        "    bce, calls = F.binary_cross_entropy_with_logits, []\n"
-        "    def killed_at_step_3(*a, **k):\n"
-        "        calls.append(1)\n"
-        "        if len(calls) == 3:\n"
-        "            os.kill(os.getpid(), signal.SIGKILL)\n"
-        "        return bce(*a, **k)\n"
-        "    F.binary_cross_entropy_with_logits = killed_at_step_3\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
-    sets = [x for k, v in {**ARGS, "train.epochs": 1}.items() for x in ("--set", f"{k}={v}")]
-    proc = subprocess.run([sys.executable, "-m", "dlf", "train", "--model", "lr", "--nproc", "2", "--quiet", *sets],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = _nproc2_lr_with_hook(tmp_path, _at_rank1_step_3("os.kill(os.getpid(), signal.SIGKILL)"))
     assert proc.returncode not in (0, 2) and "Signal 9 (SIGKILL) received by PID" in proc.stderr, proc.stderr
     assert "│" not in proc.stderr, proc.stderr  # rank 0: SIGTERMed by torchrun, or the peer-lost line; no traceback
