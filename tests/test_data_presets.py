@@ -527,6 +527,8 @@ def _fuxictr_yaml(tmp_path, extra: str) -> Path:
     ("- {name: price, type: numeric, preprocess: convert_to_bucket}", "preprocess 'convert_to_bucket' is not supported"),
     # FuxiCTR keeps the last max_len items with padding: pre (truncating on that side); this reader the first
     ("- {name: tags, type: sequence, max_len: 2, padding: pre}", "(tags): padding 'pre' is not supported"),
+    ("- {name: tags, type: sequence, fill_na: x}", "(tags): fill_na 'x' on a sequence is not supported"),
+    ("- {name: price, type: numeric, fill_na: abc}", "fill_na of a numeric field must be a finite number, got 'abc'"),
 ])
 def test_fuxictr_yaml_steps_the_preset_cannot_do_are_errors(tmp_path, extra, needle):
     with pytest.raises(DataError, match=re.escape(needle)):
@@ -568,15 +570,6 @@ def test_fuxictr_fill_na_is_applied_before_fitting(tmp_path):
     np.testing.assert_array_equal(np.asarray(tr.numeric)[:, 0], [1, -1.5, 3, 4, -1.5])
     price = np.array([2, 0, 0, 6, 2.0])
     np.testing.assert_allclose(np.asarray(tr.numeric)[:, 1], (price - price.mean()) / price.std(), rtol=1e-6)
-
-
-@pytest.mark.parametrize("extra, needle", [
-    ("- {name: tags, type: sequence, fill_na: x}", "(tags): fill_na 'x' on a sequence is not supported"),
-    ("- {name: price, type: numeric, fill_na: abc}", "fill_na of a numeric field must be a finite number, got 'abc'"),
-])
-def test_fuxictr_fill_na_the_preset_cannot_apply_is_an_error(tmp_path, extra, needle):
-    with pytest.raises(DataError, match=re.escape(needle)):
-        preprocess("fuxictr", [FIX / "fuxictr_tiny"], tmp_path / "o", schema=_fuxictr_yaml(tmp_path, extra))
 
 
 def test_a_libfm_range_in_a_table_schema_is_an_error(tmp_path):
