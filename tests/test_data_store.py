@@ -79,6 +79,28 @@ def test_load_processed_memory_maps_and_checks_integrity(tmp_path):
         load_processed(out)
 
 
+def test_ids_outside_a_fields_vocabulary_are_refused_at_load(tmp_path):
+    """A feature map that does not belong to the arrays (swapped or edited): an id past a field's vocabulary read the
+    next field's rows of the fused embedding table, silently (or an IndexError inside torch for the last field)."""
+    out = tmp_path / "o"
+    preprocess("movielens-1m", [FIX / "movielens_tiny"], out)
+    fm, tr, _, _ = load_processed(out)
+    doc = json.loads((out / "feature_map.json").read_text())
+    fields = {f["name"]: f for f in doc["fields"]}
+    first_cat = fm.of_kind("categorical")[0].name
+    multi = fm.of_kind("multi")[0].name
+    for name, column in ((first_cat, "categorical"), (multi, "multi")):
+        edited = json.loads(json.dumps(doc))
+        for f in edited["fields"]:
+            if f["name"] == name:
+                f["vocab_size"] = 3  # pad, OOV, missing: every real value's id is now out of range
+        (out / "feature_map.json").write_text(json.dumps(edited))
+        with pytest.raises(DataError, match=rf"{column}\.npy: field '{name}' holds ids \d+\.\.\d+, its vocabulary in "
+                                            r"feature_map.json has 3 \(ids 0\.\.2\)"):
+            load_processed(out)
+    assert fields[first_cat]["vocab_size"] > 3 and fields[multi]["vocab_size"] > 3
+
+
 def test_an_output_folder_with_someone_elses_json_is_not_replaced(tmp_path):
     """A feature_map.json holding a JSON list (not an object) was an AttributeError traceback."""
     (tmp_path / "o").mkdir()

@@ -223,7 +223,24 @@ def load_processed(folder: str | Path, mmap: bool = True
             raise DataError(f"{folder / name}: has {len(ds)} rows, feature map says {want}; re-run dlf preprocess")
         if ds.categorical.shape[1] != n_cat or ds.numeric.shape[1] != n_num or ds.multi.shape[1] != n_multi:
             raise DataError(f"{folder / name}: column counts do not match feature_map.json; re-run dlf preprocess")
+        _check_ids(folder / name, "categorical", ds.categorical, fm.of_kind("categorical"))
+        _check_ids(folder / name, "multi", ds.multi, fm.of_kind("multi"))
     return fm, splits[0], splits[1], splits[2]
+
+
+def _check_ids(where: Path, column: str, ids: np.ndarray, fields: list) -> None:
+    """Every id within its field's vocabulary: one out of range silently read another field's rows of the fused
+    embedding table (or was an IndexError deep in torch), e.g. after feature_map.json was swapped or edited.
+    One pass per column over the mapped file, a fraction of one training epoch's reads."""
+    if not len(ids) or not fields:
+        return
+    axes = (0, 2) if ids.ndim == 3 else 0  # multi: N x fields x max_len
+    low, high = ids.min(axis=axes), ids.max(axis=axes)
+    for f, lo, hi in zip(fields, low, high):
+        if lo < 0 or hi >= f.vocab_size:
+            raise DataError(f"{where}/{column}.npy: field {f.name!r} holds ids {int(lo)}..{int(hi)}, its vocabulary "
+                            f"in feature_map.json has {f.vocab_size} (ids 0..{f.vocab_size - 1}): the data and the "
+                            "feature map do not belong together; re-run dlf preprocess")
 
 
 @dataclass
