@@ -469,8 +469,7 @@ def _unique_keys(pairs: list) -> dict:
     {"city": "a", "city": "b"} scored city b (RFC 8259 leaves duplicate names' meaning open)."""
     obj = dict(pairs)
     if len(obj) < len(pairs):
-        seen: set = set()
-        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        twice = next(k for k, n in collections.Counter(k for k, _ in pairs).items() if n > 1)
         raise ValueError(f"key {twice!r} appears twice in one object")
     return obj
 
