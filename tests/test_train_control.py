@@ -168,3 +168,23 @@ def test_resuming_with_another_batch_size_is_refused(tmp_path):
     assert ("was trained with train.batch_size=256, resumed with 128" in message and "\n" not in message
             and "resume with train.batch_size=256, or start a fresh run" in message)
     assert dlf.train(_cfg("train.epochs=2", "train.tensorboard=false"), resume=run)["epochs_run"] == 2  # same size
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.batch_size=255"], "train.batch_size=255 must be divisible by the world size 2"),
+    (["train.precision=fp16", "train.device=cpu"], "fp16 needs a CUDA device"),
+])
+def test_process_and_device_checks_come_before_the_data_is_loaded(monkeypatch, tmp_path, overrides, message):
+    # under torchrun started directly each rank runs this; the error came only after every rank loaded the data
+    from dlf import api
+    from dlf.train.distributed import DistContext
+    from dlf.train.trainer import TrainingError
+
+    def no_data(cfg):
+        raise AssertionError("the data was loaded before the check")
+
+    monkeypatch.setattr(api, "load_data", no_data)
+    cfg = load_config(None, overrides)
+    with pytest.raises(TrainingError, match=message):
+        api._train(cfg, tmp_path / "run", None, None, DistContext(rank=0, world=2))
+    assert not (tmp_path / "run").exists()

@@ -23,7 +23,7 @@ from dlf.train.metrics import classification_metrics
 from dlf.train.checkpoint import CheckpointError, data_identity, list_checkpoints, load_latest
 from dlf.train.distributed import DeviceError, DistContext
 from dlf.train.logging import environment, plot_learning_curves
-from dlf.train.trainer import CHECKPOINT_DIR, TrainingError, evaluate, fit
+from dlf.train.trainer import CHECKPOINT_DIR, TrainingError, check_setup, evaluate, fit
 
 
 def _resolve(config) -> RunConfig:
@@ -158,6 +158,7 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
         raise TrainingError(f"{out} already holds checkpoints of a run; continue it with --resume {out} "
                             "or choose another --out")
 
+    check_setup(cfg.train, dist)
     if out is not None:  # before the data is loaded: a bad --out fails at once, on every rank (not rank 0 alone,
         _writable_run_dir(out, fresh=resume is None)  # which left the others to die in their first collective)
     data = load_data(cfg)

@@ -302,6 +302,15 @@ def _check_data(resume: Checkpoint, data_id: dict, say) -> None:
                             "it was, or start a fresh run (another --out)")
 
 
+def check_setup(cfg, dist: DistContext) -> None:
+    """The checks of the train config against the processes and device that need no data: run before the data
+    is loaded (under torchrun started directly, a non-divisible batch failed only after every rank loaded it)."""
+    if getattr(cfg, "precision", "fp32") == "fp16" and dist.device.type != "cuda":
+        raise TrainingError("train.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    if cfg.batch_size % dist.world:
+        raise TrainingError(f"train.batch_size={cfg.batch_size} must be divisible by the world size {dist.world}")
+
+
 def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console: Console | None = None, *,
         run_dir: str | Path | None = None, config: dict | None = None, resume: Checkpoint | None = None,
         dist: DistContext | None = None, data_id: dict | None = None) -> dict:
@@ -321,14 +330,11 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
     say = console.print if main else (lambda *a, **k: None)
     device = dist.device
     precision = getattr(cfg, "precision", "fp32")
-    if precision == "fp16" and device.type != "cuda":
-        raise TrainingError("train.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    check_setup(cfg, dist)
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt_dir = run_dir / CHECKPOINT_DIR if run_dir is not None else None
 
     # --- data: batch_size is the global batch; each rank trains on batch_size / world rows per step
-    if cfg.batch_size % dist.world:
-        raise TrainingError(f"train.batch_size={cfg.batch_size} must be divisible by the world size {dist.world}")
     sharding = getattr(cfg, "ddp_sharding", "batch") if dist.enabled else "batch"
     train_rows = len(train)
     per_rank = cfg.batch_size // dist.world
