@@ -205,6 +205,20 @@ def test_resume_with_another_process_count_warns(tmp_path):
         assert ("written by 2 process(es) and is resumed with 1" in console.export_text()) is warned
 
 
+def test_ranks_a_checkpoint_has_no_rng_for_get_streams_of_their_own(tmp_path):
+    """A 1-process checkpoint resumed with 2 processes gave rank 1 rank 0's torch state: both ranks then drew the
+    same dropout masks."""
+    from dlf.train.checkpoint import list_checkpoints, load_checkpoint
+    run = tmp_path / "run"
+    dlf_api.train(_api_config("train.epochs=1"), out=run, console=Console(quiet=True))
+    ck = load_checkpoint(list_checkpoints(run / "checkpoints")[0])
+    states = [ck.rng_for_rank(rank, seed=5)["torch"] for rank in (0, 1, 2)]
+    assert torch.equal(states[0], ck.rng["torch"])
+    assert not torch.equal(states[1], states[0]) and not torch.equal(states[2], states[1])
+    assert torch.equal(ck.rng_for_rank(1, seed=5)["torch"], states[1])  # reproducible
+    assert not torch.equal(ck.rng_for_rank(1, seed=6)["torch"], states[1])
+
+
 def test_an_lr_changed_on_resume_is_used_not_silently_replaced_by_the_checkpoints(tmp_path):
     """The optimiser's load_state_dict restored the saved lr: `--resume RUN --set train.lr=...` had no effect."""
     run = tmp_path / "run"

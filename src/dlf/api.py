@@ -21,7 +21,7 @@ from dlf.data.synthetic import generate
 from dlf.models import build_model
 from dlf.train.metrics import classification_metrics
 from dlf.train.checkpoint import CheckpointError, data_identity, list_checkpoints, load_latest
-from dlf.train.distributed import DeviceError, DistContext
+from dlf.train.distributed import DeviceError, DistContext, rank_seed
 from dlf.train.logging import environment, plot_learning_curves
 from dlf.train.trainer import CHECKPOINT_DIR, TrainingError, check_setup, evaluate, fit
 
@@ -164,7 +164,7 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
     data = load_data(cfg)
     model = build_model(cfg.model_name, data.feature_map, cfg.model)
     if dist.enabled:  # identical initial weights on every rank, then per-rank dropout streams
-        torch.manual_seed(cfg.train.seed + 7919 * dist.rank)
+        torch.manual_seed(rank_seed(cfg.train.seed, dist.rank))
     schema_hash = data.feature_map.meta.get("schema_hash")
     if out is not None and dist.is_main:
         if resume is None:

@@ -39,6 +39,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from dlf._io import atomic_write_bytes
+from dlf.train.distributed import rank_seed
 
 FORMAT = "dlf-checkpoint"
 VERSION = 1
@@ -91,11 +92,15 @@ class Checkpoint:
     sparse_optimizer: dict | None = None  # the embedding tables' optimizer state_dict (train.sparse_embedding)
     data: dict | None = None  # data_identity() of the data it was trained on; None: written before it was stored
 
-    def rng_for_rank(self, rank: int) -> dict:
-        """RNG states for one rank: rank 0's full set, with that rank's own torch state if saved."""
+    def rng_for_rank(self, rank: int, seed: int) -> dict:
+        """RNG states for one rank: rank 0's full set, with that rank's own torch state if saved. A rank the
+        checkpoint has no state for (it was written by fewer processes) gets a stream of its own, seeded from
+        train.seed, the rank and the step: rank 0's state would give it rank 0's dropout masks."""
         rng = dict(self.rng)
         if rank in rng.get("ranks", {}):
             rng["torch"] = rng["ranks"][rank]
+        elif rank > 0:
+            rng["torch"] = torch.Generator().manual_seed(rank_seed(seed, rank) + self.state.global_step).get_state()
         return rng
 
 

@@ -22,6 +22,11 @@ class DeviceError(RuntimeError):
     """train.device names a device this machine does not have."""
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The torch seed of one rank's own random stream (dropout): identical weights come from train.seed first."""
+    return seed + 7919 * rank
+
+
 @dataclass
 class DistContext:
     rank: int = 0

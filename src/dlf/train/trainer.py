@@ -501,7 +501,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         return (state.seen - epoch_started[1]) * dist.world / max(time.perf_counter() - epoch_started[0], 1e-9)
 
     if resume is not None:
-        restore_rng(resume.rng_for_rank(dist.rank))
+        restore_rng(resume.rng_for_rank(dist.rank, cfg.seed))
     try:
         while not state.done and state.epoch <= cfg.epochs:
             epoch, skip = state.epoch, state.step
