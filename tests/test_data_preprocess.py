@@ -499,6 +499,36 @@ def test_with_many_chunks_in_flight_the_first_bad_line_is_the_one_reported(tmp_p
     assert bad["count"] == 2 and [e.split(":")[1] for e in bad["examples"]] == ["4", "6"]
 
 
+LINE_PROBLEMS = {  # what makes a Criteo line bad, each found by another check
+    "columns": lambda l: "\t".join(l.split("\t")[:20]),  # the reader's (Arrow's) column count
+    "blank": lambda l: "",  # the reader's empty line
+    "encoding": lambda l: replace_field(l, 20, "caf\xe9"),  # the reader's UTF-8 check (Latin-1 bytes)
+    "value": lambda l: replace_field(l, 2, "x"),  # the parser's, on a field checked after the label
+    "label": lambda l: replace_field(l, 0, "x"),  # the parser's first check
+}
+
+
+@pytest.mark.parametrize("block_bytes", [600, 1 << 24])
+@pytest.mark.parametrize("first", ["value", "columns", "encoding"])
+@pytest.mark.parametrize("later", sorted(LINE_PROBLEMS))
+def test_the_first_bad_line_is_reported_whichever_check_finds_it(tmp_path, later, first, block_bytes):
+    """In one chunk, the reader's problems (column count, empty line, encoding) were raised before the parser
+    looked at the rows ahead of them, and the parser raised field by field (label first): a bad value on line 3
+    was reported as line 7's problem."""
+    lines = [l.encode() for l in CRITEO]
+    lines[2] = LINE_PROBLEMS[first](CRITEO[2]).encode("latin-1")
+    lines[6] = LINE_PROBLEMS[later](CRITEO[6]).encode("latin-1")
+    path = write(tmp_path / "in.txt", b"\n".join(lines) + b"\n")
+    options = {"min_count": 1}
+    with pytest.raises(DataError) as exc:
+        preprocess("criteo", [path], tmp_path / "out", options=options, block_bytes=block_bytes)
+    assert str(exc.value).startswith(f"{path}:3: ")
+    r = preprocess("criteo", [path], tmp_path / "out", options=options, block_bytes=block_bytes, on_bad_row="skip")
+    bad = r.feature_map.meta["bad_rows"]
+    assert bad["count"] == 2 and sorted(e.split(":")[1] for e in bad["examples"]) == ["3", "7"]
+    assert r.rows == len(CRITEO) - 2
+
+
 # ---- numbers out of range, Parquet floats, streaming statistics ------------------------------
 
 def generic_csv(tmp_path, ages: list[str]) -> Path:
@@ -705,9 +735,11 @@ def test_long_lines_and_quoted_newlines_at_block_edges(tmp_path):
         with pytest.raises(DataError) as exc:
             preprocess("generic", [src], tmp_path / "err", schema=AGE_SCHEMA, block_bytes=block)
         errors.append(str(exc.value))
-    # record 202 (a value spanning two lines counts as one line)
-    assert errors[0] == errors[1] and errors[0].endswith("in.csv:202: expected 3 columns separated by ',', got 2 "
-                                                         "('1,c1')")
+    # records 152, 202 and 353 (a value spanning lines counts as one line): 152 is the first bad one
+    assert sorted(int(e.split(":")[1]) for e in whole.feature_map.meta["bad_rows"]["examples"]) == [152, 202, 353]
+    assert any(e.endswith("in.csv:202: expected 3 columns separated by ',', got 2 ('1,c1')")
+               for e in whole.feature_map.meta["bad_rows"]["examples"])
+    assert errors[0] == errors[1] and errors[0].endswith("in.csv:152: field 'age': expected a number, got 'old'")
 
 
 @pytest.mark.parametrize("ending", [b"\n\n", b"\n\n\n", b"\r\n\r\n", b"\n\r\n"])

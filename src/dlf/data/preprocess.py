@@ -238,11 +238,12 @@ class ChunkParser:
         s = self.schema
         n = len(chunk)
         keep = np.ones(n, dtype=bool)
+        found: list[tuple[int, str]] = []  # (row, what is wrong): reported in row order once every check ran, so
+        # that in stop mode the first bad line is the one reported, whichever field is bad on it
 
         def reject(rows: np.ndarray, message: Callable[[int], str]) -> None:
-            """Report chunk rows `rows` (those not reported yet); message(i) describes rows[i]."""
-            for i in np.flatnonzero(keep[rows]):
-                bad.add(chunk.where(rows[i]), message(i), chunk.file)
+            """Bad chunk rows `rows` (those not found yet); message(i) describes rows[i]."""
+            found.extend((rows[i], message(i)) for i in np.flatnonzero(keep[rows]))
             keep[rows] = False
 
         def col(name: str) -> pa.Array:
@@ -309,6 +310,8 @@ class ChunkParser:
             tvals = numbers(s.split.time_column)
             rows = np.flatnonzero(np.isnan(tvals))
             reject(rows, lambda i: f"field {s.split.time_column!r}: missing time value (split by time)")
+        for row, message in sorted(found):
+            bad.add(chunk.where(row), message, chunk.file)
         if not keep.all():
             if not keep.any():
                 return None

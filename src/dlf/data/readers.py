@@ -123,12 +123,10 @@ def _as_text(arr: pa.Array) -> pa.Array:
         return arr
 
 
-def _fix_encoding(path: str, chunk_lines: np.ndarray, columns: dict[str, pa.Array], bad: BadRows,
-                  encoding: str) -> tuple[np.ndarray, dict[str, pa.Array]]:
-    """Columns still binary (not valid UTF-8 as a whole, see `_as_text`) -> strings; a row with bytes
-    that do not decode is a bad row."""
-    keep = np.ones(len(chunk_lines), dtype=bool)
-    out = dict(columns)
+def _decode(columns: dict[str, pa.Array], encoding: str) -> tuple[dict[str, pa.Array], dict[int, str]]:
+    """Columns still binary (not valid UTF-8 as a whole, see `_as_text`) -> strings, and what is wrong with
+    each row whose bytes do not decode (a bad row)."""
+    out, undecodable = dict(columns), {}
     for name, arr in columns.items():
         if not pa.types.is_binary(arr.type):
             continue
@@ -137,16 +135,28 @@ def _fix_encoding(path: str, chunk_lines: np.ndarray, columns: dict[str, pa.Arra
             try:
                 v.decode("utf-8")
             except UnicodeDecodeError as exc:
-                if keep[i]:
-                    keep[i] = False
-                    bad.add(f"{path}:{chunk_lines[i]}", f"column {name!r}: bytes that are not valid {encoding} "
-                            f"({exc.reason} at byte {exc.start}); pass the right encoding in the schema", path)
+                undecodable.setdefault(i, f"column {name!r}: bytes that are not valid {encoding} ({exc.reason} at "
+                                          f"byte {exc.start}); pass the right encoding in the schema")
         out[name] = pa.array([v.decode("utf-8", "replace") for v in values], pa.string())
-    if not keep.all():
-        mask = pa.array(keep)
-        out = {k: pc.filter(v, mask) for k, v in out.items()}
-        chunk_lines = chunk_lines[keep]
-    return chunk_lines, out
+    return out, undecodable
+
+
+def _in_line_order(file: str, chunk: Chunk | None, problems: list[tuple[int | None, str, bool]],
+                   bad: BadRows) -> Iterator[Chunk]:
+    """A chunk's good rows (if any) and its `problems` ((line, what is wrong, whether it stops the run in either
+    mode), reported to `bad`). In stop mode the good rows before the first problem come out first: a later check
+    (the parser's) may find a bad value on one of them, and the first bad line of the file is the one to report."""
+    problems = sorted(problems, key=lambda p: p[0] or 0)
+    if problems and bad.mode == "error" and chunk is not None:
+        head = chunk.take(chunk.lines < (problems[0][0] or 0))
+        if len(head):
+            yield head
+    for line, message, fatal in problems:
+        if fatal:
+            raise DataError(f"{file}:{line}: {message}")
+        bad.add(f"{file}:{line}", message, file)
+    if chunk is not None and len(chunk):
+        yield chunk
 
 
 def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: list[str] | None,
@@ -221,24 +231,25 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                                      use_threads=False, encoding="utf8" if utf8 else encoding)
         return pcsv.open_csv(source, read_options=read_opts, parse_options=parse_opts, convert_options=conv_opts)
 
-    def report(rows: list[tuple[int | None, str, int]], blank: np.ndarray = np.zeros(0, np.int64)) -> None:
-        """Malformed rows from Arrow, and the lines of `blank` (empty lines), in line order."""
-        for number, text, actual in sorted(rows + [(int(b), None, 0) for b in blank], key=lambda r: r[0] or 0):
-            if text is None:
-                bad.add(f"{name}:{number}", "empty line (blank lines may only end a file)", name)
-                continue
+    def problems(rows: list[tuple[int | None, str, int]],
+                 blank: np.ndarray = np.zeros(0, np.int64)) -> list[tuple[int | None, str, bool]]:
+        """Malformed rows from Arrow, and the lines of `blank` (empty lines), as `_in_line_order` takes them."""
+        found = [(int(b), "empty line (blank lines may only end a file)", False) for b in blank]
+        for number, text, actual in rows:
             if quote and text and "\n" in text:
                 # a '"' that is not closed where its value ends makes Arrow read on to the next '"', maybe
                 # thousands of lines on: not one bad row to skip (it dropped them all), the quoting is broken
-                raise DataError(f"{name}:{number}: expected {len(names)} columns separated by {delimiter!r}, got "
-                                f"{actual} in {text.count(chr(10)) + 1} lines read as one row ({text[:60]!r}): a "
-                                "'\"' opened here is not closed where the value ends, so the lines after it were "
-                                "read into it; close the quote or drop the '\"'")
+                found.append((number, f"expected {len(names)} columns separated by {delimiter!r}, got {actual} in "
+                              f"{text.count(chr(10)) + 1} lines read as one row ({text[:60]!r}): a '\"' opened here "
+                              "is not closed where the value ends, so the lines after it were read into it; close "
+                              "the quote or drop the '\"'", True))
+                continue
             got = f"got {actual}" + (f" ({text[:60]!r})" if text else " (empty line)")
             if layout:  # the columns are the reader's, not the user's: show the line
                 got = f"got {text[:60]!r}" if text else "got an empty line"
-            bad.add(f"{name}:{number}", f"expected {layout or f'{len(names)} columns separated by {delimiter!r}'}, "
-                    f"{got}", name)
+            found.append((number, f"expected {layout or f'{len(names)} columns separated by {delimiter!r}'}, {got}",
+                          False))
+        return found
 
     def blocks(reader) -> Iterator[tuple[int | None, dict[str, pa.Array], list]]:
         """Parsed blocks joined into about `block_bytes` of text: (rows, columns, malformed rows
@@ -293,7 +304,8 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
             pending += rows
             if n is None:
                 last = max([r[0] for r in pending if r[0] is not None], default=0)
-                report(pending, held[held < last])  # the others end the file: not rows
+                # the blank lines after the last row end the file: not rows
+                yield from _in_line_order(name, None, problems(pending, held[held < last]), bad)
                 break
             lines = _shift_lines(next_line, n, [r[0] for r in pending if r[0] is not None])
             if len(lines):
@@ -315,20 +327,21 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                     shown, held = np.concatenate([held, lines[blank[~tail]]]), lines[blank[tail]]
                 else:
                     held = np.concatenate([held, lines[blank]])
-            report([r for r in pending if r[0] is None or r[0] < next_line], shown)
+            found = problems([r for r in pending if r[0] is None or r[0] < next_line], shown)
             pending = [r for r in pending if r[0] is not None and r[0] >= next_line]
-            if len(blank):
-                keep = np.ones(len(lines), dtype=bool)
-                keep[blank] = False
-                lines, cols = lines[keep], {c: pc.filter(a, pa.array(keep)) for c, a in cols.items()}
+            drop = np.zeros(len(lines), dtype=bool)
+            drop[blank] = True
             if utf8:
-                lines, cols = _fix_encoding(name, lines, cols, bad, encoding)
-            if cols and len(lines):
-                # CRLF files: the last column keeps its '\r'
-                last = names[-1]
-                if last in cols:
-                    cols[last] = pc.utf8_rtrim(cols[last], characters="\r")
-                yield Chunk(name, lines, cols, "line", 1 if header else 0)
+                cols, undecodable = _decode(cols, encoding)
+                drop[list(undecodable)] = True
+                found += [(int(lines[i]), message, False) for i, message in undecodable.items()]
+            if drop.any():
+                lines, cols = lines[~drop], {c: pc.filter(a, pa.array(~drop)) for c, a in cols.items()}
+            # CRLF files: the last column keeps its '\r'
+            last = names[-1]
+            if last in cols:
+                cols[last] = pc.utf8_rtrim(cols[last], characters="\r")
+            yield from _in_line_order(name, Chunk(name, lines, cols, "line", 1 if header else 0), found, bad)
     finally:
         if stream is not None:
             stream.close()  # waits for the helper thread, then the file can go
@@ -557,14 +570,16 @@ def read_double_colon(path: str | Path, *, columns: list[str], bad: BadRows, enc
     for chunk in read_delimited(path, delimiter=":", header=False, columns=raw, use=None, bad=bad,
                                 encoding=encoding, block_bytes=block_bytes, layout=layout, blank_lines="bad"):
         keep = np.ones(len(chunk), dtype=bool)
+        found = []
         for i in range(len(columns) - 1):
             nonempty = pc.not_equal(pc.utf8_length(chunk.columns[f"__sep{i}"]), 0).to_numpy(zero_copy_only=False)
             for row in np.flatnonzero(nonempty & keep):
                 keep[row] = False
                 line = ":".join(chunk.columns[c][row].as_py() for c in raw)
-                bad.add(chunk.where(row), f"expected {layout}, got {line[:60]!r}", chunk.file)
-        chunk = chunk.take(keep) if not keep.all() else chunk
-        yield Chunk(chunk.file, chunk.lines, {c: chunk.columns[c] for c in columns}, chunk.unit, chunk.header_lines)
+                found.append((int(chunk.lines[row]), f"expected {layout}, got {line[:60]!r}", False))
+        chunk = chunk.take(keep)
+        yield from _in_line_order(chunk.file, Chunk(chunk.file, chunk.lines, {c: chunk.columns[c] for c in columns},
+                                                    chunk.unit, chunk.header_lines), found, bad)
 
 
 def _short(exc: BaseException) -> str:
