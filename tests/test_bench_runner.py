@@ -348,3 +348,26 @@ def test_cli_bench_into_a_path_that_cannot_be_a_folder_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
     res = CliRunner().invoke(app, ["bench", "--models", "lr", "--out", str(tmp_path / "file" / "b")])
     assert res.exit_code == 2 and "cannot write the bench folder: Not a directory" in res.output, res.output
+
+
+@pytest.mark.parametrize("where", ["cli", "set", "dataset", "grid", "base"])
+def test_a_common_model_key_that_no_model_has_is_an_error_not_a_skip(tmp_path, where):
+    """A typo such as --set model.alpah=false was skipped for every model as 'a key this model lacks' (only listed at
+    the end of report.md): the ablation silently trained the full model. Only keys some registered model has are
+    skipped where absent."""
+    calls = CountingTrain()
+    typo = {"model.alpah": False}
+    spec = tiny_spec(["dlf", "lr"], seeds=[1], **({"datasets": {"synthetic": {"set": typo}}} if where == "dataset"
+                                                  else {"search": {"grid": {"model.alpah": [False]}}} if where == "grid"
+                                                  else {}))
+    if where == "set":
+        spec.set.update(typo)
+    if where == "base":
+        spec.config = str(tmp_path / "base.yaml")
+        (tmp_path / "base.yaml").write_text("model: {alpah: false}\n")
+    with pytest.raises(BenchError, match="unknown key 'model.alpah'"):
+        run_bench(spec, tmp_path / "b", console=QUIET, cli_sets=typo if where == "cli" else None, train_fn=calls)
+    assert calls.calls == []
+    # a key DLF has stays skipped for LR (and is applied to DLF)
+    over, skipped = run_overrides(spec, spec.datasets[0], spec.models[1], 1, {"model.alpha": False})
+    assert "model.alpha" not in over and "model.alpha" in skipped

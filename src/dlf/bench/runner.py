@@ -17,7 +17,8 @@ Override precedence (lowest first): base config, bench defaults (no progress bar
 checkpoint), `set`, the dataset's `set`, the variant's `set`, the search's chosen values, `--set` flags,
 the seed. Common (base config, `set`, a dataset's `set`, `--set`, search grid) `model.KEY` values apply only to models whose config has KEY
 (so `model.embedding_dim: 16` can be given once for a zoo that includes LR); the skipped keys are
-listed in the report. A variant's own `set` is strict: a wrong key fails that variant's runs.
+listed in the report; a KEY no registered model has stops the bench. A variant's own `set` is strict:
+a wrong key fails that variant's runs.
 
 Layout of the bench folder OUT:
     bench.yaml                           the resolved spec (`dlf bench --out OUT` alone reuses it)
@@ -345,13 +346,19 @@ def model_keys(model: str) -> set[str]:
     return {f.name for f in dataclasses.fields(get_entry(model).config_cls)}
 
 
+def _any_model_keys() -> set[str]:
+    """The keys of every registered model's config: a common `model.KEY` outside them is a typo, not a skip."""
+    return set().union(*(model_keys(m) for m in _known_models()))
+
+
 def _applicable(values: dict[str, Any], model: str) -> tuple[dict[str, Any], list[str]]:
-    """Drop common `model.KEY` overrides that `model`'s config does not have."""
-    keys = model_keys(model)
+    """Drop common `model.KEY` overrides that `model`'s config does not have but another model's has (a key that
+    no model has is kept, so that building the config fails on it)."""
+    keys, elsewhere = model_keys(model), _any_model_keys()
     kept, skipped = {}, []
     for k, v in values.items():
         parts = k.split(".")
-        if parts[0] == "model" and len(parts) == 2 and parts[1] not in keys | {"name"}:
+        if parts[0] == "model" and len(parts) == 2 and parts[1] not in keys and parts[1] in elsewhere:
             skipped.append(k)
         else:
             kept[k] = v
@@ -394,8 +401,8 @@ def build_config(base: str | None, overrides: dict[str, Any]):
         raw = yaml.safe_load(Path(base).read_text()) or {}
         model = overrides.get("model.name")
         if model is not None and isinstance(raw.get("model"), dict):  # the base is common: keep the keys that apply
-            keys = model_keys(model)
-            raw["model"] = {k: v for k, v in raw["model"].items() if k in keys}
+            kept = _applicable({f"model.{k}": v for k, v in raw["model"].items() if k != "name"}, model)[0]
+            raw["model"] = {k.removeprefix("model."): v for k, v in kept.items()}
     for key, value in overrides.items():
         node = raw
         parts = key.split(".")
