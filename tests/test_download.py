@@ -22,7 +22,8 @@ def sha256(data: bytes) -> str:
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """Serves `server.files`, honours `Range: bytes=N-`; `server.cut_after` bytes then a dropped connection."""
+    """Serves `server.files`, honours `Range: bytes=N-`; `server.cut_after` bytes then a dropped connection;
+    `server.content_type`: the Content-Type header sent."""
 
     def do_GET(self):
         srv = self.server
@@ -38,6 +39,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         self.send_response(206 if start else 200)
+        if srv.content_type:
+            self.send_header("Content-Type", srv.content_type)
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.send_header("Content-Length", str(len(data) - start))
@@ -52,7 +55,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.files, srv.requests, srv.cut_after = {}, [], None
+    srv.files, srv.requests, srv.cut_after, srv.content_type = {}, [], None, None
     thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -116,6 +119,20 @@ def test_unreachable_url_says_which_file_to_place_by_hand(tmp_path):
     with pytest.raises(DownloadError, match=rf"cannot reach {url} .*download {url} by hand, place it at "
                                             rf".*d.bin and run the command again"):
         fetch_file(RemoteFile(url, "d.bin"), tmp_path, log=lambda m: None)
+
+
+def test_html_page_instead_of_the_file_is_refused(server, tmp_path):
+    # a login or error page sent with 200 (a captive portal, a moved file) was saved under the file's name: for a file
+    # without a published checksum (frappe.train.libfm, the BARS zips) a complete download, kept by every rerun
+    server.files["/d.libfm"] = b"<!DOCTYPE html><html><body>Please sign in</body></html>"
+    server.content_type = "text/html; charset=utf-8"
+    with pytest.raises(DownloadError, match=r"/d.libfm: the server sent a web page \(text/html\), not the file \(a login or error "
+                                            r"page\?\); offline\? download .*/d.libfm by hand, place it at .*d.libfm"):
+        fetch_file(RemoteFile(server.url + "/d.libfm", "d.libfm"), tmp_path, log=lambda m: None)
+    assert list(tmp_path.iterdir()) == []
+    server.content_type = "text/plain; charset=utf-8"  # what raw.githubusercontent.com sends: fine
+    server.files["/d.libfm"] = b"1 0:1\n"
+    assert fetch_file(RemoteFile(server.url + "/d.libfm", "d.libfm"), tmp_path, log=lambda m: None).exists()
 
 
 def movielens_zip(path: Path) -> bytes:

@@ -153,6 +153,9 @@ def fetch_file(remote: RemoteFile, out: Path, log: Callable[[str], None] = print
         raise DownloadError(f"cannot reach {remote.url} ({reason}){_by_hand(remote, target)}") from None
     if response is not None:
         with response:
+            if response.headers.get_content_type() == "text/html":  # no dataset file is a web page
+                raise DownloadError(f"{remote.url}: the server sent a web page (text/html), not the file (a login or "
+                                    f"error page?){_by_hand(remote, target)}")
             resume = have > 0 and getattr(response, "status", None) == 206  # file:// and some servers send it all
             if have and not resume:
                 log("the server does not resume downloads; starting over")
