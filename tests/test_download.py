@@ -135,6 +135,16 @@ def test_html_page_instead_of_the_file_is_refused(server, tmp_path):
     assert fetch_file(RemoteFile(server.url + "/d.libfm", "d.libfm"), tmp_path, log=lambda m: None).exists()
 
 
+def test_unwritable_destination_is_one_clear_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    src = tmp_path / "src.bin"
+    src.write_bytes(DATA)
+    ds = Dataset("tiny", "libfm", ("d.bin",), files=(RemoteFile(src.as_uri(), "d.bin"),))
+    out = tmp_path / "file" / "raw"  # a folder under a file: NotADirectoryError traceback before
+    with pytest.raises(DownloadError, match=rf"cannot write the download into {out}: Not a directory: "):
+        fetch(ds, out, log=lambda m: None)
+
+
 def movielens_zip(path: Path) -> bytes:
     """The tiny MovieLens fixture zipped like ml-1m.zip (one top folder ml-1m/)."""
     with zipfile.ZipFile(path, "w") as zf:

@@ -118,11 +118,15 @@ def fetch(ds: Dataset, out: str | Path, log: Callable[[str], None] = print) -> s
         return command
     if not ds.files:
         raise DownloadError(f"{ds.manual.format(out=out)}; then run: {command}")
-    out.mkdir(parents=True, exist_ok=True)
-    for remote in ds.files:
-        path = fetch_file(remote, out, log)
-        if remote.unpack:
-            unpack(path, remote, out / path.name.removesuffix(".zip"), log)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for remote in ds.files:
+            path = fetch_file(remote, out, log)
+            if remote.unpack:
+                unpack(path, remote, out / path.name.removesuffix(".zip"), log)
+    except OSError as exc:  # network errors are DownloadErrors by now: this is the disk (a file in the path, no space)
+        reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+        raise DownloadError(f"cannot write the download into {out}: {reason}") from None
     return command
 
 
