@@ -1,6 +1,7 @@
 """`dlf bench` on a tiny synthetic set: the table, failures, resume, variants, search and the CLI."""
 import csv
 import json
+import re
 import statistics
 
 import pytest
@@ -371,3 +372,34 @@ def test_a_common_model_key_that_no_model_has_is_an_error_not_a_skip(tmp_path, w
     # a key DLF has stays skipped for LR (and is applied to DLF)
     over, skipped = run_overrides(spec, spec.datasets[0], spec.models[1], 1, {"model.alpha": False})
     assert "model.alpha" not in over and "model.alpha" in skipped
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"seeds": [1.5, 2]}, r"seeds: expected a list of integers, got \[1.5, 2\]"),  # was silently seed 1
+    ({"seeds": [True]}, r"seeds: expected a list of integers"),
+    ({"config": ["base.yaml"]}, r"config: expected the path of a run config file, got \['base.yaml'\]"),
+    ({"out": 3}, r"out: expected a folder path, got 3"),
+    ({"search": {"grid": {"train.lr": [0.1]}, "sample_seed": "abc"}}, r"search.sample_seed: expected an integer"),
+    ({"search": {"grid": {"train.lr": [0.1]}, "trials": True}}, r"search.trials: expected an integer >= 0"),
+])
+def test_spec_values_of_the_wrong_type_are_one_line_errors(raw, message):
+    """A float seed was truncated without a word; a list as config or a number as out or sample_seed was a
+    TypeError / ValueError traceback."""
+    with pytest.raises(BenchError, match=message):
+        spec_from_dict({"models": ["lr"], **raw})
+
+
+def test_unreadable_bench_and_base_files_are_one_line_errors(tmp_path):
+    """A base config (--config) that is not valid YAML or not a mapping was a YAMLError / AttributeError traceback;
+    a bench file that is not valid YAML printed PyYAML's multi-line report."""
+    (tmp_path / "bad.yaml").write_text("model: [x\ntrain: {}\n")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    cases = [(["bench", str(tmp_path / "bad.yaml")], r"bench file '\S*bad.yaml' is not valid YAML: line 2: expected"),
+             (["bench", "--models", "lr", "--config", str(tmp_path / "bad.yaml")],
+              r"config file '\S*bad.yaml' is not valid YAML: line 2: expected"),
+             (["bench", "--models", "lr", "--config", str(tmp_path / "list.yaml")],
+              r"config file '\S*list.yaml' must hold a mapping")]
+    for args, message in cases:
+        res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--dry-run"])
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+        assert re.search(f"^error: .*{message}", res.output), res.output

@@ -108,6 +108,18 @@ class BenchSpec:
 
 # ---------------------------------------------------------------- spec parsing
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report as one line: 'line N: what is wrong'."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return str(exc).strip().splitlines()[0]
+    return f"line {mark.line + 1}: {problem}"
+
+
 def flatten(values: Any, where: str, prefix: str = "") -> dict[str, Any]:
     """{'train': {'lr': 1}, 'model.layers': 2} -> {'train.lr': 1, 'model.layers': 2}."""
     if values is None:
@@ -212,9 +224,11 @@ def _parse_datasets(raw: Any) -> list[DatasetSpec]:
 def _parse_seeds(raw: Any) -> list[int]:
     if isinstance(raw, str):
         raw = [s for s in raw.split(",") if s.strip()]
-    if isinstance(raw, int):
+    if _is_int(raw):
         raw = [raw]
-    try:
+    try:  # '2' from --seeds 2, never 1.5 or true (int() made them seed 1 without a word)
+        if not isinstance(raw, list) or not all(_is_int(s) or isinstance(s, str) for s in raw):
+            raise TypeError
         seeds = [int(s) for s in raw]
     except (TypeError, ValueError):
         raise BenchError(f"seeds: expected a list of integers, got {raw!r}") from None
@@ -232,12 +246,12 @@ def _parse_search(raw: Any) -> SearchSpec | None:
     if not grid or not all(isinstance(v, list) and v for v in grid.values()):
         raise BenchError("search.grid: give each key a non-empty list of values")
     trials = raw.get("trials", 0)
-    if not isinstance(trials, int) or trials < 0:
+    if not _is_int(trials) or trials < 0:
         raise BenchError(f"search.trials: expected an integer >= 0, got {trials!r}")
-    seed = raw.get("seed")
-    if seed is not None and not isinstance(seed, int):
-        raise BenchError(f"search.seed: expected an integer, got {seed!r}")
-    return SearchSpec(grid, trials, seed, int(raw.get("sample_seed", 0)))
+    for key in ("seed", "sample_seed"):
+        if raw.get(key) is not None and not _is_int(raw[key]):
+            raise BenchError(f"search.{key}: expected an integer, got {raw[key]!r}")
+    return SearchSpec(grid, trials, raw.get("seed"), raw.get("sample_seed") or 0)
 
 
 def spec_from_dict(raw: dict, where: str = "bench spec") -> BenchSpec:
@@ -249,14 +263,18 @@ def spec_from_dict(raw: dict, where: str = "bench spec") -> BenchSpec:
                          "search, out")
     if "models" not in raw:
         raise BenchError(f"{where}: no models")
-    config = raw.get("config")
+    config, out = raw.get("config"), raw.get("out")
+    if config is not None and not isinstance(config, str):
+        raise BenchError(f"config: expected the path of a run config file, got {config!r}")
     if config is not None and not Path(config).is_file():
         raise BenchError(f"config: {config} does not exist")
+    if out is not None and not isinstance(out, str):
+        raise BenchError(f"out: expected a folder path, got {out!r}")
     return BenchSpec(models=_parse_models(raw["models"]),
                      datasets=_parse_datasets(raw.get("datasets", ["synthetic"])),
                      seeds=_parse_seeds(raw.get("seeds", [1, 2, 3])),
                      set=flatten(raw.get("set"), "set"),
-                     config=config, search=_parse_search(raw.get("search")), out=raw.get("out"))
+                     config=config, search=_parse_search(raw.get("search")), out=out)
 
 
 def load_spec(path: str | Path | None = None, *, models: str | None = None, datasets: str | None = None,
@@ -275,7 +293,7 @@ def load_spec(path: str | Path | None = None, *, models: str | None = None, data
         except FileNotFoundError:
             raise BenchError(f"bench file {str(path)!r} does not exist") from None
         except yaml.YAMLError as exc:
-            raise BenchError(f"bench file {str(path)!r} is not valid YAML: {exc}") from None
+            raise BenchError(f"bench file {str(path)!r} is not valid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(raw, dict):
             raise BenchError(f"bench file {str(path)!r} must hold a mapping (models, datasets, seeds, ...)")
     if models:
@@ -394,11 +412,16 @@ def search_points(spec: SearchSpec, model: str) -> tuple[list[dict[str, Any]], l
 
 def build_config(base: str | None, overrides: dict[str, Any]):
     """A RunConfig from the base YAML plus dotted overrides (raises dlf.config.ConfigError)."""
-    from dlf.config import from_dict
+    from dlf.config import ConfigError, from_dict
 
     raw: dict = {}
     if base is not None:
-        raw = yaml.safe_load(Path(base).read_text()) or {}
+        try:
+            raw = yaml.safe_load(Path(base).read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(base)!r} is not valid YAML: {_yaml_problem(exc)}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {str(base)!r} must hold a mapping with model/data/train sections")
         model = overrides.get("model.name")
         if model is not None and isinstance(raw.get("model"), dict):  # the base is common: keep the keys that apply
             kept = _applicable({f"model.{k}": v for k, v in raw["model"].items() if k != "name"}, model)[0]
@@ -409,7 +432,6 @@ def build_config(base: str | None, overrides: dict[str, Any]):
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                from dlf.config import ConfigError
                 raise ConfigError(f"{key}: {part!r} is a value, not a section")
         node[parts[-1]] = value
     return from_dict(raw)
