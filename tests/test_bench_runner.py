@@ -3,6 +3,7 @@ import csv
 import json
 import re
 import statistics
+import sys
 
 import pytest
 import yaml
@@ -403,3 +404,17 @@ def test_unreadable_bench_and_base_files_are_one_line_errors(tmp_path):
         res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--dry-run"])
         assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
         assert re.search(f"^error: .*{message}", res.output), res.output
+
+
+def test_without_matplotlib_the_bench_says_there_is_no_chart_and_leaves_no_stale_one(tmp_path, monkeypatch):
+    """Without matplotlib (or without a finished run) the command still printed 'chart: OUT/bench.png', a file that
+    did not exist or was the chart of an earlier state of the bench."""
+    spec = tiny_spec(["lr"], seeds=[1])
+    run_bench(spec, tmp_path, console=QUIET)
+    assert (tmp_path / "bench.png").is_file()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    result = run_bench(spec, tmp_path, console=QUIET, report_only=True)
+    assert not (tmp_path / "bench.png").exists() and "matplotlib is not installed" in result.no_chart
+    res = CliRunner().invoke(app, ["bench", "--out", str(tmp_path), "--report-only"])
+    assert res.exit_code == 0 and "no chart: matplotlib is not installed" in res.output, res.output
+    assert "bench.png" not in res.output

@@ -64,8 +64,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
             fail(str(exc))
         if dry_run:
             return
-        console.print(f"report: {result.report}  (chart: {folder / 'bench.png'}, per run: {folder / 'results.csv'})",
-                      highlight=False)
+        chart = f"chart: {folder / 'bench.png'}" if result.no_chart is None else f"no chart: {result.no_chart}"
+        console.print(f"report: {result.report}  ({chart}, per run: {folder / 'results.csv'})", highlight=False)
         if result.interrupted:
             raise typer.Exit(130)
         if result.failed:

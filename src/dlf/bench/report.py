@@ -214,17 +214,23 @@ def run_rows(records: list[dict]) -> list[dict]:
     return out
 
 
-def plot_chart(rows: list[dict], path: Path) -> bool:
-    """One panel per dataset: mean test AUC per variant with ± std error bars; the oracle as a dashed line."""
+def plot_chart(rows: list[dict], path: Path) -> str | None:
+    """One panel per dataset: mean test AUC per variant with ± std error bars; the oracle as a dashed line.
+
+    Returns None, or why there is no chart (then an older one at `path` is removed: it would contradict the report).
+    """
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    if not any(_finite(r["auc_mean"]) for r in rows):
-        return False
-    try:
-        import matplotlib
-        matplotlib.use("Agg", force=True)
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+    missing = None if any(_finite(r["auc_mean"]) for r in rows) else "no finished run with a test AUC"
+    if missing is None:
+        try:
+            import matplotlib
+            matplotlib.use("Agg", force=True)
+            import matplotlib.pyplot as plt
+        except ImportError:
+            missing = "matplotlib is not installed (pip install matplotlib)"
+    if missing is not None:
+        path.unlink(missing_ok=True)
+        return missing
     heights = [max(2.0, 0.35 * sum(r["dataset"] == d for r in rows) + 1.2) for d in datasets]
     fig, axes = plt.subplots(len(datasets), 1, figsize=(8, sum(heights)), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
@@ -250,10 +256,11 @@ def plot_chart(rows: list[dict], path: Path) -> bool:
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     atomic_write_png(fig, path)
-    return True
+    return None
 
 
-def write_report(result, spec, cli_sets: dict) -> Path:
+def write_report(result, spec, cli_sets: dict) -> tuple[Path, str | None]:
+    """Writes report.md, results.csv, summary.json and bench.png; returns report.md and why there is no chart."""
     out = Path(result.out)
     rows = summarize(result.records)
     atomic_write_text(out / "report.md", render_markdown(result, spec, cli_sets, rows) + "\n")
@@ -265,5 +272,4 @@ def write_report(result, spec, cli_sets: dict) -> Path:
     atomic_write_json(out / "summary.json", {
         "interrupted": result.interrupted, "rows": [{k: v for k, v in r.items()} for r in rows],
         "search": [{"dataset": d, "variant": v, **sel} for (d, v), sel in result.selections.items()]})
-    plot_chart(rows, out / "bench.png")
-    return out / "report.md"
+    return out / "report.md", plot_chart(rows, out / "bench.png")

@@ -540,6 +540,7 @@ class BenchResult:
     records: list[dict]  # one per planned run and trial: dataset, variant, model, seed, status, error, metrics...
     selections: dict  # (dataset, variant) -> {'params', 'score', 'trials'}
     report: Path | None = None
+    no_chart: str | None = None  # why there is no bench.png
     interrupted: bool = False
 
     @property
@@ -686,5 +687,5 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
                 records.append(rec)
     result = BenchResult(out, records, selections, interrupted=interrupted[0])
     if not dry_run:
-        result.report = write_report(result, spec, cli_sets or {})
+        result.report, result.no_chart = write_report(result, spec, cli_sets or {})
     return result
