@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 
 def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
@@ -79,23 +80,23 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
                 torch.set_num_threads(threads)
             b = load_bundle(bundle, build_model=engine == "torch")
             for warning in b.warnings:
-                err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+                err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
             scorer = Scorer(b, engine, batch_size, threads, precision)
             result = predict_file(b, input_, output, id_column=id_column, on_bad_row=on_bad_row, engine=engine,
                                   fmt=format, output_format=output_format, header=header,
                                   columns=[c.strip() for c in columns.split(",")] if columns else None,
                                   block_bytes=int(chunk_mb * (1 << 20)), scorer=scorer,
-                                  log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+                                  log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
         except (BundleError, DataError) as exc:
             fail(str(exc))
         # on stderr, with the progress lines: `--output /dev/stdout | ...` pipes the scores alone
         rate = result.rows / max(result.seconds, 1e-9)
         err.print(f"wrote {result.output}: {result.rows:,} rows scored in {result.seconds:.1f}s "
-                  f"({rate:,.0f} rows/s, {engine}, {precision})", highlight=False, soft_wrap=True)
+                  f"({rate:,.0f} rows/s, {engine}, {precision})", markup=False, highlight=False, soft_wrap=True)
         bad = result.bad_rows
         if bad.get("count"):
-            err.print(f"skipped {bad['count']} bad row(s); first: {bad['examples'][0]}", highlight=False,
-                      soft_wrap=True)
+            err.print(f"skipped {bad['count']} bad row(s); first: {bad['examples'][0]}", markup=False,
+                      highlight=False, soft_wrap=True)
 
     @app.command()
     def serve(

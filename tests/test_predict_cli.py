@@ -1,0 +1,40 @@
+"""`dlf predict` from the command line, as a user runs it: what it prints for rows, values and paths it is given."""
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dlf.cli import app
+from dlf.serve.bundle import export_bundle
+from dlf.serve.demo import build_demo_run
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("predict_cli")
+    paths = build_demo_run(folder, rows=600, test_rows=50, epochs=1)
+    return export_bundle(paths["run"], folder / "bundle")
+
+
+def demo_rows(path: Path, age: str) -> Path:
+    """Two rows to score, the second with `age` as given."""
+    path.write_text("id,city,device,age,tags,site,visits\n"
+                    "a,city1,phone,34,t1;t3,s17,12\n"
+                    f"b,city0,tv,{age},,s81,\n")
+    return path
+
+
+def test_values_and_paths_with_brackets_are_printed_verbatim(bundle, tmp_path):
+    # the lines went through rich markup: a value '4[/i]' was a MarkupError traceback instead of the error line,
+    # '[i]45' printed as '45', and an output 'scores[v2].csv' as 'scores.csv'
+    runner = CliRunner()
+    src = demo_rows(tmp_path / "in.csv", "4[/i]")
+    res = runner.invoke(app, ["predict", str(bundle), "--input", str(src), "--output", str(tmp_path / "s.csv")])
+    assert res.exit_code == 2 and f"error: {src}:3: field 'age': expected a number, got '4[/i]'" in res.output
+    src = demo_rows(tmp_path / "in.csv", "[i]45")
+    out = tmp_path / "scores[v2].csv"
+    res = runner.invoke(app, ["predict", str(bundle), "--input", str(src), "--output", str(out), "--on-bad-row",
+                              "skip"])
+    assert res.exit_code == 0, res.output
+    assert f"wrote {out}: 1 rows scored" in res.output
+    assert f"skipped 1 bad row(s); first: {src}:3: field 'age': expected a number, got '[i]45'" in res.output
