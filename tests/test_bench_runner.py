@@ -418,3 +418,16 @@ def test_without_matplotlib_the_bench_says_there_is_no_chart_and_leaves_no_stale
     res = CliRunner().invoke(app, ["bench", "--out", str(tmp_path), "--report-only"])
     assert res.exit_code == 0 and "no chart: matplotlib is not installed" in res.output, res.output
     assert "bench.png" not in res.output
+
+
+def test_a_search_interrupted_before_its_last_trial_selects_nothing_yet(tmp_path):
+    """Ctrl-C during trial 2 copied trial 1 (the best of the trials done so far) into the seed-1 run folder as the
+    selection: the interrupted report showed it as a finished run, and the rerun, once the search chose another
+    trial, moved it aside to seed-1.stale-1."""
+    spec = tiny_spec(["lr"], seeds=[1], search={"grid": {"train.lr": [0.05, 0.0001]}})
+    result = run_bench(spec, tmp_path, console=QUIET, train_fn=CountingTrain(interrupt_on_call=2))
+    assert result.interrupted and [r["status"] for r in result.records] == ["done", "pending", "pending"]
+    assert not (tmp_path / "runs/synthetic/lr/seed-1").exists()
+    result = run_bench(spec, tmp_path, console=QUIET)
+    assert [r["status"] for r in result.records] == ["skipped", "done", "skipped"]
+    assert [p.name for p in (tmp_path / "runs/synthetic/lr").iterdir()] == ["seed-1"]

@@ -679,8 +679,9 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
                 else:
                     trial_dir = chosen_dir.get(v.name)
                     if (trial_dir is not None and seed == spec.search.seed_or(spec.seeds[0]) and not dry_run
-                            and not report_only and run_state(run.run_dir) == "new"):
-                        # the chosen trial is this very run (same config and seed): reuse it
+                            and not report_only and not interrupted[0] and run_state(run.run_dir) == "new"):
+                        # the chosen trial is this very run (same config and seed): reuse it (not after Ctrl-C:
+                        # the best of the trials done so far is no selection)
                         shutil.copytree(trial_dir, run.run_dir, dirs_exist_ok=True,
                                         ignore=shutil.ignore_patterns("checkpoints", "error.json"))
                     rec = go(run)
