@@ -735,11 +735,11 @@ def test_long_lines_and_quoted_newlines_at_block_edges(tmp_path):
         with pytest.raises(DataError) as exc:
             preprocess("generic", [src], tmp_path / "err", schema=AGE_SCHEMA, block_bytes=block)
         errors.append(str(exc.value))
-    # records 152, 202 and 353 (a value spanning lines counts as one line): 152 is the first bad one
-    assert sorted(int(e.split(":")[1]) for e in whole.feature_map.meta["bad_rows"]["examples"]) == [152, 202, 353]
-    assert any(e.endswith("in.csv:202: expected 3 columns separated by ',', got 2 ('1,c1')")
+    # records 152, 202 and 353, after 29, 39 and 68 values of 4 lines: lines 239, 319, 557; 239 is the first bad one
+    assert sorted(int(e.split(":")[1]) for e in whole.feature_map.meta["bad_rows"]["examples"]) == [239, 319, 557]
+    assert any(e.endswith("in.csv:319: expected 3 columns separated by ',', got 2 ('1,c1')")
                for e in whole.feature_map.meta["bad_rows"]["examples"])
-    assert errors[0] == errors[1] and errors[0].endswith("in.csv:152: field 'age': expected a number, got 'old'")
+    assert errors[0] == errors[1] and errors[0].endswith("in.csv:239: field 'age': expected a number, got 'old'")
 
 
 @pytest.mark.parametrize("ending", [b"\n\n", b"\n\n\n", b"\r\n\r\n", b"\n\r\n"])
@@ -765,8 +765,8 @@ def test_blank_lines_at_the_end_of_a_file_are_not_rows(tmp_path, ending):
 
 BLANK_INPUTS = {  # (preset, file name, text with blank lines 3 and 6, options, rows)
     "csv": ("generic", "in.csv", "click,city,age\n1,a,20\n\n0,b,30\n1,a,40\n\n0,b,50\n1,\"a\",60\n", {}, 5),
-    # a quoted value holding a newline: lines count records
-    "csv-multiline": ("generic", "in.csv", "click,city,age\n1,\"a\nb\",20\n\n0,b,30\n1,a,40\n\n0,b,50\n", {}, 4),
+    # a quoted value holding a newline (lines 4-5): the line of the second blank one is still 6
+    "csv-multiline": ("generic", "in.csv", "click,city,age\n1,a,20\n\n0,\"b\nc\",30\n\n0,b,50\n1,a,40\n", {}, 4),
     "tsv": ("criteo", "in.txt", "\n".join(CRITEO[:2]) + "\n\n" + "\n".join(CRITEO[2:4]) + "\n\n"
             + "\n".join(CRITEO[4:7]) + "\n", {"min_count": 1}, 7),
     "libfm": ("libfm", "in.libfm", "1 0:1 4:1\n-1 1:1 5:1\n\n1 2:1 6:1\n-1 3:1 7:1\n\n1 0:1 8:1\n",
@@ -818,6 +818,29 @@ def test_an_unclosed_quote_stops_even_in_skip_mode(tmp_path):
     with pytest.raises(DataError, match=r"in\.csv:12: expected 3 columns separated by ',', got 2 in 990 lines read "
                                         r"as one row .*: a '\"' opened here is not closed"):
         preprocess("generic", [src], tmp_path / "o", schema=AGE_SCHEMA, on_bad_row="skip")
+
+
+@pytest.mark.parametrize("block_bytes", [64, 1 << 24])
+def test_errors_after_a_quoted_newline_name_the_physical_line(tmp_path, block_bytes):
+    """Lines were counted by record: after a quoted value holding newlines (here in a column read, 'city', and in
+    one that is not, 'note'), every error named a line too small, not the one an editor shows."""
+    text = ('click,city,age,note\n'
+            '1,"a\nb\nc",20,x\n'  # lines 2-4
+            '0,b,30,"two\nlines"\n'  # lines 5-6
+            '1,a,old,x\n'  # line 7: a bad value
+            '0,b\n'  # line 8: too few columns
+            '\n'  # line 9: empty
+            '1,"x\r\ny",40,x\n'  # lines 10-11
+            '1,c,big,x\n'  # line 12
+            '0,c,50,x\n')
+    src = write(tmp_path / "in.csv", text)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(src))}:7: field 'age': expected a number, got 'old'$"):
+        preprocess("generic", [src], tmp_path / "o", schema=AGE_SCHEMA, block_bytes=block_bytes)
+    r = preprocess("generic", [src], tmp_path / "o", schema=AGE_SCHEMA, block_bytes=block_bytes, on_bad_row="skip",
+                   options={"split": "sequential", "ratios": "1,0,0"})
+    bad = r.feature_map.meta["bad_rows"]
+    assert bad["count"] == 4 and sorted(int(e.split(":")[1]) for e in bad["examples"]) == [7, 8, 9, 12]
+    assert r.rows == 4 and "x\r\ny" in vocabulary(tmp_path / "o", "city")
 
 
 def test_quoted_header_names_may_hold_the_delimiter(tmp_path):

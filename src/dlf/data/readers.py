@@ -16,7 +16,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +44,7 @@ class Chunk:
     lines: np.ndarray  # int64, 1-based physical line (or Parquet row) of each row
     columns: dict[str, pa.Array]
     unit: str = "line"
-    header_lines: int = 0  # lines before the first data row (row ordinal = line - header_lines)
+    header_lines: int = 0  # lines before the first data row
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -206,7 +206,8 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     parse_opts = pcsv.ParseOptions(delimiter=delimiter, quote_char='"' if quote else False, newlines_in_values=quote,
                                    ignore_empty_lines=False, invalid_row_handler=on_invalid)
     kind = pa.binary() if utf8 else pa.string()
-    conv_opts = pcsv.ConvertOptions(column_types={c: kind for c in names}, include_columns=use,
+    # a quoted CSV: every column, to count the newlines in the values of those not read too
+    conv_opts = pcsv.ConvertOptions(column_types={c: kind for c in names}, include_columns=names if quote else use,
                                     strings_can_be_null=False, quoted_strings_can_be_null=False)
     # A UTF-8 BOM is skipped here whatever the encoding: Arrow drops it only from UTF-8 input, and an
     # ISO-8859-1 file (MovieLens) saved by an editor "as UTF-8 with BOM" kept it in its first value.
@@ -214,10 +215,10 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     start = len(BOM) if _read_or_fail(fh, len(BOM), name) == BOM else 0
     compressed = not isinstance(fh, pa.OSFile)
     end = None if compressed else fh.size() - _blank_tail(fh, encoding)
-    next_line = 2 if header else 1
+    next_record = 2 if header else 1
 
     def open_reader(parse_block: int):
-        """Arrow's reader from line `next_line` on (rows before it were delivered already)."""
+        """Arrow's reader from record `next_record` on (rows before it were delivered already)."""
         nonlocal fh
         if compressed:  # a stream: read again from the start
             fh.close()
@@ -227,15 +228,17 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
             fh.seek(start)
         source = fh if end is None or end == fh.size() else _Head(fh, end)
         read_opts = pcsv.ReadOptions(column_names=names, skip_rows=1 if header else 0,
-                                     skip_rows_after_names=next_line - 1 - int(header), block_size=parse_block,
+                                     skip_rows_after_names=next_record - 1 - int(header), block_size=parse_block,
                                      use_threads=False, encoding="utf8" if utf8 else encoding)
         return pcsv.open_csv(source, read_options=read_opts, parse_options=parse_opts, convert_options=conv_opts)
 
-    def problems(rows: list[tuple[int | None, str, int]],
+    def problems(rows: list[tuple[int | None, str, int]], line_of: Callable[[int], int],
                  blank: np.ndarray = np.zeros(0, np.int64)) -> list[tuple[int | None, str, bool]]:
-        """Malformed rows from Arrow, and the lines of `blank` (empty lines), as `_in_line_order` takes them."""
+        """Malformed rows from Arrow (by record number, `line_of` gives the line), and the lines of `blank`
+        (empty lines), as `_in_line_order` takes them."""
         found = [(int(b), "empty line (blank lines may only end a file)", False) for b in blank]
-        for number, text, actual in rows:
+        for record, text, actual in rows:
+            number = None if record is None else line_of(record)
             if quote and text and "\n" in text:
                 # a '"' that is not closed where its value ends makes Arrow read on to the next '"', maybe
                 # thousands of lines on: not one bad row to skip (it dropped them all), the quoting is broken
@@ -251,9 +254,9 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                           False))
         return found
 
-    def blocks(reader) -> Iterator[tuple[int | None, dict[str, pa.Array], list]]:
+    def blocks(reader) -> Iterator[tuple[int | None, dict[str, pa.Array], list, np.ndarray | None]]:
         """Parsed blocks joined into about `block_bytes` of text: (rows, columns, malformed rows
-        reported meanwhile); (None, {}, rest) at the end."""
+        reported meanwhile, newlines in each row's values or None); (None, {}, rest, None) at the end."""
         parts, size, done = [], 0, False
         while not done:
             try:
@@ -266,26 +269,29 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                 rows = skipped[:]
                 skipped.clear()
                 cols = {c: table.column(c).combine_chunks() for c in use}
-                yield table.num_rows, {c: _as_text(a) for c, a in cols.items()} if utf8 else cols, rows
+                yield (table.num_rows, {c: _as_text(a) for c, a in cols.items()} if utf8 else cols, rows,
+                       _newlines(table) if quote else None)
                 parts, size = [], 0
         rows = skipped[:]
         skipped.clear()
-        yield None, {}, rows
+        yield None, {}, rows, None
 
-    # Arrow may report a malformed row while parsing ahead, before the batch that precedes it is
-    # returned: keep them pending and place them by their line numbers.
+    # Arrow numbers rows by record; lines (what an editor shows) are records + the newlines inside the values
+    # (quoted) of the rows before. Arrow may report a malformed row while parsing ahead, before the batch that
+    # precedes it is returned: keep them pending and place them by their record numbers.
     pending: list[tuple[int | None, str, int]] = []
     parse_block = min(block_bytes, PARSE_BLOCK_BYTES)
     stream = None
     newline_is_byte = "\n".encode(encoding, errors="replace") == b"\n"
     cursor: _LineCursor | None = None  # opened at the first row that may be a blank line
     held = np.zeros(0, np.int64)  # blank lines not reported yet
+    extra = 0  # newlines inside the values of the rows before `next_record`
     try:
         while True:
             try:
                 if stream is None:
                     stream = _read_ahead(blocks(open_reader(parse_block)))
-                n, cols, rows = next(stream)
+                n, cols, rows, newlines = next(stream)
             except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as exc:  # OSError: e.g. a bad .gz
                 # A line longer than Arrow's parse block: read on from the first line not delivered yet with
                 # bigger blocks (a restart: Arrow cannot grow the block of a running reader).
@@ -294,28 +300,32 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                         stream.close()
                     stream, parse_block = None, parse_block * 8
                     pending.clear()
-                    skipped.clear()  # rows from next_line on are read again
+                    skipped.clear()  # rows from next_record on are read again (`extra` counts those before)
                     continue
-                where = (f"{name}:{next_line}" if "straddl" in str(exc) else
-                         name if next_line == 2 - (not header) else f"{name} (after line {next_line - 1})")
+                where = (f"{name}:{next_record + extra}" if "straddl" in str(exc) else
+                         name if next_record == 2 - (not header) else f"{name} (after line {next_record - 1 + extra})")
                 what = (f"a line from here on is longer than {MAX_LINE_BYTES >> 20} MiB" if "straddl" in str(exc)
                         else f"cannot read as {'CSV' if delimiter == ',' else 'delimited text'}: {_short(exc)}")
                 raise DataError(f"{where}: {what}") from None
             pending += rows
             if n is None:
-                last = max([r[0] for r in pending if r[0] is not None], default=0)
-                # the blank lines after the last row end the file: not rows
-                yield from _in_line_order(name, None, problems(pending, held[held < last]), bad)
+                last = max([r[0] + extra for r in pending if r[0] is not None], default=0)  # the last row's line
+                # the blank lines after it end the file: not rows
+                yield from _in_line_order(name, None, problems(pending, lambda r: r + extra, held[held < last]), bad)
                 break
-            lines = _shift_lines(next_line, n, [r[0] for r in pending if r[0] is not None])
-            if len(lines):
-                next_line = int(lines[-1]) + 1
+            records = _shift_lines(next_record, n, [r[0] for r in pending if r[0] is not None])
+            if len(records):
+                next_record = int(records[-1]) + 1
+            starts = np.full(n + 1, extra, dtype=np.int64)  # newlines inside values before each row (n: after all)
+            if newlines is not None:
+                starts[1:] += np.cumsum(newlines)
+            lines = records + starts[:-1]  # the line each row starts on
             # Arrow reads a blank line as a row of empty values ("field 'label': expected label ..., got ''")
             blank = _empty_rows(cols)
             if len(blank) and newline_is_byte:
                 cursor = cursor or (_RecordCursor(path, start, delimiter, encoding) if quote else
                                     _LineCursor(path, start))
-                blank = blank[[cursor.is_blank(int(lines[i])) for i in blank]]
+                blank = blank[[cursor.is_blank(int(records[i])) for i in blank]]
             else:
                 blank = blank[:0]
             shown = blank[:0]  # the blank lines to report as bad rows now
@@ -327,8 +337,10 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                     shown, held = np.concatenate([held, lines[blank[~tail]]]), lines[blank[tail]]
                 else:
                     held = np.concatenate([held, lines[blank]])
-            found = problems([r for r in pending if r[0] is None or r[0] < next_line], shown)
-            pending = [r for r in pending if r[0] is not None and r[0] >= next_line]
+            found = problems([r for r in pending if r[0] is None or r[0] < next_record],
+                             lambda r: r + int(starts[np.searchsorted(records, r)]), shown)
+            extra = int(starts[-1])
+            pending = [r for r in pending if r[0] is not None and r[0] >= next_record]
             drop = np.zeros(len(lines), dtype=bool)
             drop[blank] = True
             if utf8:
@@ -348,6 +360,12 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
         if cursor is not None:
             cursor.close()
         fh.close()
+
+
+def _newlines(table: pa.Table) -> np.ndarray | None:
+    """Newlines inside each row's values (a quoted CSV's), or None when there are none (the usual case)."""
+    counts = [pc.count_substring(c, "\n") for c in table.columns if pc.any(pc.match_substring(c, "\n")).as_py()]
+    return np.sum([c.to_numpy() for c in counts], axis=0) if counts else None
 
 
 def _empty_rows(cols: dict[str, pa.Array]) -> np.ndarray:
