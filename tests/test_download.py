@@ -23,7 +23,8 @@ def sha256(data: bytes) -> str:
 
 class Handler(http.server.BaseHTTPRequestHandler):
     """Serves `server.files`, honours `Range: bytes=N-`; `server.cut_after` bytes then a dropped connection;
-    `server.content_type`: the Content-Type header sent."""
+    `server.content_type`: the Content-Type header sent; `server.range_from`: the byte a range answer starts at
+    whatever was asked (a server or proxy that gets Range wrong)."""
 
     def do_GET(self):
         srv = self.server
@@ -33,15 +34,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         start = int(self.headers["Range"].removeprefix("bytes=").split("-")[0]) if self.headers["Range"] else 0
+        if start and srv.range_from is not None:
+            start = srv.range_from
         if start >= len(data):
             self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data)}")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        self.send_response(206 if start else 200)
+        self.send_response(206 if self.headers["Range"] else 200)
         if srv.content_type:
             self.send_header("Content-Type", srv.content_type)
-        if start:
+        if self.headers["Range"]:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
@@ -55,7 +59,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.files, srv.requests, srv.cut_after, srv.content_type = {}, [], None, None
+    srv.files, srv.requests, srv.cut_after, srv.content_type, srv.range_from = {}, [], None, None, None
     thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -99,6 +103,24 @@ def test_checksum_mismatch_is_a_clear_error_and_leaves_nothing(server, tmp_path)
     with pytest.raises(DownloadError, match=r"d.bin: 10,240 bytes, expected 99"):  # a size that does not match
         server.files["/d.bin"] = DATA
         fetch_file(RemoteFile(server.url + "/d.bin", "d.bin", size=99), tmp_path, log=lambda m: None)
+
+
+def test_a_partial_file_that_does_not_fit_the_server_s_answer_is_fetched_again(server, tmp_path):
+    # the bytes after the partial file were appended whatever range the server sent, and a partial file longer than
+    # the file (changed on the server since) was taken as complete: without a published checksum, a corrupt file
+    server.files["/d.bin"] = DATA
+    remote = RemoteFile(server.url + "/d.bin", "d.bin")
+    logs = []
+    (tmp_path / ".d.bin.part").write_bytes(DATA[:3000])
+    server.range_from = 0  # asked for bytes 3000-, sends 0- as a 206
+    fetch_file(remote, tmp_path, log=logs.append)
+    assert (tmp_path / "d.bin").read_bytes() == DATA and any("starting over" in m for m in logs)
+    assert server.requests == [("/d.bin", "bytes=3000-"), ("/d.bin", None)]
+    (tmp_path / "d.bin").unlink()
+    (tmp_path / ".d.bin.part").write_bytes(DATA + b"older, longer version")  # 416, the file is 10,240 bytes
+    server.range_from = None
+    fetch_file(remote, tmp_path, log=logs.append)
+    assert (tmp_path / "d.bin").read_bytes() == DATA and not (tmp_path / ".d.bin.part").exists()
 
 
 def test_file_url_restarts_a_partial_file_it_cannot_resume(tmp_path):

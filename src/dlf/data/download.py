@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import shlex
 import shutil
 import urllib.error
@@ -151,6 +152,8 @@ def fetch_file(remote: RemoteFile, out: Path, log: Callable[[str], None] = print
     except urllib.error.HTTPError as exc:
         if exc.code != 416 or not have:  # 416: nothing left to send after byte `have`
             raise DownloadError(f"{remote.url}: HTTP {exc.code} {exc.reason}{_by_hand(remote, target)}") from None
+        if _content_range(exc.headers)[1] not in (None, have):  # the file is shorter than the partial one
+            return _start_over(remote, out, part, log)
         response = None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -160,11 +163,15 @@ def fetch_file(remote: RemoteFile, out: Path, log: Callable[[str], None] = print
             if response.headers.get_content_type() == "text/html":  # no dataset file is a web page
                 raise DownloadError(f"{remote.url}: the server sent a web page (text/html), not the file (a login or "
                                     f"error page?){_by_hand(remote, target)}")
-            resume = have > 0 and getattr(response, "status", None) == 206  # file:// and some servers send it all
+            partial = getattr(response, "status", None) == 206  # file:// and some servers send it all (200)
+            first, total = _content_range(response.headers) if partial else (None, None)
+            if have and partial and first not in (None, have):  # not the bytes after the partial file
+                return _start_over(remote, out, part, log)
+            resume = have > 0 and partial
             if have and not resume:
                 log("the server does not resume downloads; starting over")
             length = response.headers.get("Content-Length")
-            expected = int(length) + (have if resume else 0) if length and length.isdigit() else remote.size
+            expected = total or (int(length) + (have if resume else 0) if length and length.isdigit() else remote.size)
             with open(part, "ab" if resume else "wb") as fh:
                 try:
                     while block := response.read(BLOCK):
@@ -184,6 +191,21 @@ def fetch_file(remote: RemoteFile, out: Path, log: Callable[[str], None] = print
     os.replace(part, target)
     log(f"wrote {target} ({target.stat().st_size:,} bytes)")
     return target
+
+
+def _content_range(headers) -> tuple[int | None, int | None]:
+    """(first byte, file size) of a Content-Range header, 'bytes FIRST-LAST/SIZE' or 'bytes */SIZE' (None: unsaid)."""
+    m = re.fullmatch(r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)", (headers.get("Content-Range") or "").strip())
+    if m is None:
+        return None, None
+    return (int(m[1]) if m[1] else None), (int(m[2]) if m[2] != "*" else None)
+
+
+def _start_over(remote: RemoteFile, out: Path, part: Path, log: Callable[[str], None]) -> Path:
+    """The partial file does not fit what the server has (the file changed, or a server that gets ranges wrong)."""
+    log(f"the partial download {part} does not match the file on the server; starting over")
+    part.unlink()
+    return fetch_file(remote, out, log)
 
 
 def unpack(archive: Path, remote: RemoteFile, dest: Path, log: Callable[[str], None] = print) -> None:
