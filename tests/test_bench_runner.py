@@ -431,3 +431,16 @@ def test_a_search_interrupted_before_its_last_trial_selects_nothing_yet(tmp_path
     result = run_bench(spec, tmp_path, console=QUIET)
     assert [r["status"] for r in result.records] == ["skipped", "done", "skipped"]
     assert [p.name for p in (tmp_path / "runs/synthetic/lr").iterdir()] == ["seed-1"]
+
+
+def test_report_only_leaves_the_saved_spec_alone(tmp_path):
+    """--report-only rewrote bench.yaml with the spec it was given (e.g. --models lr to look at one model), so the
+    next `dlf bench --out DIR` resumed that subset instead of the bench."""
+    run_bench(tiny_spec(["lr", "fm"], seeds=[1]), tmp_path, console=QUIET)
+    saved = (tmp_path / "bench.yaml").read_text()
+    result = run_bench(tiny_spec(["lr"], seeds=[1]), tmp_path, console=QUIET, report_only=True)
+    assert [r["status"] for r in result.records] == ["skipped"]
+    assert (tmp_path / "bench.yaml").read_text() == saved
+    with pytest.raises(BenchError, match="is no bench folder: nothing to report"):
+        run_bench(tiny_spec(["lr"], seeds=[1]), tmp_path / "nope", console=QUIET, report_only=True)
+    assert not (tmp_path / "nope").exists()

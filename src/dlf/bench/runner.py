@@ -587,7 +587,9 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
     out = Path(out)
     if not report_only:
         _check_some_run_can_start(spec, cli_sets)
-    if not dry_run:
+    elif not out.is_dir():
+        raise BenchError(f"{out} is no bench folder: nothing to report")
+    if not (dry_run or report_only):  # --report-only keeps the saved spec (the next `--out DIR` alone resumes it)
         try:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / "bench.yaml", yaml.safe_dump({**spec.to_dict(), **({"cli_set": cli_sets}
