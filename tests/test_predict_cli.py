@@ -1,4 +1,6 @@
-"""`dlf predict` from the command line, as a user runs it: what it prints for rows, values and paths it is given."""
+"""`dlf predict` from the command line, as a user runs it: what it prints for the rows, values and paths it is
+given, and how it replaces an output file."""
+import os
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,21 @@ def test_values_and_paths_with_brackets_are_printed_verbatim(bundle, tmp_path):
     assert res.exit_code == 0, res.output
     assert f"wrote {out}: 1 rows scored" in res.output
     assert f"skipped 1 bad row(s); first: {src}:3: field 'age': expected a number, got '[i]45'" in res.output
+
+
+def test_output_is_on_disk_before_it_is_renamed_into_place(bundle, tmp_path, monkeypatch):
+    # the temporary file was renamed without an fsync: after a power cut the new name could hold an empty or
+    # truncated file (delayed allocation), a run that looked complete
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(a), str(b))), replace(a, b)))
+    out = tmp_path / "scores.csv"
+    out.write_text("old scores\n")
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(demo_rows(tmp_path / "in.csv", "40")),
+                                   "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    renames = [e for e in events if e[0] == "replace" and e[2] == str(out)]
+    assert len(renames) == 1 and ("fsync", renames[0][1]) in events[:events.index(renames[0])]
+    assert out.read_text().startswith('"probability"')

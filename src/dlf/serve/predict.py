@@ -237,6 +237,8 @@ class _Writer:
         with self._errors():
             self.writer.close()
             if rename_to is not None:
+                with open(self.path, "rb") as fh:  # on disk before it takes the name: a power cut leaves the whole file
+                    os.fsync(fh.fileno())
                 os.replace(self.path, rename_to)
 
 
