@@ -444,3 +444,12 @@ def test_report_only_leaves_the_saved_spec_alone(tmp_path):
     with pytest.raises(BenchError, match="is no bench folder: nothing to report"):
         run_bench(tiny_spec(["lr"], seeds=[1]), tmp_path / "nope", console=QUIET, report_only=True)
     assert not (tmp_path / "nope").exists()
+
+
+def test_a_dataset_name_is_a_folder_name(tmp_path):
+    """A dataset named '..' or 'a/b' in the mapping form put its runs outside OUT/runs/ (OUT/VARIANT/seed-S for
+    '..'), where another dataset's or the bench's own files live."""
+    (tmp_path / "feature_map.json").write_text("{}")
+    for name in ("..", "a/b", ".hidden"):
+        with pytest.raises(BenchError, match=f"datasets.{re.escape(name)}: a dataset name is a folder name"):
+            spec_from_dict({"models": ["lr"], "datasets": {name: {"path": str(tmp_path)}}})

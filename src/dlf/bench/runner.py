@@ -151,6 +151,11 @@ def parse_sets(items: list[str], where: str = "--set") -> dict[str, Any]:
     return out
 
 
+def _check_folder_name(where: str, name: str, what: str) -> None:
+    if "/" in name or name.startswith("."):  # '..' or 'a/b' would put its runs outside OUT/runs/
+        raise BenchError(f"{where}: a {what} name is a folder name; no '/' or leading '.'")
+
+
 def _known_models() -> list[str]:
     from dlf.models import available_models
     return available_models()
@@ -173,8 +178,7 @@ def _parse_models(raw: Any) -> list[Variant]:
         model = body.get("model", name)
         if model not in known:
             raise BenchError(f"models.{name}: unknown model {model!r}; available: {', '.join(known)}")
-        if "/" in str(name) or str(name).startswith("."):
-            raise BenchError(f"models.{name}: a variant name is a folder name; no '/' or leading '.'")
+        _check_folder_name(f"models.{name}", str(name), "variant")
         variants.append(Variant(str(name), model, flatten(body.get("set"), f"models.{name}.set")))
     return variants
 
@@ -198,6 +202,7 @@ def _parse_datasets(raw: Any) -> list[DatasetSpec]:
             body = {} if body is None else body
             if not isinstance(body, dict) or set(body) - {"path", "set"}:
                 raise BenchError(f"datasets.{name}: expected {{path: DIR, set: {{key: value}}}}, got {body!r}")
+            _check_folder_name(f"datasets.{name}", str(name), "dataset")
             path = body.get("path")
             if path is None and name != "synthetic":
                 raise BenchError(f"datasets.{name}: needs path (a folder written by dlf preprocess); only "
