@@ -1,6 +1,10 @@
 """`dlf predict` from the command line, as a user runs it: what it prints for the rows, values and paths it is
 given, and how it replaces an output file."""
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -8,7 +12,7 @@ from typer.testing import CliRunner
 
 from dlf.cli import app
 from dlf.serve.bundle import export_bundle
-from dlf.serve.demo import build_demo_run
+from dlf.serve.demo import build_demo_run, write_demo_csv
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +62,21 @@ def test_output_is_on_disk_before_it_is_renamed_into_place(bundle, tmp_path, mon
     renames = [e for e in events if e[0] == "replace" and e[2] == str(out)]
     assert len(renames) == 1 and ("fsync", renames[0][1]) in events[:events.index(renames[0])]
     assert out.read_text().startswith('"probability"')
+
+
+def test_sigterm_mid_run_removes_the_temporary_output(bundle, tmp_path):
+    # Ctrl-C removed the temporary file, but `kill`, `timeout` or a job scheduler (SIGTERM) ended the process on the
+    # spot: every stopped run left a hidden .scores.csv.tmp-PID-XXXX as large as the output written so far
+    src = write_demo_csv(tmp_path / "in.csv", 40_000, seed=3, label=False)
+    out = tmp_path / "scores.csv"
+    out.write_text("old scores\n")
+    proc = subprocess.Popen([sys.executable, "-m", "dlf", "predict", str(bundle), "--input", str(src), "--output",
+                             str(out), "--chunk-mb", "0.01"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size > 1000 for p in tmp_path.glob(".scores.csv.tmp-*")):  # some chunks written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 128 + signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "scores.csv"]
+    assert out.read_text() == "old scores\n"

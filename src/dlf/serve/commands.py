@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -74,6 +76,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         # nan/inf were int() tracebacks, and below about 1 KiB Arrow refused its block size (0 bytes: an Arrow error)
         if not (math.isfinite(chunk_mb) and chunk_mb >= 0.001):
             fail(f"--chunk-mb must be a number >= 0.001 (MiB of text per chunk), got {chunk_mb}")
+        # `kill`, `timeout` or a job scheduler: unwind as Ctrl-C does, so that predict_file deletes its temporary output
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
         try:
             if threads and engine == "torch":
                 import torch
