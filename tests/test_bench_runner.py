@@ -453,3 +453,21 @@ def test_a_dataset_name_is_a_folder_name(tmp_path):
     for name in ("..", "a/b", ".hidden"):
         with pytest.raises(BenchError, match=f"datasets.{re.escape(name)}: a dataset name is a folder name"):
             spec_from_dict({"models": ["lr"], "datasets": {name: {"path": str(tmp_path)}}})
+
+
+def test_the_best_auc_and_the_best_logloss_are_marked_as_in_a_paper_table(tmp_path):
+    """The table is ranked by AUC and nothing marked the best logloss, often another model's (FM below: lower
+    logloss, lower AUC), so rank 1 read as best on both."""
+    numbers = {"lr": (0.70, 0.52), "fm": (0.69, 0.50), "dnn": (0.68, 0.53)}
+
+    def train_fn(cfg, out=None, resume=None, console=None):
+        auc, logloss = numbers[cfg.model_name]
+        return {"test": {"auc": auc, "logloss": logloss}, "parameters": 1, "epochs_run": 1, "best_epoch": 1,
+                "train_seconds": 1.0, "history": []}
+
+    run_bench(tiny_spec(list(numbers), seeds=[1]), tmp_path, console=QUIET, train_fn=train_fn)
+    table = (tmp_path / "report.md").read_text().split("## synthetic")[1].split("## Settings")[0]
+    assert "| 1 | lr | lr | 1/1 | **0.7000** | 0.5200 |" in table
+    assert "| 2 | fm | fm | 1/1 | 0.6900 | **0.5000** |" in table
+    assert "| 3 | dnn | dnn | 1/1 | 0.6800 | 0.5300 |" in table
+    assert "best of each column in bold" in (tmp_path / "report.md").read_text()

@@ -77,12 +77,14 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def _fmt(mean, std, digits=4) -> str:
+def _fmt(mean, std, best=None, digits=4) -> str:
+    """'mean ± std', in bold when `mean` is the column's `best`."""
     if mean is None:
         return "–"
     if not _finite(mean):
         return "n/a"  # undefined on the test split (one class), as dlf train prints it
-    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+    text = f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+    return f"**{text}**" if mean == best else text
 
 
 def _num(x, fmt="{:,.0f}") -> str:
@@ -118,7 +120,8 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
              + (f"; {len(trials)} search trials" if trials else "") + (" (**interrupted**)" if result.interrupted
                                                                       else "") + ".",
              f"Seeds: {', '.join(map(str, spec.seeds))}. Environment: {_environment(result.records)}.",
-             "Mean ± sample std over the seeds that finished (std omitted for one seed). `epochs` = epochs run "
+             "Mean ± sample std over the seeds that finished (std omitted for one seed); the best of each column in "
+             "bold. `epochs` = epochs run "
              "(early stopping), `train s` = training wall-clock including per-epoch validation, `samples/s` = "
              "training throughput; timing columns are noisy when other processes share the machine.", ""]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
@@ -127,6 +130,9 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
         good = sorted((r for r in ds_rows if r["auc_mean"] is not None),
                       key=lambda r: (not _finite(r["auc_mean"]), -r["auc_mean"] if _finite(r["auc_mean"]) else 0))
         bad = [r for r in ds_rows if r["auc_mean"] is None]
+        # as a paper table marks them: the best logloss is often another variant's than the best AUC (rank 1)
+        best_auc = max((r["auc_mean"] for r in good if _finite(r["auc_mean"])), default=None)
+        best_logloss = min((r["logloss_mean"] for r in good if _finite(r["logloss_mean"])), default=None)
         lines += [f"## {dataset}", "",
                   "| # | variant | model | seeds ok | test AUC | test logloss | params | epochs | train s "
                   "| samples/s |",
@@ -134,7 +140,8 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
         for i, r in enumerate(good, 1):
             note = "" if r["ok"] == r["seeds"] else f" ({r['failed']} failed, {r['pending']} not run)"
             lines.append(f"| {i} | {r['variant']} | {r['model']} | {r['ok']}/{r['seeds']}{note} | "
-                         f"{_fmt(r['auc_mean'], r['auc_std'])} | {_fmt(r['logloss_mean'], r['logloss_std'])} | "
+                         f"{_fmt(r['auc_mean'], r['auc_std'], best_auc)} | "
+                         f"{_fmt(r['logloss_mean'], r['logloss_std'], best_logloss)} | "
                          f"{_num(r['parameters'])} | {_num(r['epochs'], '{:.1f}')} | "
                          f"{_num(r['train_seconds'], '{:,.1f}')} | {_num(r['samples_per_s'])} |")
         oracle = next((r["oracle"] for r in ds_rows if r["oracle"]), None)
