@@ -471,3 +471,13 @@ def test_the_best_auc_and_the_best_logloss_are_marked_as_in_a_paper_table(tmp_pa
     assert "| 2 | fm | fm | 1/1 | 0.6900 | **0.5000** |" in table
     assert "| 3 | dnn | dnn | 1/1 | 0.6800 | 0.5300 |" in table
     assert "best of each column in bold" in (tmp_path / "report.md").read_text()
+
+
+def test_a_set_flag_on_a_key_of_the_search_grid_is_refused(tmp_path):
+    """--set wins over the search's values: with --set train.lr=0.02 --grid train.lr=0.05,0.001 every trial trained
+    at 0.02, and the report still said the search had chosen train.lr=0.05."""
+    spec = tiny_spec(["lr"], seeds=[1], search={"grid": {"train.lr": [0.05, 0.001]}})
+    calls = CountingTrain()
+    with pytest.raises(BenchError, match=r"--set train.lr would replace the search grid's values in every trial"):
+        run_bench(spec, tmp_path, console=QUIET, cli_sets={"train.lr": 0.02}, train_fn=calls)
+    assert calls.calls == [] and not tmp_path.joinpath("runs").exists()

@@ -590,6 +590,9 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
 
     console = console or Console(soft_wrap=True)
     out = Path(out)
+    both = sorted(set(cli_sets or {}) & set(spec.search.grid)) if spec.search is not None else []
+    if both:  # --set wins over the search's values: every trial would train with the same one
+        raise BenchError(f"--set {both[0]} would replace the search grid's values in every trial; drop one of them")
     if not report_only:
         _check_some_run_can_start(spec, cli_sets)
     elif not out.is_dir():
