@@ -481,3 +481,17 @@ def test_a_set_flag_on_a_key_of_the_search_grid_is_refused(tmp_path):
     with pytest.raises(BenchError, match=r"--set train.lr would replace the search grid's values in every trial"):
         run_bench(spec, tmp_path, console=QUIET, cli_sets={"train.lr": 0.02}, train_fn=calls)
     assert calls.calls == [] and not tmp_path.joinpath("runs").exists()
+
+
+def test_the_chart_shows_every_error_bar_whole(tmp_path, monkeypatch):
+    """The x-axis spanned the means (and the oracle) only: a noisy variant's ± std bar ran off the panel, so the
+    chart hid the spread it is drawn to show."""
+    from dlf.bench import report
+
+    figures = []
+    monkeypatch.setattr(report, "atomic_write_png", lambda fig, path: figures.append(fig))
+    rows = [{"dataset": "demo", "variant": v, "model": v, "auc_mean": m, "auc_std": s, "oracle": None}
+            for v, m, s in (("lr", 0.742, 0.002), ("fm", 0.741, 0.003), ("dnn", 0.733, 0.028))]
+    assert report.plot_chart(rows, tmp_path / "bench.png") is None
+    lo, hi = figures[0].axes[0].get_xlim()
+    assert lo < 0.733 - 0.028 and hi > 0.733 + 0.028

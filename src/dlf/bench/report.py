@@ -250,9 +250,9 @@ def plot_chart(rows: list[dict], path: Path) -> str | None:
         errs = [r["auc_std"] if _finite(r["auc_std"]) else 0.0 for r in ds]
         ax.barh(names, means, xerr=errs, color=["tab:red" if r["model"].startswith("dlf") else "tab:blue"
                                                 for r in ds], alpha=0.8, capsize=3)
-        finite = [m for m in means if not math.isnan(m)]
+        ends = [m + sign * e for m, e in zip(means, errs) if not math.isnan(m) for sign in (-1, 1)]  # whole bars
         oracle = next((r["oracle"] for r in ds if r["oracle"]), None)
-        known = finite + ([oracle["auc"]] if oracle else [])
+        known = ends + ([oracle["auc"]] if oracle else [])
         if known:  # a dataset whose runs all failed has no bar (another dataset's panel has some)
             hi, lo = max(known), min(known)
             ax.set_xlim(lo - max(0.01, 0.15 * (hi - lo)), hi + max(0.005, 0.05 * (hi - lo)))
