@@ -106,3 +106,23 @@ def test_help_lists_the_presets_options_and_datasets_of_the_registries():
         assert f"{key}={value}" in out, key
     out = CliRunner().invoke(app, ["download", "--help"], env={"COLUMNS": "200"}).output
     assert all(name in out for name in DATASETS)
+
+
+def test_text_from_the_users_file_is_printed_as_is_not_read_as_markup(tmp_path):
+    # the skipped row's message quotes the bad value: '[/i]' was a rich MarkupError traceback after the data was
+    # written, and '[b]' vanished from the paths and values shown
+    folder = tmp_path / "in[b]"
+    folder.mkdir()
+    lines = ["y,a,n"] + [f"{i % 2},a{i % 3},{i}" for i in range(40)] + ["1,a1,4[/i]"]
+    (folder / "g.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "s.yaml").write_text("label: y\ncategorical: [a]\nnumeric: [n]\n")
+    out = tmp_path / "out[b]"
+    args = ("preprocess", "--preset", "generic", "--schema", str(tmp_path / "s.yaml"), "--input",
+            str(folder / "g.csv"), "--out", str(out), "--on-bad-row", "skip")
+    proc = run(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out}:" in proc.stdout and "'4[/i]'" in proc.stdout
+    assert f"{out}: up to date" in run(*args).stdout
+    proc = run("train", "--data", str(out), "--out", str(tmp_path / "run[b]"), "--set", "train.batch_size=8", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert f"run directory: {tmp_path / 'run[b]'}" in proc.stdout

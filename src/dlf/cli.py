@@ -16,6 +16,9 @@ from dlf.data.download import DATASETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="dlf: CTR prediction with DLF and baselines.")
 err = Console(stderr=True)
+# plain lines: they quote paths and values from the user's files, which rich would read as markup ("[/i]" raised)
+say = Console(markup=False, highlight=False, soft_wrap=True).print
+say_err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True).print
 
 
 def _fail(message: str) -> None:
@@ -120,7 +123,7 @@ def _print_result(metrics: dict, out: Path | None) -> None:
         table.add_row("oracle (true probabilities)", *(fmt_metric(o.get(k, float("nan"))) for k in keys))
     Console().print(table)
     if out is not None:
-        Console().print(f"run directory: {out}")
+        say(f"run directory: {out}")
 
 
 class _PreprocessCommand(TyperCommand):
@@ -170,23 +173,23 @@ def preprocess(
         options[key.strip()] = value.strip()
     try:
         result = run_preprocess(preset, input_, out, schema=schema, options=options, on_bad_row=on_bad_row,
-                                force=force, log=lambda m: err.print(m, highlight=False))
+                                force=force, log=say_err)
     except DataError as exc:
         _fail(str(exc))
     meta = result.feature_map.meta
     if result.skipped:
-        Console().print(f"{out}: up to date, nothing to do", highlight=False)
+        say(f"{out}: up to date, nothing to do")
         return
     splits = ", ".join(f"{k} {v['rows']:,} rows ({(v['label_rate'] or 0):.1%} positive)"
                        for k, v in meta["splits"].items())
-    Console().print(f"wrote {out}: {splits}; {len(result.feature_map.fields)} fields; "
-                    f"{result.rows / max(result.seconds, 1e-9):,.0f} rows/s", highlight=False)
+    say(f"wrote {out}: {splits}; {len(result.feature_map.fields)} fields; "
+        f"{result.rows / max(result.seconds, 1e-9):,.0f} rows/s")
     bad = meta.get("bad_rows", {})
     if bad.get("count"):
         where = ", ".join(f"{f}: {n}" for f, n in bad["by_file"].items())
-        Console().print(f"skipped {bad['count']} bad row(s) ({where}); first: {bad['examples'][0]}", highlight=False)
+        say(f"skipped {bad['count']} bad row(s) ({where}); first: {bad['examples'][0]}")
     for reason, n in (meta.get("filtered_rows") or {}).items():
-        Console().print(f"dropped {n:,} row(s) by the preset's rule: {reason}", highlight=False)
+        say(f"dropped {n:,} row(s) by the preset's rule: {reason}")
 
 
 @app.command()
@@ -201,10 +204,10 @@ def download(
     from dlf.data.download import download as run_download
 
     try:
-        command = run_download(name, out, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+        command = run_download(name, out, log=say_err)
     except DownloadError as exc:
         _fail(str(exc))
-    Console().print(f"next: {command}", highlight=False, soft_wrap=True)
+    say(f"next: {command}")
 
 
 @app.command()
