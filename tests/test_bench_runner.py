@@ -495,3 +495,17 @@ def test_the_chart_shows_every_error_bar_whole(tmp_path, monkeypatch):
     assert report.plot_chart(rows, tmp_path / "bench.png") is None
     lo, hi = figures[0].axes[0].get_xlim()
     assert lo < 0.733 - 0.028 and hi > 0.733 + 0.028
+
+
+def test_report_only_does_not_present_runs_of_an_earlier_spec_as_results_of_this_one(tmp_path):
+    """After an edit of the spec, --report-only (and the rest of the plan after Ctrl-C) reported the old runs on disk
+    as finished runs of the new settings; a rerun would move them aside and train them again."""
+    spec = tiny_spec(["lr", "fm"], seeds=[1])
+    run_bench(spec, tmp_path, console=QUIET)
+    spec.models[1].set = {"train.lr": 0.02}  # fm changed, lr not
+    result = run_bench(spec, tmp_path, console=QUIET, report_only=True)
+    assert [r["status"] for r in result.records] == ["skipped", "pending"]
+    assert "1 done, 0 failed, 1 not run yet" in (tmp_path / "report.md").read_text()
+    spec.set["train.lr"] = 0.03  # both changed; Ctrl-C during the first run: fm is only read from disk
+    result = run_bench(spec, tmp_path, console=QUIET, train_fn=CountingTrain(interrupt_on_call=1))
+    assert [r["status"] for r in result.records] == ["pending", "pending"]

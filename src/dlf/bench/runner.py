@@ -454,6 +454,12 @@ def _comparable(config: dict) -> dict:
     return d
 
 
+def _holds_another_config(run: PlannedRun, cfg) -> bool:
+    """The run's folder holds a run (config.yaml) of another config than the planned `cfg`: the spec changed."""
+    path = run.run_dir / "config.yaml"
+    return path.is_file() and _comparable(yaml.safe_load(path.read_text()) or {}) != _comparable(cfg.to_dict())
+
+
 def run_state(run_dir: Path) -> str:
     """done | failed | partial | new."""
     if (run_dir / "metrics.json").is_file():
@@ -499,15 +505,12 @@ def execute(run: PlannedRun, base: str | None, console: Console, train_fn: Calla
     except (ConfigError, ValueError, OSError) as exc:
         return {"status": "failed", "error": _write_error(run.run_dir, exc, "config"), "metrics": None,
                 "seconds": 0.0}
-    planned = _comparable(cfg.to_dict())
     state = run_state(run.run_dir)
-    if state in ("done", "partial", "failed") and (run.run_dir / "config.yaml").is_file():
-        existing = _comparable(yaml.safe_load((run.run_dir / "config.yaml").read_text()) or {})
-        if existing != planned:
-            moved = _move_aside(run.run_dir)
-            console.print(f"  {run.label}: the planned config differs from the one in {run.run_dir}; "
-                          f"moved the old run to {moved.name}", highlight=False)
-            state = "new"
+    if state != "new" and _holds_another_config(run, cfg):
+        moved = _move_aside(run.run_dir)
+        console.print(f"  {run.label}: the planned config differs from the one in {run.run_dir}; "
+                      f"moved the old run to {moved.name}", highlight=False)
+        state = "new"
     if state == "done":
         return {"status": "skipped", "error": None, "seconds": 0.0,
                 "metrics": json.loads((run.run_dir / "metrics.json").read_text())}
@@ -622,6 +625,13 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
             return _record(run, {"status": "planned", "error": None, "metrics": None, "seconds": 0.0})
         if report_only or interrupted[0]:
             state = run_state(run.run_dir)
+            if state in ("done", "failed") and (run.run_dir / "config.yaml").is_file():
+                try:  # a run of an earlier spec is no result of this one (a rerun moves it aside)
+                    stale = _holds_another_config(run, build_config(spec.config, run.overrides))
+                except (ValueError, OSError):  # the planned config is invalid now: what is on disk is not its run
+                    stale = True
+                if stale:
+                    return _record(run, None)
             if state == "done":
                 return _record(run, {"status": "skipped", "error": None, "seconds": 0.0,
                                      "metrics": json.loads((run.run_dir / "metrics.json").read_text())})
