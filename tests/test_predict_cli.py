@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -80,3 +82,16 @@ def test_sigterm_mid_run_removes_the_temporary_output(bundle, tmp_path):
     assert proc.wait(60) == 128 + signal.SIGTERM
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "scores.csv"]
     assert out.read_text() == "old scores\n"
+
+
+def test_parquet_output_of_many_small_chunks_has_few_row_groups(bundle, tmp_path):
+    # each chunk was written as its own row group: with a small --chunk-mb the writer's footer, held in memory until
+    # the file is closed, grew ~1.7 KB per chunk (memory unbounded in the file's length) and readers crawled
+    src = write_demo_csv(tmp_path / "in.csv", 3000, seed=4, label=False)
+    out = tmp_path / "scores.parquet"
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), "--output", str(out), "--id-column",
+                                   "id", "--chunk-mb", "0.002"])
+    assert res.exit_code == 0, res.output
+    table = pq.read_table(out)
+    assert pq.ParquetFile(out).num_row_groups == 1 and table.num_rows == 3000
+    assert table["id"].to_pylist() == pcsv.read_csv(src)["id"].to_pylist()

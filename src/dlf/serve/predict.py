@@ -3,8 +3,8 @@
 The input (CSV, TSV or Parquet) is streamed chunk by chunk with dlf.data.readers (the same
 readers, line numbers and bad-row handling as `dlf preprocess`), each chunk is encoded with the
 bundle's frozen encoders (dlf.serve.encoding), scored by PyTorch or ONNX Runtime in
-sub-batches, and appended to the output (Parquet or CSV) before the next chunk is read: memory
-holds one chunk, whatever the file size. The output is written to a hidden temporary sibling
+sub-batches, and appended to the output (Parquet or CSV; Parquet in row groups of ROW_GROUP_ROWS rows) before
+the next chunk is read: memory holds one chunk, whatever the file size. The output is written to a hidden temporary sibling
 and renamed into place when complete, so a failed run leaves no half-written file.
 
 Output columns: the `--id-column` (as text) when asked, then `probability` (float32 in Parquet; in
@@ -34,6 +34,9 @@ from dlf.serve.bundle import Bundle, BundleError
 
 DEFAULT_BLOCK_BYTES = 4 << 20
 DEFAULT_BATCH_SIZE = 8192
+# Parquet output rows per row group: one per chunk grew the writer's footer (~1.7 KB per row group, held in memory until
+# the file is closed) with the number of chunks, unbounded for a long file read in small chunks
+ROW_GROUP_ROWS = 1 << 17
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -212,6 +215,8 @@ class _Writer:
 
     def __init__(self, path: Path, fmt: str, schema: pa.Schema, name: Path) -> None:
         self.path, self.name = path, name
+        self.pending: list[pa.Table] | None = [] if fmt == "parquet" else None  # Parquet: rows of the next row group
+        self.pending_rows = 0
         with self._errors():
             path.parent.mkdir(parents=True, exist_ok=True)
             if fmt == "parquet":
@@ -230,11 +235,20 @@ class _Writer:
             raise DataError(f"{self.name}: cannot write the output: {os_reason(exc)}") from None
 
     def write(self, table: pa.Table) -> None:
+        if self.pending is not None:
+            self.pending.append(table)
+            self.pending_rows += table.num_rows
+            if self.pending_rows < ROW_GROUP_ROWS:
+                return
+            table, self.pending, self.pending_rows = pa.concat_tables(self.pending), [], 0
         with self._errors():
             self.writer.write_table(table)
 
     def close(self, rename_to: Path | None = None) -> None:
         with self._errors():
+            if self.pending:
+                self.writer.write_table(pa.concat_tables(self.pending))
+                self.pending = []
             self.writer.close()
             if rename_to is not None:
                 with open(self.path, "rb") as fh:  # on disk before it takes the name: a power cut leaves the whole file
