@@ -1,5 +1,6 @@
 """`dlf bench` on a tiny synthetic set: the table, failures, resume, variants, search and the CLI."""
 import csv
+import io
 import json
 import re
 import statistics
@@ -509,3 +510,15 @@ def test_report_only_does_not_present_runs_of_an_earlier_spec_as_results_of_this
     spec.set["train.lr"] = 0.03  # both changed; Ctrl-C during the first run: fm is only read from disk
     result = run_bench(spec, tmp_path, console=QUIET, train_fn=CountingTrain(interrupt_on_call=1))
     assert [r["status"] for r in result.records] == ["pending", "pending"]
+
+
+def test_dry_run_tells_which_finished_runs_a_changed_spec_will_run_again(tmp_path):
+    """--dry-run listed a run of an earlier spec as 'done', though the real run moves it aside and trains it again."""
+    spec = tiny_spec(["lr", "fm"], seeds=[1])
+    run_bench(spec, tmp_path, console=QUIET)
+    spec.models[1].set = {"train.lr": 0.02}
+    out = io.StringIO()
+    run_bench(spec, tmp_path, console=Console(file=out, soft_wrap=True), dry_run=True)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("  synthetic / lr / seed 1: done;"), lines
+    assert lines[1].startswith("  synthetic / fm / seed 1: another config on disk (moved aside and run again);"), lines

@@ -471,6 +471,18 @@ def run_state(run_dir: Path) -> str:
     return "new"
 
 
+def _planned_state(run: PlannedRun, base: str | None) -> str:
+    """run_state, or 'stale' when the folder holds a run of another config than the plan's (the spec changed since:
+    running the plan moves it aside)."""
+    state = run_state(run.run_dir)
+    if (run.run_dir / "config.yaml").is_file():
+        try:
+            return "stale" if _holds_another_config(run, build_config(base, run.overrides)) else state
+        except (ValueError, OSError):  # the planned config is invalid now: what is on disk is not its run
+            return "stale"
+    return state
+
+
 def _move_aside(run_dir: Path) -> Path:
     for i in itertools.count(1):
         target = run_dir.with_name(f"{run_dir.name}.stale-{i}")
@@ -619,19 +631,14 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
 
     def go(run: PlannedRun) -> dict:
         if dry_run:
-            console.print(f"  {run.label}: {run_state(run.run_dir)}; "
+            state = _planned_state(run, spec.config)
+            console.print(f"  {run.label}: "
+                          + ("another config on disk (moved aside and run again)" if state == "stale" else state) + "; "
                           + " ".join(f"{k}={v}" for k, v in run.overrides.items() if k not in BENCH_DEFAULTS),
                           highlight=False)
             return _record(run, {"status": "planned", "error": None, "metrics": None, "seconds": 0.0})
         if report_only or interrupted[0]:
-            state = run_state(run.run_dir)
-            if state in ("done", "failed") and (run.run_dir / "config.yaml").is_file():
-                try:  # a run of an earlier spec is no result of this one (a rerun moves it aside)
-                    stale = _holds_another_config(run, build_config(spec.config, run.overrides))
-                except (ValueError, OSError):  # the planned config is invalid now: what is on disk is not its run
-                    stale = True
-                if stale:
-                    return _record(run, None)
+            state = _planned_state(run, spec.config)  # a run of an earlier spec is no result of this one
             if state == "done":
                 return _record(run, {"status": "skipped", "error": None, "seconds": 0.0,
                                      "metrics": json.loads((run.run_dir / "metrics.json").read_text())})
