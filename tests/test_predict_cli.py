@@ -95,3 +95,14 @@ def test_parquet_output_of_many_small_chunks_has_few_row_groups(bundle, tmp_path
     table = pq.read_table(out)
     assert pq.ParquetFile(out).num_row_groups == 1 and table.num_rows == 3000
     assert table["id"].to_pylist() == pcsv.read_csv(src)["id"].to_pylist()
+
+
+def test_replacing_an_output_keeps_its_permissions(bundle, tmp_path):
+    # the new file took the default mode: scores kept private (0600) became readable by everyone on the next run
+    out = tmp_path / "scores.csv"
+    out.write_text("old scores\n")
+    out.chmod(0o600)
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(demo_rows(tmp_path / "in.csv", "40")),
+                                   "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_text().startswith('"probability"') and out.stat().st_mode & 0o777 == 0o600

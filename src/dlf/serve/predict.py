@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -253,6 +254,8 @@ class _Writer:
             if rename_to is not None:
                 with open(self.path, "rb") as fh:  # on disk before it takes the name: a power cut leaves the whole file
                     os.fsync(fh.fileno())
+                if rename_to.exists():  # a replaced output keeps its permissions (private scores stay private)
+                    shutil.copymode(rename_to, self.path)
                 os.replace(self.path, rename_to)
 
 
