@@ -522,3 +522,30 @@ def test_dry_run_tells_which_finished_runs_a_changed_spec_will_run_again(tmp_pat
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("  synthetic / lr / seed 1: done;"), lines
     assert lines[1].startswith("  synthetic / fm / seed 1: another config on disk (moved aside and run again);"), lines
+
+
+def test_ctrl_c_while_the_chosen_trial_is_copied_leaves_no_half_copied_run(tmp_path, monkeypatch):
+    """The chosen trial was copied file by file straight into the seed-1 run folder: Ctrl-C after metrics.json but
+    before model.safetensors left a run that counted as done without its weights, and the KeyboardInterrupt
+    escaped as a traceback without a report."""
+    import shutil
+
+    from dlf.bench import runner
+
+    spec = tiny_spec(["lr"], seeds=[1], search={"grid": {"train.lr": [0.05, 0.001]}})
+    real = shutil.copytree
+
+    def interrupted_copy(src, dst, **kwargs):  # metrics.json arrives, then Ctrl-C
+        real(src, dst, ignore=lambda folder, names: [n for n in names if n != "metrics.json"], dirs_exist_ok=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.shutil, "copytree", interrupted_copy)
+    result = run_bench(spec, tmp_path, console=QUIET)
+    assert result.interrupted and [r["status"] for r in result.records] == ["done", "done", "pending"]
+    assert "(**interrupted**)" in (tmp_path / "report.md").read_text()
+    assert not (tmp_path / "runs/synthetic/lr/seed-1/metrics.json").exists()
+    monkeypatch.setattr(runner.shutil, "copytree", real)
+    result = run_bench(spec, tmp_path, console=QUIET)
+    assert [r["status"] for r in result.records] == ["skipped", "skipped", "skipped"]
+    assert sorted(p.name for p in (tmp_path / "runs/synthetic/lr").iterdir()) == ["seed-1"]
+    assert (tmp_path / "runs/synthetic/lr/seed-1/model.safetensors").is_file()

@@ -47,7 +47,7 @@ from typing import Any, Callable
 import yaml
 from rich.console import Console
 
-from dlf._io import atomic_write_json, atomic_write_text
+from dlf._io import atomic_write_json, atomic_write_text, publish_dir
 
 BENCH_DEFAULTS = {"train.progress": False, "train.tensorboard": False, "train.keep_checkpoints": 1}
 IGNORED_FOR_MATCH = ("progress", "tensorboard", "log_every_steps", "keep_checkpoints", "grad_norm_every_steps",
@@ -492,6 +492,15 @@ def _move_aside(run_dir: Path) -> Path:
     raise AssertionError
 
 
+def _copy_run(src: Path, run_dir: Path) -> None:
+    """Copy a finished run (the chosen trial) to `run_dir` through a hidden sibling renamed into place: a copy cut
+    short (Ctrl-C) must not leave a run that counts as done without its weights."""
+    tmp = run_dir.with_name(f".{run_dir.name}.copy")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", "error.json"))
+    publish_dir(tmp, run_dir)
+
+
 def _write_error(run_dir: Path, exc: BaseException, stage: str) -> str:
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if not isinstance(exc, ValueError) and type(exc).__name__ not in ("ConfigError", "TrainingError"):
@@ -629,6 +638,11 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
     count = [0]
     interrupted = [False]  # after Ctrl-C the rest of the plan is only read from disk (pending runs reported)
 
+    def stop(run: PlannedRun) -> None:
+        interrupted[0] = True
+        console.print(f"[yellow]interrupted[/yellow] during {run.label}: rerun the same command to resume "
+                      "(finished runs are kept, this one continues from its last checkpoint)", highlight=False)
+
     def go(run: PlannedRun) -> dict:
         if dry_run:
             state = _planned_state(run, spec.config)
@@ -650,9 +664,7 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
         try:
             outcome = execute(run, spec.config, console, train_fn)
         except KeyboardInterrupt:
-            interrupted[0] = True
-            console.print(f"[yellow]interrupted[/yellow] during {run.label}: rerun the same command to resume "
-                          "(finished runs are kept, this one continues from its last checkpoint)", highlight=False)
+            stop(run)
             return _record(run, None)
         rec = _record(run, outcome)
         prefix = f"[{count[0]}/{total}] {run.label}:"
@@ -709,8 +721,10 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
                             and not report_only and not interrupted[0] and run_state(run.run_dir) == "new"):
                         # the chosen trial is this very run (same config and seed): reuse it (not after Ctrl-C:
                         # the best of the trials done so far is no selection)
-                        shutil.copytree(trial_dir, run.run_dir, dirs_exist_ok=True,
-                                        ignore=shutil.ignore_patterns("checkpoints", "error.json"))
+                        try:
+                            _copy_run(trial_dir, run.run_dir)
+                        except KeyboardInterrupt:
+                            stop(run)
                     rec = go(run)
                 records.append(rec)
     result = BenchResult(out, records, selections, interrupted=interrupted[0])
