@@ -549,3 +549,24 @@ def test_ctrl_c_while_the_chosen_trial_is_copied_leaves_no_half_copied_run(tmp_p
     assert [r["status"] for r in result.records] == ["skipped", "skipped", "skipped"]
     assert sorted(p.name for p in (tmp_path / "runs/synthetic/lr").iterdir()) == ["seed-1"]
     assert (tmp_path / "runs/synthetic/lr/seed-1/model.safetensors").is_file()
+
+
+def test_an_undefined_test_auc_reads_the_same_in_results_csv_fresh_or_resumed(tmp_path):
+    """results.csv wrote an undefined test AUC as 'nan' when the run had just finished and as '' when the bench was
+    resumed or --report-only read it from metrics.json (null): the same run, two spellings across reruns."""
+    def train_fn(cfg, out=None, resume=None, console=None):
+        metrics = dlf.train(cfg, out=out, resume=resume, console=console)
+        metrics["test"]["auc"] = float("nan")  # as dlf.train gives it: NaN in the dict, null in metrics.json
+        saved = json.loads((out / "metrics.json").read_text())
+        saved["test"]["auc"] = None
+        (out / "metrics.json").write_text(json.dumps(saved))
+        return metrics
+
+    spec = tiny_spec(["lr"], seeds=[1])
+    cells = []
+    for report_only in (False, True):
+        run_bench(spec, tmp_path, console=QUIET, train_fn=train_fn, report_only=report_only)
+        with (tmp_path / "results.csv").open() as f:
+            (row,) = csv.DictReader(f)
+        cells.append(row["test_auc"])
+    assert cells == ["", ""]

@@ -211,7 +211,9 @@ def run_rows(records: list[dict]) -> list[dict]:
         m = r["metrics"] or {}
         out.append({"kind": r["kind"], "dataset": r["dataset"], "variant": r["variant"], "model": r["model"],
                     "seed": r["seed"], "trial": r["trial"] or "", "status": r["status"],
-                    "test_auc": m.get("test", {}).get("auc", ""), "test_logloss": m.get("test", {}).get("logloss", ""),
+                    # undefined (null in metrics.json, NaN fresh from dlf.train) is empty, as for a failed run
+                    **{f"test_{k}": m["test"][k] if m and _finite(metric(m["test"][k])) else ""
+                       for k in ("auc", "logloss")},
                     "val_score": r.get("val_score", "") if r.get("val_score") is not None else "",
                     "parameters": m.get("parameters", ""), "epochs_run": m.get("epochs_run", ""),
                     "best_epoch": m.get("best_epoch", ""), "train_seconds": m.get("train_seconds", ""),
