@@ -570,3 +570,29 @@ def test_an_undefined_test_auc_reads_the_same_in_results_csv_fresh_or_resumed(tm
             (row,) = csv.DictReader(f)
         cells.append(row["test_auc"])
     assert cells == ["", ""]
+
+
+def test_report_only_needs_no_dataset_folder(tmp_path):
+    """--report-only reads the run folders only, yet refused a bench whose processed data had since been moved or
+    deleted ('not a processed dataset'): the report of a finished bench could not be written again."""
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "feature_map.json").write_text("{}")
+
+    def train_fn(cfg, out=None, resume=None, console=None):
+        metrics = {"test": {"auc": 0.7, "logloss": 0.5}, "parameters": 1, "epochs_run": 1, "best_epoch": 1,
+                   "train_seconds": 1.0, "history": []}
+        out.mkdir(parents=True)
+        (out / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    spec = spec_from_dict({"models": ["lr"], "seeds": [1], "datasets": {"d": {"path": str(data)}}})
+    run_bench(spec, tmp_path / "b", console=QUIET, train_fn=train_fn)
+    shutil.rmtree(data)
+    res = CliRunner().invoke(app, ["bench", "--out", str(tmp_path / "b"), "--report-only"])
+    assert res.exit_code == 0, res.output
+    assert "1 runs: 1 done" in (tmp_path / "b" / "report.md").read_text()
+    res = CliRunner().invoke(app, ["bench", "--out", str(tmp_path / "b"), "--dry-run"])  # a run needs the data
+    assert res.exit_code == 2 and "is not a processed dataset" in res.output, res.output

@@ -44,7 +44,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
                 if not saved.is_file():
                     fail("give a bench YAML file or --models (or --out of an existing bench to resume it)")
                 spec_path = saved
-            spec = load_spec(spec_path, models=models, datasets=datasets, seeds=seeds, grid=grid, trials=trials)
+            spec = load_spec(spec_path, models=models, datasets=datasets, seeds=seeds, grid=grid, trials=trials,
+                             check_data=not report_only)
             cli_sets = parse_sets(set_)
             if config is not None:
                 if not config.is_file():

@@ -187,7 +187,7 @@ def _dataset_name(path: str) -> str:
     return Path(path).resolve().name or "data"
 
 
-def _parse_datasets(raw: Any) -> list[DatasetSpec]:
+def _parse_datasets(raw: Any, check_data: bool = True) -> list[DatasetSpec]:
     if isinstance(raw, str):
         raw = [d for d in raw.split(",") if d.strip()]
     if isinstance(raw, list):
@@ -220,7 +220,7 @@ def _parse_datasets(raw: Any) -> list[DatasetSpec]:
     for d in raw_out:
         if d.path is not None:
             d.path = str(Path(d.path).expanduser())  # ~ in a YAML spec, where no shell expands it (as dlf.train)
-        if d.path is not None and not (Path(d.path) / "feature_map.json").is_file():
+        if check_data and d.path is not None and not (Path(d.path) / "feature_map.json").is_file():
             raise BenchError(f"datasets.{d.name}: {d.path} is not a processed dataset (no feature_map.json); "
                              "run dlf preprocess first")
     return raw_out
@@ -259,7 +259,9 @@ def _parse_search(raw: Any) -> SearchSpec | None:
     return SearchSpec(grid, trials, raw.get("seed"), raw.get("sample_seed") or 0)
 
 
-def spec_from_dict(raw: dict, where: str = "bench spec") -> BenchSpec:
+def spec_from_dict(raw: dict, where: str = "bench spec", check_data: bool = True) -> BenchSpec:
+    """check_data: refuse a dataset folder without feature_map.json (off for --report-only, which reads only the
+    run folders: the data of a finished bench may have been moved since)."""
     if not isinstance(raw, dict):
         raise BenchError(f"{where}: expected a mapping with models, datasets, seeds, ...")
     unknown = set(raw) - {"models", "datasets", "seeds", "set", "config", "search", "out", "cli_set"}
@@ -276,7 +278,7 @@ def spec_from_dict(raw: dict, where: str = "bench spec") -> BenchSpec:
     if out is not None and not isinstance(out, str):
         raise BenchError(f"out: expected a folder path, got {out!r}")
     return BenchSpec(models=_parse_models(raw["models"]),
-                     datasets=_parse_datasets(raw.get("datasets", ["synthetic"])),
+                     datasets=_parse_datasets(raw.get("datasets", ["synthetic"]), check_data),
                      seeds=_parse_seeds(raw.get("seeds", [1, 2, 3])),
                      set=flatten(raw.get("set"), "set"),
                      config=config, search=_parse_search(raw.get("search")), out=out)
@@ -284,12 +286,12 @@ def spec_from_dict(raw: dict, where: str = "bench spec") -> BenchSpec:
 
 def load_spec(path: str | Path | None = None, *, models: str | None = None, datasets: str | None = None,
               seeds: str | None = None, sets: list[str] | None = None, grid: list[str] | None = None,
-              trials: int | None = None) -> BenchSpec:
+              trials: int | None = None, check_data: bool = True) -> BenchSpec:
     """The spec from a YAML file (optional) with command-line flags applied on top.
 
     models / datasets / seeds: comma-separated lists replacing the file's (a model name that is a
     variant of the file keeps its overrides); sets: extra `key=value` overrides for every run;
-    grid: `key=v1,v2,...` search grid entries; trials: the search budget per model.
+    grid: `key=v1,v2,...` search grid entries; trials: the search budget per model; check_data: as spec_from_dict.
     """
     raw: dict = {}
     if path is not None:
@@ -325,7 +327,7 @@ def load_spec(path: str | Path | None = None, *, models: str | None = None, data
         raw["datasets"] = named
     if seeds:
         raw["seeds"] = seeds
-    spec = spec_from_dict(raw, str(path) if path else "bench flags")
+    spec = spec_from_dict(raw, str(path) if path else "bench flags", check_data)
     if sets:
         spec.set = {**spec.set, **parse_sets(sets)}
     if grid or trials is not None:
