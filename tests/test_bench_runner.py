@@ -596,3 +596,12 @@ def test_report_only_needs_no_dataset_folder(tmp_path):
     assert "1 runs: 1 done" in (tmp_path / "b" / "report.md").read_text()
     res = CliRunner().invoke(app, ["bench", "--out", str(tmp_path / "b"), "--dry-run"])  # a run needs the data
     assert res.exit_code == 2 and "is not a processed dataset" in res.output, res.output
+
+
+def test_grid_values_may_be_lists_and_a_bad_one_is_one_line():
+    """--grid split its values on every comma, so list values (model.hidden_units=[8,8],[16]) could not be given,
+    and the pieces ('[8') were a YAML traceback."""
+    spec = load_spec(None, models="dnn", grid=["model.hidden_units=[8,8],[16]", "train.lr=0.01,0.001"])
+    assert spec.search.grid == {"model.hidden_units": [[8, 8], [16]], "train.lr": [0.01, 0.001]}
+    with pytest.raises(BenchError, match=r"^--grid 'train.lr=0.1,\{a': .*line 1"):
+        load_spec(None, models="dnn", grid=["train.lr=0.1,{a"])

@@ -336,7 +336,10 @@ def load_spec(path: str | Path | None = None, *, models: str | None = None, data
             key, sep, values = item.partition("=")
             if not sep or not key.strip() or not values.strip():
                 raise BenchError(f"--grid {item!r} must look like key.path=v1,v2,...")
-            g[key.strip()] = [yaml.safe_load(v) for v in values.split(",")]
+            try:  # one YAML flow sequence, so that a value may be a list: model.hidden_units=[8,8],[16]
+                g[key.strip()] = yaml.safe_load(f"[{values}]")
+            except yaml.YAMLError as exc:
+                raise BenchError(f"--grid {item!r}: expected comma-separated values ({_yaml_problem(exc)})") from None
         if not g:
             raise BenchError("--trials needs a search grid (--grid key=v1,v2 or search.grid in the file)")
         old = spec.search or SearchSpec(g)
