@@ -605,3 +605,17 @@ def test_grid_values_may_be_lists_and_a_bad_one_is_one_line():
     assert spec.search.grid == {"model.hidden_units": [[8, 8], [16]], "train.lr": [0.01, 0.001]}
     with pytest.raises(BenchError, match=r"^--grid 'train.lr=0.1,\{a': .*line 1"):
         load_spec(None, models="dnn", grid=["train.lr=0.1,{a"])
+
+
+def test_a_dataset_given_by_path_matches_a_spec_path_written_with_tilde(tmp_path, monkeypatch):
+    """--datasets ~/data/crit (expanded by the shell) did not match the spec's `path: ~/data/crit`: the dataset ran
+    under the folder's name without the spec's overrides for it (batch size 256 here)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data = tmp_path / "data" / "crit"
+    data.mkdir(parents=True)
+    (data / "feature_map.json").write_text("{}")
+    spec_file = tmp_path / "bench.yaml"
+    spec_file.write_text(yaml.safe_dump({"models": ["lr"], "datasets": {
+        "criteo-small": {"path": "~/data/crit", "set": {"train.batch_size": 256}}}}))
+    (ds,) = load_spec(spec_file, datasets=str(data)).datasets
+    assert (ds.name, ds.set) == ("criteo-small", {"train.batch_size": 256})

@@ -313,11 +313,11 @@ def load_spec(path: str | Path | None = None, *, models: str | None = None, data
         chosen = [d.strip() for d in datasets.split(",") if d.strip()]
         file_ds = raw.get("datasets") if isinstance(raw.get("datasets"), dict) else {}
         # a folder given by path is the file's dataset with that path, if there is one (its name and `set` kept)
-        by_path = {Path(str(body["path"])).resolve(): name for name, body in file_ds.items()
+        by_path = {Path(str(body["path"])).expanduser().resolve(): name for name, body in file_ds.items()
                    if isinstance(body, dict) and body.get("path")}
         named = {}
         for d in chosen:
-            name = d if d in file_ds else by_path.get(Path(d).resolve())
+            name = d if d in file_ds else by_path.get(Path(d).expanduser().resolve())
             if name is not None:
                 named[name] = file_ds[name]
             elif d == "synthetic":
