@@ -619,3 +619,21 @@ def test_a_dataset_given_by_path_matches_a_spec_path_written_with_tilde(tmp_path
         "criteo-small": {"path": "~/data/crit", "set": {"train.batch_size": 256}}}}))
     (ds,) = load_spec(spec_file, datasets=str(data)).datasets
     assert (ds.name, ds.set) == ("criteo-small", {"train.batch_size": 256})
+
+
+@pytest.mark.parametrize("where, key", [("cli", "train.seed"), ("set", "train.seed"), ("variant", "model.name"),
+                                        ("dataset", "data.path"), ("grid", "train.seed")])
+def test_a_setting_the_bench_itself_decides_is_refused_not_ignored(tmp_path, where, key):
+    """--set train.seed=7 was silently replaced by the bench's seeds (and model.name by the variant's model, data.path
+    by the dataset's): the runs used seeds 1, 2, ... while report.md listed train.seed=7 under 'every run'."""
+    value = {"train.seed": 7, "model.name": "fm", "data.path": "x"}[key]
+    spec = tiny_spec(["lr"], seeds=[1], **({"datasets": {"synthetic": {"set": {key: value}}}} if where == "dataset"
+                                           else {"search": {"grid": {key: [value]}}} if where == "grid" else {}))
+    if where == "set":
+        spec.set[key] = value
+    if where == "variant":
+        spec.models[0].set[key] = value
+    calls = CountingTrain()
+    with pytest.raises(BenchError, match=f"{re.escape(key)}: set by the bench itself, from its "):
+        run_bench(spec, tmp_path, console=QUIET, cli_sets={key: value} if where == "cli" else None, train_fn=calls)
+    assert calls.calls == []

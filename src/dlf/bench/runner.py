@@ -15,7 +15,7 @@ A bench is described by a spec (YAML or flags):
 
 Override precedence (lowest first): base config, bench defaults (no progress bar, no TensorBoard, one
 checkpoint), `set`, the dataset's `set`, the variant's `set`, the search's chosen values, `--set` flags,
-the seed. Common (base config, `set`, a dataset's `set`, `--set`, search grid) `model.KEY` values apply only to models whose config has KEY
+the seed, model and dataset of the run (DECIDED_BY_BENCH: refused in any `set`). Common (base config, `set`, a dataset's `set`, `--set`, search grid) `model.KEY` values apply only to models whose config has KEY
 (so `model.embedding_dim: 16` can be given once for a zoo that includes LR); the skipped keys are
 listed in the report; a KEY no registered model has stops the bench. A variant's own `set` is strict:
 a wrong key fails that variant's runs.
@@ -50,6 +50,11 @@ from rich.console import Console
 from dlf._io import atomic_write_json, atomic_write_text, publish_dir
 
 BENCH_DEFAULTS = {"train.progress": False, "train.tensorboard": False, "train.keep_checkpoints": 1}
+# keys every run gets from the bench: a value given for them in a `set`, `--set` or the grid would be replaced
+DECIDED_BY_BENCH = {"train.seed": "its seeds (seeds: or --seeds)",
+                    "model.name": "its variants' models (models: {VARIANT: {model: NAME}})",
+                    "data.dataset": "its datasets (datasets: or --datasets)",
+                    "data.path": "its datasets (datasets: or --datasets)"}
 IGNORED_FOR_MATCH = ("progress", "tensorboard", "log_every_steps", "keep_checkpoints", "grad_norm_every_steps",
                      "threads")
 
@@ -589,6 +594,21 @@ def _record(run: PlannedRun, outcome: dict | None) -> dict:
             "skipped_keys": run.skipped_keys, **outcome}
 
 
+def _check_no_value_is_replaced(spec: BenchSpec, cli_sets: dict) -> None:
+    """Refuse a value the bench would replace without a word: --set train.seed=7 (the runs used the bench's seeds
+    while the report listed train.seed=7), a --set of a grid key (every trial would train with the same value)."""
+    given = [("--set", cli_sets), ("set", spec.set), *((f"datasets.{d.name}.set", d.set) for d in spec.datasets),
+             *((f"models.{v.name}.set", v.set) for v in spec.models),
+             *([("search.grid", spec.search.grid)] if spec.search is not None else [])]
+    for where, values in given:
+        for key in values:
+            if key in DECIDED_BY_BENCH:
+                raise BenchError(f"{where}: {key}: set by the bench itself, from {DECIDED_BY_BENCH[key]}")
+    both = sorted(set(cli_sets) & set(spec.search.grid)) if spec.search is not None else []
+    if both:
+        raise BenchError(f"--set {both[0]} would replace the search grid's values in every trial; drop one of them")
+
+
 def _check_some_run_can_start(spec: BenchSpec, cli_sets: dict | None) -> None:
     """Refuse the bench up front when no planned run has a valid config (a typo in `set` or `--set` such as
     train.epochs=abc): each run would fail at its config stage, one after the other, and leave error.json files.
@@ -619,9 +639,7 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
 
     console = console or Console(soft_wrap=True)
     out = Path(out)
-    both = sorted(set(cli_sets or {}) & set(spec.search.grid)) if spec.search is not None else []
-    if both:  # --set wins over the search's values: every trial would train with the same one
-        raise BenchError(f"--set {both[0]} would replace the search grid's values in every trial; drop one of them")
+    _check_no_value_is_replaced(spec, cli_sets or {})
     if not report_only:
         _check_some_run_can_start(spec, cli_sets)
     elif not out.is_dir():
