@@ -319,6 +319,8 @@ def test_cli_export_and_predict(demo, tmp_path):
     res = runner.invoke(app, ["export", str(demo["run"]), "--out", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
     assert "wrote bundle" in res.output and not (tmp_path / "b" / "model.onnx").exists()
+    res = runner.invoke(app, ["export", str(demo["run"]), "--out", str(tmp_path / "b[v2]")])  # not rich markup
+    assert res.exit_code == 0 and f"wrote bundle {tmp_path / 'b[v2]'}:" in res.output.replace("\n", ""), res.output
     res = runner.invoke(app, ["export", str(demo["run"]), "--out", str(tmp_path / "b")])
     assert res.exit_code == 2 and "already holds a bundle" in res.output
     res = runner.invoke(app, ["predict", str(tmp_path / "b"), "--input", str(demo["test_csv"]), "--output",

@@ -36,14 +36,15 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
 
         try:
             path = export_bundle(run, out, data=data, format=format, force=force,
-                                 log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+                                 log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
         except (BundleError, DataError) as exc:
             fail(str(exc))
         import json
         manifest = json.loads((path / "bundle.json").read_text())
         Console().print(f"wrote bundle {path}: model {manifest['model']['name']}, "
                         f"{manifest['preprocessing']['mode']} inputs, {len(manifest['files'])} files"
-                        + (", model.onnx" if manifest.get("onnx") else ""), highlight=False, soft_wrap=True)
+                        + (", model.onnx" if manifest.get("onnx") else ""), markup=False, highlight=False,
+                        soft_wrap=True)
 
     @app.command()
     def predict(
