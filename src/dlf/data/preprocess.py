@@ -312,7 +312,7 @@ class ChunkParser:
             rows = np.flatnonzero(np.isnan(tvals))
             reject(rows, lambda i: f"field {s.split.time_column!r}: missing time value (split by time)")
         for row, message in sorted(found):
-            bad.add(chunk.where(row), message, chunk.file)
+            bad.add(chunk.where(row), message, chunk.file, int(chunk.lines[row]))
         if not keep.all():
             if not keep.any():
                 return None

@@ -8,6 +8,7 @@ naming file and line; with `on_bad_row="skip"` they are dropped and counted.
 """
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import io
@@ -62,25 +63,39 @@ class Chunk:
 
 @dataclass
 class BadRows:
-    """Collects malformed rows: raises on the first one (mode 'error') or counts them (mode 'skip')."""
+    """Collects malformed rows: raises on the first one (mode 'error') or counts them (mode 'skip'), keeping the
+    first ten as examples."""
 
     mode: str = "error"
     count: int = 0
     examples: list[str] = field(default_factory=list)
     by_file: dict[str, int] = field(default_factory=dict)
+    _keys: list[tuple[int, int]] = field(default_factory=list, repr=False)  # (file, line) of each example
 
     def __post_init__(self) -> None:
         if self.mode not in ("error", "skip"):
             raise DataError(f"on_bad_row must be 'error' or 'skip', got {self.mode!r}")
 
-    def add(self, where: str, message: str, file: str) -> None:
+    def add(self, where: str, message: str, file: str, line: int | None = None) -> None:
+        """`line`: the row's line (or row number), which orders the examples; a row given without it counts as
+        coming after those reported before it."""
         text = f"{where}: {message}"
         if self.mode == "error":
             raise DataError(text)
         self.count += 1
         self.by_file[file] = self.by_file.get(file, 0) + 1
-        if len(self.examples) < 10:
-            self.examples.append(text)
+        # a chunk's rows are checked by the reader, the preset, then the parser, each reporting its own: the
+        # examples are kept in file and line order, so they are the first ten bad rows whichever check found them
+        rank = list(self.by_file).index(file)
+        if line is None:  # after the rows of its file reported before it
+            line = self._keys[-1][1] if self._keys and self._keys[-1][0] == rank else 0
+        key = (rank, line)
+        if len(self.examples) == 10 and key >= self._keys[-1]:
+            return
+        i = bisect.bisect_right(self._keys, key)
+        self._keys.insert(i, key)
+        self.examples.insert(i, text)
+        del self._keys[10:], self.examples[10:]
 
     def summary(self) -> dict:
         return {"count": self.count, "by_file": self.by_file, "examples": self.examples}
@@ -154,7 +169,7 @@ def _in_line_order(file: str, chunk: Chunk | None, problems: list[tuple[int | No
     for line, message, fatal in problems:
         if fatal:
             raise DataError(f"{file}:{line}: {message}")
-        bad.add(f"{file}:{line}", message, file)
+        bad.add(f"{file}:{line}", message, file, line)
     if chunk is not None and len(chunk):
         yield chunk
 
