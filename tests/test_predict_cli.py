@@ -106,3 +106,10 @@ def test_replacing_an_output_keeps_its_permissions(bundle, tmp_path):
                                    "--output", str(out)])
     assert res.exit_code == 0, res.output
     assert out.read_text().startswith('"probability"') and out.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_missing_input_leaves_no_new_output_folder_behind(bundle, tmp_path):
+    out = tmp_path / "new" / "scores.csv"
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(tmp_path / "typo.csv"), "--output", str(out)])
+    assert res.exit_code == 2 and "typo.csv" in res.output, res.output
+    assert not out.parent.exists()

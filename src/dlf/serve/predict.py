@@ -294,6 +294,7 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
         raise DataError(f"{output}: is a directory; --output must be a file")
     if Path(input).resolve() == output.resolve():
         raise DataError(f"{output}: --output must not be the input file")
+    check_file(input)  # before the output's folder is made: a mistyped --input left an empty new folder behind
     # CSV: float32 values written as float64 text, which round-trips them exactly (pyarrow prints float32 at 6 digits)
     ptype = pa.float32() if ofmt == "parquet" else pa.float64()
     fields = ([pa.field(id_column, pa.string())] if id_column else []) + [pa.field("probability", ptype)]
