@@ -3,7 +3,9 @@
 A preset turns the user's `--input` paths into a `Schema` and a list of `Source`s (one per
 file, each tagged train/valid/test). A source yields `Chunk`s whose columns are text named
 as the schema's raw columns ("" = missing), derived columns (Avazu's weekday, MovieLens'
-joined user/movie attributes, libFM's fields) already computed, vectorised per chunk.
+joined user/movie attributes, libFM's fields) already computed, vectorised per chunk. A derivation returns
+the rows it could derive and the problems of those it could not, which `in_line_order` reports so that in
+stop mode the first bad line of a file is reported whichever check finds it.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from dlf.data.readers import (BadRows, Chunk, check_file, read_delimited, read_double_colon, read_lines,
-                              read_parquet, strip_bom, header_names)
+from dlf.data.readers import (BadRows, Chunk, Problem, check_file, header_names, in_line_order, read_delimited,
+                              read_double_colon, read_lines, read_parquet, strip_bom)
 from dlf.data.schema import DataError, FieldOptions, Schema, fill_text
 
 ROLES = ("train", "valid", "test")
@@ -43,7 +45,8 @@ class Preset:
     name: str
     description: str
     build: Callable[[list[tuple[str, Path]], "Schema | None", dict], tuple[Schema, list[Source]]]
-    derive: Callable[[Chunk, BadRows], Chunk] | None = None  # per-chunk derivation of model columns from raw ones
+    # per-chunk derivation of model columns from raw ones: (the rows derived, the problems of the others)
+    derive: Callable[[Chunk], tuple[Chunk, list[Problem]]] | None = None
     derived: tuple[str, ...] = ()  # columns `derive` adds (a caller does not send them)
     joined: dict[str, str] = field(default_factory=dict)  # column -> the side table preprocessing joins it from
 
@@ -77,7 +80,7 @@ def _format_of(path: Path, schema: Schema) -> tuple[str, str]:
 
 
 def table_sources(inputs: list[tuple[str, Path]], schema: Schema,
-                  derive: Callable[[Chunk, BadRows], Chunk] | None = None, use: list[str] | None = None,
+                  derive: Callable[[Chunk], tuple[Chunk, list[Problem]]] | None = None, use: list[str] | None = None,
                   columns: list[str] | None = None, depends: list[str] | None = None) -> list[Source]:
     """`columns`: the file's columns when they are not `schema.columns` (which then also names derived ones)."""
     ranged = [f.name for f in schema.fields if f.range is not None]
@@ -99,7 +102,10 @@ def table_sources(inputs: list[tuple[str, Path]], schema: Schema,
                                         use=use, bad=bad, encoding=schema.encoding, quote=fmt == "csv",
                                         block_bytes=block, blank_lines="bad")
             for chunk in chunks:
-                yield derive(chunk, bad) if derive else chunk
+                if derive:
+                    yield from in_line_order(chunk.file, *derive(chunk), bad)
+                else:
+                    yield chunk
         sources.append(Source(role, str(path), read, depends=list(depends or [])))
     return sources
 
@@ -169,22 +175,20 @@ def avazu_schema(min_count: int = 2) -> Schema:
                   format="csv", header=True).validate("avazu preset")
 
 
-def _avazu_derive(chunk: Chunk, bad: BadRows) -> Chunk:
+def _avazu_derive(chunk: Chunk) -> tuple[Chunk, list[Problem]]:
     """hour YYMMDDHH -> hour (of day), weekday (0 = Monday), weekend (0/1)."""
     raw = chunk.columns["hour"]
     ts = pc.strptime(raw, format="%y%m%d%H", unit="s", error_is_null=True)
     bad_mask = pc.is_null(ts).to_numpy(zero_copy_only=False) | (pc.utf8_length(raw).to_numpy(zero_copy_only=False) != 8)
-    keep = ~bad_mask
-    for row in np.flatnonzero(bad_mask):
-        bad.add(chunk.where(row), f"field 'hour': expected YYMMDDHH, got {raw[row].as_py()!r}", chunk.file)
+    problems = [chunk.problem(row, f"field 'hour': expected YYMMDDHH, got {raw[row].as_py()!r}")
+                for row in np.flatnonzero(bad_mask)]
     ts = pc.fill_null(ts, pa.scalar(0, pa.timestamp("s")))
     hour = pc.cast(pc.hour(ts), pa.string())
     weekday = pc.day_of_week(ts)
     weekend = pc.cast(pc.greater_equal(weekday, 5), pa.int8())
     cols = dict(chunk.columns)
     cols.update(hour=hour, weekday=pc.cast(weekday, pa.string()), weekend=pc.cast(weekend, pa.string()))
-    out = Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines)
-    return out.take(keep)
+    return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(~bad_mask), problems
 
 
 def _avazu(inputs, schema, options):
@@ -427,12 +431,12 @@ def _libfm_derive(fields: list[FieldOptions], index: FieldIndex, skip: int = 0):
     numeric = np.array([f.kind == "numeric" for f in fields])
     layout = "label " + "z " * skip + "index:value ..."
 
-    def derive(chunk: Chunk, bad: BadRows) -> Chunk:
+    def derive(chunk: Chunk) -> tuple[Chunk, list[Problem]]:
         n = len(chunk)
         toks = pc.utf8_split_whitespace(chunk.columns["line"])
         keep = pc.list_value_length(toks).to_numpy(zero_copy_only=False) >= 1 + skip
-        for row in np.flatnonzero(~keep):
-            bad.add(chunk.where(row), f"expected '{layout}', got {chunk.columns['line'][row].as_py()!r}", chunk.file)
+        problems = [chunk.problem(row, f"expected '{layout}', got {chunk.columns['line'][row].as_py()!r}")
+                    for row in np.flatnonzero(~keep)]
         label = pc.replace_substring_regex(pc.utf8_trim_whitespace(chunk.columns["line"]), r"\s.*$", "")
         feats = pc.list_slice(toks, 1 + skip)
         rows = pc.list_parent_indices(feats).to_numpy(zero_copy_only=False)
@@ -461,7 +465,7 @@ def _libfm_derive(fields: list[FieldOptions], index: FieldIndex, skip: int = 0):
                 what = (f"expected index:value with {index.known}" if not ok[t] else
                         "expected index:value with a number as value" if not number[t] else
                         f"field {names[field[t]]!r} is one-hot: expected value 1, or 0 for an absent feature")
-                bad.add(chunk.where(rows[t]), f"feature {flat[t].as_py()!r}: {what}", chunk.file)
+                problems.append(chunk.problem(rows[t], f"feature {flat[t].as_py()!r}: {what}"))
         use = ok & (owner >= 0) & ~(onehot & (value == 0))
         one = use & single[field]  # tokens of single-valued fields: one (row, field) cell each
         dup = np.bincount(rows[one] * nf + field[one], minlength=n * nf) > 1
@@ -469,7 +473,7 @@ def _libfm_derive(fields: list[FieldOptions], index: FieldIndex, skip: int = 0):
             r = s // nf
             if keep[r]:
                 keep[r] = False
-                bad.add(chunk.where(r), f"field {names[s % nf]!r} appears more than once in the row", chunk.file)
+                problems.append(chunk.problem(r, f"field {names[s % nf]!r} appears more than once in the row"))
         key = np.full((n, nf), -1, dtype=np.int64)  # the feature index of each (row, field), -1 absent
         key[rows[one], field[one]] = idx[one]
         cols = {"label": label}
@@ -487,7 +491,7 @@ def _libfm_derive(fields: list[FieldOptions], index: FieldIndex, skip: int = 0):
                 cols[f.name] = pa.array(text, pa.string())
             else:
                 cols[f.name] = pc.if_else(pa.array(key[:, j] >= 0), pc.cast(pa.array(key[:, j]), pa.string()), "")
-        return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(keep)
+        return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(keep), problems
     return derive
 
 
@@ -521,7 +525,7 @@ def _line_sources(inputs, schema: Schema, derive, depends: list[str] | None = No
     for role, path in inputs:
         def read(bad: BadRows, block: int, path=path):
             for chunk in read_lines(path, bad=bad, encoding=schema.encoding, block_bytes=block):
-                yield derive(chunk, bad)
+                yield from in_line_order(chunk.file, *derive(chunk), bad)
         sources.append(Source(role, str(path), read, depends=list(depends or [])))
     return sources
 
@@ -583,11 +587,11 @@ def _movielens(inputs, schema, options):
     user_cols = {c: pa.array(users[c]) for c in ("gender", "age", "occupation", "zip")}
     movie_cols = {"year": pa.array(years), "genres": pa.array(movies["genres"])}
 
-    def derive(chunk: Chunk, bad: BadRows, source: Source) -> Chunk:
+    def derive(chunk: Chunk, source: Source) -> tuple[Chunk, list[Problem]]:
         rating = chunk.columns["rating"]
         valid = pc.match_substring_regex(rating, r"^\s*[1-5](\.0)?\s*$").to_numpy(zero_copy_only=False)
-        for row in np.flatnonzero(~valid):
-            bad.add(chunk.where(row), f"field 'rating': expected 1-5, got {rating[row].as_py()!r}", chunk.file)
+        problems = [chunk.problem(row, f"field 'rating': expected 1-5, got {rating[row].as_py()!r}")
+                    for row in np.flatnonzero(~valid)]
         r = np.zeros(len(chunk), dtype=np.int64)
         if valid.any():
             r[valid] = pc.cast(pc.cast(pc.filter(rating, pa.array(valid)), pa.float64()), pa.int64()).to_numpy()
@@ -603,7 +607,7 @@ def _movielens(inputs, schema, options):
             cols[name] = pc.fill_null(pc.take(arr, u), "")
         for name, arr in movie_cols.items():
             cols[name] = pc.fill_null(pc.take(arr, m), "")
-        return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(valid & ~three)
+        return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(valid & ~three), problems
 
     sources = []
     for role, path in ratings:
@@ -622,7 +626,7 @@ def _movielens(inputs, schema, options):
                 chunks = read_double_colon(path, columns=["user_id", "movie_id", "rating", "timestamp"], bad=bad,
                                            block_bytes=block)
             for chunk in chunks:
-                yield derive(chunk, bad, src)
+                yield from in_line_order(chunk.file, *derive(chunk, src), bad)
         src.read = read
         sources.append(src)
     return schema, sources
@@ -643,26 +647,26 @@ def kkbox_schema(min_count: int = 10) -> Schema:
     return Schema(fields=fields, label="label", header=True).validate("kkbox preset")
 
 
-def _kkbox_derive(chunk: Chunk, bad: BadRows) -> Chunk:
+def _kkbox_derive(chunk: Chunk) -> tuple[Chunk, list[Problem]]:
     """isrc -> its country code (first 2 letters); bd (age) -> '1' (<= 10), '2' (<= 20) ... '6' (<= 60),
     '7' (older), missing outside 1-95: FuxiCTR's extract_country_code and bucketize_age for KKBox."""
     cols = dict(chunk.columns)
-    keep = np.ones(len(chunk), dtype=bool)
+    keep, problems = np.ones(len(chunk), dtype=bool), []
     if "isrc" in cols:
         cols["isrc"] = pc.utf8_slice_codeunits(pc.utf8_trim_whitespace(cols["isrc"]), 0, 2)
     if "bd" in cols:
         bd = pc.utf8_trim_whitespace(cols["bd"])
         number = pc.match_substring_regex(bd, r"^[-+]?[0-9]+(\.[0-9]*)?$").to_numpy(zero_copy_only=False)
         keep = number | pc.equal(bd, "").to_numpy(zero_copy_only=False)
-        for row in np.flatnonzero(~keep):
-            bad.add(chunk.where(row), f"field 'bd': expected an age (a number), got {bd[row].as_py()!r}", chunk.file)
+        problems = [chunk.problem(row, f"field 'bd': expected an age (a number), got {bd[row].as_py()!r}")
+                    for row in np.flatnonzero(~keep)]
         age = np.zeros(len(chunk))
         if number.any():
             age[number] = pc.cast(pc.filter(bd, pa.array(number)), pa.float64()).to_numpy()
         bucket = np.minimum(np.ceil(age / 10), 7).astype(np.int64)
         cols["bd"] = pc.if_else(pa.array(number & (age >= 1) & (age <= 95)), pc.cast(pa.array(bucket), pa.string()),
                                 "")
-    return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(keep)
+    return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(keep), problems
 
 
 def _kkbox(inputs, schema, options):
@@ -762,15 +766,14 @@ def _kdd12_derive(profile_path: Path | None):
     profile (23.6M users) is read on first use, so an up-to-date rerun does not read it."""
     profile: list = []
 
-    def derive(chunk: Chunk, bad: BadRows) -> Chunk:
+    def derive(chunk: Chunk) -> tuple[Chunk, list[Problem]]:
         cols = dict(chunk.columns)
-        keep = np.ones(len(chunk), dtype=bool)
+        keep, problems = np.ones(len(chunk), dtype=bool), []
         if "click" in cols:  # scoring requests carry no label
             click = pc.utf8_trim_whitespace(cols["click"])
             keep = pc.match_substring_regex(click, r"^[0-9]{1,18}$").to_numpy(zero_copy_only=False)
-            for row in np.flatnonzero(~keep):
-                bad.add(chunk.where(row), f"field 'click': expected a click count (an integer >= 0), "
-                        f"got {click[row].as_py()!r}", chunk.file)
+            problems = [chunk.problem(row, f"field 'click': expected a click count (an integer >= 0), got "
+                                           f"{click[row].as_py()!r}") for row in np.flatnonzero(~keep)]
             cols["click"] = pc.if_else(pc.match_substring_regex(click, r"^0+$"), "0", "1")
         user = pc.utf8_trim_whitespace(cols["user_id"])
         unknown = pc.equal(user, "0")
@@ -788,7 +791,7 @@ def _kdd12_derive(profile_path: Path | None):
             found = pa.array(number & (ids[pos] == uid))
             cols["gender"] = pc.if_else(found, pc.cast(pa.array(gender[pos]), pa.string()), "")
             cols["age"] = pc.if_else(found, pc.cast(pa.array(age[pos]), pa.string()), "")
-        return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(keep)
+        return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(keep), problems
     return derive
 
 

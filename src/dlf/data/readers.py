@@ -39,6 +39,13 @@ def strip_bom(data: bytes) -> bytes:
     return data[len(BOM):] if data.startswith(BOM) else data
 
 
+Problem = tuple[int | None, str, bool]  # a bad row: (line, what is wrong, whether it stops the run in either mode)
+
+
+def _location(file: str, line: int | None, unit: str) -> str:
+    return f"{file}:{line}" if unit == "line" else f"{file} row {line}"
+
+
 @dataclass
 class Chunk:
     file: str
@@ -51,7 +58,11 @@ class Chunk:
         return len(self.lines)
 
     def where(self, row: int) -> str:
-        return f"{self.file}:{self.lines[row]}" if self.unit == "line" else f"{self.file} row {self.lines[row]}"
+        return _location(self.file, self.lines[row], self.unit)
+
+    def problem(self, row: int, message: str) -> Problem:
+        """Row `row` is bad for `message`, as `in_line_order` takes it."""
+        return int(self.lines[row]), message, False
 
     def take(self, keep: np.ndarray) -> "Chunk":
         if keep.all():
@@ -156,11 +167,11 @@ def _decode(columns: dict[str, pa.Array], encoding: str) -> tuple[dict[str, pa.A
     return out, undecodable
 
 
-def _in_line_order(file: str, chunk: Chunk | None, problems: list[tuple[int | None, str, bool]],
-                   bad: BadRows) -> Iterator[Chunk]:
-    """A chunk's good rows (if any) and its `problems` ((line, what is wrong, whether it stops the run in either
-    mode), reported to `bad`). In stop mode the good rows before the first problem come out first: a later check
-    (the parser's) may find a bad value on one of them, and the first bad line of the file is the one to report."""
+def in_line_order(file: str, chunk: Chunk | None, problems: list[Problem], bad: BadRows) -> Iterator[Chunk]:
+    """A chunk's good rows (if any) and its bad rows' `problems`, reported to `bad`. In stop mode the good rows
+    before the first problem come out first: a later check (the preset's, the parser's) may find a bad value on
+    one of them, and the first bad line of the file is the one to report."""
+    unit = chunk.unit if chunk is not None else "line"
     problems = sorted(problems, key=lambda p: p[0] or 0)
     if problems and bad.mode == "error" and chunk is not None:
         head = chunk.take(chunk.lines < (problems[0][0] or 0))
@@ -168,8 +179,8 @@ def _in_line_order(file: str, chunk: Chunk | None, problems: list[tuple[int | No
             yield head
     for line, message, fatal in problems:
         if fatal:
-            raise DataError(f"{file}:{line}: {message}")
-        bad.add(f"{file}:{line}", message, file, line)
+            raise DataError(f"{_location(file, line, unit)}: {message}")
+        bad.add(_location(file, line, unit), message, file, line)
     if chunk is not None and len(chunk):
         yield chunk
 
@@ -248,9 +259,9 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
         return pcsv.open_csv(source, read_options=read_opts, parse_options=parse_opts, convert_options=conv_opts)
 
     def problems(rows: list[tuple[int | None, str, int]], line_of: Callable[[int], int],
-                 blank: np.ndarray = np.zeros(0, np.int64)) -> list[tuple[int | None, str, bool]]:
+                 blank: np.ndarray = np.zeros(0, np.int64)) -> list[Problem]:
         """Malformed rows from Arrow (by record number, `line_of` gives the line), and the lines of `blank`
-        (empty lines), as `_in_line_order` takes them."""
+        (empty lines), as `in_line_order` takes them."""
         found = [(int(b), "empty line (blank lines may only end a file)", False) for b in blank]
         for record, text, actual in rows:
             number = None if record is None else line_of(record)
@@ -326,7 +337,7 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
             if n is None:
                 last = max([r[0] + extra for r in pending if r[0] is not None], default=0)  # the last row's line
                 # the blank lines after it end the file: not rows
-                yield from _in_line_order(name, None, problems(pending, lambda r: r + extra, held[held < last]), bad)
+                yield from in_line_order(name, None, problems(pending, lambda r: r + extra, held[held < last]), bad)
                 break
             records = _shift_lines(next_record, n, [r[0] for r in pending if r[0] is not None])
             if len(records):
@@ -368,7 +379,7 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
             last = names[-1]
             if last in cols:
                 cols[last] = pc.utf8_rtrim(cols[last], characters="\r")
-            yield from _in_line_order(name, Chunk(name, lines, cols, "line", 1 if header else 0), found, bad)
+            yield from in_line_order(name, Chunk(name, lines, cols, "line", 1 if header else 0), found, bad)
     finally:
         if stream is not None:
             stream.close()  # waits for the helper thread, then the file can go
@@ -609,10 +620,10 @@ def read_double_colon(path: str | Path, *, columns: list[str], bad: BadRows, enc
             for row in np.flatnonzero(nonempty & keep):
                 keep[row] = False
                 line = ":".join(chunk.columns[c][row].as_py() for c in raw)
-                found.append((int(chunk.lines[row]), f"expected {layout}, got {line[:60]!r}", False))
+                found.append(chunk.problem(row, f"expected {layout}, got {line[:60]!r}"))
         chunk = chunk.take(keep)
-        yield from _in_line_order(chunk.file, Chunk(chunk.file, chunk.lines, {c: chunk.columns[c] for c in columns},
-                                                    chunk.unit, chunk.header_lines), found, bad)
+        yield from in_line_order(chunk.file, Chunk(chunk.file, chunk.lines, {c: chunk.columns[c] for c in columns},
+                                                   chunk.unit, chunk.header_lines), found, bad)
 
 
 def _short(exc: BaseException) -> str:

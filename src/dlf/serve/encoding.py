@@ -29,7 +29,7 @@ import torch
 from dlf.data.features import OOV_ID, Batch, FeatureMap
 from dlf.data.preprocess import ChunkParser, FieldState, parse_numbers
 from dlf.data.presets import get_preset
-from dlf.data.readers import BadRows, Chunk
+from dlf.data.readers import BadRows, Chunk, in_line_order
 from dlf.data.schema import DataError, Schema, SplitOptions
 
 NUMBER_RE = re.compile(r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$")  # as dlf.data.preprocess
@@ -130,13 +130,17 @@ class Encoder:
         n = len(chunk)
         if self.mode == "ids":
             return self._encode_ids(chunk, bad)
-        work = Chunk(chunk.file, chunk.lines, dict(chunk.columns), chunk.unit, 0)
+        work, problems = Chunk(chunk.file, chunk.lines, dict(chunk.columns), chunk.unit, 0), []
         if self.derive is not None:
-            work = self.derive(work, bad)
+            work, problems = self.derive(work)
         # the label is not an input: give the parser a valid constant label column
         one = "1" if self.schema.label_values == "pm1" else "0"
         work.columns[self.schema.label] = pa.array(np.full(len(work), one, dtype=object), pa.string())
-        parsed = self.parser.parse(work, bad) if len(work) else None
+        parsed = None
+        # the rows kept come out once, last; in stop mode the rows ahead of the derivation's first bad row come out
+        # (and are parsed) first, so that a bad value on one of them is the one reported
+        for part in in_line_order(chunk.file, work, problems, bad):
+            parsed = self.parser.parse(part, bad)
         if parsed is None:
             return None, np.zeros(n, dtype=bool)
         keep = np.isin(chunk.lines, parsed.rows)
