@@ -217,6 +217,25 @@ def _criteo_bucket(v: np.ndarray) -> np.ndarray:
     return out
 
 
+class Rejects:
+    """A chunk's bad rows as its checks find them (`keep`: the rows none found bad), handed to `BadRows` in row
+    order once every check ran, so that in stop mode the first bad line is the one reported, whichever field is
+    bad on it."""
+
+    def __init__(self, n: int) -> None:
+        self.keep = np.ones(n, dtype=bool)
+        self.found: list[tuple[int, str]] = []  # (row, what is wrong)
+
+    def reject(self, rows: np.ndarray, message: Callable[[int], str]) -> None:
+        """Bad chunk rows `rows` (those not found yet); message(i) describes rows[i]."""
+        self.found.extend((rows[i], message(i)) for i in np.flatnonzero(self.keep[rows]))
+        self.keep[rows] = False
+
+    def report(self, chunk: Chunk, bad: BadRows) -> None:
+        for row, message in sorted(self.found):
+            bad.add(chunk.where(row), message, chunk.file, int(chunk.lines[row]))
+
+
 class ChunkParser:
     """Text columns of a chunk -> label, keys and numbers, with every bad value reported by file:line:field.
 
@@ -238,14 +257,8 @@ class ChunkParser:
     def parse(self, chunk: Chunk, bad: BadRows) -> Parsed | None:
         s = self.schema
         n = len(chunk)
-        keep = np.ones(n, dtype=bool)
-        found: list[tuple[int, str]] = []  # (row, what is wrong): reported in row order once every check ran, so
-        # that in stop mode the first bad line is the one reported, whichever field is bad on it
-
-        def reject(rows: np.ndarray, message: Callable[[int], str]) -> None:
-            """Bad chunk rows `rows` (those not found yet); message(i) describes rows[i]."""
-            found.extend((rows[i], message(i)) for i in np.flatnonzero(keep[rows]))
-            keep[rows] = False
+        rejects = Rejects(n)
+        keep, reject = rejects.keep, rejects.reject
 
         def col(name: str) -> pa.Array:
             if name not in chunk.columns:  # e.g. --option time_column=NAME a preset does not read: was a KeyError
@@ -311,8 +324,7 @@ class ChunkParser:
             tvals = numbers(s.split.time_column)
             rows = np.flatnonzero(np.isnan(tvals))
             reject(rows, lambda i: f"field {s.split.time_column!r}: missing time value (split by time)")
-        for row, message in sorted(found):
-            bad.add(chunk.where(row), message, chunk.file, int(chunk.lines[row]))
+        rejects.report(chunk, bad)
         if not keep.all():
             if not keep.any():
                 return None

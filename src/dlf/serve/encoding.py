@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import torch
 
 from dlf.data.features import OOV_ID, Batch, FeatureMap
-from dlf.data.preprocess import ChunkParser, FieldState, parse_numbers
+from dlf.data.preprocess import ChunkParser, FieldState, Rejects, parse_numbers
 from dlf.data.presets import get_preset
 from dlf.data.readers import BadRows, Chunk, in_line_order
 from dlf.data.schema import DataError, Schema, SplitOptions
@@ -160,7 +160,8 @@ class Encoder:
 
     def _encode_ids(self, chunk: Chunk, bad: BadRows) -> tuple[Batch | None, np.ndarray]:
         n = len(chunk)
-        keep = np.ones(n, dtype=bool)
+        rejects = Rejects(n)  # reported in row order once every field is checked (a row is reported once)
+        keep, reject = rejects.keep, rejects.reject
 
         def text(name):
             return pc.utf8_trim_whitespace(chunk.columns[name])
@@ -168,9 +169,8 @@ class Encoder:
         def check(name, arr, regex, what):
             empty = pc.equal(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
             ok = pc.fill_null(pc.match_substring_regex(arr, regex), False).to_numpy(zero_copy_only=False) | empty
-            for row in np.flatnonzero(~ok & keep):
-                bad.add(chunk.where(row), f"field {name!r}: expected {what}, got {arr[row].as_py()!r}", chunk.file)
-            keep[~ok] = False
+            rows = np.flatnonzero(~ok)
+            reject(rows, lambda i: f"field {name!r}: expected {what}, got {arr[rows[i]].as_py()!r}")
             return empty
 
         cat = np.full((n, len(self.cat)), OOV_ID, dtype=np.int64)
@@ -183,9 +183,7 @@ class Encoder:
         num = np.zeros((n, len(self.num)), dtype=np.float32)
         for j, f in enumerate(self.num):
             v, wrong, problems = parse_numbers(chunk.columns[f.name])  # as preprocessing: finite, within float32
-            for i in np.flatnonzero(keep[wrong]):
-                bad.add(chunk.where(wrong[i]), f"field {f.name!r}: {problems[i]}", chunk.file)
-            keep[wrong] = False
+            reject(wrong, lambda i: f"field {f.name!r}: {problems[i]}")
             num[:, j] = np.nan_to_num(v, nan=0.0)
         mul = np.zeros((n, len(self.multi), self.max_len), dtype=np.int64)
         for j, f in enumerate(self.multi):
@@ -194,11 +192,10 @@ class Encoder:
             rows = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
             nonempty = pc.greater(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False)
             ok = pc.fill_null(pc.match_substring_regex(flat, INT_RE.pattern), False).to_numpy(zero_copy_only=False)
-            for t in np.flatnonzero(nonempty & ~ok):
-                if keep[rows[t]]:
-                    keep[rows[t]] = False
-                    bad.add(chunk.where(rows[t]), f"field {f.name!r}: expected ids separated by "
-                            f"{IDS_SEPARATOR!r}, got item {flat[t].as_py()!r}", chunk.file)
+            items = np.flatnonzero(nonempty & ~ok)
+            items = items[np.unique(rows[items], return_index=True)[1]]  # a row's first bad item
+            reject(rows[items], lambda i: f"field {f.name!r}: expected ids separated by {IDS_SEPARATOR!r}, got item "
+                                          f"{flat[items[i]].as_py()!r}")
             sel = nonempty & ok
             if sel.any():
                 ids = _ids(pc.filter(flat, pa.array(sel)), f.vocab_size)
@@ -207,6 +204,7 @@ class Encoder:
                 pos = np.arange(len(r)) - starts
                 fits = pos < f.max_len
                 mul[r[fits], j, pos[fits]] = ids[fits]
+        rejects.report(chunk, bad)
         if not keep.any():
             return None, keep
         return _batch(cat[keep], num[keep], mul[keep]), keep
