@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import statistics
 import sys
 
@@ -528,8 +529,6 @@ def test_ctrl_c_while_the_chosen_trial_is_copied_leaves_no_half_copied_run(tmp_p
     """The chosen trial was copied file by file straight into the seed-1 run folder: Ctrl-C after metrics.json but
     before model.safetensors left a run that counted as done without its weights, and the KeyboardInterrupt
     escaped as a traceback without a report."""
-    import shutil
-
     from dlf.bench import runner
 
     spec = tiny_spec(["lr"], seeds=[1], search={"grid": {"train.lr": [0.05, 0.001]}})
@@ -575,8 +574,6 @@ def test_an_undefined_test_auc_reads_the_same_in_results_csv_fresh_or_resumed(tm
 def test_report_only_needs_no_dataset_folder(tmp_path):
     """--report-only reads the run folders only, yet refused a bench whose processed data had since been moved or
     deleted ('not a processed dataset'): the report of a finished bench could not be written again."""
-    import shutil
-
     data = tmp_path / "data"
     data.mkdir()
     (data / "feature_map.json").write_text("{}")
