@@ -225,6 +225,16 @@ def test_dcnv2_cross_formula_structures_and_mixture(small_feature_map):
         assert torch.allclose(parallel(batch), parallel.head(torch.cat([x_l, parallel.dnn(x0)], 1)).squeeze(-1))
 
 
+def test_dcnv2_mixture_gate_has_no_bias_as_fuxictr():
+    # FuxiCTR's CrossNetMix scores each expert with Linear(D, 1, bias=False): V, C, U per expert, one bias b per
+    # layer, and nothing else; zero gate weights then mix the experts uniformly whatever the input.
+    dim, rank, experts = 6, 3, 2
+    mix = LowRankMixtureCrossLayer(dim, rank=rank, experts=experts)
+    assert sum(p.numel() for p in mix.parameters()) == experts * (2 * dim * rank + rank * rank + dim) + dim
+    nn.init.zeros_(mix.gate.weight)
+    assert torch.equal(mix.gate_weights(torch.randn(4, dim)), torch.full((4, experts), 0.5))
+
+
 def test_autoint_attention_weights_are_distributions_over_fields(small_feature_map):
     model = tiny_model("autoint", small_feature_map)
     spread_embeddings(model)

@@ -12,6 +12,8 @@ network combined with a DNN, stacked or in parallel, optionally with a low-rank 
 Defaults: FuxiCTR `DCNv2_default` (parallel, 3 cross layers, DNN 500-500-500, ReLU, no BatchNorm, dropout 0,
 mixture off; when on: rank 32, 4 experts); embedding_dim 16 (BARS Criteo_x4_001 setting). Init: embeddings
 N(0, 1e-4), every Linear and the V/C/U factors Xavier normal, biases zero.
+Deliberate: each expert's V_i, C_i, U_i is Xavier over its own matrix (FuxiCTR's xavier_normal_ on the whole
+K x D x r tensor counts fan_in D r, a std about sqrt(r) times smaller); FuxiCTR's "stacked_parallel" is not offered.
 """
 from __future__ import annotations
 
@@ -75,7 +77,7 @@ class LowRankMixtureCrossLayer(nn.Module):
         self.c = _xavier_factor(experts, rank, rank)  # K x r x r
         self.u = _xavier_factor(experts, rank, dim)  # K x r x D
         self.bias = nn.Parameter(torch.zeros(dim))
-        self.gate = nn.Linear(dim, experts)  # G: one score per expert
+        self.gate = nn.Linear(dim, experts, bias=False)  # G: one score per expert, no bias (FuxiCTR, the paper's code)
 
     def gate_weights(self, x: torch.Tensor) -> torch.Tensor:  # B x D -> B x K, rows sum to 1
         return torch.softmax(self.gate(x), dim=-1)
