@@ -8,6 +8,7 @@
 Each cross layer raises the polynomial order by one with only 2D parameters.
 Defaults: FuxiCTR `DCN_base` (3 cross layers, DNN 500-500-500, ReLU, no BatchNorm, dropout 0); embedding_dim 16
 (BARS Criteo_x4_001 setting). Init: embeddings N(0, 1e-4); w_l and every Linear Xavier normal; biases zero.
+Note: FuxiCTR's current `DCN_default` template has DNN 1024-512-256 (and d 32); the computation is the same.
 """
 from __future__ import annotations
 

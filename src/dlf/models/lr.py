@@ -1,4 +1,8 @@
-"""Logistic regression: logit = b + sum_f w_f(x_f), one scalar weight per id (numeric: x * w_f)."""
+"""Logistic regression: logit = b + sum_f w_f(x_f), one scalar weight per id (numeric: x * w_f).
+
+Differs from FuxiCTR, kept: a multi-valued field adds the mean of its values' weights (the shared FieldEmbedding's
+pooling; FuxiCTR's LR sums them); numeric weights start N(0, 1e-4) (FuxiCTR's Linear(1, 1) gets Xavier, std 1).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

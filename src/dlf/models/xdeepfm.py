@@ -8,6 +8,7 @@
 
 Each CIN layer raises the order by one; W^k is applied as one matmul over the H_{k-1} m outer-product channels
 (no bias and identity activation, as in the paper's equation). No "split half" (the paper's equation, FuxiCTR).
+Deliberate: FuxiCTR's CIN layer is a Conv1d with a bias (zero-initialised, learned); ours has none, as the paper.
 Defaults: FuxiCTR `xDeepFM_base` (CIN 32-32-32, DNN 500-500-500, ReLU, no BatchNorm, dropout 0); embedding_dim 16
 (BARS Criteo_x4_001 setting). Init: embeddings N(0, 1e-4); Linear Xavier normal, zero bias.
 """
