@@ -113,3 +113,15 @@ def test_a_missing_input_leaves_no_new_output_folder_behind(bundle, tmp_path):
     res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(tmp_path / "typo.csv"), "--output", str(out)])
     assert res.exit_code == 2 and "typo.csv" in res.output, res.output
     assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""], ids=["lf", "crlf", "no-newline"])
+def test_a_header_only_input_gives_a_header_only_output(bundle, tmp_path, ending):
+    # without the header's newline Arrow could not skip the header: "cannot read as CSV: Could not skip initial 1 rows"
+    src = tmp_path / "empty.csv"
+    src.write_text("id,city,device,age,tags,site,visits" + ending)
+    out = tmp_path / "scores.csv"
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), "--output", str(out),
+                                   "--id-column", "id"])
+    assert res.exit_code == 0 and "0 rows scored" in res.output, res.output
+    assert pcsv.read_csv(out).column_names == ["id", "probability"] and pcsv.read_csv(out).num_rows == 0

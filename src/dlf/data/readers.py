@@ -202,6 +202,8 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
             head = codecs.getincrementaldecoder(encoding)().decode(first, final=False)
             if first.startswith(BOM):  # '\ufeff' in UTF-8, 'ï»¿' in ISO-8859-1
                 head = head.removeprefix(BOM.decode(encoding, errors="ignore"))
+            # the whole file is a header line without its newline: no rows (Arrow "could not skip initial 1 rows")
+            header_only = len(first) < 1 << 20 and not re.search(r"[\r\n]", head)
             head = re.split(r"\r\n|\r|\n", head, maxsplit=1)[0]
         except UnicodeError:
             raise DataError(f"{name}:1: header is not valid {encoding}") from None
@@ -217,6 +219,8 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     if used_twice:
         raise DataError(f"{name}{':1' if header else ''}: column name(s) {used_twice} appear more than once in "
                         f"{names}; which one is meant?")
+    if header and header_only:
+        return
     # columns not read may share a name (Excel's trailing ',,' header cells): Arrow needs unique ones
     names = [f"{c}\0{i}" if c in twice else c for i, c in enumerate(names)]
     use = list(use) if use else names
