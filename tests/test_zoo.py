@@ -197,13 +197,12 @@ def test_dcnv2_cross_formula_structures_and_mixture(small_feature_map):
 
     mix = LowRankMixtureCrossLayer(6, rank=3, experts=2)
     nn.init.normal_(mix.bias)
-    gates = mix.gate_weights(x)
-    assert torch.allclose(gates.sum(-1), torch.ones(4))
+    gates = torch.softmax(torch.randn(4, 2), dim=-1)
     expected = x.clone()
-    for i in range(2):  # sum_i G_i(x) * x0 * (U_i tanh(C_i tanh(V_i^T x)) + b) + x
+    for i in range(2):  # sum_i g_i * x0 * (U_i tanh(C_i tanh(V_i^T x)) + b) + x
         z = torch.tanh(torch.tanh(x @ mix.v[i]) @ mix.c[i])
         expected = expected + gates[:, i:i + 1] * x0 * (z @ mix.u[i] + mix.bias)
-    assert torch.allclose(mix(x0, x), expected, atol=1e-5)
+    assert torch.allclose(mix(x0, x, gates), expected, atol=1e-5)
 
     batch = random_batch(small_feature_map, n=6)
     parallel = tiny_model("dcnv2", small_feature_map)
@@ -225,14 +224,24 @@ def test_dcnv2_cross_formula_structures_and_mixture(small_feature_map):
         assert torch.allclose(parallel(batch), parallel.head(torch.cat([x_l, parallel.dnn(x0)], 1)).squeeze(-1))
 
 
-def test_dcnv2_mixture_gate_has_no_bias_as_fuxictr():
-    # FuxiCTR's CrossNetMix scores each expert with Linear(D, 1, bias=False): V, C, U per expert, one bias b per
-    # layer, and nothing else; zero gate weights then mix the experts uniformly whatever the input.
-    dim, rank, experts = 6, 3, 2
-    mix = LowRankMixtureCrossLayer(dim, rank=rank, experts=experts)
-    assert sum(p.numel() for p in mix.parameters()) == experts * (2 * dim * rank + rank * rank + dim) + dim
-    nn.init.zeros_(mix.gate.weight)
-    assert torch.equal(mix.gate_weights(torch.randn(4, dim)), torch.full((4, experts), 0.5))
+def test_dcnv2_mixture_gate_is_one_bias_free_matrix_shared_by_every_layer(small_feature_map):
+    # As FuxiCTR's CrossNetMix (and the paper's G_i, which has no layer index): per layer V, C, U per expert and one
+    # bias b; one gate W_G (K x D, no bias) for all layers, scoring each layer's own input x_l.
+    model = tiny_model("dcnv2", small_feature_map, low_rank_mixture=True)  # 2 layers, D = 20, r = 3, K = 2
+    layers, dim, rank, experts = 2, 5 * 4, 3, 2
+    cross = sum(p.numel() for p in model.cross.parameters()) + sum(p.numel() for p in model.gate.parameters())
+    assert cross == layers * (experts * (2 * dim * rank + rank * rank) + dim) + experts * dim
+    assert model.gate.bias is None
+    for layer in model.cross:
+        nn.init.normal_(layer.bias)
+    x0 = torch.randn(4, dim)
+    with torch.no_grad():
+        expected = x0
+        for layer in model.cross:
+            gates = torch.softmax(expected @ model.gate.weight.t(), dim=-1)  # the same W_G at every layer
+            expected = layer(x0, expected, gates)
+        assert torch.allclose(model.cross_output(x0), expected, atol=1e-6)
+        assert torch.allclose(model.gate_weights(x0).sum(-1), torch.ones(4))
 
 
 def test_autoint_attention_weights_are_distributions_over_fields(small_feature_map):

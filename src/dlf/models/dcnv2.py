@@ -3,8 +3,9 @@ network combined with a DNN, stacked or in parallel, optionally with a low-rank 
 
   x_0     = flat(E1)                                             B x D, D = F d
   cross:  x_{l+1} = x_0 * (W_l x_l + b_l) + x_l                   W_l: D x D  (* elementwise)
-  mix:    x_{l+1} = sum_i G_i(x_l) E_i(x_l) + x_l                 i = 1..K experts, G = softmax(Linear(x_l))
-          E_i(x)  = x_0 * (U_i tanh(C_i tanh(V_i^T x)) + b_l)     V_i, U_i^T: D x r, C_i: r x r
+  mix:    x_{l+1} = sum_i G_i(x_l) E_i(x_l) + x_l                 i = 1..K experts, G = softmax(W_G x_l)
+          E_i(x)  = x_0 * (U_i tanh(C_i tanh(V_i^T x)) + b_l)     V_i, U_i^T: D x r, C_i: r x r (per layer)
+          W_G: K x D, no bias, one for all layers (the paper's G_i has no layer index; FuxiCTR's CrossNetMix)
   parallel:       logit = w^T [x_L ; MLP(x_0)] + b
   stacked:        logit = MLP(x_L) -> 1
   crossnet_only:  logit = w^T x_L + b
@@ -69,7 +70,8 @@ def _xavier_factor(experts: int, fan_in: int, fan_out: int) -> nn.Parameter:
 
 
 class LowRankMixtureCrossLayer(nn.Module):
-    """x_{l+1} = sum_i softmax(G x_l)_i * x_0 * (U_i tanh(C_i tanh(V_i^T x_l)) + b) + x_l, all K experts at once."""
+    """x_{l+1} = sum_i g_i * x_0 * (U_i tanh(C_i tanh(V_i^T x_l)) + b) + x_l, all K experts at once; the gate
+    weights g = softmax(W_G x_l) come from the caller, whose W_G every layer shares."""
 
     def __init__(self, dim: int, rank: int, experts: int):
         super().__init__()
@@ -77,16 +79,13 @@ class LowRankMixtureCrossLayer(nn.Module):
         self.c = _xavier_factor(experts, rank, rank)  # K x r x r
         self.u = _xavier_factor(experts, rank, dim)  # K x r x D
         self.bias = nn.Parameter(torch.zeros(dim))
-        self.gate = nn.Linear(dim, experts, bias=False)  # G: one score per expert, no bias (FuxiCTR, the paper's code)
 
-    def gate_weights(self, x: torch.Tensor) -> torch.Tensor:  # B x D -> B x K, rows sum to 1
-        return torch.softmax(self.gate(x), dim=-1)
-
-    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # B x D, B x D -> B x D
+    def forward(self, x0: torch.Tensor, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        # B x D, B x D, B x K -> B x D
         z = torch.tanh(torch.einsum("bd,kdr->bkr", x, self.v))  # B x K x r
         z = torch.tanh(torch.einsum("bkr,krs->bks", z, self.c))  # B x K x r
         experts = x0.unsqueeze(1) * (torch.einsum("bkr,krd->bkd", z, self.u) + self.bias)  # B x K x D
-        return (self.gate_weights(x).unsqueeze(-1) * experts).sum(dim=1) + x
+        return (gates.unsqueeze(-1) * experts).sum(dim=1) + x
 
 
 @register("dcnv2", DCNv2Config, "DCNv2: cross network + DNN, parallel/stacked, low-rank mixture")
@@ -100,6 +99,7 @@ class DCNv2(nn.Module):
         if cfg.low_rank_mixture:
             self.cross = nn.ModuleList(LowRankMixtureCrossLayer(dim, cfg.low_rank, cfg.experts)
                                        for _ in range(cfg.cross_layers))
+            self.gate = nn.Linear(dim, cfg.experts, bias=False)  # W_G, shared by every layer
         else:
             self.cross = nn.ModuleList(CrossLayerV2(dim) for _ in range(cfg.cross_layers))
         if cfg.structure == "parallel":
@@ -112,10 +112,13 @@ class DCNv2(nn.Module):
             self.head = nn.Linear(dim, 1)
         init_linear_xavier(self)
 
+    def gate_weights(self, x: torch.Tensor) -> torch.Tensor:  # B x D -> B x K, rows sum to 1
+        return torch.softmax(self.gate(x), dim=-1)
+
     def cross_output(self, x0: torch.Tensor) -> torch.Tensor:  # B x D -> x_L, B x D
         x = x0
         for layer in self.cross:
-            x = layer(x0, x)
+            x = layer(x0, x, self.gate_weights(x)) if self.cfg.low_rank_mixture else layer(x0, x)
         return x
 
     def forward(self, batch: Batch) -> torch.Tensor:
