@@ -254,8 +254,9 @@ def schema_from_fuxictr(cfg: dict, where: str, dataset_id: str | None = None) ->
             if processor else 0
         min_count = max(count(col.get("min_categr_count", default_min), f"{key}: min_categr_count"), 1)
         fill = _fuxictr_fill(col, ftype)
-        if ftype == "sequence" and col.get("fill_na") not in (None, ""):  # FuxiCTR pads the items equal to it
-            raise DataError(f"{where}: {key}: fill_na {col['fill_na']!r} on a sequence is not supported (a missing "
+        na_key = _na_key(col)
+        if ftype == "sequence" and col.get(na_key) not in (None, ""):  # FuxiCTR pads the items equal to it
+            raise DataError(f"{where}: {key}: {na_key} {col[na_key]!r} on a sequence is not supported (a missing "
                             "list is missing here)")
         for n in names:
             if ftype == "numeric":
@@ -284,14 +285,21 @@ def schema_from_fuxictr(cfg: dict, where: str, dataset_id: str | None = None) ->
                   format=fmt if fmt in ("csv", "parquet") else "auto", header=True).validate(where)
 
 
+def _na_key(col: dict) -> str:
+    """FuxiCTR 1.x (the BARS x4 configs, e.g. Criteo_x4's `na_value: 0`) names the fill value `na_value`, 2.x
+    `fill_na`."""
+    return "fill_na" if "fill_na" in col else "na_value"
+
+
 def _fuxictr_fill(col: dict, ftype: str) -> str | None:
     """The text a missing value of a feature_cols entry reads as: FuxiCTR fills missing values before anything
-    else with `fill_na`, by default 0 for dtype int/float (Criteo_x4's I1-I13: missing is bucket 0) and '' for
-    str, which stays missing here (None)."""
+    else with `fill_na` (1.x: `na_value`), by default 0 for dtype int/float (Criteo_x4's I1-I13: missing is
+    bucket 0) and '' for str, which stays missing here (None)."""
     dtype = str(col.get("dtype", "float" if ftype == "numeric" else "str"))
-    if "fill_na" not in col and dtype not in ("int", "float"):
+    key = _na_key(col)
+    if key not in col and dtype not in ("int", "float"):
         return None
-    value = col.get("fill_na", 0)
+    value = col.get(key, 0)
     return None if value in ("", None) else fill_text(value)
 
 
