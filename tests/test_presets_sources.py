@@ -42,3 +42,21 @@ def test_fuxictr_1x_na_value_on_a_sequence_is_refused(tmp_path):
                    "    label_col: {name: label, dtype: float}\n")
     with pytest.raises(DataError, match="na_value 'x' on a sequence is not supported"):
         preprocess("fuxictr", [d], tmp_path / "o", schema=cfg)
+
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+
+
+def test_avazu_time_split_orders_by_date_and_hour(tmp_path):
+    """A time split on Avazu's `hour` ordered the rows by the derived hour of day (0-23): train held the early
+    hours of every day, valid/test the late ones. `hour` is refused; `time` (the raw YYMMDDHH) orders by day."""
+    with pytest.raises(DataError, match="time_column=time"):
+        preprocess("avazu", [FIX / "avazu_tiny.csv"], tmp_path / "h", options={"split": "time", "time_column": "hour"})
+    preprocess("avazu", [FIX / "avazu_tiny.csv"], tmp_path / "o",
+               options={"split": "time", "time_column": "time", "ratios": "0.35,0.45,0.2", "min_count": 1})
+    fm, tr, va, te = load_processed(tmp_path / "o")
+    # the fixture's 2014-10-21 rows (7, Tuesday) train, the 25th's (9) valid, the 26th's (4) test
+    assert (len(tr), len(va), len(te)) == (7, 9, 4) and set(vocabulary(tmp_path / "o", "weekday")) == {"1"}
+    hours = {i: v for v, i in vocabulary(tmp_path / "o", "hour").items()}
+    got = np.asarray(tr.categorical)[:, [f.name for f in fm.fields].index("hour")]
+    assert sorted(int(hours[i]) for i in got) == [0, 7, 8, 10, 11, 13, 19]

@@ -175,8 +175,11 @@ def avazu_schema(min_count: int = 2) -> Schema:
                   format="csv", header=True).validate("avazu preset")
 
 
+AVAZU_TIME = "time"  # the raw YYMMDDHH, kept for a time split: `hour` becomes the hour of day
+
+
 def _avazu_derive(chunk: Chunk) -> tuple[Chunk, list[Problem]]:
-    """hour YYMMDDHH -> hour (of day), weekday (0 = Monday), weekend (0/1)."""
+    """hour YYMMDDHH -> hour (of day), weekday (0 = Monday), weekend (0/1); the YYMMDDHH as `time`."""
     raw = chunk.columns["hour"]
     ts = pc.strptime(raw, format="%y%m%d%H", unit="s", error_is_null=True)
     bad_mask = pc.is_null(ts).to_numpy(zero_copy_only=False) | (pc.utf8_length(raw).to_numpy(zero_copy_only=False) != 8)
@@ -187,12 +190,17 @@ def _avazu_derive(chunk: Chunk) -> tuple[Chunk, list[Problem]]:
     weekday = pc.day_of_week(ts)
     weekend = pc.cast(pc.greater_equal(weekday, 5), pa.int8())
     cols = dict(chunk.columns)
-    cols.update(hour=hour, weekday=pc.cast(weekday, pa.string()), weekend=pc.cast(weekend, pa.string()))
+    cols.update({"hour": hour, "weekday": pc.cast(weekday, pa.string()), "weekend": pc.cast(weekend, pa.string()),
+                 AVAZU_TIME: raw})
     return Chunk(chunk.file, chunk.lines, cols, chunk.unit, chunk.header_lines).take(~bad_mask), problems
 
 
 def _avazu(inputs, schema, options):
     schema = schema or avazu_schema(int(options.get("min_count", 2)))
+    if (options.get("split", schema.split.method) == "time"
+            and options.get("time_column", schema.split.time_column) == "hour"):  # (the split ordered by hour of day)
+        raise DataError(f"avazu: a time split cannot order rows by `hour`, which becomes the hour of day (0-23); "
+                        f"order them by the date and hour YYMMDDHH: time_column={AVAZU_TIME}")
     use = [c for c in AVAZU_COLUMNS if c != "id"]
     return schema, table_sources(inputs, schema, derive=_avazu_derive, use=use)
 
