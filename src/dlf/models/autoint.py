@@ -11,7 +11,7 @@ Then:
 The paper scores with a plain inner product (no 1/sqrt(d_h)), as FuxiCTR's `use_scale: False`; both offered.
 Defaults: embedding_dim 16, 3 interacting layers, 2 heads, d' = 32 (the paper's setting); DNN 400-400 with ReLU,
 no BatchNorm, dropout 0 (FuxiCTR `AutoInt_base`). Init: embeddings N(0, 1e-4); Linear Xavier normal, zero bias.
-Deliberate: every layer has its W_Res (the paper, the authors' code); FuxiCTR adds x unprojected when d_in = d'.
+Deliberate: every layer has its W_Res (the paper's equation); FuxiCTR adds x unprojected when d_in = d'.
 """
 from __future__ import annotations
 
