@@ -146,9 +146,11 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
     out = Path(out) if out is not None else None
     checkpoint = None
     if out is not None and resume is not None:
-        checkpoint = load_latest(out / CHECKPOINT_DIR, warn=lambda m: console.print(f"[yellow]warning:[/yellow] {escape(m)}"))
+        checkpoint = load_latest(out / CHECKPOINT_DIR,
+                                 warn=lambda m: console.print(f"[yellow]warning:[/yellow] {escape(m)}"))
         if checkpoint is None:
-            console.print(f"no checkpoint in {out / CHECKPOINT_DIR} yet: starting the run from the beginning", markup=False)
+            console.print(f"no checkpoint in {out / CHECKPOINT_DIR} yet: starting the run from the beginning",
+                          markup=False)
         else:
             changed = _changes(_comparable(checkpoint.config), _comparable(cfg.to_dict()))
             if changed:  # named: 'the config differs' alone left the user to diff the YAMLs
@@ -206,6 +208,7 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
         try:  # last, and not fatal: a picture failing (matplotlib, fonts) lost the weights and metrics written after it
             plot_learning_curves(result["history"], out / "learning_curves.png", note=console.print)
         except Exception as exc:  # noqa: BLE001
-            console.print(f"[yellow]warning:[/yellow] learning_curves.png not written ({type(exc).__name__}: {escape(str(exc))})",
+            console.print(f"[yellow]warning:[/yellow] learning_curves.png not written "
+                          f"({type(exc).__name__}: {escape(str(exc))})",
                           highlight=False)
     return metrics

@@ -15,8 +15,9 @@ A bench is described by a spec (YAML or flags):
 
 Override precedence (lowest first): base config, bench defaults (no progress bar, no TensorBoard, one
 checkpoint), `set`, the dataset's `set`, the variant's `set`, the search's chosen values, `--set` flags,
-the seed, model and dataset of the run (DECIDED_BY_BENCH: refused in any `set`). Common (base config, `set`, a dataset's `set`, `--set`, search grid) `model.KEY` values apply only to models whose config has KEY
-(so `model.embedding_dim: 16` can be given once for a zoo that includes LR); the skipped keys are
+the seed, model and dataset of the run (DECIDED_BY_BENCH: refused in any `set`). Common (base config,
+`set`, a dataset's `set`, `--set`, search grid) `model.KEY` values apply only to models whose config has
+KEY (so `model.embedding_dim: 16` can be given once for a zoo that includes LR); the skipped keys are
 listed in the report; a KEY no registered model has stops the bench. A variant's own `set` is strict:
 a wrong key fails that variant's runs.
 
