@@ -108,3 +108,12 @@ def test_an_output_folder_with_someone_elses_json_is_not_replaced(tmp_path):
     with pytest.raises(DataError, match="is not a dlf processed dataset"):
         preprocess("criteo", [FIX / "criteo_tiny.txt"], tmp_path / "o", options={"min_count": 1})
     assert (tmp_path / "o" / "feature_map.json").read_text() == "[1, 2]"
+
+
+def test_block_shuffle_takes_a_negative_seed():
+    """train.seed may be negative (the config allows -2**32 < seed < 2**32), and numpy's seed sequence refuses
+    negative integers: `dlf train --data DIR --set train.seed=-1` was a ValueError traceback on the first batch."""
+    m, _ = make(n=300, block=64)
+    ids = lambda seed: torch.cat([b.group for b in m.batches(50, shuffle=True, seed=seed, epoch=1)])  # noqa: E731
+    assert sorted(ids(-1).tolist()) == list(range(300)) and torch.equal(ids(-1), ids(-1))
+    assert not torch.equal(ids(-1), ids(1)) and not torch.equal(ids(-1), ids(-2))

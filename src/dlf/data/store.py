@@ -87,7 +87,8 @@ class MappedDataset:
             for start in range(0, stop, batch_size):
                 yield self._batch(self._read(start, min(start + batch_size, stop)))
             return
-        rng = np.random.default_rng([seed, epoch, 0x5EED])
+        # seed % 2**64: numpy refuses negative seeds (train.seed may be one); the same order for seeds >= 0
+        rng = np.random.default_rng([seed % 2**64, epoch, 0x5EED])
         block = self.block_rows
         order = rng.permutation(-(-n // block)) if n else np.empty(0, dtype=np.int64)
         pending: list[dict] = []
