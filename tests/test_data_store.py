@@ -1,5 +1,6 @@
 """The memory-mapped loader: same interface and rows as ArrayDataset, seeded block shuffle, shards."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,57 @@ def test_block_shuffle_takes_a_negative_seed():
     ids = lambda seed: torch.cat([b.group for b in m.batches(50, shuffle=True, seed=seed, epoch=1)])  # noqa: E731
     assert sorted(ids(-1).tolist()) == list(range(300)) and torch.equal(ids(-1), ids(-1))
     assert not torch.equal(ids(-1), ids(1)) and not torch.equal(ids(-1), ids(-2))
+
+
+@pytest.fixture(scope="module")
+def movielens(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ml") / "o"
+    preprocess("movielens-1m", [FIX / "movielens_tiny"], out)  # categorical, multi (genres) and group columns
+    return out
+
+
+def _edit_npy(column, change):
+    def edit(folder):
+        path = folder / "train" / f"{column}.npy"
+        np.save(path, change(np.load(path)))
+    return edit
+
+
+def _truncate(column, keep):
+    def edit(folder):
+        path = folder / "train" / f"{column}.npy"
+        path.write_bytes(path.read_bytes()[:keep])
+    return edit
+
+
+NPY_EDITS = {  # each was loaded and trained on silently (ids cast from floats, a N x 1 label), or a traceback
+    "categorical float32": (_edit_npy("categorical", lambda a: a.astype(np.float32) + 0.5),
+                            r"categorical\.npy: float32 array of shape \(\d+, 7\), expected int32 with 2 dimension"),
+    "categorical int64": (_edit_npy("categorical", lambda a: a.astype(np.int64)), r"int64 .*, expected int32"),
+    "categorical 1-D": (_edit_npy("categorical", lambda a: a[:, 0].copy()),  # was IndexError: tuple index
+                        r"categorical\.npy: int32 array of shape \(\d+,\), expected int32 with 2 dimension"),
+    "label N x 1": (_edit_npy("label", lambda a: a[:, None].copy()), r"label\.npy: .*expected float32 with 1 dim"),
+    "label float64": (_edit_npy("label", lambda a: a.astype(np.float64)), r"label\.npy: float64 .*expected float32"),
+    "numeric int32": (_edit_npy("numeric", lambda a: a.astype(np.int32)), r"numeric\.npy: int32 .*expected float32"),
+    "group float64": (_edit_npy("group", lambda a: a.astype(np.float64)), r"group\.npy: float64 .*expected int64"),
+    "multi 2-D": (_edit_npy("multi", lambda a: a[:, :, 0].copy()), r"multi\.npy: .*expected int32 with 3 dim"),
+    "multi longer lists": (_edit_npy("multi", lambda a: np.concatenate([a, a], axis=2)),
+                           r"multi\.npy: shape \(\d+, 1, 6\), feature_map.json expects \(rows, 1, 3\)"),
+    "categorical one column short": (_edit_npy("categorical", lambda a: a[:, :-1].copy()),
+                                     r"categorical\.npy: shape \(\d+, 6\), feature_map.json expects \(rows, 7\)"),
+    "group missing": (lambda folder: (folder / "train" / "group.npy").unlink(),
+                      r"train: no group\.npy, feature_map.json has the group column 'user_id'"),
+    "empty file": (_truncate("label", 0), r"label\.npy: cannot read"),  # was EOFError: No data left in file
+    "truncated data": (_truncate("label", -4), r"label\.npy: cannot read"),
+}
+
+
+@pytest.mark.parametrize("edit", NPY_EDITS, ids=str)
+def test_a_damaged_or_hand_edited_npy_is_one_line_naming_the_file(movielens, tmp_path, edit):
+    change, message = NPY_EDITS[edit]
+    out = tmp_path / "o"
+    shutil.copytree(movielens, out)
+    change(out)
+    with pytest.raises(DataError, match=message) as info:
+        load_processed(out)
+    assert "\n" not in str(info.value) and str(info.value).endswith("re-run dlf preprocess")

@@ -29,7 +29,9 @@ from dlf.data.schema import DataError
 
 STORE_VERSION = 1
 SPLITS = ("train", "valid", "test")
-COLUMNS = ("categorical", "numeric", "multi", "label", "group")
+# each column's dtype and number of dimensions (rows first)
+LAYOUT = {"categorical": (np.int32, 2), "numeric": (np.float32, 2), "multi": (np.int32, 3), "label": (np.float32, 1),
+          "group": (np.int64, 1)}
 DEFAULT_BLOCK_ROWS = 1 << 16
 
 
@@ -135,12 +137,13 @@ class SplitWriter:
     def __init__(self, folder: Path, rows: int, n_cat: int, n_num: int, n_multi: int, max_len: int,
                  with_group: bool) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        shapes = {"categorical": ((rows, n_cat), np.int32), "numeric": ((rows, n_num), np.float32),
-                  "multi": ((rows, n_multi, max_len), np.int32), "label": ((rows,), np.float32)}
+        shapes = {"categorical": (rows, n_cat), "numeric": (rows, n_num), "multi": (rows, n_multi, max_len),
+                  "label": (rows,)}
         if with_group:
-            shapes["group"] = ((rows,), np.int64)
+            shapes["group"] = (rows,)
         self.files, self.dtypes = {}, {}
-        for name, (shape, dtype) in shapes.items():
+        for name, shape in shapes.items():
+            dtype = LAYOUT[name][0]
             fh = open(folder / f"{name}.npy", "wb")  # closed in close()
             np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
                                                       "fortran_order": False, "shape": shape})
@@ -182,7 +185,7 @@ def load_split(folder: str | Path, split: str, feature_map: FeatureMap | None = 
                mmap: bool = True) -> MappedDataset:
     folder = Path(folder) / split
     arrays = {}
-    for name in COLUMNS:
+    for name, (dtype, ndim) in LAYOUT.items():
         path = folder / f"{name}.npy"
         if not path.exists():
             if name == "group":
@@ -191,8 +194,12 @@ def load_split(folder: str | Path, split: str, feature_map: FeatureMap | None = 
             raise DataError(f"{folder}: missing {name}.npy; the processed dataset is incomplete (re-run dlf preprocess)")
         try:
             arrays[name] = np.load(path, mmap_mode="r" if mmap else None)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, EOFError) as exc:  # EOFError: an empty file
             raise DataError(f"{path}: cannot read ({exc}); re-run dlf preprocess") from None
+        # another dtype was cast per batch (float ids truncated), another shape a traceback or wrong batches
+        if arrays[name].dtype != dtype or arrays[name].ndim != ndim:
+            raise DataError(f"{path}: {arrays[name].dtype} array of shape {arrays[name].shape}, expected "
+                            f"{np.dtype(dtype)} with {ndim} dimension(s); re-run dlf preprocess")
     try:
         return MappedDataset(**arrays)
     except ValueError as exc:
@@ -218,12 +225,21 @@ def load_processed(folder: str | Path, mmap: bool = True
                         "re-run dlf preprocess")
     splits = [load_split(folder, s, fm, mmap) for s in SPLITS]
     n_cat, n_num, n_multi = (len(fm.of_kind(k)) for k in ("categorical", "numeric", "multi"))
+    max_len = max((f.max_len for f in fm.of_kind("multi")), default=1)  # as preprocess pads
+    widths = {"categorical": (n_cat,), "numeric": (n_num,), "multi": (n_multi, max_len)}
     for name, ds in zip(SPLITS, splits):
         want = fm.meta.get("splits", {}).get(name, {}).get("rows")
         if want is not None and len(ds) != want:
             raise DataError(f"{folder / name}: has {len(ds)} rows, feature map says {want}; re-run dlf preprocess")
-        if ds.categorical.shape[1] != n_cat or ds.numeric.shape[1] != n_num or ds.multi.shape[1] != n_multi:
-            raise DataError(f"{folder / name}: column counts do not match feature_map.json; re-run dlf preprocess")
+        for column, width in widths.items():
+            shape = getattr(ds, column).shape
+            if shape[1:] != width:
+                raise DataError(f"{folder / name / column}.npy: shape {shape}, feature_map.json expects "
+                                f"(rows, {', '.join(map(str, width))}); re-run dlf preprocess")
+        if (fm.group is None) != (ds.group is None):  # gAUC silently left out, or computed on a stale column
+            found = (f"no group.npy, feature_map.json has the group column {fm.group!r}" if ds.group is None
+                     else "group.npy, feature_map.json has no group column")
+            raise DataError(f"{folder / name}: {found}; re-run dlf preprocess")
         _check_ids(folder / name, "categorical", ds.categorical, fm.of_kind("categorical"))
         _check_ids(folder / name, "multi", ds.multi, fm.of_kind("multi"))
     return fm, splits[0], splits[1], splits[2]
