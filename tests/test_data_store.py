@@ -172,3 +172,21 @@ def test_a_damaged_or_hand_edited_npy_is_one_line_naming_the_file(movielens, tmp
     with pytest.raises(DataError, match=message) as info:
         load_processed(out)
     assert "\n" not in str(info.value) and str(info.value).endswith("re-run dlf preprocess")
+
+
+FEATURE_MAP_EDITS = {  # AttributeError / numpy UFuncTypeError tracebacks before
+    "a list": (lambda doc: [doc], r"feature_map\.json: unreadable feature map: expected a JSON object, got list"),
+    "meta a list": (lambda doc: {**doc, "meta": []}, r"feature_map\.json: malformed feature map: 'meta' and its"),
+    "vocab_size a string": (lambda doc: {**doc, "fields": [{**doc["fields"][0], "vocab_size": "100"}] + doc["fields"][1:]},
+                            r"feature_map\.json: malformed feature map: field 'user_id': expected a name, a kind"),
+}
+
+
+@pytest.mark.parametrize("edit", FEATURE_MAP_EDITS, ids=str)
+def test_a_malformed_feature_map_is_one_line(movielens, tmp_path, edit):
+    change, message = FEATURE_MAP_EDITS[edit]
+    out = tmp_path / "o"
+    shutil.copytree(movielens, out)
+    (out / "feature_map.json").write_text(json.dumps(change(json.loads((out / "feature_map.json").read_text()))))
+    with pytest.raises(DataError, match=message):
+        load_processed(out)

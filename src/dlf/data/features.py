@@ -53,12 +53,30 @@ class FeatureMap:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureMap":
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object, got {type(d).__name__}")
         version = d.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"feature map format version {version!r} is not supported (expected {FORMAT_VERSION})")
         fields = [FieldSpec(**f) for f in d["fields"]]
         return cls(fields=fields, label=d.get("label", "label"), group=d.get("group"),
                    meta=d.get("meta", {}), format_version=version)
+
+    def check(self) -> None:
+        """ValueError naming what is off in the types the loaders, the encoder and the models rely on: a hand-edited
+        feature map was a traceback deep inside them (or a TypeError at a server's first request)."""
+        stats = self.meta.get("fields", {}) if isinstance(self.meta, dict) else None
+        if not isinstance(stats, dict) or not all(isinstance(v, dict) for v in stats.values()):
+            raise ValueError("malformed feature map: 'meta' and its 'fields' must be objects of objects")
+        if not self.fields:
+            raise ValueError("malformed feature map: no fields")
+        for f in self.fields:
+            sizes = (f.vocab_size, f.max_len)
+            if (not isinstance(f.name, str) or f.kind not in ("categorical", "numeric", "multi")
+                    or not all(type(v) is int and v >= 0 for v in sizes) or f.kind == "multi" and f.max_len < 1):
+                raise ValueError(f"malformed feature map: field {f.name!r}: expected a name, a kind (categorical, "
+                                 f"numeric or multi) and integer vocab_size/max_len >= 0 (max_len >= 1 for multi), "
+                                 f"got kind {f.kind!r}, vocab_size {f.vocab_size!r}, max_len {f.max_len!r}")
 
     def save(self, path) -> None:
         atomic_write_json(path, self.to_dict())

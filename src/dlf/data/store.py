@@ -219,6 +219,10 @@ def load_processed(folder: str | Path, mmap: bool = True
         fm = FeatureMap.load(fm_path)
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{fm_path}: unreadable feature map: {exc}") from None
+    try:
+        fm.check()
+    except ValueError as exc:
+        raise DataError(f"{fm_path}: {exc}; re-run dlf preprocess") from None
     version = fm.meta.get("store_version")
     if version != STORE_VERSION:
         raise DataError(f"{fm_path}: store version {version!r} is not supported (expected {STORE_VERSION}); "

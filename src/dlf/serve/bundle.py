@@ -318,18 +318,10 @@ def _model_with(cfg, fm: FeatureMap, weights: dict, where: str):
 def _check_feature_map(fm: FeatureMap, path: Path) -> None:
     """The types the encoder and the model rely on; a hand-edited feature map (checksums recomputed) was an
     AttributeError/KeyError traceback when loading, or a TypeError (a 500) at the first request."""
-    stats = fm.meta.get("fields", {}) if isinstance(fm.meta, dict) else None
-    if not isinstance(stats, dict) or not all(isinstance(v, dict) for v in stats.values()):
-        raise BundleError(f"{path}: malformed feature map: 'meta' and its 'fields' must be objects of objects")
-    if not fm.fields:
-        raise BundleError(f"{path}: malformed feature map: no fields")
-    for f in fm.fields:
-        sizes = (f.vocab_size, f.max_len)
-        if (not isinstance(f.name, str) or f.kind not in ("categorical", "numeric", "multi")
-                or not all(type(v) is int and v >= 0 for v in sizes) or f.kind == "multi" and f.max_len < 1):
-            raise BundleError(f"{path}: malformed feature map: field {f.name!r}: expected a name, a kind (categorical, "
-                              f"numeric or multi) and integer vocab_size/max_len >= 0 (max_len >= 1 for multi), got "
-                              f"kind {f.kind!r}, vocab_size {f.vocab_size!r}, max_len {f.max_len!r}")
+    try:
+        fm.check()
+    except ValueError as exc:
+        raise BundleError(f"{path}: {exc}") from None
 
 
 def _json_numbers(metrics: dict) -> dict:
