@@ -158,6 +158,8 @@ NPY_EDITS = {  # each was loaded and trained on silently (ids cast from floats, 
                                      r"categorical\.npy: shape \(\d+, 6\), feature_map.json expects \(rows, 7\)"),
     "group missing": (lambda folder: (folder / "train" / "group.npy").unlink(),
                       r"train: no group\.npy, feature_map.json has the group column 'user_id'"),
+    "label -1/1": (_edit_npy("label", lambda a: a * 2 - 1),  # trained on as BCE targets -1 and 1, silently
+                   r"train/label\.npy: labels must be 0 or 1, row \d+ holds -1"),
     "empty file": (_truncate("label", 0), r"label\.npy: cannot read"),  # was EOFError: No data left in file
     "truncated data": (_truncate("label", -4), r"label\.npy: cannot read"),
 }

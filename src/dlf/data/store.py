@@ -246,6 +246,11 @@ def load_processed(folder: str | Path, mmap: bool = True
             raise DataError(f"{folder / name}: {found}; re-run dlf preprocess")
         _check_ids(folder / name, "categorical", ds.categorical, fm.of_kind("categorical"))
         _check_ids(folder / name, "multi", ds.multi, fm.of_kind("multi"))
+        off = (ds.label != 0) & (ds.label != 1)  # another label coding (-1/1) or NaN: silently wrong BCE targets
+        if off.any():
+            row = int(off.argmax())
+            raise DataError(f"{folder / name}/label.npy: labels must be 0 or 1, row {row} holds {ds.label[row]:g}; "
+                            "re-run dlf preprocess")
     return fm, splits[0], splits[1], splits[2]
 
 
