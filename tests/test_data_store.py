@@ -192,3 +192,13 @@ def test_a_malformed_feature_map_is_one_line(movielens, tmp_path, edit):
     (out / "feature_map.json").write_text(json.dumps(change(json.loads((out / "feature_map.json").read_text()))))
     with pytest.raises(DataError, match=message):
         load_processed(out)
+
+
+@pytest.mark.parametrize("kind", ["mapped", "array"])
+def test_a_batch_size_below_one_is_one_line_for_both_loaders(kind):
+    """ArrayDataset (the synthetic data's loader) said 'range() arg 3 must not be zero' (or yielded nothing for a
+    negative size); MappedDataset already refused it: the same interface, the same error."""
+    ds = make(n=10)[0 if kind == "mapped" else 1]
+    for size in (0, -1):
+        with pytest.raises(ValueError, match=f"batch_size must be >= 1, got {size}"):
+            next(ds.batches(size))

@@ -46,6 +46,8 @@ class ArrayDataset:
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
                 drop_last: bool = False) -> Iterator[Batch]:
         n = len(self)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         order = None
         if shuffle:
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
