@@ -188,3 +188,23 @@ def test_process_and_device_checks_come_before_the_data_is_loaded(monkeypatch, t
     with pytest.raises(TrainingError, match=message):
         api._train(cfg, tmp_path / "run", None, None, DistContext(rank=0, world=2))
     assert not (tmp_path / "run").exists()
+
+
+def test_row_sharded_ranks_shuffle_their_shards_independently():
+    # ddp_sharding=rows: each rank reads rows rank, rank + world, ...; with one shuffle seed for all ranks, rank 1's
+    # k-th row was always rank 0's + 1, so every global batch held pairs of neighbouring rows of the file
+    import numpy as np
+    from dlf.data.dataset import ArrayDataset
+    from dlf.train.distributed import DistContext
+    from dlf.train.trainer import epoch_batches
+
+    n = 64
+    data = ArrayDataset(np.zeros((n, 1), np.int64), np.arange(n, dtype=np.float32)[:, None],
+                        np.zeros((n, 0, 1), np.int64), np.zeros(n, np.float32))
+    rows = [[b.numeric[:, 0].long() for b in epoch_batches(data.shard(r, 2), 16, DistContext(rank=r, world=2),
+                                                            "rows", seed=3, epoch=0)] for r in (0, 1)]
+    assert sorted(torch.cat(rows[0] + rows[1]).tolist()) == list(range(n))  # every row once per epoch
+    assert not all(torch.equal(b1, b0 + 1) for b0, b1 in zip(*rows))
+    again = [b.numeric[:, 0].long() for b in epoch_batches(data.shard(1, 2), 16, DistContext(rank=1, world=2),
+                                                           "rows", seed=3, epoch=0)]
+    assert all(torch.equal(a, b) for a, b in zip(again, rows[1]))  # still a function of seed, epoch and rank

@@ -28,7 +28,7 @@ from dlf.data.dataset import ArrayDataset
 from dlf.models import weights_mismatch
 from dlf.models.embedding import FieldEmbedding
 from dlf.train.checkpoint import DATA_KEYS, Checkpoint, TrainState, restore_rng, save_checkpoint
-from dlf.train.distributed import DistContext
+from dlf.train.distributed import DistContext, rank_seed
 from dlf.train.logging import RunLogger
 from dlf.train.metrics import classification_metrics
 from dlf.train.rowwise import RowWiseAdagrad
@@ -256,10 +256,12 @@ def epoch_batches(train: ArrayDataset, global_batch: int, dist: DistContext, sha
 
     sharding "batch": the global batch order is the same for every world size and each rank keeps
     a strided slice of every global batch, so N processes follow the 1-process trajectory (up to
-    float summation order). "rows": `train` is already this rank's shard; it is shuffled on its own.
+    float summation order). "rows": `train` is already this rank's (strided) shard; it is shuffled on its own,
+    with a seed of its own: with one seed for all, rank r's k-th row was always row (rank 0's k-th) + r, so every
+    global batch held `world` neighbouring rows of the file together.
     """
     if sharding == "rows":
-        return train.batches(global_batch // dist.world, shuffle=True, seed=seed, epoch=epoch)
+        return train.batches(global_batch // dist.world, shuffle=True, seed=rank_seed(seed, dist.rank), epoch=epoch)
     batches = train.batches(global_batch, shuffle=True, seed=seed, epoch=epoch)
     if not dist.enabled:
         return batches
