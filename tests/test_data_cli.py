@@ -126,3 +126,14 @@ def test_text_from_the_users_file_is_printed_as_is_not_read_as_markup(tmp_path):
     proc = run("train", "--data", str(out), "--out", str(tmp_path / "run[b]"), "--set", "train.batch_size=8", *TINY)
     assert proc.returncode == 0, proc.stderr
     assert f"run directory: {tmp_path / 'run[b]'}" in proc.stdout
+
+
+def test_an_empty_split_is_reported_without_a_positive_rate(tmp_path):
+    # it printed 'valid 0 rows (0.0% positive)': a rate of nothing read as a split of negatives
+    lines = ["y,a,n"] + [f"{i % 2},a{i % 3},{i}" for i in range(40)]
+    (tmp_path / "g.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "s.yaml").write_text("label: y\ncategorical: [a]\nnumeric: [n]\n")
+    proc = run("preprocess", "--preset", "generic", "--schema", str(tmp_path / "s.yaml"), "--input",
+               str(tmp_path / "g.csv"), "--out", str(tmp_path / "o"), "--option", "ratios=1,0,0")
+    assert proc.returncode == 0, proc.stderr
+    assert "train 40 rows (50.0% positive), valid 0 rows, test 0 rows;" in proc.stdout

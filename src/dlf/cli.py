@@ -180,7 +180,7 @@ def preprocess(
     if result.skipped:
         say(f"{out}: up to date, nothing to do")
         return
-    splits = ", ".join(f"{k} {v['rows']:,} rows ({(v['label_rate'] or 0):.1%} positive)"
+    splits = ", ".join(f"{k} {v['rows']:,} rows" + (f" ({v['label_rate']:.1%} positive)" if v["rows"] else "")
                        for k, v in meta["splits"].items())
     say(f"wrote {out}: {splits}; {len(result.feature_map.fields)} fields; "
         f"{result.rows / max(result.seconds, 1e-9):,.0f} rows/s")
