@@ -1,7 +1,8 @@
 """Classification metrics computed on whole arrays (no per-row Python).
 
 `roc_auc` handles tied scores with average ranks (the Mann-Whitney form), which is
-what scikit-learn's trapezoidal ROC area equals. `log_loss` clips like scikit-learn.
+what scikit-learn's trapezoidal ROC area equals. AUCs are NaN where undefined: one class,
+or a NaN score (scikit-learn raises there). `log_loss` clips like scikit-learn.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     s = np.asarray(scores, dtype=np.float64).ravel()
     n_pos = y.sum()
     n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    # NaN scores (a diverged model) have no rank: argsort put them on top and gave them an AUC
+    if n_pos == 0 or n_neg == 0 or np.isnan(s).any():
         return float("nan")
     order = np.argsort(s, kind="mergesort")
     ranks = _average_ranks(s[order])
@@ -42,6 +44,8 @@ def group_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> flo
     y = np.asarray(labels, dtype=np.float64).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     g = np.asarray(groups).ravel()
+    if np.isnan(s).any():  # as in roc_auc: unrankable
+        return float("nan")
     order = np.lexsort((s, g))  # by group, then score
     y, s, g = y[order], s[order], g[order]
     _, g_idx = np.unique(g, return_inverse=True)
