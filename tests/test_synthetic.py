@@ -130,7 +130,7 @@ def test_bad_config_is_rejected():
     ({"min_cardinality": 50, "max_cardinality": 10}, "need 1 <= min_cardinality <= max_cardinality"),  # ran
     ({"numeric": -1}, "numeric must be >= 0"),
     ({"latent_dim": 0}, "latent_dim must be >= 1"),
-    ({"zipf": -2}, "zipf and noise must be >= 0"),
+    ({"zipf": -2}, "zipf must be >= 0"),
 ])
 def test_config_values_the_generator_cannot_use_are_refused(kw, needle):
     with pytest.raises(ValueError, match=re.escape(needle)):
