@@ -25,3 +25,11 @@ def test_noise_beyond_what_the_quadrature_resolves_is_refused(noise):
     the 'oracle' was 0.005 off the probabilities the labels were drawn from, at 30 0.04."""
     with pytest.raises(ValueError, match=r"data\.synthetic\.noise must be in \[0, 2\]"):
         SyntheticConfig(noise=noise).validate()
+
+
+@pytest.mark.parametrize("rows, splits", [(10, (0.9, 0.09, 0.01)), (10, (0.98, 0.01, 0.01)), (40, (0.98, 0.01, 0.01))])
+def test_a_split_left_without_rows_is_refused(rows, splits):
+    """rows=10 with splits 0.9/0.09/0.01 made a test split of 0 rows: the run trained, then printed undefined
+    test and oracle metrics."""
+    with pytest.raises(ValueError, match=r"data\.synthetic\.rows=\d+ with splits .* leaves the (valid|test) split"):
+        SyntheticConfig(rows=rows, splits=splits).validate()

@@ -63,11 +63,20 @@ class SyntheticConfig:
     click_rate: float = 0.25
     seed: int = 2025
 
+    def split_sizes(self) -> list[int]:
+        """Rows of train, valid, test."""
+        train, valid = (round(s * self.rows) for s in self.splits[:2])
+        return [train, valid, self.rows - train - valid]
+
     def validate(self) -> None:
         if self.rows < 10:
             raise ValueError(f"data.synthetic.rows must be >= 10, got {self.rows}")
         if len(self.splits) != 3 or min(self.splits) <= 0 or abs(sum(self.splits) - 1) > 1e-6:
             raise ValueError(f"data.synthetic.splits must be three positive fractions summing to 1, got {self.splits}")
+        for name, size in zip(("train", "valid", "test"), self.split_sizes()):
+            if size < 1:  # it trained, then printed undefined test and oracle metrics
+                raise ValueError(f"data.synthetic.rows={self.rows} with splits {tuple(self.splits)} leaves the "
+                                 f"{name} split without rows; raise rows")
         if self.categorical < 3:
             raise ValueError("data.synthetic.categorical must be >= 3 (pairs and triples need fields)")
         if not 0 <= self.missing_rate < 1:
@@ -214,7 +223,7 @@ def generate(cfg: SyntheticConfig | None = None) -> SyntheticData:
 
     fm = FeatureMap(specs, meta={"source": "synthetic", "rows": n, "label_rate": float(label.mean())})
     # FeatureMap order: categorical, numeric, multi -- the same order the embedding emits tokens in.
-    bounds = np.cumsum([round(s * n) for s in cfg.splits[:2]])
+    bounds = np.cumsum(cfg.split_sizes()[:2])
     parts = np.split(np.arange(n), bounds)
     ds = [ArrayDataset(categorical[i], numeric[i], multi[i], label[i], prob=prob[i]) for i in parts]
     planted = {"first": unit(first), "pair": unit(pair), "triple": unit(triple)}
