@@ -20,10 +20,11 @@ where each of first/pair/triple is scaled to unit standard deviation, so s1, s2,
 their strengths, and b sets the click rate. The label is drawn from sigmoid(logit).
 Given the observed features the best possible prediction (the oracle) is
   p(x) = E_eps[sigmoid(logit_without_noise + s_noise * eps)],
-computed by Gauss-Hermite quadrature (exact to 1e-9 for s_noise <= 2, the allowed range), so oracle AUC/logloss on the test split is the
-ceiling no model can beat beyond sampling noise. Everything is deterministic for a seed, and the
-truth (tables, directions, P and T) does not depend on `rows`: more rows are a bigger sample of the
-same world, so runs at different sizes are comparable.
+computed by Gauss-Hermite quadrature (exact to 1e-9 for s_noise <= 2, the allowed range), so oracle
+AUC/logloss on the test split is the ceiling no model can beat beyond sampling noise. Everything is
+deterministic for a seed, and the truth (tables, P and T) does not depend on `rows`; the scaling to unit
+standard deviation, the numeric directions' centring and scale and the bias b are fitted on the sample, so
+they move slightly with `rows`: more rows are a bigger sample of nearly the same world.
 """
 from __future__ import annotations
 
