@@ -851,3 +851,11 @@ def test_quoted_header_names_may_hold_the_delimiter(tmp_path):
     r = preprocess("generic", [tmp_path / "h.csv"], tmp_path / "o", schema=schema, options={"ratios": "1,0,0"})
     assert r.rows == 10
     np.testing.assert_array_equal(np.asarray(load_processed(tmp_path / "o")[1].numeric)[:, 0], np.arange(10))
+
+
+def test_vocabulary_of_a_folder_that_is_not_a_processed_dataset_is_one_line(tmp_path):
+    # it was a FileNotFoundError traceback from reading feature_map.json
+    with pytest.raises(DataError, match="no such processed dataset directory"):
+        vocabulary(tmp_path / "nope", "a")
+    with pytest.raises(DataError, match="no feature_map.json"):
+        vocabulary(tmp_path, "a")

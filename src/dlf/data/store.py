@@ -206,10 +206,8 @@ def load_split(folder: str | Path, split: str, feature_map: FeatureMap | None = 
         raise DataError(f"{folder}: {exc}; the processed dataset is damaged (re-run dlf preprocess)") from None
 
 
-def load_processed(folder: str | Path, mmap: bool = True
-                   ) -> tuple[FeatureMap, MappedDataset, MappedDataset, MappedDataset]:
-    """(feature map, train, valid, test) of a folder written by `dlf preprocess`."""
-    folder = Path(folder)
+def _feature_map(folder: Path) -> FeatureMap:
+    """The checked feature map of a processed dataset folder, or a DataError naming what is wrong."""
     fm_path = folder / "feature_map.json"
     if not folder.is_dir():
         raise DataError(f"{folder}: no such processed dataset directory (run dlf preprocess first)")
@@ -223,6 +221,15 @@ def load_processed(folder: str | Path, mmap: bool = True
         fm.check()
     except ValueError as exc:
         raise DataError(f"{fm_path}: {exc}; re-run dlf preprocess") from None
+    return fm
+
+
+def load_processed(folder: str | Path, mmap: bool = True
+                   ) -> tuple[FeatureMap, MappedDataset, MappedDataset, MappedDataset]:
+    """(feature map, train, valid, test) of a folder written by `dlf preprocess`."""
+    folder = Path(folder)
+    fm = _feature_map(folder)
+    fm_path = folder / "feature_map.json"
     version = fm.meta.get("store_version")
     if version != STORE_VERSION:
         raise DataError(f"{fm_path}: store version {version!r} is not supported (expected {STORE_VERSION}); "
@@ -293,7 +300,7 @@ def vocabulary(folder: str | Path, name: str) -> dict[str, int]:
     import pyarrow.feather as feather
 
     folder = Path(folder)
-    fm = FeatureMap.load(folder / "feature_map.json")
+    fm = _feature_map(folder)  # a folder that is not a processed dataset: one line, not FileNotFoundError
     info = fm.meta.get("fields", {}).get(name)
     path = folder / "vocab" / f"{name}.arrow"
     if info is None or not path.exists():
