@@ -3,9 +3,10 @@
 The input (CSV, TSV or Parquet) is streamed chunk by chunk with dlf.data.readers (the same
 readers, line numbers and bad-row handling as `dlf preprocess`), each chunk is encoded with the
 bundle's frozen encoders (dlf.serve.encoding), scored by PyTorch or ONNX Runtime in
-sub-batches, and appended to the output (Parquet or CSV; Parquet in row groups of ROW_GROUP_ROWS rows) before
-the next chunk is read: memory holds one chunk, whatever the file size. The output is written to a hidden temporary sibling
-and renamed into place when complete, so a failed run leaves no half-written file.
+sub-batches, and appended to the output (Parquet or CSV) before the next chunk is read: memory holds one
+chunk (and, for Parquet, the scores of at most one row group of ROW_GROUP_ROWS rows), whatever the file
+size. The output is written to a hidden temporary sibling, synced to disk and renamed into place when
+complete, so a failed run leaves no half-written file.
 
 Output columns: the `--id-column` (as text) when asked, then `probability` (float32 in Parquet; in
 CSV the float32 value written in full, so it reads back exactly).
