@@ -634,3 +634,20 @@ def test_a_setting_the_bench_itself_decides_is_refused_not_ignored(tmp_path, whe
     with pytest.raises(BenchError, match=f"{re.escape(key)}: set by the bench itself, from its "):
         run_bench(spec, tmp_path, console=QUIET, cli_sets={key: value} if where == "cli" else None, train_fn=calls)
     assert calls.calls == []
+
+
+def test_settings_read_as_yaml_in_the_report_and_the_dry_run(tmp_path):
+    """report.md and --dry-run showed Python's spelling of booleans and null (`model.alpha=False`,
+    `model.hidden_units=None`), not the one the spec or --set is written in."""
+    spec = tiny_spec({"lr": {}, "dlf-bare": {"model": "dlf", "set": {"model.alpha": False, "model.gate": True}}},
+                     seeds=[1], search={"grid": {"model.batch_norm": [True, False], "train.lr": [0.01]}})
+    out = io.StringIO()
+    run_bench(spec, tmp_path, console=Console(file=out, soft_wrap=True), cli_sets={"model.dropout": None},
+              dry_run=True)
+    assert "model.alpha=false model.gate=true" in out.getvalue() and "model.dropout=null" in out.getvalue()
+    tmp_path.mkdir(exist_ok=True)
+    run_bench(spec, tmp_path, console=QUIET, cli_sets={"model.dropout": None}, report_only=True)
+    report = (tmp_path / "report.md").read_text()
+    assert "- dlf-bare: model `dlf`; `model.alpha=false`, `model.gate=true`" in report
+    assert "`model.dropout=null`" in report and "Grid: `model.batch_norm=[true, false]`, `train.lr=[0.01]`" in report
+    assert "False" not in report and "True" not in report and "None" not in report

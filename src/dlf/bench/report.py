@@ -104,8 +104,17 @@ def _environment(records: list[dict]) -> str:
     return f"python {platform.python_version()}"
 
 
+def yaml_text(value) -> str:
+    """A setting's value as one writes it in YAML or --set: false, true and null (str() gives False, True, None)."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, list):
+        return "[" + ", ".join(map(yaml_text, value)) + "]"
+    return str(value)
+
+
 def _set_text(values: dict) -> str:
-    return ", ".join(f"`{k}={v}`" for k, v in values.items()) or "none"
+    return ", ".join(f"`{k}={yaml_text(v)}`" for k, v in values.items()) or "none"
 
 
 def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:

@@ -636,7 +636,7 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
     cli_sets: overrides that win over the spec's and the variants' (the `--set` flags).
     report_only: run nothing; report what is on disk. train_fn: stand-in for dlf.train (tests).
     """
-    from dlf.bench.report import show, write_report
+    from dlf.bench.report import show, write_report, yaml_text
 
     console = console or Console(soft_wrap=True)
     out = Path(out)
@@ -670,10 +670,10 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
     def go(run: PlannedRun) -> dict:
         if dry_run:
             state = _planned_state(run, spec.config)
+            settings = " ".join(f"{k}={yaml_text(v)}" for k, v in run.overrides.items() if k not in BENCH_DEFAULTS)
             console.print(f"  {run.label}: "
-                          + ("another config on disk (moved aside and run again)" if state == "stale" else state) + "; "
-                          + " ".join(f"{k}={v}" for k, v in run.overrides.items() if k not in BENCH_DEFAULTS),
-                          highlight=False)
+                          + ("another config on disk (moved aside and run again)" if state == "stale" else state)
+                          + f"; {settings}", highlight=False)
             return _record(run, {"status": "planned", "error": None, "metrics": None, "seconds": 0.0})
         if report_only or interrupted[0]:
             state = _planned_state(run, spec.config)  # a run of an earlier spec is no result of this one
