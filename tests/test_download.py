@@ -143,6 +143,22 @@ def test_unreachable_url_says_which_file_to_place_by_hand(tmp_path):
         fetch_file(RemoteFile(url, "d.bin"), tmp_path, log=lambda m: None)
 
 
+def test_offline_multi_file_dataset_names_every_missing_file_at_once(tmp_path):
+    # the error named the first file only: fixing it and running again showed the next one, one per run
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.server_close()  # nothing listens there: offline
+    ds = Dataset("tiny", "libfm", ("train=a.libfm", "valid=b.libfm", "test=c.libfm"),
+                 files=tuple(RemoteFile(f"{url}/{n}", n) for n in ("a.libfm", "b.libfm", "c.libfm")))
+    (tmp_path / "b.libfm").write_text("1 0:1\n")  # placed already: not asked for again
+    with pytest.raises(DownloadError) as err:
+        fetch(ds, tmp_path, log=lambda m: None)
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"cannot reach {url}/a.libfm ")
+    assert text.endswith(f"; offline? download these 2 files by hand: {url}/a.libfm to {tmp_path / 'a.libfm'}, "
+                         f"{url}/c.libfm to {tmp_path / 'c.libfm'}; then run the command again")
+
+
 def test_html_page_instead_of_the_file_is_refused(server, tmp_path):
     # a login or error page sent with 200 (a captive portal, a moved file) was saved under the file's name: for a file
     # without a published checksum (frappe.train.libfm, the BARS zips) a complete download, kept by every rerun

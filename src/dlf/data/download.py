@@ -32,6 +32,15 @@ class DownloadError(RuntimeError):
     """A dataset that could not be fetched; the message says why and what to do."""
 
 
+class NotFetched(DownloadError):
+    """The server did not send a file (offline, an HTTP error, a web page instead): the message says to fetch it
+    by hand; `reason` is the message without that advice, so that `fetch` can name every missing file at once."""
+
+    def __init__(self, reason: str, remote: RemoteFile, out: Path) -> None:
+        super().__init__(f"{reason}{_by_hand([remote], out)}")
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     url: str
@@ -121,8 +130,12 @@ def fetch(ds: Dataset, out: str | Path, log: Callable[[str], None] = print) -> s
         raise DownloadError(f"{ds.manual.format(out=out)}; then run: {command}")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for remote in ds.files:
-            path = fetch_file(remote, out, log)
+        for i, remote in enumerate(ds.files):
+            try:
+                path = fetch_file(remote, out, log)
+            except NotFetched as exc:  # offline, the others would fail too: name them all, not one per run
+                missing = [remote] + [r for r in ds.files[i + 1:] if not (out / r.name).exists()]
+                raise DownloadError(f"{exc.reason}{_by_hand(missing, out)}") from None
             if remote.unpack:
                 unpack(path, remote, out / path.name.removesuffix(".zip"), log)
     except OSError as exc:  # network errors are DownloadErrors by now: this is the disk (a file in the path, no space)
@@ -151,18 +164,18 @@ def fetch_file(remote: RemoteFile, out: Path, log: Callable[[str], None] = print
         response = urllib.request.urlopen(urllib.request.Request(remote.url, headers=headers), timeout=TIMEOUT_S)
     except urllib.error.HTTPError as exc:
         if exc.code != 416 or not have:  # 416: nothing left to send after byte `have`
-            raise DownloadError(f"{remote.url}: HTTP {exc.code} {exc.reason}{_by_hand(remote, target)}") from None
+            raise NotFetched(f"{remote.url}: HTTP {exc.code} {exc.reason}", remote, out) from None
         if _content_range(exc.headers)[1] not in (None, have):  # the file is shorter than the partial one
             return _start_over(remote, out, part, log)
         response = None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DownloadError(f"cannot reach {remote.url} ({reason}){_by_hand(remote, target)}") from None
+        raise NotFetched(f"cannot reach {remote.url} ({reason})", remote, out) from None
     if response is not None:
         with response:
             if response.headers.get_content_type() == "text/html":  # no dataset file is a web page
-                raise DownloadError(f"{remote.url}: the server sent a web page (text/html), not the file (a login or "
-                                    f"error page?){_by_hand(remote, target)}")
+                raise NotFetched(f"{remote.url}: the server sent a web page (text/html), not the file (a login or "
+                                 "error page?)", remote, out)
             partial = getattr(response, "status", None) == 206  # file:// and some servers send it all (200)
             first, total = _content_range(response.headers) if partial else (None, None)
             if have and partial and first not in (None, have):  # not the bytes after the partial file
@@ -249,5 +262,9 @@ def _check(path: Path, checksum: str, what: str) -> None:
         raise DownloadError(f"{what}: {algorithm.upper()} mismatch: expected {want}, got {h.hexdigest()}")
 
 
-def _by_hand(remote: RemoteFile, target: Path) -> str:
-    return f"; offline? download {remote.url} by hand, place it at {target} and run the command again"
+def _by_hand(remotes: list[RemoteFile], out: Path) -> str:
+    if len(remotes) == 1:
+        (remote,) = remotes
+        return f"; offline? download {remote.url} by hand, place it at {out / remote.name} and run the command again"
+    places = ", ".join(f"{r.url} to {out / r.name}" for r in remotes)
+    return f"; offline? download these {len(remotes)} files by hand: {places}; then run the command again"
