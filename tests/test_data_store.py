@@ -176,6 +176,24 @@ def test_a_damaged_or_hand_edited_npy_is_one_line_naming_the_file(movielens, tmp
     assert "\n" not in str(info.value) and str(info.value).endswith("re-run dlf preprocess")
 
 
+def test_a_bad_label_in_a_later_chunk_is_found_with_its_row(movielens, tmp_path, monkeypatch):
+    """Labels are checked chunk by chunk (the whole-array masks were 3 bytes a row: 135 MB on Criteo's 45M rows);
+    a bad label past the first chunks is still found, with its row in the whole file."""
+    from dlf.data import store
+
+    out = tmp_path / "o"
+    shutil.copytree(movielens, out)
+    label = np.load(out / "train" / "label.npy")
+    row = len(label) - 2
+    assert row >= 3 * 4  # in the fourth chunk
+    label[row] = 0.5
+    np.save(out / "train" / "label.npy", label)
+    monkeypatch.setattr(store, "LABEL_CHECK_ROWS", 4)
+    with pytest.raises(DataError, match=rf"train/label\.npy: labels must be 0 or 1, row {row} holds 0\.5; "
+                                        r"re-run dlf preprocess$"):
+        load_processed(out)
+
+
 FEATURE_MAP_EDITS = {  # AttributeError / numpy UFuncTypeError tracebacks before
     "a list": (lambda doc: [doc], r"feature_map\.json: unreadable feature map: expected a JSON object, got list"),
     "meta a list": (lambda doc: {**doc, "meta": []}, r"feature_map\.json: malformed feature map: 'meta' and its"),

@@ -33,6 +33,7 @@ SPLITS = ("train", "valid", "test")
 LAYOUT = {"categorical": (np.int32, 2), "numeric": (np.float32, 2), "multi": (np.int32, 3), "label": (np.float32, 1),
           "group": (np.int64, 1)}
 DEFAULT_BLOCK_ROWS = 1 << 16
+LABEL_CHECK_ROWS = 1 << 20  # labels checked this many at a time: masks of 1 MiB, not of every row (45M on Criteo)
 
 
 class MappedDataset:
@@ -253,12 +254,19 @@ def load_processed(folder: str | Path, mmap: bool = True
             raise DataError(f"{folder / name}: {found}; re-run dlf preprocess")
         _check_ids(folder / name, "categorical", ds.categorical, fm.of_kind("categorical"))
         _check_ids(folder / name, "multi", ds.multi, fm.of_kind("multi"))
-        off = (ds.label != 0) & (ds.label != 1)  # another label coding (-1/1) or NaN: silently wrong BCE targets
-        if off.any():
-            row = int(off.argmax())
-            raise DataError(f"{folder / name}/label.npy: labels must be 0 or 1, row {row} holds {ds.label[row]:g}; "
-                            "re-run dlf preprocess")
+        _check_labels(folder / name, ds.label)
     return fm, splits[0], splits[1], splits[2]
+
+
+def _check_labels(where: Path, label: np.ndarray) -> None:
+    """Every label 0 or 1: another coding (-1/1) or NaN trained on silently wrong BCE targets."""
+    for start in range(0, len(label), LABEL_CHECK_ROWS):
+        chunk = label[start:start + LABEL_CHECK_ROWS]
+        off = (chunk != 0) & (chunk != 1)
+        if off.any():
+            row = start + int(off.argmax())
+            raise DataError(f"{where}/label.npy: labels must be 0 or 1, row {row} holds {label[row]:g}; "
+                            "re-run dlf preprocess")
 
 
 def _check_ids(where: Path, column: str, ids: np.ndarray, fields: list) -> None:
