@@ -651,3 +651,20 @@ def test_settings_read_as_yaml_in_the_report_and_the_dry_run(tmp_path):
     assert "- dlf-bare: model `dlf`; `model.alpha=false`, `model.gate=true`" in report
     assert "`model.dropout=null`" in report and "Grid: `model.batch_norm=[true, false]`, `train.lr=[0.01]`" in report
     assert "False" not in report and "True" not in report and "None" not in report
+
+
+@pytest.mark.parametrize("where", ["variant", "grid"])
+def test_data_settings_of_one_variant_or_the_grid_are_refused(tmp_path, where):
+    """A variant's `set` (or the search grid) could change the synthetic data: that variant trained on other data than
+    the rest of its table, which showed one oracle row, the first variant's data's."""
+    noisy = {"data.synthetic.noise": 1.0}
+    spec = tiny_spec({"lr": {}, "lr-noisy": {"model": "lr", "set": noisy if where == "variant" else {}}}, seeds=[1],
+                     **({"search": {"grid": {"data.synthetic.noise": [0.3, 1.0]}}} if where == "grid" else {}))
+    calls = CountingTrain()
+    where_text = "models.lr-noisy.set" if where == "variant" else "search.grid"
+    with pytest.raises(BenchError, match=f"^{where_text}: data.synthetic.noise: every variant of a dataset trains on "
+                                         "the same data; give data settings in the dataset's set"):
+        run_bench(spec, tmp_path, console=QUIET, train_fn=calls)
+    assert calls.calls == []
+    spec = tiny_spec(["lr"], seeds=[1], datasets={"synthetic": {"set": noisy}})  # where data settings belong
+    run_bench(spec, tmp_path, console=QUIET, dry_run=True)

@@ -19,7 +19,8 @@ the seed, model and dataset of the run (DECIDED_BY_BENCH: refused in any `set`).
 `set`, a dataset's `set`, `--set`, search grid) `model.KEY` values apply only to models whose config has
 KEY (so `model.embedding_dim: 16` can be given once for a zoo that includes LR); the skipped keys are
 listed in the report; a KEY no registered model has stops the bench. A variant's own `set` is strict:
-a wrong key fails that variant's runs.
+a wrong key fails that variant's runs. Data settings (data.synthetic.*) are refused in a variant's `set` and the
+grid: every variant of a dataset trains on the same data (one table, one oracle row).
 
 Layout of the bench folder OUT:
     bench.yaml                           the resolved spec (`dlf bench --out OUT` alone reuses it)
@@ -610,6 +611,19 @@ def _check_no_value_is_replaced(spec: BenchSpec, cli_sets: dict) -> None:
         raise BenchError(f"--set {both[0]} would replace the search grid's values in every trial; drop one of them")
 
 
+def _check_the_data_are_the_datasets(spec: BenchSpec) -> None:
+    """Refuse data settings in a variant's `set` or the search grid: the variants of a dataset are compared on the
+    same data, under one oracle row (a variant with data.synthetic.noise=1 trained on other data than the rest of
+    its table, and the oracle shown was that of the first variant's data)."""
+    given = [*((f"models.{v.name}.set", v.set) for v in spec.models),
+             *([("search.grid", spec.search.grid)] if spec.search is not None else [])]
+    for where, values in given:
+        for key in values:
+            if key.startswith("data."):
+                raise BenchError(f"{where}: {key}: every variant of a dataset trains on the same data; give data "
+                                 "settings in the dataset's set (datasets: {NAME: {set: {...}}}), in set or --set")
+
+
 def _check_some_run_can_start(spec: BenchSpec, cli_sets: dict | None) -> None:
     """Refuse the bench up front when no planned run has a valid config (a typo in `set` or `--set` such as
     train.epochs=abc): each run would fail at its config stage, one after the other, and leave error.json files.
@@ -641,6 +655,7 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
     console = console or Console(soft_wrap=True)
     out = Path(out)
     _check_no_value_is_replaced(spec, cli_sets or {})
+    _check_the_data_are_the_datasets(spec)
     if not report_only:
         _check_some_run_can_start(spec, cli_sets)
     elif not out.is_dir():
