@@ -286,3 +286,17 @@ def test_data_path_with_a_tilde_in_a_yaml_config_is_the_home_folder(tmp_path, mo
     dlf_api.train(cfg, out=tmp_path / "run", console=Console(quiet=True))
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["path"]
     assert Path(saved) == (tmp_path / "data").absolute()
+
+
+@pytest.mark.parametrize("override, refusal", [
+    ("train.batch_size=128", "was trained with train.batch_size=256, resumed with 128"),
+    ("train.sparse_embedding=true", "was written with train.sparse_embedding=false; resume with the same setting")])
+def test_a_refused_resume_is_its_error_alone_without_the_config_differs_warning(tmp_path, override, refusal):
+    """The warning that the config differs (the result will not match) came first, for a resume then refused."""
+    from dlf.train.trainer import TrainingError
+    run = tmp_path / "run"
+    dlf_api.train(_api_config("train.epochs=1"), out=run, console=Console(quiet=True))
+    console = Console(record=True, width=400)
+    with pytest.raises(TrainingError, match=refusal):
+        dlf_api.train(_api_config("train.epochs=2", override, path=run / "config.yaml"), resume=run, console=console)
+    assert "config differs" not in console.export_text()

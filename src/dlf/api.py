@@ -24,7 +24,7 @@ from dlf.train.metrics import classification_metrics
 from dlf.train.checkpoint import CheckpointError, data_identity, list_checkpoints, load_latest
 from dlf.train.distributed import DeviceError, DistContext, rank_seed
 from dlf.train.logging import environment, plot_learning_curves
-from dlf.train.trainer import CHECKPOINT_DIR, TrainingError, check_setup, evaluate, fit
+from dlf.train.trainer import CHECKPOINT_DIR, TrainingError, check_resume, check_setup, evaluate, fit
 
 
 def _resolve(config) -> RunConfig:
@@ -152,6 +152,7 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
             console.print(f"no checkpoint in {out / CHECKPOINT_DIR} yet: starting the run from the beginning",
                           markup=False)
         else:
+            check_resume(checkpoint, cfg.train)  # a refused resume: its error alone, not the warning below first
             changed = _changes(_comparable(checkpoint.config), _comparable(cfg.to_dict()))
             if changed:  # named: 'the config differs' alone left the user to diff the YAMLs
                 console.print("[yellow]warning:[/yellow] the config differs from the one the checkpoint was written "

@@ -313,6 +313,21 @@ def check_setup(cfg, dist: DistContext) -> None:
         raise TrainingError(f"train.batch_size={cfg.batch_size} must be divisible by the world size {dist.world}")
 
 
+def check_resume(resume: Checkpoint, cfg) -> None:
+    """The refusals of a resume that the train config alone decides. dlf.train runs them before it warns that the
+    config differs from the checkpoint's: a resume that is refused must not print that warning first."""
+    sparse = bool(getattr(cfg, "sparse_embedding", False))  # (a model without a fused table is refused in fit)
+    if (resume.sparse_optimizer is not None) != sparse:
+        raise TrainingError(f"{resume.path} was written with train.sparse_embedding={str(not sparse).lower()}; "
+                            "resume with the same setting")
+    saved_batch = resume.config.get("train", {}).get("batch_size", cfg.batch_size)
+    if saved_batch != cfg.batch_size:  # the position (batches of this epoch to skip) and every step count are
+        # in batches of the saved size: another size skips other rows and mixes two step sizes in one run
+        raise TrainingError(f"{resume.path} was trained with train.batch_size={saved_batch}, resumed with "
+                            f"{cfg.batch_size}: its position and step counts are in batches of {saved_batch}; "
+                            f"resume with train.batch_size={saved_batch}, or start a fresh run (another --out)")
+
+
 def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console: Console | None = None, *,
         run_dir: str | Path | None = None, config: dict | None = None, resume: Checkpoint | None = None,
         dist: DistContext | None = None, data_id: dict | None = None) -> dict:
@@ -371,16 +386,8 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     state, best_state = TrainState(), None
     if resume is not None:
-        if (resume.sparse_optimizer is None) == bool(tables):
-            raise TrainingError(f"{resume.path} was written with train.sparse_embedding="
-                                f"{str(not tables).lower()}; resume with the same setting")
+        check_resume(resume, cfg)
         _check_data(resume, data_id or {}, say)
-        saved_batch = resume.config.get("train", {}).get("batch_size", cfg.batch_size)
-        if saved_batch != cfg.batch_size:  # the position (batches of this epoch to skip) and every step count are
-            # in batches of the saved size: another size skips other rows and mixes two step sizes in one run
-            raise TrainingError(f"{resume.path} was trained with train.batch_size={saved_batch}, resumed with "
-                                f"{cfg.batch_size}: its position and step counts are in batches of {saved_batch}; "
-                                f"resume with train.batch_size={saved_batch}, or start a fresh run (another --out)")
         mismatch = weights_mismatch(model, resume.model)
         if mismatch:
             raise TrainingError(f"{resume.path}: its weights do not fit this {type(model).__name__} model "
