@@ -674,6 +674,25 @@ def test_a_hand_edited_feature_map_is_one_line(demo, tmp_path, edit):
             load_bundle(bundle, build_model=build)
 
 
+@pytest.mark.parametrize("max_len", [1, 9])
+def test_a_feature_map_with_another_max_len_is_refused(demo, tmp_path, max_len):
+    """The torch engine encoded requests' lists to the edited max_len (the weights average any length, so they cannot
+    tell): 1 dropped all but the first tag, 9 averaged tags the model never saw past the 4th, silently. The ONNX graph
+    only pins the longest field's length. The field's training statistics say what preprocessing padded to."""
+    bundle = tmp_path / "b"
+    shutil.copytree(demo["bundle"], bundle)
+    fmap = json.loads((bundle / "feature_map.json").read_text())
+    tags = next(f for f in fmap["fields"] if f["name"] == "tags")
+    assert tags["max_len"] == fmap["meta"]["fields"]["tags"]["max_len"] == 4
+    tags["max_len"] = max_len
+    (bundle / "feature_map.json").write_text(json.dumps(fmap))
+    _vouch(bundle, "feature_map.json")
+    for build in (False, True):
+        with pytest.raises(BundleError, match=rf"feature_map\.json: field 'tags' has max_len {max_len}, but its "
+                                              r"training rows were padded to 4 \(meta\.fields\.tags\.max_len\)"):
+            load_bundle(bundle, build_model=build)
+
+
 def test_export_of_a_damaged_run_is_one_line(demo, tmp_path):
     """Truncated weights were a SafetensorError traceback, a non-UTF-8 config.yaml a UnicodeDecodeError one, and
     a YAML syntax error printed YAML's multi-line message with a caret."""

@@ -316,12 +316,22 @@ def _model_with(cfg, fm: FeatureMap, weights: dict, where: str):
 
 
 def _check_feature_map(fm: FeatureMap, path: Path) -> None:
-    """The types the encoder and the model rely on; a hand-edited feature map (checksums recomputed) was an
-    AttributeError/KeyError traceback when loading, or a TypeError (a 500) at the first request."""
+    """The types the encoder and the model rely on, and multi fields' max_len as preprocessing padded; a hand-edited
+    feature map (checksums recomputed) was an AttributeError/KeyError traceback when loading, a TypeError (a 500) at
+    the first request, or lists cut elsewhere than in training."""
     try:
         fm.check()
     except ValueError as exc:
         raise BundleError(f"{path}: {exc}") from None
+    # a multi field's max_len is where requests' lists are cut: the weights cannot tell (the model averages any
+    # length), so another value than preprocessing padded to scores lists the model never saw, silently
+    stats = fm.meta.get("fields", {})
+    for f in fm.of_kind("multi"):
+        padded = stats.get(f.name, {}).get("max_len", f.max_len)  # ids bundles (synthetic) have no statistics
+        if padded != f.max_len:
+            raise BundleError(f"{path}: field {f.name!r} has max_len {f.max_len!r}, but its training rows were padded "
+                              f"to {padded!r} (meta.fields.{f.name}.max_len): the feature map was edited; re-export "
+                              "the run")
 
 
 def _json_numbers(metrics: dict) -> dict:
