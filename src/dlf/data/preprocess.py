@@ -236,6 +236,28 @@ class Rejects:
             bad.add(chunk.where(row), message, chunk.file, int(chunk.lines[row]))
 
 
+# label_values -> (the usual spellings, checked first; the exact rule; what the error says is expected)
+LABELS = {"binary": (pa.array(["0", "1"]), r"^[01](\.0*)?$", "0 or 1"),
+          "pm1": (pa.array(["-1", "1", "+1"]), r"^(-1|\+?1)(\.0*)?$",
+                  "-1 or 1 (libFM labels; use label_values: binary for 0/1 files)")}
+
+
+def parse_labels(text: pa.Array, name: str, label_values: str,
+                 reject: Callable[[np.ndarray, Callable[[int], str]], None]) -> np.ndarray:
+    """A label column's text -> 0/1 float32 per row; bad rows are handed to `reject` (and read 0)."""
+    spellings, regex, expected = LABELS[label_values]
+    ok = _to_np_bool(pc.is_in(text, value_set=spellings))
+    if not ok.all():
+        text = pc.utf8_trim_whitespace(text)
+        ok = _to_np_bool(pc.match_substring_regex(text, regex))
+        rows = np.flatnonzero(~ok)
+        reject(rows, lambda i: f"field {name!r}: expected label {expected}, got {text[rows[i]].as_py()!r}")
+    label = np.zeros(len(text), dtype=np.float32)
+    if ok.any():
+        label[ok] = pc.cast(pc.filter(text, pa.array(ok)), pa.float64()).to_numpy()
+    return (label > 0).astype(np.float32) if label_values == "pm1" else label
+
+
 class ChunkParser:
     """Text columns of a chunk -> label, keys and numbers, with every bad value reported by file:line:field.
 
@@ -249,10 +271,6 @@ class ChunkParser:
         self.cat = schema.of_kind("categorical")
         self.num = schema.of_kind("numeric")
         self.multi = schema.of_kind("multi")
-        binary = schema.label_values == "binary"
-        self.label_spellings = pa.array(["0", "1"] if binary else ["-1", "1", "+1"])
-        self.label_regex = r"^[01](\.0*)?$" if binary else r"^(-1|\+?1)(\.0*)?$"
-        self.label_expected = "0 or 1" if binary else "-1 or 1 (libFM labels; use label_values: binary for 0/1 files)"
 
     def parse(self, chunk: Chunk, bad: BadRows) -> Parsed | None:
         s = self.schema
@@ -265,20 +283,7 @@ class ChunkParser:
                 raise DataError(f"{chunk.file}: no column {name!r} among the columns this preset reads: "
                                 f"{', '.join(chunk.columns)}")
             return chunk.columns[name]
-        # label
-        text = col(s.label)
-        ok = _to_np_bool(pc.is_in(text, value_set=self.label_spellings))
-        if not ok.all():
-            text = pc.utf8_trim_whitespace(text)
-            ok = _to_np_bool(pc.match_substring_regex(text, self.label_regex))
-            rows = np.flatnonzero(~ok)
-            reject(rows, lambda i: f"field {s.label!r}: expected label {self.label_expected}, "
-                                   f"got {text[rows[i]].as_py()!r}")
-        label = np.zeros(n, dtype=np.float32)
-        if ok.any():
-            label[ok] = pc.cast(pc.filter(text, pa.array(ok)), pa.float64()).to_numpy()
-        if s.label_values == "pm1":
-            label = (label > 0).astype(np.float32)
+        label = parse_labels(col(s.label), s.label, s.label_values, reject)
 
         def numbers(name: str, fill_na: str | None = None) -> np.ndarray:
             v, wrong, problems = parse_numbers(col(name))

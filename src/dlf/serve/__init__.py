@@ -2,6 +2,7 @@
 
     dlf export RUN --out BUNDLE [--format onnx]     dlf.serve.bundle.export_bundle
     dlf predict BUNDLE --input F --output F         dlf.serve.predict.predict_file
+    dlf evaluate BUNDLE --input F                   dlf.serve.evaluate.evaluate_file
     dlf serve BUNDLE --port P                       dlf.serve.server.create_app / serve
 
 FastAPI, uvicorn and ONNX Runtime (the `[serve]` extra) are imported only where used, and

@@ -1,6 +1,7 @@
-"""The `dlf export`, `dlf predict` and `dlf serve` commands (registered on dlf.cli's Typer app).
+"""The `dlf export`, `dlf predict`, `dlf evaluate` and `dlf serve` commands (registered on dlf.cli's Typer
+app).
 
-Thin wrappers over dlf.serve.bundle / predict / server; every expected failure is one
+Thin wrappers over dlf.serve.bundle / predict / evaluate / server; every expected failure is one
 `error: ...` line and exit status 2 (through dlf.cli's `_fail`).
 """
 from __future__ import annotations
@@ -98,6 +99,72 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         rate = result.rows / max(result.seconds, 1e-9)
         err.print(f"wrote {result.output}: {result.rows:,} rows scored in {result.seconds:.1f}s "
                   f"({rate:,.0f} rows/s, {engine}, {precision})", markup=False, highlight=False, soft_wrap=True)
+        bad = result.bad_rows
+        if bad.get("count"):
+            err.print(f"skipped {bad['count']} bad row(s); first: {bad['examples'][0]}", markup=False,
+                      highlight=False, soft_wrap=True)
+
+    @app.command()
+    def evaluate(
+        bundle: Path = typer.Argument(..., help="Bundle folder (dlf export)."),
+        input_: Path = typer.Option(..., "--input", "-i", help="CSV, TSV or Parquet file of raw rows with the label "
+                                    "column (e.g. the next day's logs)."),
+        group_column: Optional[str] = typer.Option(None, "--group-column", help="Also report gAUC grouped by this "
+                                                   "input column (default: the training data's group column, if any)."),
+        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
+        on_bad_row: str = typer.Option("error", help="error: stop at the first bad row; skip: drop and count them."),
+        engine: str = typer.Option("torch", help="torch or onnx."),
+        format: str = typer.Option("auto", "--format", help="Input format: auto (from the suffix), csv, tsv, parquet."),
+        header: Optional[bool] = typer.Option(None, "--header/--no-header", help="Whether the CSV/TSV has a header "
+                                              "(default: as the training files)."),
+        columns: Optional[str] = typer.Option(None, help="Column names of a file without header, comma-separated."),
+        batch_size: int = typer.Option(8192, min=1, help="Rows per model call."),
+        chunk_mb: float = typer.Option(4.0, help="Text read per chunk."),
+        threads: int = typer.Option(0, min=0, help="Intra-op threads (0: the engine's default)."),
+        precision: str = typer.Option("fp32", help="fp32 or bf16 (torch engine: bf16 autocast)."),
+    ) -> None:
+        """Score a labelled file with a bundle and print AUC, logloss, calibration (and gAUC), as training does on
+        its test split."""
+        from dlf._io import atomic_write_json
+        from dlf.data.schema import DataError
+        from dlf.serve.bundle import BundleError, load_bundle
+        from dlf.serve.evaluate import evaluate_file
+        from dlf.serve.predict import Scorer
+        from dlf.train.trainer import fmt_metric
+
+        if on_bad_row not in ("error", "skip"):
+            fail(f"--on-bad-row must be error or skip, got {on_bad_row!r}")
+        if not (math.isfinite(chunk_mb) and chunk_mb >= 0.001):
+            fail(f"--chunk-mb must be a number >= 0.001 (MiB of text per chunk), got {chunk_mb}")
+        if json_out is not None and json_out.is_dir():
+            fail(f"{json_out}: is a directory; --json must be a file")
+        try:
+            if threads and engine == "torch":
+                import torch
+                torch.set_num_threads(threads)
+            b = load_bundle(bundle, build_model=engine == "torch")
+            for warning in b.warnings:
+                err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+            result = evaluate_file(b, input_, group_column=group_column, on_bad_row=on_bad_row,
+                                   fmt=format, header=header,
+                                   columns=[c.strip() for c in columns.split(",")] if columns else None,
+                                   block_bytes=int(chunk_mb * (1 << 20)),
+                                   scorer=Scorer(b, engine, batch_size, threads, precision),
+                                   log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
+            if json_out is not None:
+                try:
+                    atomic_write_json(json_out, result.to_dict())
+                except OSError as exc:
+                    raise DataError(f"{json_out}: cannot write the metrics: {exc.strerror or exc}") from None
+        except (BundleError, DataError) as exc:
+            fail(str(exc))
+        m = result.metrics
+        shown = [("AUC", "auc"), ("logloss", "logloss")] + ([("gAUC", "gauc")] if "gauc" in m else []) \
+            + [("calibration", "calibration")]
+        Console().print(f"{result.input}: {result.rows:,} rows ({result.positives / result.rows:.1%} positive)  "
+                        + "  ".join(f"{name} {fmt_metric(m[key])}" for name, key in shown)
+                        + (f"  (gAUC by {result.group_column})" if result.group_column else ""),
+                        markup=False, highlight=False, soft_wrap=True)
         bad = result.bad_rows
         if bad.get("count"):
             err.print(f"skipped {bad['count']} bad row(s); first: {bad['examples'][0]}", markup=False,

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import torch
 
 from dlf.data.features import OOV_ID, Batch, FeatureMap
-from dlf.data.preprocess import ChunkParser, FieldState, Rejects, parse_numbers
+from dlf.data.preprocess import ChunkParser, FieldState, Rejects, parse_labels, parse_numbers
 from dlf.data.presets import get_preset
 from dlf.data.readers import BadRows, Chunk, in_line_order
 from dlf.data.schema import DataError, Schema, SplitOptions
@@ -55,6 +55,7 @@ class Encoder:
         self.feature_map = feature_map
         meta = feature_map.meta or {}
         self.mode = "raw" if meta.get("schema") else "ids"
+        self.label = feature_map.label  # the label column of a labelled file (to evaluate)
         self.cat = feature_map.of_kind("categorical")
         self.num = feature_map.of_kind("numeric")
         self.multi = feature_map.of_kind("multi")
@@ -75,7 +76,7 @@ class Encoder:
         preset = get_preset(meta.get("preset") or "generic")
         preset.check_servable(schema)
         self.derive = preset.derive
-        # scoring needs no group column and no split; the label is never read (see encode_chunk)
+        # scoring needs no group column and no split; the label is read only to evaluate (see encode_chunk)
         self.schema = dataclasses.replace(schema, group=None, split=SplitOptions())
         self.parser = ChunkParser(self.schema)
         stats = meta.get("fields", {})
@@ -124,18 +125,20 @@ class Encoder:
 
     # ---- chunks of text columns -> Batch ------------------------------------------------------
 
-    def encode_chunk(self, chunk: Chunk, bad: BadRows) -> tuple[Batch | None, np.ndarray]:
+    def encode_chunk(self, chunk: Chunk, bad: BadRows, labels: bool = False) -> tuple[Batch | None, np.ndarray]:
         """Encode one chunk (columns: `self.columns`, text, '' = missing). Returns the batch of the
-        rows kept and a boolean mask of them (bad rows are reported to `bad`: raised or counted)."""
+        rows kept and a boolean mask of them (bad rows are reported to `bad`: raised or counted).
+        labels=True: the chunk also has the label column (`self.label`), checked and read as in preprocessing
+        into `Batch.label` (a bad label is a bad row); otherwise the labels are zeros."""
         n = len(chunk)
         if self.mode == "ids":
-            return self._encode_ids(chunk, bad)
+            return self._encode_ids(chunk, bad, labels)
         work, problems = Chunk(chunk.file, chunk.lines, dict(chunk.columns), chunk.unit, 0), []
         if self.derive is not None:
             work, problems = self.derive(work)
-        # the label is not an input: give the parser a valid constant label column
-        one = "1" if self.schema.label_values == "pm1" else "0"
-        work.columns[self.schema.label] = pa.array(np.full(len(work), one, dtype=object), pa.string())
+        if not labels:  # the label is not an input: give the parser a valid constant label column
+            one = "1" if self.schema.label_values == "pm1" else "0"
+            work.columns[self.schema.label] = pa.array(np.full(len(work), one, dtype=object), pa.string())
         parsed = None
         # the rows kept come out once, last; in stop mode the rows ahead of the derivation's first bad row come out
         # (and are parsed) first, so that a bad value on one of them is the one reported
@@ -156,12 +159,13 @@ class Encoder:
         for j, k in enumerate(parsed.multi):
             enc = self.states[n_cat + n_num + j].encode(k)
             mul[:, j, :enc.shape[1]] = enc
-        return _batch(cat, num, mul), keep
+        return _batch(cat, num, mul, parsed.label if labels else None), keep
 
-    def _encode_ids(self, chunk: Chunk, bad: BadRows) -> tuple[Batch | None, np.ndarray]:
+    def _encode_ids(self, chunk: Chunk, bad: BadRows, labels: bool) -> tuple[Batch | None, np.ndarray]:
         n = len(chunk)
         rejects = Rejects(n)  # reported in row order once every field is checked (a row is reported once)
         keep, reject = rejects.keep, rejects.reject
+        label = parse_labels(chunk.columns[self.label], self.label, "binary", reject) if labels else None
 
         def text(name):
             return pc.utf8_trim_whitespace(chunk.columns[name])
@@ -207,7 +211,7 @@ class Encoder:
         rejects.report(chunk, bad)
         if not keep.any():
             return None, keep
-        return _batch(cat[keep], num[keep], mul[keep]), keep
+        return _batch(cat[keep], num[keep], mul[keep], None if label is None else label[keep]), keep
 
     # ---- request records -> text columns ------------------------------------------------------
 
@@ -225,9 +229,9 @@ def _ids(text: pa.Array, vocab_size: int) -> np.ndarray:
     return np.where(inside, v, OOV_ID).astype(np.int64)
 
 
-def _batch(cat: np.ndarray, num: np.ndarray, mul: np.ndarray) -> Batch:
+def _batch(cat: np.ndarray, num: np.ndarray, mul: np.ndarray, label: np.ndarray | None) -> Batch:
     n = len(cat)
     return Batch(torch.from_numpy(np.ascontiguousarray(cat, dtype=np.int64)),
                  torch.from_numpy(np.ascontiguousarray(num, dtype=np.float32)),
                  torch.from_numpy(np.ascontiguousarray(mul, dtype=np.int64)),
-                 torch.zeros(n, dtype=torch.float32))
+                 torch.zeros(n, dtype=torch.float32) if label is None else torch.from_numpy(label.astype(np.float32)))

@@ -123,6 +123,20 @@ def drop_unscorable(probs: np.ndarray, batch: Batch, keep: np.ndarray, chunk: Ch
     return probs[ok], keep
 
 
+def scored_chunks(bundle: Bundle, input: str | Path, bad: BadRows, scorer: Scorer, *, labels: bool = False,
+                  **read) -> Iterator[tuple[Chunk, np.ndarray, np.ndarray, np.ndarray]]:
+    """Read (`read_input`'s options), encode and score INPUT chunk by chunk: (chunk, the probabilities of the rows
+    kept, the mask of those rows in the chunk, their labels: zeros unless labels=True). Chunks with no row kept are
+    not yielded."""
+    for chunk in read_input(bundle, input, bad, **read):
+        batch, keep = bundle.encoder.encode_chunk(chunk, bad, labels=labels)
+        if batch is None:
+            continue
+        raw = scorer(batch)
+        probs, keep = drop_unscorable(raw, batch, keep, chunk, bundle.encoder.numeric_columns, bad)
+        yield chunk, probs, keep, batch.label.numpy()[np.isfinite(raw)]
+
+
 # ---- reading --------------------------------------------------------------------------------------
 
 def _input_format(path: Path, fmt: str) -> str:
@@ -307,13 +321,10 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
     writer = _Writer(tmp, ofmt, schema, output)
     rows = chunks = 0
     try:
-        for chunk in read_input(bundle, input, bad, fmt=fmt, header=header, columns=columns, delimiter=delimiter,
-                                extra=[id_column] if id_column else None, block_bytes=block_bytes):
-            batch, keep = bundle.encoder.encode_chunk(chunk, bad)
+        for chunk, probs, keep, _ in scored_chunks(bundle, input, bad, scorer, fmt=fmt, header=header, columns=columns,
+                                                   delimiter=delimiter, extra=[id_column] if id_column else None,
+                                                   block_bytes=block_bytes):
             chunks += 1
-            if batch is None:
-                continue
-            probs, keep = drop_unscorable(scorer(batch), batch, keep, chunk, bundle.encoder.numeric_columns, bad)
             cols = []
             if id_column:
                 ids = chunk.columns[id_column]

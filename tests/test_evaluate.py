@@ -1,0 +1,130 @@
+"""`dlf evaluate BUNDLE --input FILE`: on the run's own test rows it gives the run's test metrics (raw and ids
+bundles), gAUC groups rows across chunks, bad labels are bad rows, and the CLI prints and writes the metrics."""
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from dlf.cli import app
+from dlf.data.schema import DataError
+from dlf.serve.bundle import export_bundle, load_bundle
+from dlf.serve.demo import build_demo_run
+from dlf.serve.evaluate import evaluate_file
+from dlf.serve.predict import predict_file
+from dlf.train.metrics import group_auc
+
+METRICS = ("auc", "logloss", "calibration")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluate")
+    paths = build_demo_run(folder, rows=2000, test_rows=400)
+    paths["bundle"] = export_bundle(paths["run"], folder / "bundle", format="torch")
+    paths["test_metrics"] = json.loads((paths["run"] / "metrics.json").read_text())["test"]
+    return paths
+
+
+def test_raw_bundle_on_its_test_file_gives_the_runs_test_metrics(demo):
+    b = load_bundle(demo["bundle"])
+    res = evaluate_file(b, demo["test_csv"], block_bytes=2048)  # many chunks
+    labels = pcsv.read_csv(demo["test_csv"])["click"].to_numpy()
+    assert res.rows == 400 and res.positives == int(labels.sum()) and res.group_column is None
+    assert set(res.metrics) == set(METRICS)
+    for k in METRICS:
+        assert res.metrics[k] == pytest.approx(demo["test_metrics"][k], abs=1e-6), k
+    # the same rows as Parquet
+    pq.write_table(pcsv.read_csv(demo["test_csv"], convert_options=pcsv.ConvertOptions(
+        column_types={c: pa.string() for c in ("id", "click", "city", "device", "age", "tags", "site", "visits")})),
+        demo["test_csv"].with_suffix(".parquet"))
+    par = evaluate_file(b, demo["test_csv"].with_suffix(".parquet"))
+    assert par.rows == 400 and par.metrics == pytest.approx(res.metrics, abs=1e-6)
+
+
+def test_group_auc_groups_rows_across_chunks(demo, tmp_path):
+    b = load_bundle(demo["bundle"])
+    res = evaluate_file(b, demo["test_csv"], group_column="city", block_bytes=2048)
+    table = pcsv.read_csv(demo["test_csv"], convert_options=pcsv.ConvertOptions(strings_can_be_null=False,
+                                                                                column_types={"city": pa.string()}))
+    probs = pq.read_table(predict_file(b, demo["test_csv"], tmp_path / "p.parquet").output)["probability"].to_numpy()
+    want = group_auc(table["click"].to_numpy(), probs, np.asarray(table["city"].to_pylist()))
+    assert res.group_column == "city" and res.metrics["gauc"] == pytest.approx(want, abs=1e-6)
+    assert res.metrics["gauc"] != pytest.approx(res.metrics["auc"], abs=1e-4)  # not the ungrouped AUC
+    with pytest.raises(DataError, match="label column"):
+        evaluate_file(b, demo["test_csv"], group_column="click")
+
+
+def test_bad_and_missing_labels(demo, tmp_path):
+    b = load_bundle(demo["bundle"])
+    lines = demo["test_csv"].read_text().splitlines()
+    cells = lines[5].split(",")
+    cells[1] = "yes"
+    lines[5] = ",".join(cells)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"bad\.csv:6: field 'click': expected label 0 or 1, got 'yes'"):
+        evaluate_file(b, bad)
+    res = evaluate_file(b, bad, on_bad_row="skip")
+    assert res.rows == 399 and res.bad_rows["count"] == 1
+    # a file to score (no label column) cannot be evaluated
+    unlabelled = tmp_path / "new.csv"
+    pcsv.write_csv(pcsv.read_csv(demo["test_csv"]).drop_columns(["click"]), unlabelled)
+    with pytest.raises(DataError, match=r"no column\(s\) \['click'\]"):
+        evaluate_file(b, unlabelled)
+    header_only = tmp_path / "empty.csv"
+    header_only.write_text(lines[0] + "\n")
+    with pytest.raises(DataError, match="no rows to evaluate"):
+        evaluate_file(b, header_only)
+
+
+def test_ids_bundle_on_its_test_split_gives_the_runs_test_metrics(tmp_path):
+    """A synthetic run's bundle takes encoded ids: its test split written as a CSV of ids evaluates to the run's
+    test metrics."""
+    from rich.console import Console
+
+    from dlf.api import load_data, train
+    from dlf.config import load_config
+
+    cfg = {"model": {"name": "lr"}, "data": {"synthetic": {"rows": 600, "categorical": 3, "numeric": 2,
+                                                             "max_cardinality": 20, "pairs": 2, "triples": 1,
+                                                             "seed": 3}},
+           "train": {"epochs": 1, "batch_size": 64, "progress": False, "tensorboard": False}}
+    train(cfg, out=tmp_path / "run", console=Console(quiet=True))
+    b = load_bundle(export_bundle(tmp_path / "run", tmp_path / "bundle", format="torch"))
+    assert b.mode == "ids"
+    test = load_data(load_config(tmp_path / "run" / "config.yaml")).test
+    fm = b.feature_map
+    cols = {f.name: test.categorical[:, j].astype(str) for j, f in enumerate(fm.of_kind("categorical"))}
+    cols |= {f.name: test.numeric[:, j].astype(str) for j, f in enumerate(fm.of_kind("numeric"))}
+    cols |= {f.name: ["|".join(map(str, r)) for r in test.multi[:, j]] for j, f in enumerate(fm.of_kind("multi"))}
+    cols[fm.label] = test.label.astype(int).astype(str)
+    pcsv.write_csv(pa.table({k: pa.array(list(v), pa.string()) for k, v in cols.items()}), tmp_path / "test.csv")
+    res = evaluate_file(b, tmp_path / "test.csv")
+    want = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    assert res.rows == len(test.label)
+    for k in METRICS:
+        assert res.metrics[k] == pytest.approx(want[k], abs=1e-6), k
+
+
+def test_cli_prints_and_writes_the_metrics(demo, tmp_path):
+    out = tmp_path / "m.json"
+    r = CliRunner().invoke(app, ["evaluate", str(demo["bundle"]), "--input", str(demo["test_csv"]), "--json",
+                                 str(out)])
+    assert r.exit_code == 0, r.output
+    assert "400 rows" in r.stdout and f"AUC {demo['test_metrics']['auc']:.4f}" in r.stdout
+    saved = json.loads(out.read_text())
+    assert saved["rows"] == 400 and saved["metrics"]["auc"] == pytest.approx(demo["test_metrics"]["auc"], abs=1e-6)
+    # one class: AUC is undefined, shown as n/a and saved as null (JSON has no NaN)
+    lines = demo["test_csv"].read_text().splitlines()
+    ones = [l for l in lines[1:] if l.split(",")[1] == "1"]
+    (tmp_path / "ones.csv").write_text("\n".join([lines[0]] + ones) + "\n")
+    r = CliRunner().invoke(app, ["evaluate", str(demo["bundle"]), "-i", str(tmp_path / "ones.csv"), "--json",
+                                 str(out)])
+    assert r.exit_code == 0, r.output
+    assert "AUC n/a" in r.stdout and json.loads(out.read_text())["metrics"]["auc"] is None
+    r = CliRunner().invoke(app, ["evaluate", str(demo["bundle"]), "-i", str(tmp_path / "missing.csv")])
+    assert r.exit_code == 2 and "missing.csv" in r.output and "Traceback" not in r.output
