@@ -4,8 +4,11 @@ import io
 import json
 import re
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -542,7 +545,7 @@ def test_ctrl_c_while_the_chosen_trial_is_copied_leaves_no_half_copied_run(tmp_p
     result = run_bench(spec, tmp_path, console=QUIET)
     assert result.interrupted and [r["status"] for r in result.records] == ["done", "done", "pending"]
     assert "(**interrupted**)" in (tmp_path / "report.md").read_text()
-    assert not (tmp_path / "runs/synthetic/lr/seed-1/metrics.json").exists()
+    assert list((tmp_path / "runs/synthetic/lr").iterdir()) == []  # nor a hidden half copy (.seed-1.copy)
     monkeypatch.setattr(runner.shutil, "copytree", real)
     result = run_bench(spec, tmp_path, console=QUIET)
     assert [r["status"] for r in result.records] == ["skipped", "skipped", "skipped"]
@@ -668,3 +671,39 @@ def test_data_settings_of_one_variant_or_the_grid_are_refused(tmp_path, where):
     assert calls.calls == []
     spec = tiny_spec(["lr"], seeds=[1], datasets={"synthetic": {"set": noisy}})  # where data settings belong
     run_bench(spec, tmp_path, console=QUIET, dry_run=True)
+
+
+def test_sigterm_mid_run_stops_the_bench_as_ctrl_c_does(tmp_path):
+    """`kill`, `timeout` or a job scheduler (SIGTERM) ended the bench on the spot: no report.md for the runs that had
+    finished, no word on how to resume. It now stops as Ctrl-C does, with exit status 143."""
+    out = tmp_path / "b"
+    sets = [a for k, v in {**TINY, "train.epochs": 1000, "train.patience": 1000}.items() for a in ("--set", f"{k}={v}")]
+    proc = subprocess.Popen([sys.executable, "-m", "dlf", "bench", "--models", "lr,fm", "--seeds", "1", "--out",
+                             str(out), *sets], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoints = out / "runs/synthetic/lr/seed-1/checkpoints"
+    deadline = time.monotonic() + 120
+    while not (checkpoints.is_dir() and any(checkpoints.glob("*.safetensors"))):  # lr trains, epoch 1 is saved
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 128 + signal.SIGTERM
+    output = proc.stdout.read()
+    assert "interrupted during synthetic / lr / seed 1: rerun the same command to resume" in output, output
+    report = (out / "report.md").read_text()
+    assert "(**interrupted**)" in report and "- synthetic / fm / seed 1" in report
+    assert not (out / "runs/synthetic/lr/seed-1/metrics.json").exists()
+    assert [p for p in out.rglob(".*")] == []  # no temporary file or folder left
+
+
+def test_ctrl_c_while_the_report_is_written_is_one_line_and_status_130(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) outside a run, e.g. while the report was written, was click's bare 'Aborted!' and status 1,
+    as if the bench had failed."""
+    from dlf.bench import report
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_report", interrupted)
+    sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    res = CliRunner().invoke(app, ["bench", "--models", "lr", "--seeds", "1", "--out", str(tmp_path / "b"), *sets])
+    assert res.exit_code == 130 and "interrupted: rerun the same command to resume" in res.output, res.output

@@ -509,7 +509,11 @@ def _copy_run(src: Path, run_dir: Path) -> None:
     short (Ctrl-C) must not leave a run that counts as done without its weights."""
     tmp = run_dir.with_name(f".{run_dir.name}.copy")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", "error.json"))
+    try:
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", "error.json"))
+    except BaseException:  # Ctrl-C or SIGTERM: leave no hidden half copy behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     publish_dir(tmp, run_dir)
 
 
