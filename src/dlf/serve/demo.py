@@ -93,15 +93,18 @@ def build_demo_run(folder: str | Path, rows: int = 3000, test_rows: int = 500, m
 
 def main(argv: list[str] | None = None) -> None:
     """python -m dlf.serve.demo [DIR]: write DIR/demo.csv (5,000 labelled rows), DIR/new.csv (1,000 rows
-    without label, to score) and DIR/demo_schema.yaml."""
+    without label, to score), DIR/later.csv (1,000 other labelled rows, for `dlf evaluate`) and
+    DIR/demo_schema.yaml."""
     import sys
 
     folder = Path((argv if argv is not None else sys.argv[1:] or ["."])[0])
     folder.mkdir(parents=True, exist_ok=True)
     write_demo_csv(folder / "demo.csv", 5000, seed=0)
     write_demo_csv(folder / "new.csv", 1000, seed=1, label=False, start_id=10 ** 6)
+    write_demo_csv(folder / "later.csv", 1000, seed=2, start_id=2 * 10 ** 6)
     write_demo_schema(folder / "demo_schema.yaml")
-    print(f"wrote {folder / 'demo.csv'}, {folder / 'new.csv'} and {folder / 'demo_schema.yaml'}")
+    print(f"wrote {folder / 'demo.csv'}, {folder / 'new.csv'}, {folder / 'later.csv'} and "
+          f"{folder / 'demo_schema.yaml'}")
 
 
 if __name__ == "__main__":
