@@ -403,7 +403,8 @@ def _applicable(values: dict[str, Any], model: str) -> tuple[dict[str, Any], lis
 def run_overrides(spec: BenchSpec, ds: DatasetSpec, v: Variant, seed: int, cli_sets: dict[str, Any] | None = None,
                   chosen: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     common, skipped = _applicable({**BENCH_DEFAULTS, **spec.set}, v.model)
-    per_dataset, skipped_ds = _applicable(ds.set, v.model)  # e.g. batch_norm on one dataset, for the models that have it
+    # e.g. batch_norm on one dataset, for the models that have it
+    per_dataset, skipped_ds = _applicable(ds.set, v.model)
     late, skipped2 = _applicable(cli_sets or {}, v.model)
     over = {**common, **per_dataset, **v.set, **(chosen or {}), **late, "model.name": v.model, "train.seed": seed}
     if ds.path is not None:
@@ -461,7 +462,8 @@ def _comparable(config: dict) -> dict:
     for key in IGNORED_FOR_MATCH:
         d.get("train", {}).pop(key, None)
     data = d.get("data") or {}
-    if data.get("path"):  # dlf.train stores it absolute, ~ expanded; the plan has it as the spec gave it (often relative)
+    # dlf.train stores the path absolute, ~ expanded; the plan has it as the spec gave it (often relative)
+    if data.get("path"):
         data["path"] = str(Path(data["path"]).expanduser().resolve())
     return d
 
