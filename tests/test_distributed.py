@@ -183,3 +183,52 @@ def test_nproc_shows_torchrun_report_when_a_rank_is_killed_without_a_word(tmp_pa
     proc = _nproc2_lr_with_hook(tmp_path, _at_rank1_step_3("os.kill(os.getpid(), signal.SIGKILL)"))
     assert proc.returncode not in (0, 2) and "Signal 9 (SIGKILL) received by PID" in proc.stderr, proc.stderr
     assert "│" not in proc.stderr, proc.stderr  # rank 0: SIGTERMed by torchrun, or the peer-lost line; no traceback
+
+
+RNG_WORKER = """
+import os, sys
+from unittest import mock
+import torch
+import torch.distributed as td
+from dlf.train.checkpoint import TrainState, list_checkpoints, load_checkpoint, restore_rng, save_checkpoint
+from dlf.train.distributed import DistContext
+
+rank, out = int(os.environ["RANK"]), sys.argv[1]
+td.init_process_group("gloo")
+# this process's generator of each of 2 fake CUDA devices; rank r trains on device r
+gens = {i: torch.full((16,), 1 + 10 * rank + i, dtype=torch.uint8) for i in range(2)}
+torch.cuda.get_rng_state = lambda device="cuda": gens[torch.device(device).index].clone()
+torch.cuda.set_rng_state = lambda state, device="cuda": gens.__setitem__(torch.device(device).index, state.clone())
+device = torch.device("cuda", rank)
+torch.manual_seed(100 + rank)
+cpu_before, own_before = torch.get_rng_state(), gens[rank].clone()
+cpu, cuda = DistContext(rank, 2, rank, device, "gloo").gather_rng()
+if rank == 0:  # rank 0 also saves its own process's view of every device (rng/cuda/<i>), as on a 2-GPU machine
+    with mock.patch("torch.cuda.is_available", lambda: True), mock.patch("torch.cuda.is_initialized", lambda: True), \\
+            mock.patch("torch.cuda.get_rng_state_all", lambda: [gens[0].clone(), gens[1].clone()]):
+        save_checkpoint(out, model_state={"w": torch.zeros(1)}, optimizer_state={"state": {}, "param_groups": []},
+                        state=TrainState(global_step=3), config={}, rank_rng=cpu, rank_cuda_rng=cuda)
+td.barrier()
+for i in gens:  # training moved every generator on
+    gens[i] = torch.zeros(16, dtype=torch.uint8)
+torch.manual_seed(0)
+restore_rng(load_checkpoint(list_checkpoints(out)[0]).rng_for_rank(rank, seed=5, device=device), device)
+other_untouched = gens[1 - rank].tolist() == [0] * 16
+os.write(1, f"rank {rank}: cpu {torch.equal(torch.get_rng_state(), cpu_before)} "
+            f"own cuda {torch.equal(gens[rank], own_before)} other cuda {other_untouched}\\n".encode())
+td.destroy_process_group()
+"""
+
+
+def test_each_rank_resumes_its_own_cuda_generator(tmp_path):
+    """Rank 0 saved torch.cuda.get_rng_state_all(), its own process's generators of every device, and every rank
+    restored all of them: rank r then drew from rank 0's never-used generator of device r, so ranks 1.. resumed
+    with equal CUDA dropout streams. Each rank's own device generator is now gathered and restored on that rank
+    alone. CUDA is faked (get/set_rng_state on per-device byte states): 2 gloo processes on fake devices 0 and 1."""
+    script = tmp_path / "worker.py"
+    script.write_text(RNG_WORKER)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(script), str(tmp_path / "checkpoints")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("rank "))
+    assert lines == [f"rank {r}: cpu True own cuda True other cuda True" for r in (0, 1)], proc.stdout

@@ -219,6 +219,34 @@ def test_ranks_a_checkpoint_has_no_rng_for_get_streams_of_their_own(tmp_path):
     assert not torch.equal(ck.rng_for_rank(1, seed=6)["torch"], states[1])
 
 
+def test_a_checkpoint_without_per_rank_cuda_states_resumes_ranks_above_0_on_cuda_streams_of_their_own(tmp_path):
+    """Checkpoints of 2 CUDA processes hold rank 0's generator of every device (`rng/cuda/<i>`, written by older dlf
+    versions alone): rank r restored rank 0's generator of device r, which no rank drew from, so ranks 1.. resumed
+    with equal CUDA dropout streams. Now rank 0 takes its own device's state, the others seeded streams of their own,
+    as for the torch state; a run on CPU neither gets nor restores a CUDA state (no torch.cuda call)."""
+    from unittest import mock
+
+    from dlf.train.checkpoint import TrainState, load_checkpoint, restore_rng, save_checkpoint
+    from dlf.train.distributed import rank_seed
+    views = [torch.full((16,), i + 1, dtype=torch.uint8) for i in range(3)]  # rank 0's generators of 3 devices
+    with mock.patch("torch.cuda.is_available", lambda: True), mock.patch("torch.cuda.is_initialized", lambda: True), \
+            mock.patch("torch.cuda.get_rng_state_all", lambda: views):
+        path = save_checkpoint(tmp_path, model_state={"w": torch.zeros(1)},
+                               optimizer_state={"state": {}, "param_groups": []}, state=TrainState(global_step=7),
+                               config={}, rank_rng=[torch.get_rng_state()] * 3)
+    ck = load_checkpoint(path)
+    rngs = [ck.rng_for_rank(rank, seed=5, device=torch.device("cuda", rank)) for rank in range(3)]
+    assert torch.equal(rngs[0]["cuda"], views[0]) and "cuda_seed" not in rngs[0]
+    assert [r.get("cuda_seed") for r in rngs[1:]] == [rank_seed(5, 1) + 7, rank_seed(5, 2) + 7]
+    assert all("cuda" not in r for r in rngs[1:])
+    cpu = ck.rng_for_rank(0, seed=5, device=torch.device("cpu"))
+    assert "cuda" not in cpu and "cuda_seed" not in cpu
+    with mock.patch("torch.cuda.is_available", lambda: True), \
+            mock.patch("torch.cuda.set_rng_state_all", side_effect=AssertionError("CUDA touched")), \
+            mock.patch("torch.cuda.set_rng_state", side_effect=AssertionError("CUDA touched")):
+        restore_rng(cpu, torch.device("cpu"))
+
+
 def test_an_lr_changed_on_resume_is_used_not_silently_replaced_by_the_checkpoints(tmp_path):
     """The optimiser's load_state_dict restored the saved lr: `--resume RUN --set train.lr=...` had no effect."""
     run = tmp_path / "run"

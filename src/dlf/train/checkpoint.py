@@ -5,7 +5,8 @@ One checkpoint is ONE safetensors file, `RUN/checkpoints/step-<global step>.safe
 * tensors: `model/<name>` (current weights), `best/<name>` (best-so-far weights, if any),
   `optim/<param index>/<state key>` (optimiser state tensors), `sparse_optim/<param index>/<state key>`
   (the row-wise optimiser of the embedding tables under train.sparse_embedding), `rng/torch`,
-  `rng/numpy`, `rng/cuda/<i>`;
+  `rng/numpy`, `rng/cuda/<i>` (the writing process's CUDA generators); in multi-process runs also each rank's
+  torch state, `rng/rank/<rank>`, and on CUDA the state of each rank's own device generator, `rng/rank_cuda/<rank>`;
 * the safetensors header metadata key `dlf_checkpoint` holds a JSON document with everything
   else: optimiser param groups and non-tensor state, the plateau controller, the python RNG
   state, the loader position (epoch, step within the epoch, global step), the running epoch
@@ -92,15 +93,28 @@ class Checkpoint:
     sparse_optimizer: dict | None = None  # the embedding tables' optimizer state_dict (train.sparse_embedding)
     data: dict | None = None  # data_identity() of the data it was trained on; None: written before it was stored
 
-    def rng_for_rank(self, rank: int, seed: int) -> dict:
-        """RNG states for one rank: rank 0's full set, with that rank's own torch state if saved. A rank the
-        checkpoint has no state for (it was written by fewer processes) gets a stream of its own, seeded from
-        train.seed, the rank and the step: rank 0's state would give it rank 0's dropout masks."""
-        rng = dict(self.rng)
-        if rank in rng.get("ranks", {}):
-            rng["torch"] = rng["ranks"][rank]
+    def rng_for_rank(self, rank: int, seed: int, device: torch.device | None = None) -> dict:
+        """What restore_rng restores on one rank: rank 0's numpy and python states, the rank's own torch state and,
+        training on a CUDA `device`, the state of that device's generator (`cuda`).
+
+        A rank the checkpoint has no state for (it was written by fewer processes; on CUDA, also by a dlf that kept
+        only rank 0's generators) gets a stream of its own, seeded from train.seed, the rank and the step (`cuda_seed`
+        on CUDA): rank 0's states would give it rank 0's dropout masks. Rank 0 without a per-rank state (a
+        1-process checkpoint) takes its device's state from the writing process's `rng/cuda/<i>`."""
+        rng = {k: self.rng[k] for k in ("torch", "numpy", "numpy_meta", "python")}
+        fallback = rank_seed(seed, rank) + self.state.global_step
+        if rank in self.rng["ranks"]:
+            rng["torch"] = self.rng["ranks"][rank]
         elif rank > 0:
-            rng["torch"] = torch.Generator().manual_seed(rank_seed(seed, rank) + self.state.global_step).get_state()
+            rng["torch"] = torch.Generator().manual_seed(fallback).get_state()
+        if device is not None and device.type == "cuda":
+            own = self.rng["rank_cuda"].get(rank)
+            if own is None and rank == 0:  # the process that wrote the checkpoint
+                own = self.rng["cuda"].get(torch.cuda.current_device() if device.index is None else device.index)
+            if own is not None:
+                rng["cuda"] = own
+            elif rank > 0:
+                rng["cuda_seed"] = fallback
         return rng
 
 
@@ -120,15 +134,20 @@ def capture_rng() -> tuple[dict, dict]:
     return tensors, meta
 
 
-def restore_rng(rng: dict) -> None:
+def restore_rng(rng: dict, device: torch.device | None = None) -> None:
+    """Restore Checkpoint.rng_for_rank's states; on a CUDA `device`, its generator too (no other device's: each
+    process trains on one device, and touching the others would open a CUDA context on each)."""
     torch.set_rng_state(rng["torch"])
     name, pos, has_gauss, cached = rng["numpy_meta"]
     np.random.set_state((name, rng["numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
     version, internal, gauss = rng["python"]
     random.setstate((version, tuple(internal), gauss))
-    cuda = [rng["cuda"][i] for i in sorted(rng.get("cuda", {}))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    if device is None or device.type != "cuda":
+        return
+    if "cuda" in rng:
+        torch.cuda.set_rng_state(rng["cuda"], device)
+    elif "cuda_seed" in rng:  # the state torch.cuda.manual_seed gives, set on this device (not the current one)
+        torch.cuda.set_rng_state(torch.Generator(device).manual_seed(rng["cuda_seed"]).get_state(), device)
 
 
 # ---------------------------------------------------------------- optimiser state
@@ -217,8 +236,10 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
 def save_checkpoint(directory: str | Path, *, model_state: dict, optimizer_state: dict, state: TrainState,
                     config: dict, best_state: dict | None = None, keep: int = 2,
                     rank_rng: list[torch.Tensor] | None = None, sparse_optimizer_state: dict | None = None,
-                    data: dict | None = None) -> Path:
-    """Write one checkpoint atomically and delete all but the newest `keep`."""
+                    data: dict | None = None, rank_cuda_rng: list[torch.Tensor] | None = None) -> Path:
+    """Write one checkpoint atomically and delete all but the newest `keep`.
+
+    rank_rng, rank_cuda_rng: every rank's torch state and own CUDA device's state (DistContext.gather_rng)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model/{k}": _cpu(v) for k, v in model_state.items()}
@@ -234,6 +255,8 @@ def save_checkpoint(directory: str | Path, *, model_state: dict, optimizer_state
     tensors.update({k: _cpu(v) for k, v in rng_tensors.items()})
     for r, t in enumerate(rank_rng or []):  # torch RNG of every rank (dropout) in multi-process runs
         tensors[f"rng/rank/{r}"] = _cpu(t)
+    for r, t in enumerate(rank_cuda_rng or []):
+        tensors[f"rng/rank_cuda/{r}"] = _cpu(t)
     doc = {"format": FORMAT, "version": VERSION, "state": state.to_dict(), "optimizer": opt_meta,
            "sparse_optimizer": sparse_meta, "rng": rng_meta, "config": config, "has_best": best_state is not None,
            "data": data or {},
@@ -299,7 +322,8 @@ def _checkpoint(path: Path, tensors: dict, doc: dict) -> Checkpoint:
     rng = {"torch": tensors["rng/torch"], "numpy": tensors["rng/numpy"], "numpy_meta": doc["rng"]["numpy"],
            "python": doc["rng"]["python"],
            "cuda": {int(k.rsplit("/", 1)[1]): v for k, v in tensors.items() if k.startswith("rng/cuda/")},
-           "ranks": {int(k.rsplit("/", 1)[1]): v for k, v in tensors.items() if k.startswith("rng/rank/")}}
+           "ranks": {int(k.rsplit("/", 1)[1]): v for k, v in tensors.items() if k.startswith("rng/rank/")},
+           "rank_cuda": {int(k.rsplit("/", 1)[1]): v for k, v in tensors.items() if k.startswith("rng/rank_cuda/")}}
     return Checkpoint(path, model, best, optimizer, rng, TrainState.from_dict(doc["state"]), doc["config"],
                       sparse_optimizer, doc.get("data"))
 

@@ -94,6 +94,14 @@ class DistContext:
         dist.all_gather(out, padded)
         return [o[:s].cpu() for o, s in zip(out, sizes)]
 
+    def gather_rng(self) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Every rank's torch RNG state (dropout) and, on CUDA, the state of its own device's generator: rank 0's
+        torch.cuda.get_rng_state_all holds its own process's generators, not the ones the other ranks draw from."""
+        cpu = [t[0] for t in self.all_gather(torch.get_rng_state().unsqueeze(0))]
+        if self.device.type != "cuda":
+            return cpu, None
+        return cpu, [t[0] for t in self.all_gather(torch.cuda.get_rng_state(self.device).unsqueeze(0))]
+
     def all_gather_np(self, a: np.ndarray) -> np.ndarray:
         return torch.cat(self.all_gather(torch.from_numpy(np.ascontiguousarray(a)))).numpy()
 

@@ -457,14 +457,14 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         state.scaler = scaler.state_dict() if scaler.is_enabled() else {}
         if ckpt_dir is None:
             return
-        rank_rng = dist.all_gather(torch.get_rng_state().unsqueeze(0)) if dist.enabled else None
+        rank_rng, rank_cuda_rng = dist.gather_rng() if dist.enabled else (None, None)
         if main:
             try:
                 save_checkpoint(ckpt_dir, model_state=_unwrap(net).state_dict(), optimizer_state=optimizer.state_dict(),
                                 sparse_optimizer_state=sparse_optimizer.state_dict() if sparse_optimizer else None,
                                 state=state, config=config, best_state=best_state,
                                 keep=getattr(cfg, "keep_checkpoints", 2),
-                                rank_rng=None if rank_rng is None else [t[0] for t in rank_rng], data=data_id)
+                                rank_rng=rank_rng, rank_cuda_rng=rank_cuda_rng, data=data_id)
             except OSError as exc:  # disk full, not writable, a file named checkpoints: one line, not a traceback
                 raise TrainingError(f"cannot write a checkpoint of step {state.global_step} into {ckpt_dir}: "
                                     f"{exc.strerror or exc}; the checkpoints written before are intact") from None
@@ -510,7 +510,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         return (state.seen - epoch_started[1]) * dist.world / max(time.perf_counter() - epoch_started[0], 1e-9)
 
     if resume is not None:
-        restore_rng(resume.rng_for_rank(dist.rank, cfg.seed))
+        restore_rng(resume.rng_for_rank(dist.rank, cfg.seed, device), device)
     try:
         while not state.done and state.epoch <= cfg.epochs:
             epoch, skip = state.epoch, state.step
