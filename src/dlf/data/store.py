@@ -81,13 +81,15 @@ class MappedDataset:
                      t(cols["multi"], np.int64), t(cols["label"], np.float32), t(cols["group"], np.int64))
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
-                drop_last: bool = False) -> Iterator[Batch]:
+                drop_last: bool = False, skip: int = 0) -> Iterator[Batch]:
+        """skip: leave out the first `skip` batches without reading their rows (resume mid-epoch); the others are
+        those of the whole iteration, bit for bit."""
         n = len(self)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         stop = n - n % batch_size if drop_last else n
         if not shuffle:
-            for start in range(0, stop, batch_size):
+            for start in range(skip * batch_size, stop, batch_size):
                 yield self._batch(self._read(start, min(start + batch_size, stop)))
             return
         # seed % 2**64: numpy refuses negative seeds (train.seed may be one); the same order for seeds >= 0
@@ -95,14 +97,18 @@ class MappedDataset:
         block = self.block_rows
         order = rng.permutation(-(-n // block)) if n else np.empty(0, dtype=np.int64)
         pending: list[dict] = []
-        pending_rows = emitted = 0
+        pending_rows = 0
+        emitted = unread = skip * batch_size  # the skipped batches' rows count as emitted, and are not read
         for b in order:
             lo, hi = int(b) * block, min(n, (int(b) + 1) * block)
+            perm = rng.permutation(hi - lo)  # drawn for a skipped block too: the later blocks' draws stay the same
+            if unread >= hi - lo:
+                unread -= hi - lo
+                continue
             cols = self._read(lo, hi)
-            perm = rng.permutation(hi - lo)
-            cols = {k: (None if v is None else v[perm]) for k, v in cols.items()}
-            pending.append(cols)
-            pending_rows += hi - lo
+            pending.append({k: (None if v is None else v[perm[unread:]]) for k, v in cols.items()})
+            pending_rows += hi - lo - unread
+            unread = 0
             while pending_rows >= batch_size and emitted + batch_size <= stop:
                 merged = _concat(pending)
                 yield self._batch({k: (None if v is None else v[:batch_size]) for k, v in merged.items()})

@@ -251,8 +251,10 @@ def _rows(batch, start: int, step: int):
                        take(batch.group))
 
 
-def epoch_batches(train: ArrayDataset, global_batch: int, dist: DistContext, sharding: str, seed: int, epoch: int):
-    """This rank's batches of one epoch (a pure function of seed and epoch, so resume can skip ahead).
+def epoch_batches(train: ArrayDataset, global_batch: int, dist: DistContext, sharding: str, seed: int, epoch: int,
+                  skip: int = 0):
+    """This rank's batches of one epoch (a pure function of seed and epoch, so resume can skip ahead), less the
+    first `skip` (resume: trained before the checkpoint), which the dataset leaves out without building them.
 
     sharding "batch": the global batch order is the same for every world size and each rank keeps
     a strided slice of every global batch, so N processes follow the 1-process trajectory (up to
@@ -261,8 +263,9 @@ def epoch_batches(train: ArrayDataset, global_batch: int, dist: DistContext, sha
     global batch held `world` neighbouring rows of the file together.
     """
     if sharding == "rows":
-        return train.batches(global_batch // dist.world, shuffle=True, seed=rank_seed(seed, dist.rank), epoch=epoch)
-    batches = train.batches(global_batch, shuffle=True, seed=seed, epoch=epoch)
+        return train.batches(global_batch // dist.world, shuffle=True, seed=rank_seed(seed, dist.rank), epoch=epoch,
+                             skip=skip)
+    batches = train.batches(global_batch, shuffle=True, seed=seed, epoch=epoch, skip=skip)
     if not dist.enabled:
         return batches
     return (_rows(b, dist.rank, dist.world) for b in batches)
@@ -520,12 +523,10 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
             with _progress(console, cfg.progress and main) as bar:
                 task = bar.add_task(f"epoch {epoch}", total=steps_per_epoch, completed=skip,
                                     loss=state.loss_sum / max(state.seen, 1), rate=0.0)
-                batches = epoch_batches(train, cfg.batch_size, dist, sharding, cfg.seed, epoch)
-                for index, batch in enumerate(batches):
+                batches = epoch_batches(train, cfg.batch_size, dist, sharding, cfg.seed, epoch, skip)
+                for index, batch in enumerate(batches, start=skip):
                     if index >= steps_per_epoch:
                         break
-                    if index < skip:  # resume: these batches were trained before the checkpoint
-                        continue
                     if device.type != "cpu":
                         batch = batch.to(device)
                     for opt in optimizers:
