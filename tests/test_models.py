@@ -219,3 +219,18 @@ def test_non_positive_attention_heads_is_a_config_error(heads):
     # the divisibility check ran first: embedding_dim % 0 was a ZeroDivisionError traceback
     with pytest.raises(ConfigError, match=f"model.attention_heads must be >= 1, got {heads}"):
         load_config(None, [f"model.attention_heads={heads}"], model="dlf")
+
+
+def test_raw_matrices_have_the_released_kaiming_uniform_init(small_feature_map):
+    # The released code initialises W_C, W_L, W_D, P and R with nn.init.kaiming_uniform_(w) at its default a=0:
+    # U(-b, b), b = sqrt(6 / fan_in), fan_in = w.shape[1]. nn.Linear's a=sqrt(5) gives b = sqrt(1 / fan_in), 2.4x less.
+    torch.manual_seed(0)
+    model = build_model("dlf", small_feature_map, get_entry("dlf").default_config())
+    raw = {name: w for name, w in model.named_parameters()
+           if name.startswith("layers.") and name.split(".")[-2] in ("fmb", "fmb_x0", "lcb", "residual_projection",
+                                                                      "x0_change_projection")}
+    assert {name.split(".")[-2] for name in raw} == {"fmb", "fmb_x0", "lcb", "residual_projection",
+                                                     "x0_change_projection"}
+    for name, w in raw.items():
+        bound = (6 / w.shape[1]) ** 0.5
+        assert bound / 2 < w.abs().max() <= bound, name

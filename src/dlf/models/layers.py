@@ -1,7 +1,6 @@
 """Small building blocks shared by the models."""
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -29,9 +28,10 @@ def init_linear_xavier(module: nn.Module) -> None:
 
 
 def raw_matrix(rows: int, cols: int) -> nn.Parameter:
-    """A bare weight matrix with Kaiming-uniform init (as nn.Linear's default)."""
+    """A bare weight matrix with Kaiming-uniform init as the released DLF/WuKong code: torch's default a=0, so
+    U(-sqrt(6 / cols), sqrt(6 / cols)) (not nn.Linear's a=sqrt(5), whose bound is sqrt(6) times smaller)."""
     w = torch.empty(rows, cols)
-    nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+    nn.init.kaiming_uniform_(w)
     return nn.Parameter(w)
 
 
