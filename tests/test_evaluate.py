@@ -128,3 +128,21 @@ def test_cli_prints_and_writes_the_metrics(demo, tmp_path):
     assert "AUC n/a" in r.stdout and json.loads(out.read_text())["metrics"]["auc"] is None
     r = CliRunner().invoke(app, ["evaluate", str(demo["bundle"]), "-i", str(tmp_path / "missing.csv")])
     assert r.exit_code == 2 and "missing.csv" in r.output and "Traceback" not in r.output
+
+
+def test_json_path_is_checked_before_scoring(demo, tmp_path):
+    """--json's folder is created as predict's --output folder is (it failed only after the whole file was scored),
+    and --json naming the input file is refused (it overwrote the labelled data with the metrics)."""
+    args = ["evaluate", str(demo["bundle"]), "-i"]
+    out = tmp_path / "new" / "day2" / "m.json"
+    r = CliRunner().invoke(app, args + [str(demo["test_csv"]), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["rows"] == 400
+    data = tmp_path / "data.csv"
+    data.write_text(demo["test_csv"].read_text())
+    r = CliRunner().invoke(app, args + [str(data), "--json", str(data)])
+    assert r.exit_code == 2 and "--json must not be the input file" in r.output, r.output
+    assert data.read_text() == demo["test_csv"].read_text()
+    r = CliRunner().invoke(app, args + [str(tmp_path / "typo.csv"), "--json", str(tmp_path / "typo" / "m.json")])
+    assert r.exit_code == 2 and "typo.csv: no such file" in r.output
+    assert not (tmp_path / "typo").exists()  # a mistyped --input leaves no empty folder behind

@@ -128,7 +128,7 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         from dlf._io import atomic_write_json
         from dlf.data.schema import DataError
         from dlf.serve.bundle import BundleError, load_bundle
-        from dlf.serve.evaluate import evaluate_file
+        from dlf.serve.evaluate import evaluate_file, prepare_json
         from dlf.serve.predict import Scorer
         from dlf.train.trainer import fmt_metric
 
@@ -136,9 +136,9 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
             fail(f"--on-bad-row must be error or skip, got {on_bad_row!r}")
         if not (math.isfinite(chunk_mb) and chunk_mb >= 0.001):
             fail(f"--chunk-mb must be a number >= 0.001 (MiB of text per chunk), got {chunk_mb}")
-        if json_out is not None and json_out.is_dir():
-            fail(f"{json_out}: is a directory; --json must be a file")
         try:
+            if json_out is not None:
+                prepare_json(json_out, input_)
             if threads and engine == "torch":
                 import torch
                 torch.set_num_threads(threads)

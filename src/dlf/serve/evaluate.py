@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dlf.data.readers import BadRows
+from dlf.data.readers import BadRows, check_file
 from dlf.data.schema import DataError
 from dlf.serve.bundle import Bundle
-from dlf.serve.predict import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK_BYTES, Scorer, scored_chunks
+from dlf.serve.predict import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK_BYTES, Scorer, os_reason, scored_chunks
 from dlf.train.metrics import classification_metrics
 
 
@@ -80,3 +80,17 @@ def evaluate_file(bundle: Bundle, input: str | Path, *, group_column: str | None
     metrics = classification_metrics(y, np.concatenate(probs), g)
     return EvaluateResult(Path(input), rows, int(y.sum()), metrics, group_column, bad.summary(),
                           time.perf_counter() - started)
+
+
+def prepare_json(path: Path, input: str | Path) -> None:
+    """Check `--json PATH` and create its folder (as predict's --output) before scoring, which can take hours: a
+    missing folder failed only once the whole file was scored, and the input file itself was overwritten."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; --json must be a file")
+    check_file(input)  # first: a mistyped --input leaves no new empty folder behind
+    if path.exists() and path.samefile(input):
+        raise DataError(f"{path}: --json must not be the input file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write the metrics: {os_reason(exc)}") from None
