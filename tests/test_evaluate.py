@@ -146,3 +146,22 @@ def test_json_path_is_checked_before_scoring(demo, tmp_path):
     r = CliRunner().invoke(app, args + [str(tmp_path / "typo.csv"), "--json", str(tmp_path / "typo" / "m.json")])
     assert r.exit_code == 2 and "typo.csv: no such file" in r.output
     assert not (tmp_path / "typo").exists()  # a mistyped --input leaves no empty folder behind
+
+
+def test_json_into_a_fifo_is_written_in_place(demo, tmp_path):
+    """--json /dev/stdout (a link to the pipe) or a FIFO: the metrics go to the reader; renaming a temporary file over
+    it replaced the FIFO (as root, even /dev/null or /dev/stdout) with a regular file and the reader got nothing."""
+    import os
+    import stat
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so that the writer's open does not block
+    try:
+        r = CliRunner().invoke(app, ["evaluate", str(demo["bundle"]), "-i", str(demo["test_csv"]), "--json",
+                                     str(fifo)])
+        assert r.exit_code == 0, r.output
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
+        assert json.loads(os.read(reader, 1 << 16))["rows"] == 400
+    finally:
+        os.close(reader)

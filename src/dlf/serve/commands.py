@@ -125,10 +125,9 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
     ) -> None:
         """Score a labelled file with a bundle and print AUC, logloss, calibration (and gAUC), as training does on
         its test split."""
-        from dlf._io import atomic_write_json
         from dlf.data.schema import DataError
         from dlf.serve.bundle import BundleError, load_bundle
-        from dlf.serve.evaluate import evaluate_file, prepare_json
+        from dlf.serve.evaluate import evaluate_file, prepare_json, write_json
         from dlf.serve.predict import Scorer
         from dlf.train.trainer import fmt_metric
 
@@ -152,10 +151,7 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
                                    scorer=Scorer(b, engine, batch_size, threads, precision),
                                    log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
             if json_out is not None:
-                try:
-                    atomic_write_json(json_out, result.to_dict())
-                except OSError as exc:
-                    raise DataError(f"{json_out}: cannot write the metrics: {exc.strerror or exc}") from None
+                write_json(result, json_out)
         except (BundleError, DataError) as exc:
             fail(str(exc))
         m = result.metrics

@@ -11,6 +11,7 @@ because AUC ranks all rows at once.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dlf._io import atomic_write_json
 from dlf.data.readers import BadRows, check_file
 from dlf.data.schema import DataError
 from dlf.serve.bundle import Bundle
@@ -94,3 +96,15 @@ def prepare_json(path: Path, input: str | Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{path}: cannot write the metrics: {os_reason(exc)}") from None
+
+
+def write_json(result: EvaluateResult, path: Path) -> None:
+    """The metrics as JSON, written atomically; a FIFO or device (/dev/stdout, a link to the pipe) in place, as
+    predict's --output: renaming a temporary file over it replaced the node itself with a regular file."""
+    try:
+        if path.exists() and not path.is_file():
+            path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        else:
+            atomic_write_json(path, result.to_dict())
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write the metrics: {exc.strerror or exc}") from None
