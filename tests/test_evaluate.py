@@ -165,3 +165,29 @@ def test_json_into_a_fifo_is_written_in_place(demo, tmp_path):
         assert json.loads(os.read(reader, 1 << 16))["rows"] == 400
     finally:
         os.close(reader)
+
+
+def test_ctrl_c_and_sigterm_stop_with_one_line(demo, monkeypatch):
+    """Ctrl-C was typer's silent exit 130 and `kill` (SIGTERM) a silent death by the signal: both now say so in one
+    line (exit 130 / 143)."""
+    import os
+    import signal
+
+    import dlf.serve.evaluate
+
+    args = ["evaluate", str(demo["bundle"]), "-i", str(demo["test_csv"])]
+
+    def ctrl_c(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dlf.serve.evaluate, "evaluate_file", ctrl_c)
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 130 and r.output.strip() == "interrupted: no metrics were written", r.output
+    monkeypatch.setattr(dlf.serve.evaluate, "evaluate_file", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
+    # without the command's own handler the test's one fails the test instead of ending pytest
+    previous = signal.signal(signal.SIGTERM, lambda *_: pytest.fail("SIGTERM was not handled"))
+    try:
+        r = CliRunner().invoke(app, args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert r.exit_code == 143 and r.output.strip() == "interrupted: no metrics were written", r.output

@@ -135,6 +135,11 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
             fail(f"--on-bad-row must be error or skip, got {on_bad_row!r}")
         if not (math.isfinite(chunk_mb) and chunk_mb >= 0.001):
             fail(f"--chunk-mb must be a number >= 0.001 (MiB of text per chunk), got {chunk_mb}")
+
+        def terminated(signum, _frame):  # `kill`, `timeout` or a job scheduler: stop as Ctrl-C does
+            raise KeyboardInterrupt(signum)
+
+        signal.signal(signal.SIGTERM, terminated)
         try:
             if json_out is not None:
                 prepare_json(json_out, input_)
@@ -154,6 +159,9 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
                 write_json(result, json_out)
         except (BundleError, DataError) as exc:
             fail(str(exc))
+        except KeyboardInterrupt as exc:  # was typer's silent exit 130, or a silent death by SIGTERM
+            err.print("interrupted: no metrics were written", highlight=False, soft_wrap=True)
+            raise typer.Exit(128 + (exc.args[0] if exc.args else signal.SIGINT)) from None
         m = result.metrics
         shown = [("AUC", "auc"), ("logloss", "logloss")] + ([("gAUC", "gauc")] if "gauc" in m else []) \
             + [("calibration", "calibration")]
