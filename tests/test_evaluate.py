@@ -191,3 +191,45 @@ def test_ctrl_c_and_sigterm_stop_with_one_line(demo, monkeypatch):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert r.exit_code == 143 and r.output.strip() == "interrupted: no metrics were written", r.output
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "data"
+
+
+@pytest.mark.parametrize("preset,source,header,schema", [
+    ("criteo", "criteo_tiny.txt", False, None),  # no header: the label is the first of the schema's columns
+    ("kdd12", "kdd12_tiny/training.txt", False, None),  # the label is derived from a click count
+    ("avazu", "avazu_tiny.csv", True, None),  # weekday and weekend are derived from the hour
+    ("generic", "generic_tiny.csv", True, "pm1"),  # labels -1/1, and gAUC by the schema's group column
+])
+def test_preset_bundle_on_its_test_file_gives_the_runs_test_metrics(preset, source, header, schema, tmp_path):
+    """A run preprocessed with its test split given as a file: evaluating that file with the run's bundle gives the
+    run's test metrics."""
+    from rich.console import Console
+
+    from dlf.api import train
+    from dlf.data.preprocess import preprocess
+
+    lines = (FIXTURES / source).read_text().splitlines(keepends=True)
+    head, body = (lines[:1], lines[1:]) if header else ([], lines)
+    options = {"min_count": "1"}
+    if schema == "pm1":  # the fixture's 0/1 labels as -1/1
+        body = [("-1" + line[1:]) if line.startswith("0,") else line for line in body]
+        schema = tmp_path / "schema.yaml"
+        schema.write_text((FIXTURES / "generic_schema.yaml").read_text() + "label_values: pm1\n")
+        options = {}
+    suffix = (FIXTURES / source).suffix
+    train_file, test_file = tmp_path / f"training{suffix}", tmp_path / f"test{suffix}"
+    train_file.write_text("".join(head + body[:-8]))
+    test_file.write_text("".join(head + body[-8:]))
+    preprocess(preset, [f"train={train_file}", f"test={test_file}"], tmp_path / "data", schema=schema,
+               options=options)
+    train({"model": {"name": "lr"}, "data": {"dataset": "processed", "path": str(tmp_path / "data")},
+           "train": {"epochs": 1, "batch_size": 8, "monitor": "logloss", "progress": False, "tensorboard": False}},
+          out=tmp_path / "run", console=Console(quiet=True))
+    want = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    res = evaluate_file(load_bundle(export_bundle(tmp_path / "run", tmp_path / "bundle")), test_file)
+    assert res.rows == 8 and set(res.metrics) == set(METRICS) | ({"gauc"} if preset == "generic" else set())
+    assert np.isfinite(res.metrics["auc"])  # both classes among the 8 test rows
+    for k in res.metrics:
+        assert res.metrics[k] == pytest.approx(want[k], abs=1e-6, nan_ok=True), k
