@@ -145,7 +145,10 @@ def test_json_path_is_checked_before_scoring(demo, tmp_path):
     assert data.read_text() == demo["test_csv"].read_text()
     r = CliRunner().invoke(app, args + [str(tmp_path / "typo.csv"), "--json", str(tmp_path / "typo" / "m.json")])
     assert r.exit_code == 2 and "typo.csv: no such file" in r.output
-    assert not (tmp_path / "typo").exists()  # a mistyped --input leaves no empty folder behind
+    assert not (tmp_path / "typo").exists()  # a mistyped --input or bundle leaves no empty folder behind
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "nobundle"), "-i", str(data), "--json",
+                                 str(tmp_path / "typo" / "m.json")])
+    assert r.exit_code == 2 and "nobundle: no such bundle directory" in r.output and not (tmp_path / "typo").exists()
 
 
 def test_json_into_a_fifo_is_written_in_place(demo, tmp_path):

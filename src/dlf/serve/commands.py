@@ -141,14 +141,14 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
 
         signal.signal(signal.SIGTERM, terminated)
         try:
-            if json_out is not None:
-                prepare_json(json_out, input_)
             if threads and engine == "torch":
                 import torch
                 torch.set_num_threads(threads)
             b = load_bundle(bundle, build_model=engine == "torch")
             for warning in b.warnings:
                 err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+            if json_out is not None:  # after the bundle (a mistyped one leaves no new folder), before scoring
+                prepare_json(json_out, input_)
             result = evaluate_file(b, input_, group_column=group_column, on_bad_row=on_bad_row,
                                    fmt=format, header=header,
                                    columns=[c.strip() for c in columns.split(",")] if columns else None,
