@@ -149,6 +149,8 @@ def test_json_path_is_checked_before_scoring(demo, tmp_path):
     r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "nobundle"), "-i", str(data), "--json",
                                  str(tmp_path / "typo" / "m.json")])
     assert r.exit_code == 2 and "nobundle: no such bundle directory" in r.output and not (tmp_path / "typo").exists()
+    r = CliRunner().invoke(app, args + [str(data), "--precision", "fp16", "--json", str(tmp_path / "typo" / "m.json")])
+    assert r.exit_code == 2 and "--precision must be fp32 or bf16" in r.output and not (tmp_path / "typo").exists()
 
 
 def test_json_into_a_fifo_is_written_in_place(demo, tmp_path):

@@ -147,13 +147,13 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
             b = load_bundle(bundle, build_model=engine == "torch")
             for warning in b.warnings:
                 err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
-            if json_out is not None:  # after the bundle (a mistyped one leaves no new folder), before scoring
+            scorer = Scorer(b, engine, batch_size, threads, precision)
+            if json_out is not None:  # after the bundle and options (a mistake leaves no new folder), before scoring
                 prepare_json(json_out, input_)
             result = evaluate_file(b, input_, group_column=group_column, on_bad_row=on_bad_row,
                                    fmt=format, header=header,
                                    columns=[c.strip() for c in columns.split(",")] if columns else None,
-                                   block_bytes=int(chunk_mb * (1 << 20)),
-                                   scorer=Scorer(b, engine, batch_size, threads, precision),
+                                   block_bytes=int(chunk_mb * (1 << 20)), scorer=scorer,
                                    log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
             if json_out is not None:
                 write_json(result, json_out)
