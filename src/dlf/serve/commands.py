@@ -18,6 +18,10 @@ from rich.console import Console
 from rich.markup import escape
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwinding as Ctrl-C does (exit 143 rather than 130)."""
+
+
 def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
     err = Console(stderr=True)
 
@@ -136,8 +140,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         if not (math.isfinite(chunk_mb) and chunk_mb >= 0.001):
             fail(f"--chunk-mb must be a number >= 0.001 (MiB of text per chunk), got {chunk_mb}")
 
-        def terminated(signum, _frame):  # `kill`, `timeout` or a job scheduler: stop as Ctrl-C does
-            raise KeyboardInterrupt(signum)
+        def terminated(_signum, _frame):  # `kill`, `timeout` or a job scheduler: stop as Ctrl-C does
+            raise Terminated
 
         signal.signal(signal.SIGTERM, terminated)
         try:
@@ -161,7 +165,7 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
             fail(str(exc))
         except KeyboardInterrupt as exc:  # was typer's silent exit 130, or a silent death by SIGTERM
             err.print("interrupted: no metrics were written", highlight=False, soft_wrap=True)
-            raise typer.Exit(128 + (exc.args[0] if exc.args else signal.SIGINT)) from None
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
         m = result.metrics
         shown = [("AUC", "auc"), ("logloss", "logloss")] + ([("gAUC", "gauc")] if "gauc" in m else []) \
             + [("calibration", "calibration")]
