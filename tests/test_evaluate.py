@@ -238,3 +238,26 @@ def test_preset_bundle_on_its_test_file_gives_the_runs_test_metrics(preset, sour
     assert np.isfinite(res.metrics["auc"])  # both classes among the 8 test rows
     for k in res.metrics:
         assert res.metrics[k] == pytest.approx(want[k], abs=1e-6, nan_ok=True), k
+
+
+def test_a_file_without_the_training_group_column_evaluates_with_an_empty_group_column(tmp_path):
+    """The training data's group column is the default for gAUC; when it is no model input (here `ts`) a file without
+    it could not be evaluated at all (--group-column '' fell back to it): '' now means no gAUC."""
+    from rich.console import Console
+
+    from dlf.api import train
+    from dlf.data.preprocess import preprocess
+
+    schema = tmp_path / "schema.yaml"
+    schema.write_text((FIXTURES / "generic_schema.yaml").read_text().replace("group: user", "group: ts"))
+    preprocess("generic", [FIXTURES / "generic_tiny.csv"], tmp_path / "data", schema=schema)
+    train({"model": {"name": "lr"}, "data": {"dataset": "processed", "path": str(tmp_path / "data")},
+           "train": {"epochs": 1, "monitor": "logloss", "progress": False, "tensorboard": False}},
+          out=tmp_path / "run", console=Console(quiet=True))
+    bundle = export_bundle(tmp_path / "run", tmp_path / "bundle")
+    rows = tmp_path / "no_ts.csv"
+    pcsv.write_csv(pcsv.read_csv(FIXTURES / "generic_tiny.csv").drop_columns(["ts"]), rows)
+    with pytest.raises(DataError, match=r"no column\(s\) \['ts'\]"):
+        evaluate_file(load_bundle(bundle), rows)
+    r = CliRunner().invoke(app, ["evaluate", str(bundle), "-i", str(rows), "--group-column", ""])
+    assert r.exit_code == 0 and "30 rows" in r.stdout and "gAUC" not in r.stdout, r.output

@@ -114,7 +114,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         input_: Path = typer.Option(..., "--input", "-i", help="CSV, TSV or Parquet file of raw rows with the label "
                                     "column (e.g. the next day's logs)."),
         group_column: Optional[str] = typer.Option(None, "--group-column", help="Also report gAUC grouped by this "
-                                                   "input column (default: the training data's group column, if any)."),
+                                                   "input column (default: the training data's group column, if any; "
+                                                   "'': no gAUC)."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
         on_bad_row: str = typer.Option("error", help="error: stop at the first bad row; skip: drop and count them."),
         engine: str = typer.Option("torch", help="torch or onnx."),

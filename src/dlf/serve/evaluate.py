@@ -51,13 +51,14 @@ def evaluate_file(bundle: Bundle, input: str | Path, *, group_column: str | None
                   block_bytes: int = DEFAULT_BLOCK_BYTES, precision: str = "fp32", scorer: Scorer | None = None,
                   log: Callable[[str], None] | None = None) -> EvaluateResult:
     """Score every labelled row of INPUT and return its metrics (see module doc). group_column None: the training
-    data's group column, when it had one. Raises DataError / BundleError."""
+    data's group column, when it had one; "": none (no gAUC). Raises DataError / BundleError."""
     started = time.perf_counter()
     log = log or (lambda msg: None)
     bad = BadRows(on_bad_row)
     scorer = scorer or Scorer(bundle, engine, batch_size, precision=precision)
     label = bundle.encoder.label
-    group_column = group_column or bundle.feature_map.group
+    # '' opts out: a file without the training group column (when it is no model input) could not be evaluated at all
+    group_column = bundle.feature_map.group if group_column is None else group_column or None
     if group_column == label:
         raise DataError(f"--group-column {group_column!r} is the label column")
     probs, labels, groups = [], [], []
