@@ -117,7 +117,7 @@ def test_naf_computes_its_equation_per_head(heads, slots):
 def test_checkpoint_layers_gives_the_same_gradients(small_feature_map):
     torch.manual_seed(0)
     batch = random_batch(small_feature_map, 32)
-    grads, saved = [], []
+    grads, saved, stats = [], [], []
     for recompute in (False, True):
         cfg = replace(get_entry("dlf").default_config(), embedding_dim=8, layers=2, rank=3, interaction_tokens=4,
                       implicit_tokens=4, hidden=16, dropout=0.2, checkpoint_layers=recompute)
@@ -134,8 +134,14 @@ def test_checkpoint_layers_gives_the_same_gradients(small_feature_map):
         saved.append(sum(storages.values()))  # activation bytes kept for the backward pass
         F.binary_cross_entropy_with_logits(logits, batch.label).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        stats.append({k: v for k, v in model.state_dict().items() if ".mlp.1." in k})  # the branches' BatchNorms
     assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0
     assert saved[1] < 0.6 * saved[0]
+    # the recomputation must not update BatchNorm's running statistics a second time (they were: momentum applied
+    # twice and num_batches_tracked 2 per step, so scoring after training with checkpoint_layers=true differed)
+    assert stats[0].keys() == stats[1].keys() and any(k.endswith("running_mean") for k in stats[0])
+    for k in stats[0]:
+        torch.testing.assert_close(stats[0][k], stats[1][k], msg=k)
 
 
 @pytest.mark.parametrize("name", ["dlf", "dlf_concat"])

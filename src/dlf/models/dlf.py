@@ -51,6 +51,7 @@ instead of re-injecting them at full strength as a plain skip does.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Iterator, Literal
@@ -101,6 +102,24 @@ class DLFConfig:
         if self.fusion_slots < 0:
             raise ValueError(f"model.fusion_slots must be >= 0 (0 = attend over all tokens), got {self.fusion_slots}")
         check_config(self, rates=["dropout"])
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
+    """BatchNorm under `module` normalises with the batch's statistics (as in training) but leaves its running
+    statistics as they are: for the recomputation of a checkpointed layer, whose forward pass already updated them.
+    Momentum 0 keeps the running mean and variance (not track_running_stats=False: the recomputation would then save
+    fewer tensors than the forward pass, which checkpoint refuses); the batch counter is put back."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
 
 
 def autocast_input(x: torch.Tensor) -> torch.Tensor:
@@ -338,7 +357,11 @@ class DLF(nn.Module):
         e = e1_mm = autocast_input(e1)  # one low-precision copy of E1 for layer 1 and every layer's alpha branch
         recompute = self.cfg.checkpoint_layers and torch.is_grad_enabled() and self.training
         for layer in self.layers:
-            e = checkpoint(layer, e, e1_mm, use_reentrant=False) if recompute else layer(e, e1_mm)
+            if recompute:  # the recomputation must not update BatchNorm's running statistics a second time
+                e = checkpoint(layer, e, e1_mm, use_reentrant=False,
+                               context_fn=lambda layer=layer: (contextlib.nullcontext(), frozen_batchnorm_stats(layer)))
+            else:
+                e = layer(e, e1_mm)
             yield e
 
     def layer_outputs(self, e1: torch.Tensor) -> list[torch.Tensor]:
