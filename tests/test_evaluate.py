@@ -261,3 +261,14 @@ def test_a_file_without_the_training_group_column_evaluates_with_an_empty_group_
         evaluate_file(load_bundle(bundle), rows)
     r = CliRunner().invoke(app, ["evaluate", str(bundle), "-i", str(rows), "--group-column", ""])
     assert r.exit_code == 0 and "30 rows" in r.stdout and "gAUC" not in r.stdout, r.output
+
+
+def test_evaluate_tunes_the_allocator_as_predict_does(demo, monkeypatch):
+    """Scoring allocates and frees the same large activations every sub-batch: evaluate, as predict, has glibc keep
+    freed memory for reuse (it scored with glibc's defaults, each sub-batch's activations a fresh mmap)."""
+    import dlf._runtime
+
+    calls = []
+    monkeypatch.setattr(dlf._runtime, "reuse_freed_memory", lambda: calls.append(1))
+    evaluate_file(load_bundle(demo["bundle"]), demo["test_csv"])
+    assert calls

@@ -128,6 +128,9 @@ def scored_chunks(bundle: Bundle, input: str | Path, bad: BadRows, scorer: Score
     """Read (`read_input`'s options), encode and score INPUT chunk by chunk: (chunk, the probabilities of the rows
     kept, the mask of those rows in the chunk, their labels: zeros unless labels=True). Chunks with no row kept are
     not yielded."""
+    if scorer.engine == "torch":
+        from dlf._runtime import reuse_freed_memory
+        reuse_freed_memory()  # every sub-batch allocates and frees the same large activations, as in training
     for chunk in read_input(bundle, input, bad, **read):
         batch, keep = bundle.encoder.encode_chunk(chunk, bad, labels=labels)
         if batch is None:
@@ -298,9 +301,6 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
     log = log or (lambda msg: None)
     bad = BadRows(on_bad_row)
     scorer = scorer or Scorer(bundle, engine, batch_size, precision=precision)
-    if scorer.engine == "torch":
-        from dlf._runtime import reuse_freed_memory
-        reuse_freed_memory()  # every sub-batch allocates and frees the same large activations, as in training
     if id_column == "probability":  # two columns of one name: pyarrow cannot read such a Parquet file back
         raise DataError("--id-column must not be 'probability', the name of the output's score column")
     output = Path(output)
