@@ -272,3 +272,18 @@ def test_evaluate_tunes_the_allocator_as_predict_does(demo, monkeypatch):
     monkeypatch.setattr(dlf._runtime, "reuse_freed_memory", lambda: calls.append(1))
     evaluate_file(load_bundle(demo["bundle"]), demo["test_csv"])
     assert calls
+
+
+def test_evaluate_restarts_on_tcmalloc_as_predict_does(monkeypatch):
+    """`dlf evaluate` runs the model over a whole file as `dlf predict` does: it restarts on TCMalloc when installed
+    too (main() left it out of the commands that run models)."""
+    import sys
+
+    import dlf.cli
+
+    calls = []
+    monkeypatch.setattr(dlf.cli, "restart_with_tcmalloc", lambda: calls.append(1))
+    monkeypatch.setattr(sys, "argv", ["dlf", "evaluate", "--help"])
+    with pytest.raises(SystemExit):
+        dlf.cli.main()
+    assert calls

@@ -230,7 +230,7 @@ _register_serve_commands(app, _fail)  # dlf export / predict / serve (src/dlf/se
 
 
 def main() -> None:
-    if sys.argv[1:2] and sys.argv[1] in ("train", "bench", "predict", "serve"):
+    if sys.argv[1:2] and sys.argv[1] in ("train", "bench", "predict", "evaluate", "serve"):
         restart_with_tcmalloc()  # the commands that run models: TCMalloc when installed (docs/training.md, "Memory")
     app()
 
