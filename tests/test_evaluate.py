@@ -196,6 +196,10 @@ def test_ctrl_c_and_sigterm_stop_with_one_line(demo, monkeypatch):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert r.exit_code == 143 and r.output.strip() == "interrupted: no metrics were written", r.output
+    # the command's handler ends with it: a SIGTERM to the process that ran it (pytest here) raised Terminated after
+    handler = signal.getsignal(signal.SIGTERM)
+    monkeypatch.undo()
+    assert CliRunner().invoke(app, args).exit_code == 0 and signal.getsignal(signal.SIGTERM) is handler
 
 
 FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "data"

@@ -144,7 +144,7 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         def terminated(_signum, _frame):  # `kill`, `timeout` or a job scheduler: stop as Ctrl-C does
             raise Terminated
 
-        signal.signal(signal.SIGTERM, terminated)
+        previous = signal.signal(signal.SIGTERM, terminated)
         try:
             if threads and engine == "torch":
                 import torch
@@ -167,6 +167,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         except KeyboardInterrupt as exc:  # was typer's silent exit 130, or a silent death by SIGTERM
             err.print("interrupted: no metrics were written", highlight=False, soft_wrap=True)
             raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
+        finally:  # the process that ran the command (a test, a notebook) gets its own handler back
+            signal.signal(signal.SIGTERM, previous)
         m = result.metrics
         shown = [("AUC", "auc"), ("logloss", "logloss")] + ([("gAUC", "gauc")] if "gauc" in m else []) \
             + [("calibration", "calibration")]
