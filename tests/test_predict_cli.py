@@ -80,8 +80,27 @@ def test_sigterm_mid_run_removes_the_temporary_output(bundle, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 128 + signal.SIGTERM
+    assert "interrupted: no output was written" in proc.stderr.read()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "scores.csv"]
     assert out.read_text() == "old scores\n"
+
+
+def test_ctrl_c_is_one_line_and_the_sigterm_handler_ends_with_the_command(bundle, tmp_path, monkeypatch):
+    """Ctrl-C was typer's silent exit 130, and the command's SIGTERM handler stayed installed after it returned: a
+    later SIGTERM to the process that ran it (a test run, a notebook) raised SystemExit wherever it was."""
+    import dlf.serve.predict
+
+    args = ["predict", str(bundle), "--input", str(demo_rows(tmp_path / "in.csv", "40")), "--output",
+            str(tmp_path / "o.csv")]
+    handler = signal.getsignal(signal.SIGTERM)
+    assert CliRunner().invoke(app, args).exit_code == 0 and signal.getsignal(signal.SIGTERM) is handler
+
+    def ctrl_c(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dlf.serve.predict, "predict_file", ctrl_c)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 130 and res.output.strip() == "interrupted: no output was written", res.output
 
 
 def test_parquet_output_of_many_small_chunks_has_few_row_groups(bundle, tmp_path):

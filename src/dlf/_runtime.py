@@ -1,5 +1,5 @@
 """Process-level settings shared by training, evaluation and scoring: autocast, the memory allocator (the CLI's
-restart on TCMalloc when it is installed, else glibc's malloc tuned to keep freed memory)."""
+restart on TCMalloc when it is installed, else glibc's malloc tuned to keep freed memory), SIGTERM handling."""
 from __future__ import annotations
 
 import contextlib
@@ -7,8 +7,9 @@ import ctypes
 import glob
 import os
 import platform
+import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
     import torch
@@ -22,6 +23,25 @@ def autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[list[int]]:
+    """Within: SIGTERM (`kill`, `timeout`, a job scheduler) raises KeyboardInterrupt where it arrives, so that a
+    command unwinds and cleans up as on Ctrl-C. Yields the list of SIGTERMs received: exit status 143 when it is
+    not empty, else 130. The previous handler comes back after (a test or notebook that ran the command keeps its
+    own)."""
+    received: list[int] = []
+
+    def interrupt(signum, _frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def malloc_library() -> str:

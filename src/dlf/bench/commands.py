@@ -6,12 +6,13 @@ Ctrl-C with 130 and by SIGTERM, which stops it alike, with 143.
 """
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Callable, Optional
 
 import typer
 from rich.console import Console
+
+from dlf._runtime import sigterm_as_interrupt
 
 
 def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
@@ -60,30 +61,23 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
             cli_sets = {**(yaml.safe_load(spec_path.read_text()) or {}).get("cli_set", {}), **cli_sets}
         folder = out or Path(spec.out or "runs/bench")
         console = Console(soft_wrap=True)
-        terminated = []
-
-        def on_sigterm(signum, _frame):  # `kill`, `timeout`, a job scheduler: stop as Ctrl-C does (report, resume)
-            terminated.append(signum)
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
-        try:
-            result = run_bench(spec, folder, console=console, cli_sets=cli_sets, dry_run=dry_run,
-                               report_only=report_only)
-        except BenchError as exc:
-            fail(str(exc))
-        except KeyboardInterrupt:  # between runs or while writing the report (a run's own is caught by run_bench)
-            console.print("[yellow]interrupted[/yellow]: rerun the same command to resume (finished runs are kept)",
-                          highlight=False)
-            raise typer.Exit(128 + terminated[0] if terminated else 130) from None
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        # SIGTERM (`kill`, `timeout`, a job scheduler) stops the bench as Ctrl-C does (report, resume)
+        with sigterm_as_interrupt() as terminated:
+            try:
+                result = run_bench(spec, folder, console=console, cli_sets=cli_sets, dry_run=dry_run,
+                                   report_only=report_only)
+            except BenchError as exc:
+                fail(str(exc))
+            except KeyboardInterrupt:  # between runs or while writing the report (a run's own is caught by run_bench)
+                console.print("[yellow]interrupted[/yellow]: rerun the same command to resume (finished runs are "
+                              "kept)", highlight=False)
+                raise typer.Exit(143 if terminated else 130) from None
         if dry_run:
             return
         chart = f"chart: {folder / 'bench.png'}" if result.no_chart is None else f"no chart: {result.no_chart}"
         console.print(f"report: {result.report}  ({chart}, per run: {folder / 'results.csv'})", highlight=False)
         if result.interrupted:
-            raise typer.Exit(128 + terminated[0] if terminated else 130)
+            raise typer.Exit(143 if terminated else 130)
         if result.failed:
             console.print(f"[red]{len(result.failed)} run(s) failed[/red]; see the report", highlight=False)
             raise typer.Exit(1)

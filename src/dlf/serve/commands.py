@@ -6,10 +6,9 @@ Thin wrappers over dlf.serve.bundle / predict / evaluate / server; every expecte
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-import signal
-import sys
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -17,13 +16,21 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, unwinding as Ctrl-C does (exit 143 rather than 130)."""
+from dlf._runtime import sigterm_as_interrupt
 
 
 def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
     err = Console(stderr=True)
+
+    @contextlib.contextmanager
+    def interrupted(what: str, terminated: list[int]):
+        """Ctrl-C or SIGTERM (see sigterm_as_interrupt): one line and exit status 130 / 143 (were typer's silent exit
+        130 and a silent exit 143)."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            err.print(f"interrupted: {what}", highlight=False, soft_wrap=True)
+            raise typer.Exit(143 if terminated else 130) from None
 
     @app.command()
     def export(
@@ -83,22 +90,22 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         if not (math.isfinite(chunk_mb) and chunk_mb >= 0.001):
             fail(f"--chunk-mb must be a number >= 0.001 (MiB of text per chunk), got {chunk_mb}")
         # `kill`, `timeout` or a job scheduler: unwind as Ctrl-C does, so that predict_file deletes its temporary output
-        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
-        try:
-            if threads and engine == "torch":
-                import torch
-                torch.set_num_threads(threads)
-            b = load_bundle(bundle, build_model=engine == "torch")
-            for warning in b.warnings:
-                err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
-            scorer = Scorer(b, engine, batch_size, threads, precision)
-            result = predict_file(b, input_, output, id_column=id_column, on_bad_row=on_bad_row, engine=engine,
-                                  fmt=format, output_format=output_format, header=header,
-                                  columns=[c.strip() for c in columns.split(",")] if columns else None,
-                                  block_bytes=int(chunk_mb * (1 << 20)), scorer=scorer,
-                                  log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
-        except (BundleError, DataError) as exc:
-            fail(str(exc))
+        with sigterm_as_interrupt() as terminated, interrupted("no output was written", terminated):
+            try:
+                if threads and engine == "torch":
+                    import torch
+                    torch.set_num_threads(threads)
+                b = load_bundle(bundle, build_model=engine == "torch")
+                for warning in b.warnings:
+                    err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+                scorer = Scorer(b, engine, batch_size, threads, precision)
+                result = predict_file(b, input_, output, id_column=id_column, on_bad_row=on_bad_row, engine=engine,
+                                      fmt=format, output_format=output_format, header=header,
+                                      columns=[c.strip() for c in columns.split(",")] if columns else None,
+                                      block_bytes=int(chunk_mb * (1 << 20)), scorer=scorer,
+                                      log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
+            except (BundleError, DataError) as exc:
+                fail(str(exc))
         # on stderr, with the progress lines: `--output /dev/stdout | ...` pipes the scores alone
         rate = result.rows / max(result.seconds, 1e-9)
         err.print(f"wrote {result.output}: {result.rows:,} rows scored in {result.seconds:.1f}s "
@@ -141,34 +148,27 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         if not (math.isfinite(chunk_mb) and chunk_mb >= 0.001):
             fail(f"--chunk-mb must be a number >= 0.001 (MiB of text per chunk), got {chunk_mb}")
 
-        def terminated(_signum, _frame):  # `kill`, `timeout` or a job scheduler: stop as Ctrl-C does
-            raise Terminated
-
-        previous = signal.signal(signal.SIGTERM, terminated)
-        try:
-            if threads and engine == "torch":
-                import torch
-                torch.set_num_threads(threads)
-            b = load_bundle(bundle, build_model=engine == "torch")
-            for warning in b.warnings:
-                err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
-            scorer = Scorer(b, engine, batch_size, threads, precision)
-            if json_out is not None:  # after the bundle and options (a mistake leaves no new folder), before scoring
-                prepare_json(json_out, input_)
-            result = evaluate_file(b, input_, group_column=group_column, on_bad_row=on_bad_row,
-                                   fmt=format, header=header,
-                                   columns=[c.strip() for c in columns.split(",")] if columns else None,
-                                   block_bytes=int(chunk_mb * (1 << 20)), scorer=scorer,
-                                   log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
-            if json_out is not None:
-                write_json(result, json_out)
-        except (BundleError, DataError) as exc:
-            fail(str(exc))
-        except KeyboardInterrupt as exc:  # was typer's silent exit 130, or a silent death by SIGTERM
-            err.print("interrupted: no metrics were written", highlight=False, soft_wrap=True)
-            raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
-        finally:  # the process that ran the command (a test, a notebook) gets its own handler back
-            signal.signal(signal.SIGTERM, previous)
+        with sigterm_as_interrupt() as terminated, interrupted("no metrics were written", terminated):
+            try:
+                if threads and engine == "torch":
+                    import torch
+                    torch.set_num_threads(threads)
+                b = load_bundle(bundle, build_model=engine == "torch")
+                for warning in b.warnings:
+                    err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+                scorer = Scorer(b, engine, batch_size, threads, precision)
+                # after the bundle and options (a mistake leaves no new folder), before scoring
+                if json_out is not None:
+                    prepare_json(json_out, input_)
+                result = evaluate_file(b, input_, group_column=group_column, on_bad_row=on_bad_row,
+                                       fmt=format, header=header,
+                                       columns=[c.strip() for c in columns.split(",")] if columns else None,
+                                       block_bytes=int(chunk_mb * (1 << 20)), scorer=scorer,
+                                       log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
+                if json_out is not None:
+                    write_json(result, json_out)
+            except (BundleError, DataError) as exc:
+                fail(str(exc))
         m = result.metrics
         shown = [("AUC", "auc"), ("logloss", "logloss")] + ([("gAUC", "gauc")] if "gauc" in m else []) \
             + [("calibration", "calibration")]
