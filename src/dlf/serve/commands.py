@@ -22,6 +22,26 @@ from dlf._runtime import sigterm_as_interrupt
 def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
     err = Console(stderr=True)
 
+    def check_reading(on_bad_row: str, chunk_mb: float) -> None:
+        if on_bad_row not in ("error", "skip"):
+            fail(f"--on-bad-row must be error or skip, got {on_bad_row!r}")
+        # nan/inf were int() tracebacks, and below about 1 KiB Arrow refused its block size (0 bytes: an Arrow error)
+        if not (math.isfinite(chunk_mb) and chunk_mb >= 0.001):
+            fail(f"--chunk-mb must be a number >= 0.001 (MiB of text per chunk), got {chunk_mb}")
+
+    def load_scorer(bundle: Path, engine: str, batch_size: int, threads: int, precision: str):
+        """(the bundle, its Scorer) for predict and evaluate, the bundle's warnings printed."""
+        from dlf.serve.bundle import load_bundle
+        from dlf.serve.predict import Scorer
+
+        if threads and engine == "torch":
+            import torch
+            torch.set_num_threads(threads)
+        b = load_bundle(bundle, build_model=engine == "torch")
+        for warning in b.warnings:
+            err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+        return b, Scorer(b, engine, batch_size, threads, precision)
+
     @contextlib.contextmanager
     def interrupted(what: str, terminated: list[int]):
         """Ctrl-C or SIGTERM (see sigterm_as_interrupt): one line and exit status 130 / 143 (were typer's silent exit
@@ -81,24 +101,14 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
     ) -> None:
         """Score a file of raw rows with a bundle, streaming it in chunks; writes probabilities."""
         from dlf.data.schema import DataError
-        from dlf.serve.bundle import BundleError, load_bundle
-        from dlf.serve.predict import Scorer, predict_file
+        from dlf.serve.bundle import BundleError
+        from dlf.serve.predict import predict_file
 
-        if on_bad_row not in ("error", "skip"):
-            fail(f"--on-bad-row must be error or skip, got {on_bad_row!r}")
-        # nan/inf were int() tracebacks, and below about 1 KiB Arrow refused its block size (0 bytes: an Arrow error)
-        if not (math.isfinite(chunk_mb) and chunk_mb >= 0.001):
-            fail(f"--chunk-mb must be a number >= 0.001 (MiB of text per chunk), got {chunk_mb}")
+        check_reading(on_bad_row, chunk_mb)
         # `kill`, `timeout` or a job scheduler: unwind as Ctrl-C does, so that predict_file deletes its temporary output
         with sigterm_as_interrupt() as terminated, interrupted("no output was written", terminated):
             try:
-                if threads and engine == "torch":
-                    import torch
-                    torch.set_num_threads(threads)
-                b = load_bundle(bundle, build_model=engine == "torch")
-                for warning in b.warnings:
-                    err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
-                scorer = Scorer(b, engine, batch_size, threads, precision)
+                b, scorer = load_scorer(bundle, engine, batch_size, threads, precision)
                 result = predict_file(b, input_, output, id_column=id_column, on_bad_row=on_bad_row, engine=engine,
                                       fmt=format, output_format=output_format, header=header,
                                       columns=[c.strip() for c in columns.split(",")] if columns else None,
@@ -138,25 +148,14 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         """Score a labelled file with a bundle and print AUC, logloss, calibration (and gAUC), as training does on
         its test split."""
         from dlf.data.schema import DataError
-        from dlf.serve.bundle import BundleError, load_bundle
+        from dlf.serve.bundle import BundleError
         from dlf.serve.evaluate import evaluate_file, prepare_json, write_json
-        from dlf.serve.predict import Scorer
         from dlf.train.trainer import fmt_metric
 
-        if on_bad_row not in ("error", "skip"):
-            fail(f"--on-bad-row must be error or skip, got {on_bad_row!r}")
-        if not (math.isfinite(chunk_mb) and chunk_mb >= 0.001):
-            fail(f"--chunk-mb must be a number >= 0.001 (MiB of text per chunk), got {chunk_mb}")
-
+        check_reading(on_bad_row, chunk_mb)
         with sigterm_as_interrupt() as terminated, interrupted("no metrics were written", terminated):
             try:
-                if threads and engine == "torch":
-                    import torch
-                    torch.set_num_threads(threads)
-                b = load_bundle(bundle, build_model=engine == "torch")
-                for warning in b.warnings:
-                    err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
-                scorer = Scorer(b, engine, batch_size, threads, precision)
+                b, scorer = load_scorer(bundle, engine, batch_size, threads, precision)
                 # after the bundle and options (a mistake leaves no new folder), before scoring
                 if json_out is not None:
                     prepare_json(json_out, input_)
