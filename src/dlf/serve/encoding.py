@@ -234,4 +234,5 @@ def _batch(cat: np.ndarray, num: np.ndarray, mul: np.ndarray, label: np.ndarray 
     return Batch(torch.from_numpy(np.ascontiguousarray(cat, dtype=np.int64)),
                  torch.from_numpy(np.ascontiguousarray(num, dtype=np.float32)),
                  torch.from_numpy(np.ascontiguousarray(mul, dtype=np.int64)),
-                 torch.zeros(n, dtype=torch.float32) if label is None else torch.from_numpy(label.astype(np.float32)))
+                 torch.zeros(n, dtype=torch.float32) if label is None
+                 else torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32)))
