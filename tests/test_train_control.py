@@ -133,6 +133,28 @@ def test_a_failing_learning_curve_plot_does_not_lose_the_weights_and_metrics(tmp
     assert "learning_curves.png not written (RuntimeError: no usable font)" in console.export_text()
 
 
+def test_an_interrupted_save_of_the_final_weights_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """model.safetensors was written to .model.safetensors.tmp and renamed: Ctrl-C, SIGTERM or a full disk during
+    that save left the temporary file in the run folder."""
+    import os
+
+    from rich.console import Console
+
+    rename = os.replace
+
+    def interrupted(src, dst, *a, **k):
+        if os.fspath(dst).endswith("model.safetensors"):
+            raise KeyboardInterrupt
+        return rename(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dlf.train(_cfg("train.epochs=1", "train.tensorboard=false"), out=tmp_path / "run", console=Console(quiet=True))
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert "config.yaml" in names and "model.safetensors" not in names
+    assert not [n for n in names if n.endswith(".tmp")], names
+
+
 def test_a_fresh_run_refuses_a_folder_that_is_not_empty_and_not_a_dlf_run(tmp_path):
     """`--out .` in a project overwrote its config.yaml and metrics.json without a word."""
     from dlf.train.trainer import TrainingError

@@ -14,9 +14,9 @@ import torch
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from safetensors.torch import save_file
+from safetensors.torch import save as st_save
 
-from dlf._io import atomic_write_json, atomic_write_text
+from dlf._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from dlf.config import RunConfig, from_dict, load_config
 from dlf.data.synthetic import generate
 from dlf.models import build_model
@@ -201,9 +201,9 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
         metrics["oracle_test"] = classification_metrics(data.test.label, data.test.prob)
 
     if out is not None and dist.is_main:
-        tmp = out / ".model.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        tmp.replace(out / "model.safetensors")
+        # atomically, as the checkpoints: an interrupted or failed write leaves no temporary file behind
+        atomic_write_bytes(out / "model.safetensors",
+                           st_save({k: v.contiguous() for k, v in model.state_dict().items()}))
         atomic_write_json(out / "metrics.json", metrics)  # NaN -> null
         metrics["run_dir"] = str(out)
         try:  # last, and not fatal: a picture failing (matplotlib, fonts) lost the weights and metrics written after it
