@@ -108,6 +108,11 @@ def test_ids_bundle_on_its_test_split_gives_the_runs_test_metrics(tmp_path):
     assert res.rows == len(test.label)
     for k in METRICS:
         assert res.metrics[k] == pytest.approx(want[k], abs=1e-6), k
+    # gAUC by an input column: its text is the group
+    c = fm.of_kind("categorical")[0].name
+    probs = pq.read_table(predict_file(b, tmp_path / "test.csv", tmp_path / "p.parquet").output)["probability"]
+    grouped = evaluate_file(b, tmp_path / "test.csv", group_column=c, block_bytes=1024)
+    assert grouped.metrics["gauc"] == pytest.approx(group_auc(test.label, probs.to_numpy(), cols[c]), abs=1e-6)
 
 
 def test_cli_prints_and_writes_the_metrics(demo, tmp_path):
@@ -291,3 +296,37 @@ def test_evaluate_restarts_on_tcmalloc_as_predict_does(monkeypatch):
     with pytest.raises(SystemExit):
         dlf.cli.main()
     assert calls
+
+
+def test_gauc_groups_by_the_derived_group_value_as_training_does(tmp_path):
+    """kdd12 turns user 0 (unknown) into a missing user: training's gAUC groups users '0' and '' together, and so must
+    evaluate (it grouped by the raw text, two groups, so that on the run's own test file its gAUC differed)."""
+    import dataclasses
+
+    from rich.console import Console
+
+    from dlf.api import train
+    from dlf.data.presets import kdd12_schema
+    from dlf.data.preprocess import preprocess
+
+    lines = (FIXTURES / "kdd12_tiny" / "training.txt").read_text().splitlines(keepends=True)
+    test = []
+    for line in lines[-8:]:  # the positives' user 0, the negatives' user missing: one group with both classes
+        cells = line.rstrip("\n").split("\t")
+        cells[-1] = "0" if cells[0] != "0" else ""
+        test.append("\t".join(cells) + "\n")
+    (tmp_path / "training.txt").write_text("".join(lines[:-8]))
+    (tmp_path / "test.txt").write_text("".join(test))
+    schema = dataclasses.replace(kdd12_schema(min_count=1, profile=False), group="user_id")
+    preprocess("kdd12", [f"train={tmp_path / 'training.txt'}", f"test={tmp_path / 'test.txt'}"], tmp_path / "data",
+               schema=schema)
+    train({"model": {"name": "lr"}, "data": {"dataset": "processed", "path": str(tmp_path / "data")},
+           "train": {"epochs": 1, "batch_size": 8, "monitor": "logloss", "progress": False, "tensorboard": False}},
+          out=tmp_path / "run", console=Console(quiet=True))
+    want = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    assert np.isfinite(want["gauc"])  # the one group has both classes
+    res = evaluate_file(load_bundle(export_bundle(tmp_path / "run", tmp_path / "bundle")), tmp_path / "test.txt",
+                        block_bytes=1024)
+    assert res.rows == 8 and res.group_column == "user_id" and set(res.metrics) == set(METRICS) | {"gauc"}
+    for k in res.metrics:
+        assert res.metrics[k] == pytest.approx(want[k], abs=1e-6), k

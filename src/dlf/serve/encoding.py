@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import torch
 
 from dlf.data.features import OOV_ID, Batch, FeatureMap
-from dlf.data.preprocess import ChunkParser, FieldState, Rejects, parse_labels, parse_numbers
+from dlf.data.preprocess import ChunkParser, FieldState, Rejects, hash_strings, parse_labels, parse_numbers
 from dlf.data.presets import get_preset
 from dlf.data.readers import BadRows, Chunk, in_line_order
 from dlf.data.schema import DataError, Schema, SplitOptions
@@ -125,25 +125,29 @@ class Encoder:
 
     # ---- chunks of text columns -> Batch ------------------------------------------------------
 
-    def encode_chunk(self, chunk: Chunk, bad: BadRows, labels: bool = False) -> tuple[Batch | None, np.ndarray]:
+    def encode_chunk(self, chunk: Chunk, bad: BadRows, labels: bool = False,
+                     group: str | None = None) -> tuple[Batch | None, np.ndarray]:
         """Encode one chunk (columns: `self.columns`, text, '' = missing). Returns the batch of the
         rows kept and a boolean mask of them (bad rows are reported to `bad`: raised or counted).
         labels=True: the chunk also has the label column (`self.label`), checked and read as in preprocessing
-        into `Batch.label` (a bad label is a bad row); otherwise the labels are zeros."""
+        into `Batch.label` (a bad label is a bad row); otherwise the labels are zeros.
+        group: a column of the chunk whose values become `Batch.group`, the ids preprocessing writes for a group
+        column: of the value after the preset's derivation (kdd12's user 0 is the missing user), as gAUC groups."""
         n = len(chunk)
         if self.mode == "ids":
-            return self._encode_ids(chunk, bad, labels)
+            return self._encode_ids(chunk, bad, labels, group)
         work, problems = Chunk(chunk.file, chunk.lines, dict(chunk.columns), chunk.unit, 0), []
         if self.derive is not None:
             work, problems = self.derive(work)
         if not labels:  # the label is not an input: give the parser a valid constant label column
             one = "1" if self.schema.label_values == "pm1" else "0"
             work.columns[self.schema.label] = pa.array(np.full(len(work), one, dtype=object), pa.string())
+        parser = self.parser if group is None else ChunkParser(dataclasses.replace(self.schema, group=group))
         parsed = None
         # the rows kept come out once, last; in stop mode the rows ahead of the derivation's first bad row come out
         # (and are parsed) first, so that a bad value on one of them is the one reported
         for part in in_line_order(chunk.file, work, problems, bad):
-            parsed = self.parser.parse(part, bad)
+            parsed = parser.parse(part, bad)
         if parsed is None:
             return None, np.zeros(n, dtype=bool)
         keep = np.isin(chunk.lines, parsed.rows)
@@ -159,9 +163,10 @@ class Encoder:
         for j, k in enumerate(parsed.multi):
             enc = self.states[n_cat + n_num + j].encode(k)
             mul[:, j, :enc.shape[1]] = enc
-        return _batch(cat, num, mul, parsed.label if labels else None), keep
+        return _batch(cat, num, mul, parsed.label if labels else None, parsed.group), keep
 
-    def _encode_ids(self, chunk: Chunk, bad: BadRows, labels: bool) -> tuple[Batch | None, np.ndarray]:
+    def _encode_ids(self, chunk: Chunk, bad: BadRows, labels: bool,
+                    group: str | None) -> tuple[Batch | None, np.ndarray]:
         n = len(chunk)
         rejects = Rejects(n)  # reported in row order once every field is checked (a row is reported once)
         keep, reject = rejects.keep, rejects.reject
@@ -211,7 +216,10 @@ class Encoder:
         rejects.report(chunk, bad)
         if not keep.any():
             return None, keep
-        return _batch(cat[keep], num[keep], mul[keep], None if label is None else label[keep]), keep
+        # ids data has no derivation: the group is its text, hashed as preprocessing hashes a group value
+        ids = None if group is None else (hash_strings(pc.filter(chunk.columns[group], pa.array(keep)))
+                                          >> np.uint64(1)).astype(np.int64)
+        return _batch(cat[keep], num[keep], mul[keep], None if label is None else label[keep], ids), keep
 
     # ---- request records -> text columns ------------------------------------------------------
 
@@ -229,10 +237,12 @@ def _ids(text: pa.Array, vocab_size: int) -> np.ndarray:
     return np.where(inside, v, OOV_ID).astype(np.int64)
 
 
-def _batch(cat: np.ndarray, num: np.ndarray, mul: np.ndarray, label: np.ndarray | None) -> Batch:
+def _batch(cat: np.ndarray, num: np.ndarray, mul: np.ndarray, label: np.ndarray | None,
+           group: np.ndarray | None = None) -> Batch:
     n = len(cat)
     return Batch(torch.from_numpy(np.ascontiguousarray(cat, dtype=np.int64)),
                  torch.from_numpy(np.ascontiguousarray(num, dtype=np.float32)),
                  torch.from_numpy(np.ascontiguousarray(mul, dtype=np.int64)),
                  torch.zeros(n, dtype=torch.float32) if label is None
-                 else torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32)))
+                 else torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32)),
+                 None if group is None else torch.from_numpy(group))

@@ -6,8 +6,8 @@ calibration (mean predicted CTR / observed CTR) and, with a group column, gAUC. 
 data's and is checked as preprocessing checks it (a bad label is a bad row). On the bundle's own test file it gives
 the run's test metrics.
 
-Memory: one chunk of text, plus each row's probability and label (8 bytes a row) and, for gAUC, its group value,
-because AUC ranks all rows at once.
+Memory: one chunk of text, plus each row's probability and label (8 bytes a row) and, for gAUC, its group id (8
+bytes), because AUC ranks all rows at once.
 """
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from dlf._io import atomic_write_json
 from dlf.data.readers import BadRows, check_file
@@ -63,24 +61,20 @@ def evaluate_file(bundle: Bundle, input: str | Path, *, group_column: str | None
         raise DataError(f"--group-column {group_column!r} is the label column")
     probs, labels, groups = [], [], []
     rows = 0
-    for chunk, p, keep, y in scored_chunks(bundle, input, bad, scorer, labels=True, fmt=fmt, header=header,
-                                           columns=columns, delimiter=delimiter, block_bytes=block_bytes,
-                                           extra=[label] + ([group_column] if group_column else [])):
+    # the group ids are training's: of the value after the preset's derivation (kdd12's user 0 is the missing user)
+    for _, p, _, y, g in scored_chunks(bundle, input, bad, scorer, labels=True, group=group_column, fmt=fmt,
+                                       header=header, columns=columns, delimiter=delimiter, block_bytes=block_bytes,
+                                       extra=[label] + ([group_column] if group_column else [])):
         probs.append(p)
         labels.append(y)
-        if group_column:
-            g = chunk.columns[group_column]
-            groups.append(g if keep.all() else g.filter(pa.array(keep)))
+        groups.append(g)
         rows += len(p)
         if len(probs) % 20 == 0:
             log(f"{rows:,} rows scored")
     if rows == 0:
         raise DataError(f"{input}: no rows to evaluate" + (" (every row was bad)" if bad.count else ""))
     y = np.concatenate(labels)
-    # one dictionary over all chunks: a group's rows in different chunks get the same index
-    g = (pc.dictionary_encode(pa.chunked_array(groups, pa.string())).combine_chunks().indices.to_numpy()
-         if group_column else None)
-    metrics = classification_metrics(y, np.concatenate(probs), g)
+    metrics = classification_metrics(y, np.concatenate(probs), np.concatenate(groups) if group_column else None)
     return EvaluateResult(Path(input), rows, int(y.sum()), metrics, group_column, bad.summary(),
                           time.perf_counter() - started)
 

@@ -124,20 +124,21 @@ def drop_unscorable(probs: np.ndarray, batch: Batch, keep: np.ndarray, chunk: Ch
 
 
 def scored_chunks(bundle: Bundle, input: str | Path, bad: BadRows, scorer: Scorer, *, labels: bool = False,
-                  **read) -> Iterator[tuple[Chunk, np.ndarray, np.ndarray, np.ndarray]]:
+                  group: str | None = None, **read) -> Iterator[tuple]:
     """Read (`read_input`'s options), encode and score INPUT chunk by chunk: (chunk, the probabilities of the rows
-    kept, the mask of those rows in the chunk, their labels: zeros unless labels=True). Chunks with no row kept are
-    not yielded."""
+    kept, the mask of those rows in the chunk, their labels: zeros unless labels=True, their group ids: None unless
+    a `group` column is given, see Encoder.encode_chunk). Chunks with no row kept are not yielded."""
     if scorer.engine == "torch":
         from dlf._runtime import reuse_freed_memory
         reuse_freed_memory()  # every sub-batch allocates and frees the same large activations, as in training
     for chunk in read_input(bundle, input, bad, **read):
-        batch, keep = bundle.encoder.encode_chunk(chunk, bad, labels=labels)
+        batch, keep = bundle.encoder.encode_chunk(chunk, bad, labels=labels, group=group)
         if batch is None:
             continue
         raw = scorer(batch)
         probs, keep = drop_unscorable(raw, batch, keep, chunk, bundle.encoder.numeric_columns, bad)
-        yield chunk, probs, keep, batch.label.numpy()[np.isfinite(raw)]
+        ok = np.isfinite(raw)
+        yield chunk, probs, keep, batch.label.numpy()[ok], None if group is None else batch.group.numpy()[ok]
 
 
 # ---- reading --------------------------------------------------------------------------------------
@@ -321,7 +322,7 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
     writer = _Writer(tmp, ofmt, schema, output)
     rows = chunks = 0
     try:
-        for chunk, probs, keep, _ in scored_chunks(bundle, input, bad, scorer, fmt=fmt, header=header, columns=columns,
+        for chunk, probs, keep, *_ in scored_chunks(bundle, input, bad, scorer, fmt=fmt, header=header, columns=columns,
                                                    delimiter=delimiter, extra=[id_column] if id_column else None,
                                                    block_bytes=block_bytes):
             chunks += 1
