@@ -553,6 +553,21 @@ def test_ctrl_c_while_the_chosen_trial_is_copied_leaves_no_half_copied_run(tmp_p
     assert (tmp_path / "runs/synthetic/lr/seed-1/model.safetensors").is_file()
 
 
+def test_ctrl_c_while_the_copied_trial_is_renamed_into_place_leaves_no_hidden_copy(tmp_path, monkeypatch):
+    """The copy was removed when the copying was interrupted, not when the rename into place was: .seed-1.copy
+    stayed beside the runs."""
+    from dlf.bench import runner
+
+    def interrupted_publish(tmp, out):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "publish_dir", interrupted_publish)
+    result = run_bench(tiny_spec(["lr"], seeds=[1], search={"grid": {"train.lr": [0.05, 0.001]}}), tmp_path,
+                       console=QUIET)
+    assert result.interrupted
+    assert list((tmp_path / "runs/synthetic/lr").iterdir()) == []
+
+
 def test_an_undefined_test_auc_reads_the_same_in_results_csv_fresh_or_resumed(tmp_path):
     """results.csv wrote an undefined test AUC as 'nan' when the run had just finished and as '' when the bench was
     resumed or --report-only read it from metrics.json (null): the same run, two spellings across reruns."""

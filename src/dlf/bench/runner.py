@@ -513,10 +513,10 @@ def _copy_run(src: Path, run_dir: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", "error.json"))
-    except BaseException:  # Ctrl-C or SIGTERM: leave no hidden half copy behind
+        publish_dir(tmp, run_dir)
+    except BaseException:  # Ctrl-C, SIGTERM or a failed rename: leave no hidden half copy behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    publish_dir(tmp, run_dir)
 
 
 def _write_error(run_dir: Path, exc: BaseException, stage: str) -> str:
