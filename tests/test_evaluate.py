@@ -1,6 +1,7 @@
 """`dlf evaluate BUNDLE --input FILE`: on the run's own test rows it gives the run's test metrics (raw and ids
 bundles), gAUC groups rows across chunks, bad labels are bad rows, and the CLI prints and writes the metrics."""
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -330,3 +331,33 @@ def test_gauc_groups_by_the_derived_group_value_as_training_does(tmp_path):
     assert res.rows == 8 and res.group_column == "user_id" and set(res.metrics) == set(METRICS) | {"gauc"}
     for k in res.metrics:
         assert res.metrics[k] == pytest.approx(want[k], abs=1e-6), k
+
+
+@pytest.fixture(scope="module")
+def criteo(tmp_path_factory):
+    """A bundle of a run on the Criteo fixture (TSV without header, the label first)."""
+    from rich.console import Console
+
+    from dlf.api import train
+    from dlf.data.preprocess import preprocess
+
+    folder = tmp_path_factory.mktemp("criteo")
+    preprocess("criteo", [FIXTURES / "criteo_tiny.txt"], folder / "data", options={"min_count": "1"})
+    train({"model": {"name": "lr"}, "data": {"dataset": "processed", "path": str(folder / "data")},
+           "train": {"epochs": 1, "batch_size": 8, "monitor": "logloss", "progress": False, "tensorboard": False}},
+          out=folder / "run", console=Console(quiet=True))
+    return export_bundle(folder / "run", folder / "bundle")
+
+
+def test_a_file_to_score_without_its_label_column_is_one_clear_line(criteo, tmp_path):
+    """A Criteo file without the label (the 39 columns `dlf predict` scores) got 'the columns [...39 names...] do not
+    include ['label']': now one line naming the file and saying it has no label column."""
+    unlabelled = tmp_path / "new.txt"
+    unlabelled.write_text("".join(line.split("\t", 1)[1] for line in
+                                  (FIXTURES / "criteo_tiny.txt").read_text().splitlines(keepends=True)))
+    msg = (f"{unlabelled}: no label column 'label': its 39 columns are the inputs alone, as in a file to score "
+           "(dlf predict); dlf evaluate needs labelled rows, as in training")
+    with pytest.raises(DataError, match=re.escape(msg)):
+        evaluate_file(load_bundle(criteo), unlabelled)
+    r = CliRunner().invoke(app, ["evaluate", str(criteo), "-i", str(unlabelled)])
+    assert r.exit_code == 2 and msg in " ".join(r.output.split()), r.output

@@ -64,7 +64,7 @@ def evaluate_file(bundle: Bundle, input: str | Path, *, group_column: str | None
     # the group ids are training's: of the value after the preset's derivation (kdd12's user 0 is the missing user)
     for _, p, _, y, g in scored_chunks(bundle, input, bad, scorer, labels=True, group=group_column, fmt=fmt,
                                        header=header, columns=columns, delimiter=delimiter, block_bytes=block_bytes,
-                                       extra=[label] + ([group_column] if group_column else [])):
+                                       extra=[group_column] if group_column else None):
         probs.append(p)
         labels.append(y)
         groups.append(g)

@@ -131,7 +131,7 @@ def scored_chunks(bundle: Bundle, input: str | Path, bad: BadRows, scorer: Score
     if scorer.engine == "torch":
         from dlf._runtime import reuse_freed_memory
         reuse_freed_memory()  # every sub-batch allocates and frees the same large activations, as in training
-    for chunk in read_input(bundle, input, bad, **read):
+    for chunk in read_input(bundle, input, bad, labels=labels, **read):
         batch, keep = bundle.encoder.encode_chunk(chunk, bad, labels=labels, group=group)
         if batch is None:
             continue
@@ -154,17 +154,19 @@ def _input_format(path: Path, fmt: str) -> str:
     return found
 
 
-def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, fmt: str = "auto", header: bool | None = None,
-               columns: list[str] | None = None, delimiter: str | None = None, extra: list[str] | None = None,
-               block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Chunk]:
-    """Chunks of the bundle's input columns (and `extra` columns, e.g. an id) from a CSV/TSV/Parquet file.
+def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool = False, fmt: str = "auto",
+               header: bool | None = None, columns: list[str] | None = None, delimiter: str | None = None,
+               extra: list[str] | None = None, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Chunk]:
+    """Chunks of the bundle's input columns (the label column too with labels=True, and `extra` columns, e.g. an id)
+    from a CSV/TSV/Parquet file.
 
     header None: as the training files were (the bundle's schema), e.g. no header for Criteo TSV,
     whose columns are then the schema's `columns` (without the label when the file has one column
     fewer: test files carry no label). `columns` names the columns of a file without header."""
     path = check_file(path)
     fmt = _input_format(path, fmt)
-    need = list(dict.fromkeys(list(bundle.encoder.columns) + list(extra or [])))
+    label = bundle.feature_map.label
+    need = list(dict.fromkeys(list(bundle.encoder.columns) + ([label] if labels else []) + list(extra or [])))
     if fmt == "parquet":
         # a list column of a multi-valued field is joined with its separator, as preprocessing reads it
         seps = {i.name: i.separator or "|" for i in bundle.encoder.inputs if i.kind == "multi"}
@@ -185,12 +187,15 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, fmt: str = "au
         names = list(columns or (schema.columns if schema is not None and schema.columns else []))
         if not names:
             raise DataError(f"{path}: a file without header needs --columns NAME,NAME,... (all columns in order)")
-        label = bundle.feature_map.label
         if columns is None and label in names:
             with open(path, "rb") as fh:
                 first = fh.readline().decode("utf-8", "replace").rstrip("\r\n")
-            if len(first.split(delimiter)) == len(names) - 1:
-                names.remove(label)  # a test file without the label column
+            if len(first.split(delimiter)) == len(names) - 1:  # a test file without the label column
+                if labels:  # was 'the columns [39 names] do not include ['label']'
+                    raise DataError(f"{path}: no label column {label!r}: its {len(names) - 1} columns are the inputs "
+                                    "alone, as in a file to score (dlf predict); dlf evaluate needs labelled rows, as "
+                                    "in training")
+                names.remove(label)
         missing = [c for c in need if c not in names]
         if missing:
             raise DataError(f"{path}: the columns {names} do not include {missing}")
