@@ -159,6 +159,25 @@ def test_json_path_is_checked_before_scoring(demo, tmp_path):
     assert r.exit_code == 2 and "--precision must be fp32 or bf16" in r.output and not (tmp_path / "typo").exists()
 
 
+def test_a_failed_evaluation_leaves_no_new_json_folder_behind(demo, tmp_path):
+    """--json's folder is created before scoring; a bad row (or any failure) then left it behind, empty: the folders
+    the command created go (if still empty), one that existed before stays."""
+    lines = demo["test_csv"].read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[1] = "yes"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines[:3] + [",".join(cells)] + lines[4:]) + "\n")
+    args = ["evaluate", str(demo["bundle"]), "-i", str(bad), "--json"]
+    r = CliRunner().invoke(app, args + [str(tmp_path / "new" / "day2" / "m.json")])
+    assert r.exit_code == 2 and "bad.csv:4: field 'click'" in r.output, r.output
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    r = CliRunner().invoke(app, args + [str(tmp_path / "kept" / "day2" / "m.json")])
+    assert r.exit_code == 2 and list(tmp_path.glob("kept/*")) == []
+    r = CliRunner().invoke(app, args + [str(tmp_path / "kept" / "day2" / "m.json"), "--on-bad-row", "skip"])
+    assert r.exit_code == 0 and json.loads((tmp_path / "kept" / "day2" / "m.json").read_text())["rows"] == 399
+
+
 def test_json_into_a_fifo_is_written_in_place(demo, tmp_path):
     """--json /dev/stdout (a link to the pipe) or a FIFO: the metrics go to the reader; renaming a temporary file over
     it replaced the FIFO (as root, even /dev/null or /dev/stdout) with a regular file and the reader got nothing."""

@@ -144,3 +144,20 @@ def test_a_header_only_input_gives_a_header_only_output(bundle, tmp_path, ending
                                    "--id-column", "id"])
     assert res.exit_code == 0 and "0 rows scored" in res.output, res.output
     assert pcsv.read_csv(out).column_names == ["id", "probability"] and pcsv.read_csv(out).num_rows == 0
+
+
+def test_a_bad_row_leaves_no_new_output_folder_behind(bundle, tmp_path):
+    """The output's folder was created before scoring and left behind, empty, when a bad row stopped the run: the
+    folders the command created go (if still empty), one that existed before stays."""
+    src = demo_rows(tmp_path / "rows.csv", "forty")
+    out = tmp_path / "new" / "day2" / "scores.csv"
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), "--output", str(out)])
+    assert res.exit_code == 2 and "rows.csv:3: field 'age'" in res.output, res.output
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    out = tmp_path / "kept" / "day2" / "scores.parquet"
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), "--output", str(out)])
+    assert res.exit_code == 2 and list(tmp_path.glob("kept/*")) == []
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), "--output", str(out),
+                                   "--on-bad-row", "skip"])
+    assert res.exit_code == 0 and pq.read_table(out).num_rows == 1, res.output

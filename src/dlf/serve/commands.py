@@ -149,23 +149,26 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         its test split."""
         from dlf.data.schema import DataError
         from dlf.serve.bundle import BundleError
-        from dlf.serve.evaluate import evaluate_file, prepare_json, write_json
+        from dlf.serve.evaluate import check_json, evaluate_file, write_json
+        from dlf.serve.predict import folder_for
         from dlf.train.trainer import fmt_metric
 
         check_reading(on_bad_row, chunk_mb)
         with sigterm_as_interrupt() as terminated, interrupted("no metrics were written", terminated):
             try:
                 b, scorer = load_scorer(bundle, engine, batch_size, threads, precision)
-                # after the bundle and options (a mistake leaves no new folder), before scoring
                 if json_out is not None:
-                    prepare_json(json_out, input_)
-                result = evaluate_file(b, input_, group_column=group_column, on_bad_row=on_bad_row,
-                                       fmt=format, header=header,
-                                       columns=[c.strip() for c in columns.split(",")] if columns else None,
-                                       block_bytes=int(chunk_mb * (1 << 20)), scorer=scorer,
-                                       log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
-                if json_out is not None:
-                    write_json(result, json_out)
+                    check_json(json_out, input_)
+                # --json's folder before scoring (a missing one failed only once the whole file was scored), and
+                # removed again if the command fails
+                with folder_for(json_out, "metrics") if json_out is not None else contextlib.nullcontext():
+                    result = evaluate_file(b, input_, group_column=group_column, on_bad_row=on_bad_row,
+                                           fmt=format, header=header,
+                                           columns=[c.strip() for c in columns.split(",")] if columns else None,
+                                           block_bytes=int(chunk_mb * (1 << 20)), scorer=scorer,
+                                           log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
+                    if json_out is not None:
+                        write_json(result, json_out)
             except (BundleError, DataError) as exc:
                 fail(str(exc))
         m = result.metrics

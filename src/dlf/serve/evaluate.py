@@ -23,7 +23,7 @@ from dlf._io import atomic_write_json
 from dlf.data.readers import BadRows, check_file
 from dlf.data.schema import DataError
 from dlf.serve.bundle import Bundle
-from dlf.serve.predict import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK_BYTES, Scorer, os_reason, scored_chunks
+from dlf.serve.predict import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK_BYTES, Scorer, scored_chunks
 from dlf.train.metrics import classification_metrics
 
 
@@ -79,18 +79,14 @@ def evaluate_file(bundle: Bundle, input: str | Path, *, group_column: str | None
                           time.perf_counter() - started)
 
 
-def prepare_json(path: Path, input: str | Path) -> None:
-    """Check `--json PATH` and create its folder (as predict's --output) before scoring, which can take hours: a
-    missing folder failed only once the whole file was scored, and the input file itself was overwritten."""
+def check_json(path: Path, input: str | Path) -> None:
+    """Check `--json PATH` before scoring, which can take hours (its folder is made then too, with predict's
+    folder_for): the input file itself was overwritten with the metrics."""
     if path.is_dir():
         raise DataError(f"{path}: is a directory; --json must be a file")
-    check_file(input)  # first: a mistyped --input leaves no new empty folder behind
+    check_file(input)
     if path.exists() and path.samefile(input):
         raise DataError(f"{path}: --json must not be the input file")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot write the metrics: {os_reason(exc)}") from None
 
 
 def write_json(result: EvaluateResult, path: Path) -> None:

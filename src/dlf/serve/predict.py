@@ -234,6 +234,27 @@ def os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc).splitlines()[0]
 
 
+@contextlib.contextmanager
+def folder_for(path: Path, what: str) -> Iterator[None]:
+    """PATH's folder, created (with its missing parents) for a command that writes PATH. When the command then fails
+    (a bad row, Ctrl-C) the folders it created are removed while empty: a failed command leaves nothing new behind.
+    A folder that existed before is never removed. `what` the file is, for the error line."""
+    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # deepest first
+    try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot write the {what}: {os_reason(exc)}") from None
+        yield
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: someone wrote there meanwhile
+                break
+        raise
+
+
 class _Writer:
     """The output file; an OSError (no such folder, a file in the path, disk full) is one line naming `name`, the
     output the user gave, not the temporary file (they were tracebacks)."""
@@ -243,7 +264,6 @@ class _Writer:
         self.pending: list[pa.Table] | None = [] if fmt == "parquet" else None  # Parquet: rows of the next row group
         self.pending_rows = 0
         with self._errors():
-            path.parent.mkdir(parents=True, exist_ok=True)
             if fmt == "parquet":
                 import pyarrow.parquet as pq
                 self.writer = pq.ParquetWriter(str(path), schema)
@@ -324,29 +344,30 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
     # replaced the FIFO or device node itself with a regular file (and the reader got nothing)
     direct = output.exists() and not output.is_file()
     tmp = output if direct else output.parent / f".{output.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    writer = _Writer(tmp, ofmt, schema, output)
-    rows = chunks = 0
-    try:
-        for chunk, probs, keep, *_ in scored_chunks(bundle, input, bad, scorer, fmt=fmt, header=header, columns=columns,
-                                                   delimiter=delimiter, extra=[id_column] if id_column else None,
-                                                   block_bytes=block_bytes):
-            chunks += 1
-            cols = []
-            if id_column:
-                ids = chunk.columns[id_column]
-                cols.append(ids if keep.all() else ids.filter(pa.array(keep)))
-            cols.append(pa.array(probs.astype(ptype.to_pandas_dtype()), ptype))
-            writer.write(pa.Table.from_arrays(cols, schema=schema))
-            rows += len(probs)
-            if chunks % 20 == 0:
-                log(f"{rows:,} rows scored")
-        writer.close(rename_to=None if direct else output)
-    except BaseException:
+    with folder_for(output, "output"):  # removed again if the run fails
+        writer = _Writer(tmp, ofmt, schema, output)
+        rows = chunks = 0
         try:
-            writer.close()
-        except Exception:  # noqa: BLE001 - already failing; the temporary file goes anyway
-            pass
-        if not direct:
-            tmp.unlink(missing_ok=True)
-        raise
+            for chunk, probs, keep, *_ in scored_chunks(bundle, input, bad, scorer, fmt=fmt, header=header,
+                                                        columns=columns, delimiter=delimiter, block_bytes=block_bytes,
+                                                        extra=[id_column] if id_column else None):
+                chunks += 1
+                cols = []
+                if id_column:
+                    ids = chunk.columns[id_column]
+                    cols.append(ids if keep.all() else ids.filter(pa.array(keep)))
+                cols.append(pa.array(probs.astype(ptype.to_pandas_dtype()), ptype))
+                writer.write(pa.Table.from_arrays(cols, schema=schema))
+                rows += len(probs)
+                if chunks % 20 == 0:
+                    log(f"{rows:,} rows scored")
+            writer.close(rename_to=None if direct else output)
+        except BaseException:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - already failing; the temporary file goes anyway
+                pass
+            if not direct:
+                tmp.unlink(missing_ok=True)
+            raise
     return PredictResult(output, rows, bad.summary(), time.perf_counter() - started)
