@@ -318,7 +318,10 @@ def test_data_path_with_a_tilde_in_a_yaml_config_is_the_home_folder(tmp_path, mo
 
 @pytest.mark.parametrize("override, refusal", [
     ("train.batch_size=128", "was trained with train.batch_size=256, resumed with 128"),
-    ("train.sparse_embedding=true", "was written with train.sparse_embedding=false; resume with the same setting")])
+    ("train.sparse_embedding=true", "was written with train.sparse_embedding=false; resume with the same setting"),
+    # refused only once the model is built and the checkpoint's weights and optimiser state are loaded into it
+    ("model.hidden=32", "its weights do not fit this DLF model"),
+    ("train.optimizer=adagrad", "was written with another train.optimizer")])
 def test_a_refused_resume_is_its_error_alone_without_the_config_differs_warning(tmp_path, override, refusal):
     """The warning that the config differs (the result will not match) came first, for a resume then refused."""
     from dlf.train.trainer import TrainingError
@@ -327,4 +330,25 @@ def test_a_refused_resume_is_its_error_alone_without_the_config_differs_warning(
     console = Console(record=True, width=400)
     with pytest.raises(TrainingError, match=refusal):
         dlf_api.train(_api_config("train.epochs=2", override, path=run / "config.yaml"), resume=run, console=console)
+    assert "config differs" not in console.export_text()
+
+
+def test_a_resume_refused_for_other_processed_data_has_no_config_differs_warning(tmp_path):
+    """`--resume RUN --data OTHER` warned that data.path differs (the result will not match), then, once the data
+    was loaded, refused the resume for being trained on other data."""
+    from dlf.data.preprocess import preprocess
+    from dlf.train.trainer import TrainingError
+    fixture = Path(__file__).parent / "fixtures" / "data" / "criteo_tiny.txt"
+    for name, seed in (("data", 1), ("other", 2)):
+        preprocess("criteo", [fixture], tmp_path / name, options={"min_count": 1, "ratios": "0.5,0.25,0.25",
+                                                                  "seed": seed})
+    sets = ["model.embedding_dim=4", "model.layers=1", "model.rank=2", "model.interaction_tokens=2",
+            "model.implicit_tokens=2", "model.hidden=8", "train.batch_size=4", "train.progress=false"]
+    run = tmp_path / "run"
+    dlf_api.train(dlf_api.load_config(None, [f"data.path={tmp_path / 'data'}", "train.epochs=1", *sets]), out=run,
+                  console=Console(quiet=True))
+    console = Console(record=True, width=400)
+    with pytest.raises(TrainingError, match="was trained on other data than this"):
+        dlf_api.train(dlf_api.load_config(run / "config.yaml", [f"data.path={tmp_path / 'other'}"]), resume=run,
+                      console=console)
     assert "config differs" not in console.export_text()

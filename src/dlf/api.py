@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import random
@@ -82,29 +81,6 @@ def load_data(cfg: RunConfig):
         raise TrainingError(str(exc)) from None
 
 
-def _comparable(config: dict) -> dict:
-    """The config as JSON sees it, less the keys that do not change what is computed (epochs only says when to
-    stop: a run resumed with more epochs computes what an uninterrupted run with that many would)."""
-    d = json.loads(json.dumps(config))
-    if d.get("data", {}).get("path"):  # `--resume RUN --data DIR` names the same folder relative to here
-        d["data"]["path"] = os.path.realpath(d["data"]["path"])
-    for key in ("epochs", "progress", "tensorboard", "log_every_steps", "keep_checkpoints", "grad_norm_every_steps"):
-        d.get("train", {}).pop(key, None)
-    return d
-
-
-def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """'key.path: old -> new' for every leaf that differs between two nested config dicts."""
-    out = []
-    for key in list(old) + [k for k in new if k not in old]:
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _changes(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a} -> {b}")
-    return out
-
-
 def _is_run_dir(out: Path) -> bool:
     """A folder a dlf run wrote: its config.yaml (the first file a run writes) holds a run config."""
     try:
@@ -152,12 +128,7 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
             console.print(f"no checkpoint in {out / CHECKPOINT_DIR} yet: starting the run from the beginning",
                           markup=False)
         else:
-            check_resume(checkpoint, cfg.train)  # a refused resume: its error alone, not the warning below first
-            changed = _changes(_comparable(checkpoint.config), _comparable(cfg.to_dict()))
-            if changed:  # named: 'the config differs' alone left the user to diff the YAMLs
-                console.print("[yellow]warning:[/yellow] the config differs from the one the checkpoint was written "
-                              f"with ({', '.join(changed)}); the result will not match an uninterrupted run",
-                              highlight=False)
+            check_resume(checkpoint, cfg.train)  # refused before the data is loaded; fit runs the rest
     elif out is not None and list_checkpoints(out / CHECKPOINT_DIR):
         raise TrainingError(f"{out} already holds checkpoints of a run; continue it with --resume {out} "
                             "or choose another --out")

@@ -11,7 +11,9 @@ never draw random numbers, so a resumed run ends with the same weights as an uni
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,6 +309,29 @@ def _check_data(resume: Checkpoint, data_id: dict, say) -> None:
                             "it was, or start a fresh run (another --out)")
 
 
+def _comparable(config: dict) -> dict:
+    """The config as JSON sees it, less the keys that do not change what is computed (epochs only says when to
+    stop: a run resumed with more epochs computes what an uninterrupted run with that many would)."""
+    d = json.loads(json.dumps(config))
+    if d.get("data", {}).get("path"):  # `--resume RUN --data DIR` names the same folder relative to here
+        d["data"]["path"] = os.path.realpath(d["data"]["path"])
+    for key in ("epochs", "progress", "tensorboard", "log_every_steps", "keep_checkpoints", "grad_norm_every_steps"):
+        d.get("train", {}).pop(key, None)
+    return d
+
+
+def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'key.path: old -> new' for every leaf that differs between two nested config dicts."""
+    out = []
+    for key in list(old) + [k for k in new if k not in old]:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a} -> {b}")
+    return out
+
+
 def check_setup(cfg, dist: DistContext) -> None:
     """The checks of the train config against the processes and device that need no data: run before the data
     is loaded (under torchrun started directly, a non-divisible batch failed only after every rank loaded it)."""
@@ -317,8 +342,8 @@ def check_setup(cfg, dist: DistContext) -> None:
 
 
 def check_resume(resume: Checkpoint, cfg) -> None:
-    """The refusals of a resume that the train config alone decides. dlf.train runs them before it warns that the
-    config differs from the checkpoint's: a resume that is refused must not print that warning first."""
+    """The refusals of a resume that the train config alone decides: dlf.train runs them before it loads the data
+    (fit runs them again, with the refusals that need the model and data)."""
     sparse = bool(getattr(cfg, "sparse_embedding", False))  # (a model without a fused table is refused in fit)
     if (resume.sparse_optimizer is not None) != sparse:
         raise TrainingError(f"{resume.path} was written with train.sparse_embedding={str(not sparse).lower()}; "
@@ -404,6 +429,11 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                                     f"train.embedding_optimizer (it has no state for {type(opt).__name__}); "
                                     "resume with the same settings")
             opt.load_state_dict(saved)
+        changed = _changes(_comparable(resume.config), _comparable(config)) if config is not None else []
+        if changed:  # after every refusal above (a refused resume: its error alone); named: 'the config differs'
+            # alone left the user to diff the YAMLs
+            say("[yellow]warning:[/yellow] the config differs from the one the checkpoint was written with "
+                f"({', '.join(changed)}); the result will not match an uninterrupted run", highlight=False)
         _apply_changed_hyperparameters(resume.config.get("train", {}), cfg, optimizer, sparse_optimizer, say)
         state = resume.state
         plateau.load_state_dict(state.plateau)
