@@ -161,3 +161,36 @@ def test_a_bad_row_leaves_no_new_output_folder_behind(bundle, tmp_path):
     res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), "--output", str(out),
                                    "--on-bad-row", "skip"])
     assert res.exit_code == 0 and pq.read_table(out).num_rows == 1, res.output
+
+
+@pytest.fixture(scope="module")
+def headerless(tmp_path_factory) -> Path:
+    """A bundle of a run on a CSV without header (the schema's `columns`, the label first)."""
+    from rich.console import Console
+
+    from dlf.api import train
+    from dlf.data.preprocess import preprocess
+
+    folder = tmp_path_factory.mktemp("headerless")
+    fixtures = Path(__file__).parent / "fixtures" / "data"
+    (folder / "train.csv").write_text("".join((fixtures / "generic_tiny.csv").read_text().splitlines(True)[1:]))
+    (folder / "schema.yaml").write_text((fixtures / "generic_schema.yaml").read_text()
+                                        + "header: false\ncolumns: [click, user, city, age, tags, ts]\n")
+    preprocess("generic", [folder / "train.csv"], folder / "data", schema=folder / "schema.yaml")
+    train({"model": {"name": "lr"}, "data": {"dataset": "processed", "path": str(folder / "data")},
+           "train": {"epochs": 1, "monitor": "logloss", "progress": False, "tensorboard": False}},
+          out=folder / "run", console=Console(quiet=True))
+    return export_bundle(folder / "run", folder / "bundle")
+
+
+@pytest.mark.parametrize("first", ['u3,"lyon, fr",,news,1700000000\n', "\n"], ids=["quoted-comma", "blank"])
+def test_a_file_without_header_and_label_is_told_by_its_first_record(headerless, tmp_path, first):
+    """A file without header and one column fewer than the schema's is a file to score (no label). Its columns were
+    counted on the first line split at every comma: a quoted comma in it (or a blank first line, which is skipped)
+    made it look labelled, and every row was 'expected 6 columns, got 5'."""
+    src = tmp_path / "new.csv"
+    src.write_text(first + "u1,nice,50,music;film,1700000060\n")
+    out = tmp_path / "scores.csv"
+    res = CliRunner().invoke(app, ["predict", str(headerless), "--input", str(src), "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert pcsv.read_csv(out).num_rows == (1 if first == "\n" else 2)

@@ -188,9 +188,10 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
         if not names:
             raise DataError(f"{path}: a file without header needs --columns NAME,NAME,... (all columns in order)")
         if columns is None and label in names:
-            with open(path, "rb") as fh:
-                first = fh.readline().decode("utf-8", "replace").rstrip("\r\n")
-            if len(first.split(delimiter)) == len(names) - 1:  # a test file without the label column
+            with open(path, "rb") as fh:  # the first record: blank lines are skipped
+                first = next((line for line in fh if line.strip(b"\r\n")), b"").decode("utf-8", "replace")
+            # as CSV: a quoted delimiter was counted as a column, and the file taken for a labelled one
+            if len(header_names(first.rstrip("\r\n"), delimiter, quote)) == len(names) - 1:  # a file without labels
                 if labels:  # was 'the columns [39 names] do not include ['label']'
                     raise DataError(f"{path}: no label column {label!r}: its {len(names) - 1} columns are the inputs "
                                     "alone, as in a file to score (dlf predict); dlf evaluate needs labelled rows, as "
