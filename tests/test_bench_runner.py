@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -686,6 +687,40 @@ def test_data_settings_of_one_variant_or_the_grid_are_refused(tmp_path, where):
     assert calls.calls == []
     spec = tiny_spec(["lr"], seeds=[1], datasets={"synthetic": {"set": noisy}})  # where data settings belong
     run_bench(spec, tmp_path, console=QUIET, dry_run=True)
+
+
+def test_two_synthetic_datasets_under_their_own_names_each_get_their_oracle_row(tmp_path, monkeypatch):
+    """Only a dataset named `synthetic` was the built-in data, so two noise levels needed two benches. A dataset
+    with `synthetic: true` is the built-in data under its own name, with its own runs and oracle row."""
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({
+        "models": ["lr"], "seeds": [1], "set": TINY,
+        "datasets": {"synthetic": {}, "synthetic-noisy": {"synthetic": True, "set": {"data.synthetic.noise": 2.0}}}}))
+    out = tmp_path / "b"
+    result = run_bench(load_spec(spec_file), out, console=QUIET)
+    assert not result.failed and [r["dataset"] for r in result.records] == ["synthetic", "synthetic-noisy"]
+    noise = {ds: yaml.safe_load((out / "runs" / ds / "lr/seed-1/config.yaml").read_text())["data"]
+             for ds in ("synthetic", "synthetic-noisy")}
+    assert noise["synthetic"]["dataset"] == noise["synthetic-noisy"]["dataset"] == "synthetic"
+    assert noise["synthetic"]["synthetic"]["noise"] != noise["synthetic-noisy"]["synthetic"]["noise"] == 2.0
+    report = (out / "report.md").read_text()
+    oracles = re.findall(r"\| oracle \(true probabilities\) \| \| \| (0\.\d+) \|", report)
+    assert len(oracles) == 2 and float(oracles[1]) < float(oracles[0])  # more noise: a lower best possible AUC
+    assert "- dataset synthetic-noisy: built-in synthetic data; `data.synthetic.noise=2.0`" in report
+    # bench.yaml (what `dlf bench --out DIR` alone resumes) keeps it; --datasets picks it from the spec by name
+    assert [(d.name, d.path, d.set) for d in load_spec(out / "bench.yaml").datasets] == [
+        ("synthetic", None, {}), ("synthetic-noisy", None, {"data.synthetic.noise": 2.0})]
+    assert [d.set for d in load_spec(spec_file, datasets="synthetic-noisy").datasets] == [{"data.synthetic.noise": 2.0}]
+    for body, message in [({"path": "data/x", "synthetic": True}, r"datasets.x: synthetic: true is the built-in data, "
+                                                                   "which has no path; drop one of synthetic and path"),
+                          ({"synthetic": "yes"}, r"datasets.x.synthetic: expected true or false, got 'yes'"),
+                          ({"set": {}}, r"datasets.x: needs path \(a folder written by dlf preprocess\), or "
+                                        "synthetic: true for the built-in synthetic data")]:
+        with pytest.raises(BenchError, match=f"^{message}"):
+            spec_from_dict({"models": ["lr"], "datasets": {"x": body}})
+    monkeypatch.chdir(Path(__file__).parent.parent)
+    for shipped in sorted(Path("configs/bench").glob("*.yaml")):  # the shipped specs stay valid
+        assert load_spec(shipped, check_data=False).datasets
 
 
 def test_sigterm_mid_run_stops_the_bench_as_ctrl_c_does(tmp_path):

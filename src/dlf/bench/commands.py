@@ -24,8 +24,9 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
                                            "runs/bench). Rerunning into it resumes."),
         models: Optional[str] = typer.Option(None, "--models", help="Comma-separated registered models or variants "
                                              "of the file, e.g. dlf,lr (replaces the file's list)."),
-        datasets: Optional[str] = typer.Option(None, "--datasets", help="Comma-separated: synthetic and/or folders "
-                                               "from dlf preprocess (replaces the file's list)."),
+        datasets: Optional[str] = typer.Option(None, "--datasets", help="Comma-separated: synthetic, folders from "
+                                               "dlf preprocess and/or datasets of the file by name (replaces the "
+                                               "file's list)."),
         seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated train seeds, e.g. 1,2,3."),
         set_: list[str] = typer.Option([], "--set", "-s", help="Override for every run, e.g. --set train.epochs=2 "
                                        "(wins over the file; model.KEY only where the model has KEY)."),

@@ -6,6 +6,7 @@ A bench is described by a spec (YAML or flags):
     seeds: [1, 2, 3]                 # train.seed of each repetition (data and split stay fixed)
     datasets:                        # "synthetic" or a folder written by `dlf preprocess`
       synthetic: {set: {data.synthetic.rows: 100000}}
+      synthetic-noisy: {synthetic: true, set: {data.synthetic.noise: 1.0}}   # more built-in data, named
       frappe: {path: data/frappe}
     models:                          # variant name -> registered model + overrides
       dlf: {}
@@ -20,7 +21,8 @@ the seed, model and dataset of the run (DECIDED_BY_BENCH: refused in any `set`).
 KEY (so `model.embedding_dim: 16` can be given once for a zoo that includes LR); the skipped keys are
 listed in the report; a KEY no registered model has stops the bench. A variant's own `set` is strict:
 a wrong key fails that variant's runs. Data settings (data.synthetic.*) are refused in a variant's `set` and the
-grid: every variant of a dataset trains on the same data (one table, one oracle row).
+grid: every variant of a dataset trains on the same data (one table, one oracle row); two data settings are two
+datasets (`synthetic: true` makes any dataset name the built-in data).
 
 Layout of the bench folder OUT:
     bench.yaml                           the resolved spec (`dlf bench --out OUT` alone reuses it)
@@ -75,7 +77,7 @@ class Variant:
 @dataclass
 class DatasetSpec:
     name: str
-    path: str | None = None  # None: the built-in synthetic data
+    path: str | None = None  # None: the built-in synthetic data (`synthetic: true` in the spec, or the name)
     set: dict[str, Any] = field(default_factory=dict)
 
 
@@ -102,7 +104,8 @@ class BenchSpec:
 
     def to_dict(self) -> dict:
         d = {"config": self.config, "seeds": list(self.seeds),
-             "datasets": {ds.name: {k: v for k, v in (("path", ds.path), ("set", ds.set)) if v}
+             "datasets": {ds.name: {k: v for k, v in (("synthetic", ds.path is None and ds.name != "synthetic"),
+                                                      ("path", ds.path), ("set", ds.set)) if v}
                           for ds in self.datasets},
              "models": {v.name: {"model": v.model, **({"set": v.set} if v.set else {})} for v in self.models},
              "set": self.set}
@@ -207,13 +210,20 @@ def _parse_datasets(raw: Any, check_data: bool = True) -> list[DatasetSpec]:
         raw_out = []
         for name, body in raw.items():
             body = {} if body is None else body
-            if not isinstance(body, dict) or set(body) - {"path", "set"}:
-                raise BenchError(f"datasets.{name}: expected {{path: DIR, set: {{key: value}}}}, got {body!r}")
+            if not isinstance(body, dict) or set(body) - {"path", "synthetic", "set"}:
+                raise BenchError(f"datasets.{name}: expected {{path: DIR, set: {{key: value}}}} or "
+                                 f"{{synthetic: true, set: {{key: value}}}}, got {body!r}")
             _check_folder_name(f"datasets.{name}", str(name), "dataset")
             path = body.get("path")
-            if path is None and name != "synthetic":
-                raise BenchError(f"datasets.{name}: needs path (a folder written by dlf preprocess); only "
-                                 "'synthetic' is built in")
+            synthetic = body.get("synthetic", name == "synthetic" and path is None)
+            if not isinstance(synthetic, bool):
+                raise BenchError(f"datasets.{name}.synthetic: expected true or false, got {synthetic!r}")
+            if synthetic and path is not None:
+                raise BenchError(f"datasets.{name}: synthetic: true is the built-in data, which has no path; "
+                                 f"drop one of synthetic and path ({path})")
+            if path is None and not synthetic:
+                raise BenchError(f"datasets.{name}: needs path (a folder written by dlf preprocess), or "
+                                 "synthetic: true for the built-in synthetic data")
             raw_out.append(DatasetSpec(str(name), None if path is None else str(path),
                                        flatten(body.get("set"), f"datasets.{name}.set")))
     else:
@@ -627,7 +637,9 @@ def _check_the_data_are_the_datasets(spec: BenchSpec) -> None:
         for key in values:
             if key.startswith("data."):
                 raise BenchError(f"{where}: {key}: every variant of a dataset trains on the same data; give data "
-                                 "settings in the dataset's set (datasets: {NAME: {set: {...}}}), in set or --set")
+                                 "settings in the dataset's set (datasets: {NAME: {set: {...}}}), in set or --set; "
+                                 "to compare synthetic data settings, declare one dataset per setting "
+                                 "(datasets: {NAME: {synthetic: true, set: {...}}})")
 
 
 def _check_some_run_can_start(spec: BenchSpec, cli_sets: dict | None) -> None:
