@@ -333,22 +333,55 @@ def test_a_refused_resume_is_its_error_alone_without_the_config_differs_warning(
     assert "config differs" not in console.export_text()
 
 
+def _processed_run(tmp_path, seed=1):
+    """A 1-epoch run of a tiny DLF on the criteo fixture, preprocessed into tmp_path/data-SEED (split seed SEED)."""
+    from dlf.data.preprocess import preprocess
+    fixture = Path(__file__).parent / "fixtures" / "data" / "criteo_tiny.txt"
+    data = tmp_path / f"data-{seed}"
+    preprocess("criteo", [fixture], data, options={"min_count": 1, "ratios": "0.5,0.25,0.25", "seed": seed})
+    sets = ["model.embedding_dim=4", "model.layers=1", "model.rank=2", "model.interaction_tokens=2",
+            "model.implicit_tokens=2", "model.hidden=8", "train.batch_size=4", "train.progress=false"]
+    run = tmp_path / "run"
+    dlf_api.train(dlf_api.load_config(None, [f"data.path={data}", "train.epochs=1", *sets]), out=run,
+                  console=Console(quiet=True))
+    return run
+
+
 def test_a_resume_refused_for_other_processed_data_has_no_config_differs_warning(tmp_path):
     """`--resume RUN --data OTHER` warned that data.path differs (the result will not match), then, once the data
     was loaded, refused the resume for being trained on other data."""
     from dlf.data.preprocess import preprocess
     from dlf.train.trainer import TrainingError
+    run = _processed_run(tmp_path)
     fixture = Path(__file__).parent / "fixtures" / "data" / "criteo_tiny.txt"
-    for name, seed in (("data", 1), ("other", 2)):
-        preprocess("criteo", [fixture], tmp_path / name, options={"min_count": 1, "ratios": "0.5,0.25,0.25",
-                                                                  "seed": seed})
-    sets = ["model.embedding_dim=4", "model.layers=1", "model.rank=2", "model.interaction_tokens=2",
-            "model.implicit_tokens=2", "model.hidden=8", "train.batch_size=4", "train.progress=false"]
-    run = tmp_path / "run"
-    dlf_api.train(dlf_api.load_config(None, [f"data.path={tmp_path / 'data'}", "train.epochs=1", *sets]), out=run,
-                  console=Console(quiet=True))
+    preprocess("criteo", [fixture], tmp_path / "other", options={"min_count": 1, "ratios": "0.5,0.25,0.25",
+                                                                 "seed": 2})
     console = Console(record=True, width=400)
     with pytest.raises(TrainingError, match="was trained on other data than this"):
         dlf_api.train(dlf_api.load_config(run / "config.yaml", [f"data.path={tmp_path / 'other'}"]), resume=run,
                       console=console)
     assert "config differs" not in console.export_text()
+
+
+def test_a_refused_resume_of_a_checkpoint_without_the_data_identity_has_no_data_warning(tmp_path):
+    """The warning that an old checkpoint cannot tell which processed data it was trained on came first, for a
+    resume then refused (its weights do not fit the changed model)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save as st_save
+
+    from dlf.train.checkpoint import list_checkpoints
+    from dlf.train.trainer import TrainingError
+    run = _processed_run(tmp_path)
+    path = list_checkpoints(run / "checkpoints")[0]
+    with safe_open(str(path), "pt") as f:
+        doc = json.loads(f.metadata()["dlf_checkpoint"])
+    del doc["data"]  # as checkpoints were written before they stored it
+    path.write_bytes(st_save(load_file(path), metadata={"dlf_checkpoint": json.dumps(doc)}))
+    console = Console(record=True, width=400)
+    with pytest.raises(TrainingError, match="its weights do not fit"):
+        dlf_api.train(dlf_api.load_config(run / "config.yaml", ["model.hidden=16"]), resume=run, console=console)
+    assert "predates data checks" not in console.export_text() and "config differs" not in console.export_text()
+    dlf_api.train(None, resume=run, console=console)  # accepted: the warning is still there
+    assert "predates data checks" in console.export_text()

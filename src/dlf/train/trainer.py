@@ -292,14 +292,12 @@ def _apply_changed_hyperparameters(saved: dict, cfg, optimizer, sparse_optimizer
         say(f"resume: {what} (replaces the checkpoint's value)", highlight=False)
 
 
-def _check_data(resume: Checkpoint, data_id: dict, say) -> None:
+def _check_data(resume: Checkpoint, data_id: dict) -> bool:
     """Refuse to resume on re-preprocessed data: its vocabulary sizes can all be unchanged (the weights load) while
-    its ids mean other values, so training would go on from weights that no longer fit the inputs."""
-    if resume.data is None:  # written before checkpoints stored it
-        if data_id:
-            say(f"[yellow]warning:[/yellow] {resume.path.name} predates data checks: it cannot tell whether it was "
-                "trained on this processed data", highlight=False)
-        return
+    its ids mean other values, so training would go on from weights that no longer fit the inputs. True: the
+    checkpoint cannot tell (written before checkpoints stored the data identity)."""
+    if resume.data is None:
+        return bool(data_id)
     if resume.data != data_id:
         show = lambda v: "none" if v is None else str(v)[:12]  # noqa: E731  (hashes: a prefix is enough to compare)
         changed = ", ".join(f"{k} {show(resume.data.get(k))} -> {show(data_id.get(k))}" for k in DATA_KEYS
@@ -307,6 +305,7 @@ def _check_data(resume: Checkpoint, data_id: dict, say) -> None:
         raise TrainingError(f"{resume.path} was trained on other data than this ({changed}; preprocessed again "
                             "since?): its ids would not mean what the weights learned; preprocess the data back as "
                             "it was, or start a fresh run (another --out)")
+    return False
 
 
 def _comparable(config: dict) -> dict:
@@ -415,7 +414,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
     state, best_state = TrainState(), None
     if resume is not None:
         check_resume(resume, cfg)
-        _check_data(resume, data_id or {}, say)
+        unchecked_data = _check_data(resume, data_id or {})
         mismatch = weights_mismatch(model, resume.model)
         if mismatch:
             raise TrainingError(f"{resume.path}: its weights do not fit this {type(model).__name__} model "
@@ -429,9 +428,12 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                                     f"train.embedding_optimizer (it has no state for {type(opt).__name__}); "
                                     "resume with the same settings")
             opt.load_state_dict(saved)
+        # the warnings after every refusal above: a refused resume is its error alone
+        if unchecked_data:
+            say(f"[yellow]warning:[/yellow] {resume.path.name} predates data checks: it cannot tell whether it was "
+                "trained on this processed data", highlight=False)
         changed = _changes(_comparable(resume.config), _comparable(config)) if config is not None else []
-        if changed:  # after every refusal above (a refused resume: its error alone); named: 'the config differs'
-            # alone left the user to diff the YAMLs
+        if changed:  # named: 'the config differs' alone left the user to diff the YAMLs
             say("[yellow]warning:[/yellow] the config differs from the one the checkpoint was written with "
                 f"({', '.join(changed)}); the result will not match an uninterrupted run", highlight=False)
         _apply_changed_hyperparameters(resume.config.get("train", {}), cfg, optimizer, sparse_optimizer, say)
