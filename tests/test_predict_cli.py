@@ -194,3 +194,21 @@ def test_a_file_without_header_and_label_is_told_by_its_first_record(headerless,
     res = CliRunner().invoke(app, ["predict", str(headerless), "--input", str(src), "--output", str(out)])
     assert res.exit_code == 0, res.output
     assert pcsv.read_csv(out).num_rows == (1 if first == "\n" else 2)
+
+
+def test_bytes_that_are_not_utf8_in_a_row_are_that_rows_error_not_the_headers(bundle, tmp_path):
+    """The header check decoded the first MiB of the file: a bad byte in any row in it was 'FILE:1: header is not
+    valid utf-8', and --on-bad-row skip could not score the file at all; and predict, whose look at the header failed
+    the same way, scored a line of separators only as a record."""
+    src = tmp_path / "rows.csv"
+    src.write_bytes(demo_rows(src, "50").read_bytes().replace(b"city0", b"city\xff") + b",,,,,,\n")
+    out = tmp_path / "scores.csv"
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), "--output", str(out)])
+    assert res.exit_code == 2 and "rows.csv:3:" in res.output and "header" not in res.output, res.output
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), "--output", str(out), "--id-column",
+                                   "id", "--on-bad-row", "skip"])
+    assert res.exit_code == 0 and "skipped 1 bad row(s); first: " in res.output, res.output
+    assert pcsv.read_csv(out)["id"].to_pylist() == ["a"]
+    src.write_bytes(b"id,c\xffty\n")
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), "--output", str(out)])
+    assert res.exit_code == 2 and "rows.csv:1: header is not valid utf-8" in res.output, res.output

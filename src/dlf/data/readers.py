@@ -199,7 +199,12 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
         with _open_input(path) as raw:
             first = _read_or_fail(raw, 1 << 20, name)
         try:  # decoded as text: a UTF-16 header's bytes end in "\n\0" (Excel's "Unicode Text"), not "\n"
-            head = codecs.getincrementaldecoder(encoding)().decode(first, final=False)
+            try:
+                head = codecs.getincrementaldecoder(encoding)().decode(first, final=False)
+            except UnicodeDecodeError as exc:  # a bad byte after the header line is its row's problem
+                head = codecs.getincrementaldecoder(encoding)().decode(first[:exc.start], final=False)
+                if not re.search(r"[\r\n]", head):
+                    raise
             if first.startswith(BOM):  # '\ufeff' in UTF-8, 'ï»¿' in ISO-8859-1
                 head = head.removeprefix(BOM.decode(encoding, errors="ignore"))
             # the whole file is a header line without its newline: no rows (Arrow "could not skip initial 1 rows")

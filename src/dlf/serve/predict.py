@@ -218,10 +218,11 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
 
 def _header_names(path: Path, delimiter: str, encoding: str, quote: bool) -> list[str] | None:
     """The column names of a CSV/TSV header, as read_delimited reads them (None if it cannot: it says why)."""
-    try:
-        with open(path, encoding=encoding, newline="") as fh:
+    try:  # errors replaced: text mode decodes a whole buffer, later rows' bad bytes too (read_delimited reports the
+        # header's); a failure here read lines of separators only as records
+        with open(path, encoding=encoding, errors="replace", newline="") as fh:
             head = fh.readline().rstrip("\r\n")
-    except (UnicodeError, LookupError):
+    except LookupError:
         return None
     return header_names(head.removeprefix(BOM.decode(encoding, errors="ignore")), delimiter, quote)
 
