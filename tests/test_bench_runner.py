@@ -9,7 +9,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -689,7 +688,7 @@ def test_data_settings_of_one_variant_or_the_grid_are_refused(tmp_path, where):
     run_bench(spec, tmp_path, console=QUIET, dry_run=True)
 
 
-def test_two_synthetic_datasets_under_their_own_names_each_get_their_oracle_row(tmp_path, monkeypatch):
+def test_two_synthetic_datasets_under_their_own_names_each_get_their_oracle_row(tmp_path):
     """Only a dataset named `synthetic` was the built-in data, so two noise levels needed two benches. A dataset
     with `synthetic: true` is the built-in data under its own name, with its own runs and oracle row."""
     spec_file = tmp_path / "spec.yaml"
@@ -718,9 +717,6 @@ def test_two_synthetic_datasets_under_their_own_names_each_get_their_oracle_row(
                                         "synthetic: true for the built-in synthetic data")]:
         with pytest.raises(BenchError, match=f"^{message}"):
             spec_from_dict({"models": ["lr"], "datasets": {"x": body}})
-    monkeypatch.chdir(Path(__file__).parent.parent)
-    for shipped in sorted(Path("configs/bench").glob("*.yaml")):  # the shipped specs stay valid
-        assert load_spec(shipped, check_data=False).datasets
 
 
 def test_sigterm_mid_run_stops_the_bench_as_ctrl_c_does(tmp_path):
