@@ -212,3 +212,25 @@ def test_bytes_that_are_not_utf8_in_a_row_are_that_rows_error_not_the_headers(bu
     src.write_bytes(b"id,c\xffty\n")
     res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), "--output", str(out)])
     assert res.exit_code == 2 and "rows.csv:1: header is not valid utf-8" in res.output, res.output
+
+
+def test_a_compressed_input_is_read_as_the_uncompressed_one(bundle, headerless, tmp_path):
+    """A .gz input (read by the readers through Arrow's decompression) had its header and first record looked at as
+    compressed bytes: a line of separators only was scored as a record, and a file without header and label taken
+    for a labelled one (every row 'expected 6 columns, got 5')."""
+    import gzip
+
+    src = tmp_path / "rows.csv.gz"
+    src.write_bytes(gzip.compress(demo_rows(tmp_path / "rows.csv", "50").read_bytes() + b",,,,,,\n"))
+    out = tmp_path / "scores.csv"
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), "--format", "csv", "--output",
+                                   str(out)])
+    assert res.exit_code == 0 and pcsv.read_csv(out).num_rows == 2, res.output
+    src.write_bytes(gzip.compress(b"u3,lyon,,news,1700000000\nu1,nice,50,music;film,1700000060\n"))
+    res = CliRunner().invoke(app, ["predict", str(headerless), "--input", str(src), "--format", "csv", "--output",
+                                   str(out)])
+    assert res.exit_code == 0 and pcsv.read_csv(out).num_rows == 2, res.output
+    src.write_bytes(b"u3,lyon,,news,1700000000\n")  # not gzip: read_delimited says so
+    res = CliRunner().invoke(app, ["predict", str(headerless), "--input", str(src), "--format", "csv", "--output",
+                                   str(out)])
+    assert res.exit_code == 2 and "rows.csv.gz: cannot read: " in res.output, res.output

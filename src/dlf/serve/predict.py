@@ -17,6 +17,7 @@ default the first one stops the run with `FILE:LINE: field 'X': expected ...`; w
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import time
@@ -30,7 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dlf.data.features import Batch
-from dlf.data.readers import BOM, BadRows, Chunk, check_file, header_names, read_delimited, read_parquet
+from dlf.data.readers import (BOM, BadRows, Chunk, _open_input, check_file, header_names, read_delimited,
+                              read_parquet)
 from dlf.data.schema import DataError
 from dlf.serve.bundle import Bundle, BundleError
 
@@ -188,10 +190,9 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
         if not names:
             raise DataError(f"{path}: a file without header needs --columns NAME,NAME,... (all columns in order)")
         if columns is None and label in names:
-            with open(path, "rb") as fh:  # the first record: blank lines are skipped
-                first = next((line for line in fh if line.strip(b"\r\n")), b"").decode("utf-8", "replace")
+            first = _first_line(path, encoding, skip_blank=True)  # the first record (blank lines are skipped)
             # as CSV: a quoted delimiter was counted as a column, and the file taken for a labelled one
-            if len(header_names(first.rstrip("\r\n"), delimiter, quote)) == len(names) - 1:  # a file without labels
+            if first is not None and len(header_names(first, delimiter, quote)) == len(names) - 1:  # without labels
                 if labels:  # was 'the columns [39 names] do not include ['label']'
                     raise DataError(f"{path}: no label column {label!r}: its {len(names) - 1} columns are the inputs "
                                     "alone, as in a file to score (dlf predict); dlf evaluate needs labelled rows, as "
@@ -216,15 +217,23 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
         yield chunk
 
 
+def _first_line(path: Path, encoding: str, skip_blank: bool = False) -> str | None:
+    """The file's first (non-blank) line, decompressed as read_delimited reads it (a .gz input was looked at as
+    compressed bytes); None if it cannot be read (an unknown encoding, a .gz that is not gzip): read_delimited says
+    why. Bad bytes are replaced: text mode decodes a whole buffer, later rows' too, which read_delimited reports by
+    line (the header's too); failing here read lines of separators only as records."""
+    try:
+        with io.TextIOWrapper(_open_input(path), encoding=encoding, errors="replace", newline="") as fh:
+            return next((line for line in fh if not skip_blank or line.strip("\r\n")), "").rstrip("\r\n")
+    except (LookupError, OSError):
+        return None
+
+
 def _header_names(path: Path, delimiter: str, encoding: str, quote: bool) -> list[str] | None:
     """The column names of a CSV/TSV header, as read_delimited reads them (None if it cannot: it says why)."""
-    try:  # errors replaced: text mode decodes a whole buffer, later rows' bad bytes too (read_delimited reports the
-        # header's); a failure here read lines of separators only as records
-        with open(path, encoding=encoding, errors="replace", newline="") as fh:
-            head = fh.readline().rstrip("\r\n")
-    except LookupError:
-        return None
-    return header_names(head.removeprefix(BOM.decode(encoding, errors="ignore")), delimiter, quote)
+    head = _first_line(path, encoding)
+    return None if head is None else header_names(head.removeprefix(BOM.decode(encoding, errors="ignore")),
+                                                  delimiter, quote)
 
 
 # ---- writing --------------------------------------------------------------------------------------
