@@ -380,3 +380,31 @@ def test_a_file_to_score_without_its_label_column_is_one_clear_line(criteo, tmp_
         evaluate_file(load_bundle(criteo), unlabelled)
     r = CliRunner().invoke(app, ["evaluate", str(criteo), "-i", str(unlabelled)])
     assert r.exit_code == 2 and msg in " ".join(r.output.split()), r.output
+
+
+def test_a_group_column_the_preset_derives_is_not_read_from_the_file(tmp_path):
+    """A run whose group is a column the preset derives (avazu's weekday, from the hour): evaluate read it from the
+    file, which has no such column ('header has no column(s) ['weekday']'); it now groups by the derived value, as
+    training does."""
+    import dataclasses
+
+    from rich.console import Console
+
+    from dlf.api import train
+    from dlf.data.presets import avazu_schema
+    from dlf.data.preprocess import preprocess
+
+    lines = (FIXTURES / "avazu_tiny.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "train.csv").write_text("".join(lines[:-8]))
+    (tmp_path / "test.csv").write_text("".join(lines[:1] + lines[-8:]))
+    schema = dataclasses.replace(avazu_schema(min_count=1), group="weekday")
+    preprocess("avazu", [f"train={tmp_path / 'train.csv'}", f"test={tmp_path / 'test.csv'}"], tmp_path / "data",
+               schema=schema)
+    train({"model": {"name": "lr"}, "data": {"dataset": "processed", "path": str(tmp_path / "data")},
+           "train": {"epochs": 1, "batch_size": 8, "monitor": "logloss", "progress": False, "tensorboard": False}},
+          out=tmp_path / "run", console=Console(quiet=True))
+    want = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    res = evaluate_file(load_bundle(export_bundle(tmp_path / "run", tmp_path / "bundle")), tmp_path / "test.csv")
+    assert res.rows == 8 and res.group_column == "weekday" and set(res.metrics) == set(METRICS) | {"gauc"}
+    for k in res.metrics:
+        assert res.metrics[k] == pytest.approx(want[k], abs=1e-6, nan_ok=True), k

@@ -61,7 +61,7 @@ class Encoder:
         self.multi = feature_map.of_kind("multi")
         self.max_len = max([f.max_len for f in self.multi], default=1) if self.multi else 1
         if self.mode == "ids":
-            self.derive = None
+            self.derive, self.derived = None, ()
             self.inputs = ([InputField(f.name, "categorical", number=True, integer=True) for f in self.cat]
                            + [InputField(f.name, "numeric", number=True) for f in self.num]
                            + [InputField(f.name, "multi", separator=IDS_SEPARATOR) for f in self.multi])
@@ -75,7 +75,7 @@ class Encoder:
         # raw rows get the preset's own per-chunk derivation, as in preprocessing
         preset = get_preset(meta.get("preset") or "generic")
         preset.check_servable(schema)
-        self.derive = preset.derive
+        self.derive, self.derived = preset.derive, preset.derived  # derived: columns `derive` adds
         # scoring needs no group column and no split; the label is read only to evaluate (see encode_chunk)
         self.schema = dataclasses.replace(schema, group=None, split=SplitOptions())
         self.parser = ChunkParser(self.schema)

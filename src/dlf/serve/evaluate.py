@@ -61,10 +61,12 @@ def evaluate_file(bundle: Bundle, input: str | Path, *, group_column: str | None
         raise DataError(f"--group-column {group_column!r} is the label column")
     probs, labels, groups = [], [], []
     rows = 0
-    # the group ids are training's: of the value after the preset's derivation (kdd12's user 0 is the missing user)
+    # the group ids are training's: of the value after the preset's derivation (kdd12's user 0 is the missing user);
+    # a column the preset derives (avazu's weekday) is not in the file
+    read = [group_column] if group_column and group_column not in bundle.encoder.derived else None
     for _, p, _, y, g in scored_chunks(bundle, input, bad, scorer, labels=True, group=group_column, fmt=fmt,
                                        header=header, columns=columns, delimiter=delimiter, block_bytes=block_bytes,
-                                       extra=[group_column] if group_column else None):
+                                       extra=read):
         probs.append(p)
         labels.append(y)
         groups.append(g)
