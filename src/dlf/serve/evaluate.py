@@ -82,8 +82,8 @@ def evaluate_file(bundle: Bundle, input: str | Path, *, group_column: str | None
 
 
 def check_json(path: Path, input: str | Path) -> None:
-    """Check `--json PATH` before scoring, which can take hours (its folder is made then too, with predict's
-    folder_for): the input file itself was overwritten with the metrics."""
+    """Check `--json PATH` before scoring, which can take hours: not a folder, not the input file (which was
+    overwritten with the metrics). The command then makes its folder with predict's folder_for."""
     if path.is_dir():
         raise DataError(f"{path}: is a directory; --json must be a file")
     check_file(input)
