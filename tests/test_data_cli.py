@@ -64,6 +64,8 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
          "is a directory, expected a file"),
         (["preprocess", "--preset", "criteo", "--input", str(bad), "--out", str(bad / "o")],
          "cannot write the output there"),
+        (["preprocess", "--preset", "criteo", "--input", str(bad), "--out", str(tmp_path / "o"), "--on-bad-row",
+          "drop"], "--on-bad-row must be error or skip, got 'drop'"),
     ]:
         proc = run(*args)
         assert proc.returncode == 2, (args, proc.stderr)

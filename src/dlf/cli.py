@@ -165,6 +165,8 @@ def preprocess(
     from dlf.data.preprocess import preprocess as run_preprocess
     from dlf.data.schema import DataError
 
+    if on_bad_row not in ("error", "skip"):
+        _fail(f"--on-bad-row must be error or skip, got {on_bad_row!r}")
     options = {}
     for item in option:
         key, sep, value = item.partition("=")
