@@ -33,3 +33,12 @@ def random_batch(fm: FeatureMap, n: int = 16, seed: int = 0) -> Batch:
         multi[:, j, : f.max_len] = torch.where(torch.arange(f.max_len) < lengths, ids, 0)
     label = torch.randint(0, 2, (n,), generator=g).float()
     return Batch(cat, num, multi, label)
+
+
+@pytest.fixture
+def dead_pid() -> str:
+    """The pid of a process that has exited: folders named after it are a dead run's leftovers."""
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()

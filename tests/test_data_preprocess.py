@@ -228,17 +228,13 @@ def test_an_output_that_is_a_symlink_stays_one(tmp_path):
     assert sorted(p.name for p in (tmp_path / "big").iterdir()) == ["data"]
 
 
-def test_folders_left_by_a_dead_run_are_removed(tmp_path):
+def test_folders_left_by_a_dead_run_are_removed(tmp_path, dead_pid):
     """A run killed while swapping folders left .OUT.old-PID-* (a whole dataset) that nothing removed; an output
     name with glob characters ('out[1]') never matched its own leftovers."""
-    import subprocess
-    import sys
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
     out = tmp_path / "out[1]"
     for kind in ("old", "tmp"):
-        (tmp_path / f".out[1].{kind}-{dead}-0123abcd").mkdir()
-        (tmp_path / f".out[1].{kind}-{dead}-0123abcd" / "categorical.npy").write_bytes(b"x" * 100)
+        (tmp_path / f".out[1].{kind}-{dead_pid}-0123abcd").mkdir()
+        (tmp_path / f".out[1].{kind}-{dead_pid}-0123abcd" / "categorical.npy").write_bytes(b"x" * 100)
     preprocess("criteo", [FIX / "criteo_tiny.txt"], out, options={"min_count": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out[1]"]
 

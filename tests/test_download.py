@@ -191,7 +191,7 @@ def movielens_zip(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def test_zip_is_unpacked_checked_and_the_printed_command_preprocesses_it(server, tmp_path):
+def test_zip_is_unpacked_checked_and_the_printed_command_preprocesses_it(server, tmp_path, dead_pid):
     data = movielens_zip(tmp_path / "ml.zip")
     server.files["/ml-1m.zip"] = data
     members = {"ratings.dat": sha256((FIX / "movielens_tiny" / "ratings.dat").read_bytes())}
@@ -199,6 +199,8 @@ def test_zip_is_unpacked_checked_and_the_printed_command_preprocesses_it(server,
         RemoteFile(server.url + "/ml-1m.zip", "ml-1m.zip", size=len(data), checksum=sha256(data), unpack=True,
                    members=members),))
     out = tmp_path / "raw"
+    for kind in ("old", "tmp"):  # what an unpack or a folder swap killed midway left: removed
+        (out / f".ml-1m.{kind}-{dead_pid}-0123abcd").mkdir(parents=True)
     command = fetch(ds, out, log=lambda m: None)
     assert (out / "ml-1m" / "ratings.dat").read_bytes() == (FIX / "movielens_tiny" / "ratings.dat").read_bytes()
     assert sorted(p.name for p in out.iterdir()) == ["ml-1m", "ml-1m.zip"]  # no temporary folder left

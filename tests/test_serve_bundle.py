@@ -743,3 +743,12 @@ def test_a_bundle_from_another_pipeline_version_is_scored_with_a_warning(demo, t
     res = CliRunner().invoke(app, ["predict", str(demo["bundle"]), "--input", str(demo["test_csv"]), "--output",
                                    str(tmp_path / "p.csv")])
     assert res.exit_code == 0 and "warning:" in res.stderr and "pipeline version" in res.stderr, res.output
+
+
+def test_folders_left_by_a_dead_export_are_removed(demo, tmp_path, dead_pid):
+    """An export killed while swapping folders left .OUT.old-PID-* (the previous bundle) or .OUT.tmp-PID-*
+    beside the bundle, which nothing removed."""
+    for kind in ("old", "tmp"):
+        (tmp_path / f".b.{kind}-{dead_pid}-0123abcd").mkdir()
+    export_bundle(demo["run"], tmp_path / "b", format="torch")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]

@@ -65,6 +65,31 @@ def publish_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_dead_siblings(out: str | os.PathLike) -> None:
+    """Remove the folders that runs which died left beside `out`: .OUT.tmp-PID-* (a build) and .OUT.old-PID-*
+    (the output being replaced, left when a run died while swapping folders in publish_dir: a whole dataset's
+    worth of disk that nothing else removes). A folder of a process still alive is left alone."""
+    import glob
+    import shutil
+
+    out = Path(out)
+    name = glob.escape(out.name)
+    for p in [*out.parent.glob(f".{name}.tmp-*"), *out.parent.glob(f".{name}.old-*")]:
+        try:
+            pid = int(p.name.rsplit("-", 2)[-2])
+        except (ValueError, IndexError):
+            continue
+        alive = True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            pass
+        if not alive or pid == os.getpid():
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def atomic_write_png(fig, path: str | os.PathLike) -> None:
     """Render a matplotlib figure to PNG, write it atomically and close the figure."""
     import io

@@ -17,12 +17,13 @@ import shlex
 import shutil
 import urllib.error
 import urllib.request
+import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from dlf._io import publish_dir
+from dlf._io import publish_dir, remove_dead_siblings
 
 BLOCK = 1 << 20  # bytes read and written at a time
 TIMEOUT_S = 60
@@ -224,8 +225,8 @@ def _start_over(remote: RemoteFile, out: Path, part: Path, log: Callable[[str], 
 def unpack(archive: Path, remote: RemoteFile, dest: Path, log: Callable[[str], None] = print) -> None:
     """Extract zip `archive` into `dest` (a single top folder in the zip becomes `dest` itself),
     through a temporary sibling, after checking the members' published checksums."""
-    tmp = dest.parent / f".{dest.name}.unpack-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    remove_dead_siblings(dest)  # what an unpack or a folder swap that died left (a whole dataset of disk)
     log(f"unpacking {archive} -> {dest}")
     try:
         with zipfile.ZipFile(archive) as zf:

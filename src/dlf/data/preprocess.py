@@ -22,7 +22,6 @@ schema/options returns at once.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -38,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.feather as feather
 
-from dlf._io import publish_dir
+from dlf._io import publish_dir, remove_dead_siblings
 from dlf.data.features import OOV_ID, FeatureMap, FieldSpec
 from dlf.data.presets import ROLES, Source, get_preset
 from dlf.data.readers import DEFAULT_BLOCK_BYTES, BadRows, Chunk, check_file
@@ -573,25 +572,6 @@ def fingerprint(preset: str, schema: Schema, sources: list[Source], extra_files:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _clean_stale(out: Path) -> None:
-    """Folders of runs that died: .OUT.tmp-PID-* (a build), .OUT.old-PID-* (the output being replaced, left
-    when the run died while swapping folders: a whole dataset's worth of disk that nothing else removes)."""
-    for p in [*out.parent.glob(f".{glob.escape(out.name)}.tmp-*"), *out.parent.glob(f".{glob.escape(out.name)}.old-*")]:
-        try:
-            pid = int(p.name.rsplit("-", 2)[-2])
-        except (ValueError, IndexError):
-            continue
-        alive = True
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            alive = False
-        except PermissionError:
-            pass
-        if not alive or pid == os.getpid():
-            shutil.rmtree(p, ignore_errors=True)
-
-
 
 
 # ---- the pipeline --------------------------------------------------------------------------
@@ -712,7 +692,7 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:  # an output that cannot be written (a file in the path, no permission) was an OSError traceback
         out.parent.mkdir(parents=True, exist_ok=True)
-        _clean_stale(out)
+        remove_dead_siblings(out)
         tmp.mkdir()
     except OSError as exc:
         raise DataError(f"{out}: cannot write the output there: {exc.strerror or exc} ({exc.filename})") from None

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from dlf._io import json_safe, publish_dir
+from dlf._io import json_safe, publish_dir, remove_dead_siblings
 from dlf.data.features import FeatureMap
 
 BUNDLE_FORMAT = "dlf-bundle"
@@ -173,6 +173,7 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_siblings(out)
         tmp.mkdir()
     except OSError as exc:  # a file in the path, no permission: was a FileExistsError/PermissionError traceback
         raise BundleError(f"{out}: cannot write the bundle: {exc.strerror or exc}"
