@@ -214,6 +214,20 @@ def test_bytes_that_are_not_utf8_in_a_row_are_that_rows_error_not_the_headers(bu
     assert res.exit_code == 2 and "rows.csv:1: header is not valid utf-8" in res.output, res.output
 
 
+def test_a_parquet_file_read_as_csv_is_told_so(bundle, tmp_path):
+    """A Parquet file named .csv (or given --format csv) was 'FILE:1: header is not valid utf-8'."""
+    pq.write_table(pcsv.read_csv(demo_rows(tmp_path / "rows.csv", "50")), tmp_path / "rows.parquet")
+    (tmp_path / "rows.parquet").rename(tmp_path / "rows.csv")
+    for fmt in ([], ["--format", "tsv"]):
+        res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(tmp_path / "rows.csv"), *fmt,
+                                       "--output", str(tmp_path / "scores.csv")])
+        assert res.exit_code == 2, res.output
+        assert "rows.csv: a Parquet file, read as " in res.output and "pass --format parquet" in res.output
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(tmp_path / "rows.csv"), "--format",
+                                   "parquet", "--output", str(tmp_path / "scores.csv")])
+    assert res.exit_code == 0 and pcsv.read_csv(tmp_path / "scores.csv").num_rows == 2, res.output
+
+
 def test_a_compressed_input_is_read_as_the_uncompressed_one(bundle, headerless, tmp_path):
     """A .gz input (read by the readers through Arrow's decompression) had its header and first record looked at as
     compressed bytes: a line of separators only was scored as a record, and a file without header and label taken

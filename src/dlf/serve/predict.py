@@ -149,10 +149,16 @@ def _input_format(path: Path, fmt: str) -> str:
     if fmt != "auto":
         if fmt not in ("csv", "tsv", "parquet"):
             raise DataError(f"--format must be auto, csv, tsv or parquet, got {fmt!r}")
-        return fmt
-    found = FORMATS.get(path.suffix.lower())
-    if found is None:
-        raise DataError(f"{path}: cannot tell the format from the name; pass --format csv|tsv|parquet")
+        found = fmt
+    else:
+        found = FORMATS.get(path.suffix.lower())
+        if found is None:
+            raise DataError(f"{path}: cannot tell the format from the name; pass --format csv|tsv|parquet")
+    if found != "parquet" and path.is_file():
+        with open(path, "rb") as fh:
+            if fh.read(4) == b"PAR1":  # (was "header is not valid utf-8")
+                raise DataError(f"{path}: a Parquet file, read as {found} (from "
+                                f"{'--format' if fmt != 'auto' else 'its name'}); pass --format parquet")
     return found
 
 
