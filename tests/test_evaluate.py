@@ -2,6 +2,7 @@
 bundles), gAUC groups rows across chunks, bad labels are bad rows, and the CLI prints and writes the metrics."""
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -227,7 +228,17 @@ def test_ctrl_c_and_sigterm_stop_with_one_line(demo, monkeypatch):
     assert CliRunner().invoke(app, args).exit_code == 0 and signal.getsignal(signal.SIGTERM) is handler
 
 
-FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "data"
+FIXTURES = Path(__file__).parent / "fixtures" / "data"
+
+
+def train_lr(folder: Path) -> None:
+    """One epoch of LR on FOLDER/data (a processed dataset), the run in FOLDER/run."""
+    from rich.console import Console
+
+    from dlf.api import train
+    train({"model": {"name": "lr"}, "data": {"dataset": "processed", "path": str(folder / "data")},
+           "train": {"epochs": 1, "batch_size": 8, "monitor": "logloss", "progress": False, "tensorboard": False}},
+          out=folder / "run", console=Console(quiet=True))
 
 
 @pytest.mark.parametrize("preset,source,header,schema", [
@@ -239,9 +250,6 @@ FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "data"
 def test_preset_bundle_on_its_test_file_gives_the_runs_test_metrics(preset, source, header, schema, tmp_path):
     """A run preprocessed with its test split given as a file: evaluating that file with the run's bundle gives the
     run's test metrics."""
-    from rich.console import Console
-
-    from dlf.api import train
     from dlf.data.preprocess import preprocess
 
     lines = (FIXTURES / source).read_text().splitlines(keepends=True)
@@ -258,9 +266,7 @@ def test_preset_bundle_on_its_test_file_gives_the_runs_test_metrics(preset, sour
     test_file.write_text("".join(head + body[-8:]))
     preprocess(preset, [f"train={train_file}", f"test={test_file}"], tmp_path / "data", schema=schema,
                options=options)
-    train({"model": {"name": "lr"}, "data": {"dataset": "processed", "path": str(tmp_path / "data")},
-           "train": {"epochs": 1, "batch_size": 8, "monitor": "logloss", "progress": False, "tensorboard": False}},
-          out=tmp_path / "run", console=Console(quiet=True))
+    train_lr(tmp_path)
     want = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     res = evaluate_file(load_bundle(export_bundle(tmp_path / "run", tmp_path / "bundle")), test_file)
     assert res.rows == 8 and set(res.metrics) == set(METRICS) | ({"gauc"} if preset == "generic" else set())
@@ -323,9 +329,6 @@ def test_gauc_groups_by_the_derived_group_value_as_training_does(tmp_path):
     evaluate (it grouped by the raw text, two groups, so that on the run's own test file its gAUC differed)."""
     import dataclasses
 
-    from rich.console import Console
-
-    from dlf.api import train
     from dlf.data.presets import kdd12_schema
     from dlf.data.preprocess import preprocess
 
@@ -340,9 +343,7 @@ def test_gauc_groups_by_the_derived_group_value_as_training_does(tmp_path):
     schema = dataclasses.replace(kdd12_schema(min_count=1, profile=False), group="user_id")
     preprocess("kdd12", [f"train={tmp_path / 'training.txt'}", f"test={tmp_path / 'test.txt'}"], tmp_path / "data",
                schema=schema)
-    train({"model": {"name": "lr"}, "data": {"dataset": "processed", "path": str(tmp_path / "data")},
-           "train": {"epochs": 1, "batch_size": 8, "monitor": "logloss", "progress": False, "tensorboard": False}},
-          out=tmp_path / "run", console=Console(quiet=True))
+    train_lr(tmp_path)
     want = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     assert np.isfinite(want["gauc"])  # the one group has both classes
     res = evaluate_file(load_bundle(export_bundle(tmp_path / "run", tmp_path / "bundle")), tmp_path / "test.txt",
@@ -355,16 +356,11 @@ def test_gauc_groups_by_the_derived_group_value_as_training_does(tmp_path):
 @pytest.fixture(scope="module")
 def criteo(tmp_path_factory):
     """A bundle of a run on the Criteo fixture (TSV without header, the label first)."""
-    from rich.console import Console
-
-    from dlf.api import train
     from dlf.data.preprocess import preprocess
 
     folder = tmp_path_factory.mktemp("criteo")
     preprocess("criteo", [FIXTURES / "criteo_tiny.txt"], folder / "data", options={"min_count": "1"})
-    train({"model": {"name": "lr"}, "data": {"dataset": "processed", "path": str(folder / "data")},
-           "train": {"epochs": 1, "batch_size": 8, "monitor": "logloss", "progress": False, "tensorboard": False}},
-          out=folder / "run", console=Console(quiet=True))
+    train_lr(folder)
     return export_bundle(folder / "run", folder / "bundle")
 
 
@@ -388,9 +384,6 @@ def test_a_group_column_the_preset_derives_is_not_read_from_the_file(tmp_path):
     training does."""
     import dataclasses
 
-    from rich.console import Console
-
-    from dlf.api import train
     from dlf.data.presets import avazu_schema
     from dlf.data.preprocess import preprocess
 
@@ -400,9 +393,7 @@ def test_a_group_column_the_preset_derives_is_not_read_from_the_file(tmp_path):
     schema = dataclasses.replace(avazu_schema(min_count=1), group="weekday")
     preprocess("avazu", [f"train={tmp_path / 'train.csv'}", f"test={tmp_path / 'test.csv'}"], tmp_path / "data",
                schema=schema)
-    train({"model": {"name": "lr"}, "data": {"dataset": "processed", "path": str(tmp_path / "data")},
-           "train": {"epochs": 1, "batch_size": 8, "monitor": "logloss", "progress": False, "tensorboard": False}},
-          out=tmp_path / "run", console=Console(quiet=True))
+    train_lr(tmp_path)
     want = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     res = evaluate_file(load_bundle(export_bundle(tmp_path / "run", tmp_path / "bundle")), tmp_path / "test.csv")
     assert res.rows == 8 and res.group_column == "weekday" and set(res.metrics) == set(METRICS) | {"gauc"}
