@@ -292,8 +292,10 @@ def test_a_file_without_the_training_group_column_evaluates_with_an_empty_group_
     bundle = export_bundle(tmp_path / "run", tmp_path / "bundle")
     rows = tmp_path / "no_ts.csv"
     pcsv.write_csv(pcsv.read_csv(FIXTURES / "generic_tiny.csv").drop_columns(["ts"]), rows)
-    with pytest.raises(DataError, match=r"no column\(s\) \['ts'\]"):
+    with pytest.raises(DataError, match=r"no column\(s\) \['ts'\].* --group-column '' evaluates without gAUC"):
         evaluate_file(load_bundle(bundle), rows)
+    with pytest.raises(DataError, match=r"no column\(s\) \['ts'\]; it has \[[^]]*\]$"):  # asked for: no hint
+        evaluate_file(load_bundle(bundle), rows, group_column="ts")
     r = CliRunner().invoke(app, ["evaluate", str(bundle), "-i", str(rows), "--group-column", ""])
     assert r.exit_code == 0 and "30 rows" in r.stdout and "gAUC" not in r.stdout, r.output
 

@@ -56,7 +56,8 @@ def evaluate_file(bundle: Bundle, input: str | Path, *, group_column: str | None
     scorer = scorer or Scorer(bundle, engine, batch_size, precision=precision)
     label = bundle.encoder.label
     # '' opts out: a file without the training group column (when it is no model input) could not be evaluated at all
-    group_column = bundle.feature_map.group if group_column is None else group_column or None
+    default_group = group_column is None
+    group_column = bundle.feature_map.group if default_group else group_column or None
     if group_column == label:
         raise DataError(f"--group-column {group_column!r} is the label column")
     probs, labels, groups = [], [], []
@@ -64,15 +65,21 @@ def evaluate_file(bundle: Bundle, input: str | Path, *, group_column: str | None
     # the group ids are training's: of the value after the preset's derivation (kdd12's user 0 is the missing user);
     # a column the preset derives (avazu's weekday) is not in the file
     read = [group_column] if group_column and group_column not in bundle.encoder.derived else None
-    for _, p, _, y, g in scored_chunks(bundle, input, bad, scorer, labels=True, group=group_column, fmt=fmt,
-                                       header=header, columns=columns, delimiter=delimiter, block_bytes=block_bytes,
-                                       extra=read):
-        probs.append(p)
-        labels.append(y)
-        groups.append(g)
-        rows += len(p)
-        if len(probs) % 20 == 0:
-            log(f"{rows:,} rows scored")
+    chunks = scored_chunks(bundle, input, bad, scorer, labels=True, group=group_column, fmt=fmt, header=header,
+                           columns=columns, delimiter=delimiter, block_bytes=block_bytes, extra=read)
+    try:
+        for _, p, _, y, g in chunks:
+            probs.append(p)
+            labels.append(y)
+            groups.append(g)
+            rows += len(p)
+            if len(probs) % 20 == 0:
+                log(f"{rows:,} rows scored")
+    except DataError as exc:  # the file lacks only the group column the user did not ask for: say how to go without
+        if default_group and read and f"no column(s) [{group_column!r}]" in str(exc):
+            raise DataError(f"{exc} (the training data's group column, the default for gAUC; --group-column '' "
+                            "evaluates without gAUC)") from None
+        raise
     if rows == 0:
         raise DataError(f"{input}: no rows to evaluate" + (" (every row was bad)" if bad.count else ""))
     y = np.concatenate(labels)
