@@ -196,7 +196,7 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
     path = check_file(path)
     name = str(path)
     if header:
-        with _open_input(path) as raw:
+        with open_input(path) as raw:
             first = _read_or_fail(raw, 1 << 20, name)
         try:  # decoded as text: a UTF-16 header's bytes end in "\n\0" (Excel's "Unicode Text"), not "\n"
             try:
@@ -246,7 +246,7 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
                                     strings_can_be_null=False, quoted_strings_can_be_null=False)
     # A UTF-8 BOM is skipped here whatever the encoding: Arrow drops it only from UTF-8 input, and an
     # ISO-8859-1 file (MovieLens) saved by an editor "as UTF-8 with BOM" kept it in its first value.
-    fh = _open_input(path)
+    fh = open_input(path)
     start = len(BOM) if _read_or_fail(fh, len(BOM), name) == BOM else 0
     compressed = not isinstance(fh, pa.OSFile)
     end = None if compressed else fh.size() - _blank_tail(fh, encoding)
@@ -257,7 +257,7 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
         nonlocal fh
         if compressed:  # a stream: read again from the start
             fh.close()
-            fh = _open_input(path)
+            fh = open_input(path)
             fh.read(start)
         else:
             fh.seek(start)
@@ -421,7 +421,7 @@ class _LineCursor:
     order): Arrow gives a blank line and one of empty values (',,', or columns not read) the same row."""
 
     def __init__(self, path: Path, start: int) -> None:
-        self.fh = _open_input(path)
+        self.fh = open_input(path)
         self.fh.read(start)
         self.line, self.buf = 1, b""  # `buf` starts at the beginning of line `line`
 
@@ -460,7 +460,7 @@ class _RecordCursor(_LineCursor):
             return False
 
 
-def _open_input(path: Path) -> pa.NativeFile:
+def open_input(path: Path) -> pa.NativeFile:
     """The file's bytes; .gz, .bz2, .zst, .lz4 decompressed (as Arrow did when given the path: a Criteo
     train.txt.gz read fine until the reader opened the file itself)."""
     return pa.input_stream(str(path), compression="detect")

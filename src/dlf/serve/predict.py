@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dlf.data.features import Batch
-from dlf.data.readers import (BOM, BadRows, Chunk, _open_input, check_file, header_names, read_delimited,
+from dlf.data.readers import (BOM, BadRows, Chunk, check_file, header_names, open_input, read_delimited,
                               read_parquet)
 from dlf.data.schema import DataError
 from dlf.serve.bundle import Bundle, BundleError
@@ -229,7 +229,7 @@ def _first_line(path: Path, encoding: str, skip_blank: bool = False) -> str | No
     why. Bad bytes are replaced: text mode decodes a whole buffer, later rows' too, which read_delimited reports by
     line (the header's too); failing here read lines of separators only as records."""
     try:
-        with io.TextIOWrapper(_open_input(path), encoding=encoding, errors="replace", newline="") as fh:
+        with io.TextIOWrapper(open_input(path), encoding=encoding, errors="replace", newline="") as fh:
             return next((line for line in fh if not skip_blank or line.strip("\r\n")), "").rstrip("\r\n")
     except (LookupError, OSError):
         return None
