@@ -348,11 +348,15 @@ def test_gauc_groups_by_the_derived_group_value_as_training_does(tmp_path):
     train_lr(tmp_path)
     want = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     assert np.isfinite(want["gauc"])  # the one group has both classes
-    res = evaluate_file(load_bundle(export_bundle(tmp_path / "run", tmp_path / "bundle")), tmp_path / "test.txt",
-                        block_bytes=1024)
+    bundle = load_bundle(export_bundle(tmp_path / "run", tmp_path / "bundle"))
+    res = evaluate_file(bundle, tmp_path / "test.txt", block_bytes=1024)
     assert res.rows == 8 and res.group_column == "user_id" and set(res.metrics) == set(METRICS) | {"gauc"}
     for k in res.metrics:
         assert res.metrics[k] == pytest.approx(want[k], abs=1e-6), k
+    # without its click column, the file is one to score (KDD Cup's test.txt): one clear line, as for Criteo
+    (tmp_path / "new.txt").write_text("".join(line.split("\t", 1)[1] for line in test))
+    with pytest.raises(DataError, match=r"new.txt: no label column 'click': its 11 columns are the inputs alone"):
+        evaluate_file(bundle, tmp_path / "new.txt")
 
 
 @pytest.fixture(scope="module")
