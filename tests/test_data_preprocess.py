@@ -659,6 +659,9 @@ def test_compressed_inputs_are_read(tmp_path):
     write(tmp_path / "in.csv.gz", gzip.compress(plain))
     schema = Schema(fields=AGE_SCHEMA.fields, label="click", format="csv")
     assert preprocess("generic", [tmp_path / "in.csv.gz"], tmp_path / "c", schema=schema).rows == 10
+    # format auto: the name says csv through its compression suffix (was 'cannot tell the format from the name')
+    schema = Schema(fields=AGE_SCHEMA.fields, label="click")
+    assert preprocess("generic", [tmp_path / "in.csv.gz"], tmp_path / "e", schema=schema).rows == 10
     write(tmp_path / "not.txt.gz", "\n".join(CRITEO))  # a name that lies: the error named the output folder
     with pytest.raises(DataError, match=r"not\.txt\.gz: cannot read: zlib inflate failed"):
         preprocess("criteo", [tmp_path / "not.txt.gz"], tmp_path / "d")

@@ -237,9 +237,9 @@ def test_a_compressed_input_is_read_as_the_uncompressed_one(bundle, headerless, 
     src = tmp_path / "rows.csv.gz"
     src.write_bytes(gzip.compress(demo_rows(tmp_path / "rows.csv", "50").read_bytes() + b",,,,,,\n"))
     out = tmp_path / "scores.csv"
-    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), "--format", "csv", "--output",
-                                   str(out)])
-    assert res.exit_code == 0 and pcsv.read_csv(out).num_rows == 2, res.output
+    for fmt in (["--format", "csv"], []):  # the format from the name, through its compression suffix
+        res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), *fmt, "--output", str(out)])
+        assert res.exit_code == 0 and pcsv.read_csv(out).num_rows == 2, res.output
     src.write_bytes(gzip.compress(b"u3,lyon,,news,1700000000\nu1,nice,50,music;film,1700000060\n"))
     res = CliRunner().invoke(app, ["predict", str(headerless), "--input", str(src), "--format", "csv", "--output",
                                    str(out)])

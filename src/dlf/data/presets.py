@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from dlf.data.readers import (BadRows, Chunk, Problem, check_file, header_names, in_line_order, read_delimited,
-                              read_double_colon, read_lines, read_parquet, strip_bom)
+from dlf.data.readers import (BadRows, Chunk, Problem, check_file, format_from_name, header_names, in_line_order,
+                              read_delimited, read_double_colon, read_lines, read_parquet, strip_bom)
 from dlf.data.schema import DataError, FieldOptions, Schema, fill_text
 
 ROLES = ("train", "valid", "test")
@@ -66,8 +66,7 @@ class Preset:
 def _format_of(path: Path, schema: Schema) -> tuple[str, str]:
     fmt = schema.format
     if fmt == "auto":
-        suffix = path.suffix.lower()
-        fmt = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".txt": "tsv"}.get(suffix)
+        fmt = format_from_name(path)
         if fmt is None:
             raise DataError(f"{path}: cannot tell the format from the name; set `format: csv|tsv|parquet` in the schema")
     if fmt != "parquet" and path.is_file():

@@ -460,6 +460,19 @@ class _RecordCursor(_LineCursor):
             return False
 
 
+SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")  # what open_input decompresses
+
+
+def format_from_name(path: Path) -> str | None:
+    """csv, tsv or parquet from the file name, through a compression suffix (train.csv.gz: csv); None when the
+    name does not say."""
+    name = path.name.lower()
+    compressed = name.endswith(COMPRESSIONS)
+    found = SUFFIX_FORMATS.get(Path(name.rsplit(".", 1)[0] if compressed else name).suffix)
+    return None if compressed and found == "parquet" else found  # Parquet compresses inside; read_parquet cannot
+
+
 def open_input(path: Path) -> pa.NativeFile:
     """The file's bytes; .gz, .bz2, .zst, .lz4 decompressed (as Arrow did when given the path: a Criteo
     train.txt.gz read fine until the reader opened the file itself)."""

@@ -31,8 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dlf.data.features import Batch
-from dlf.data.readers import (BOM, BadRows, Chunk, check_file, header_names, open_input, read_delimited,
-                              read_parquet)
+from dlf.data.readers import (BOM, SUFFIX_FORMATS, BadRows, Chunk, check_file, format_from_name, header_names,
+                              open_input, read_delimited, read_parquet)
 from dlf.data.schema import DataError
 from dlf.serve.bundle import Bundle, BundleError
 
@@ -41,7 +41,6 @@ DEFAULT_BATCH_SIZE = 8192
 # Parquet output rows per row group: one per chunk grew the writer's footer (~1.7 KB per row group, held in memory until
 # the file is closed) with the number of chunks, unbounded for a long file read in small chunks
 ROW_GROUP_ROWS = 1 << 17
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 @dataclass
@@ -151,7 +150,7 @@ def _input_format(path: Path, fmt: str) -> str:
             raise DataError(f"--format must be auto, csv, tsv or parquet, got {fmt!r}")
         found = fmt
     else:
-        found = FORMATS.get(path.suffix.lower())
+        found = format_from_name(path)
         if found is None:
             raise DataError(f"{path}: cannot tell the format from the name; pass --format csv|tsv|parquet")
     if found != "parquet" and path.is_file():
@@ -324,7 +323,7 @@ def _output_format(path: Path, fmt: str) -> str:
     if fmt == "auto":
         if not path.suffix:  # /dev/stdout, a FIFO, a name without suffix: CSV
             return "csv"
-        found = FORMATS.get(path.suffix.lower())
+        found = SUFFIX_FORMATS.get(path.suffix.lower())  # written uncompressed: no look through '.gz'
         if found is None:  # 'scores.csv.gz' or 'scores.json' would silently be plain CSV under that name
             raise DataError(f"{path}: cannot tell the output format from the suffix {path.suffix!r}; name it .csv, "
                             ".tsv or .parquet, or pass --output-format csv|tsv|parquet")
