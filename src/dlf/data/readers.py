@@ -559,8 +559,10 @@ def _parquet_text(arr: pa.Array) -> pa.Array:
 def _seconds(arr: pa.Array) -> pa.Array:
     """A timestamp, date, time or duration column as seconds (since the epoch, or midnight), float64."""
     t = arr.type
+    # of days (date32) or of the type's unit; not a safe cast: a nanosecond timestamp (pandas' unit) is beyond
+    # 2^53, and rounding it to a float64 keeps the order (it was "Integer value ... not in range")
     count = pc.cast(pc.cast(arr, pa.int32() if pa.types.is_date32(t) or pa.types.is_time32(t) else pa.int64()),
-                    pa.float64())  # of days (date32) or of the type's unit
+                    pa.float64(), safe=False)
     if pa.types.is_date32(t):
         return pc.multiply(count, 86400.0)
     return pc.divide(count, {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}["ms" if pa.types.is_date64(t) else t.unit])
