@@ -635,6 +635,18 @@ def test_parquet_list_columns_are_multi_valued_fields(tmp_path):
                    schema=Schema(fields=[FieldOptions("hist")], label="click"))
 
 
+def test_a_parquet_list_item_holding_the_separator_stops(tmp_path):
+    """List items are joined with the field's separator and split again: an item 'a|b' silently became the two
+    items 'a' and 'b'. It stops, naming the row, the column and the item."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    hist = pa.array([["x"], ["y", "a|b"], None], pa.list_(pa.string()))
+    pq.write_table(pa.table({"click": [0, 1, 0], "hist": hist}), tmp_path / "t.parquet")
+    schema = Schema(fields=[FieldOptions("hist", "multi", separator="|")], label="click")
+    with pytest.raises(DataError, match=r"t\.parquet row 2: column 'hist': the list item 'a\|b' holds the field's "
+                                        r"separator '\|'"):
+        preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o", schema=schema, options={"ratios": "1,0,0"})
+
+
 @pytest.mark.parametrize("encoding, bom", [("utf-16", b""), ("iso-8859-1", b"\xef\xbb\xbf"), ("utf-8", b"")])
 def test_header_in_the_schemas_encoding(tmp_path, encoding, bom):
     """Excel's "Unicode Text" is UTF-16: its header was read up to the byte 0x0A and decoded alone, "header is

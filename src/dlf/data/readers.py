@@ -603,6 +603,11 @@ def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144
                         raise DataError(f"{name}: column {c!r} holds lists ({arr.type}); only a multi-valued field "
                                         "(kind: multi, FuxiCTR type: sequence) can read it")
                     items = pc.fill_null(_parquet_text(arr.values), "")
+                    found = _item_with(arr, items, separators[c])
+                    if found:  # joined with the separator and split again, it would silently be several items
+                        raise DataError(f"{name} row {start + found[0]}: column {c!r}: the list item {found[1]!r} "
+                                        f"holds the field's separator {separators[c]!r}, so it would read as "
+                                        "several items; give the field a separator that no item holds")
                     arr = pc.binary_join(type(arr).from_arrays(arr.offsets, items, mask=arr.is_null()), separators[c])
                 elif c in times and _is_temporal(arr.type):
                     arr = _parquet_text(_seconds(arr))
@@ -615,6 +620,17 @@ def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144
         n = batch.num_rows
         yield Chunk(name, np.arange(start, start + n, dtype=np.int64), cols, unit="row")
         start += n
+
+
+def _item_with(arr: pa.Array, items: pa.Array, separator: str) -> tuple[int, str] | None:
+    """(row, item) of the first item of list column `arr` (`items`: the text of its values) that holds
+    `separator`, or None."""
+    holds = np.flatnonzero(pc.match_substring(items, separator).to_numpy(zero_copy_only=False))
+    if not len(holds):
+        return None
+    rows = np.searchsorted(arr.offsets.to_numpy(), holds, side="right") - 1  # -1, len(arr): outside the slice
+    inside = np.flatnonzero((rows >= 0) & (rows < len(arr)))
+    return (int(rows[inside[0]]), items[int(holds[inside[0]])].as_py()) if len(inside) else None
 
 
 def read_lines(path: str | Path, *, bad: BadRows, encoding: str = "utf-8",
