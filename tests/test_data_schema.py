@@ -29,6 +29,13 @@ def test_yaml_shorthand_and_full_form_give_typed_fields(tmp_path):
     ("label: y\nfields: [{name: a, kind: numerc}]\n", "kind must be one of"),
     ("label: y\nfields: [{name: a, kind: numeric, transform: criteo-bucket}]\n", "use kind: categorical"),
     ("label: y\nfields: [{name: a, min_count: two}]\n", "min_count: expected an integer"),
+    # options a field's kind does not read were silently ignored
+    ("label: y\nnumeric: [{name: a, buckets: 100}]\n", "numeric[0].buckets: does not apply to a numeric field ('a')"),
+    ("label: y\nfields: [{name: a, kind: numeric, min_count: 5}]\n", "min_count: does not apply to a numeric"),
+    ("label: y\ncategorical: [{name: a, separator: ';'}]\n", "separator: does not apply to a categorical"),
+    ("label: y\ncategorical: [{name: a, max_len: 3}]\n", "max_len: does not apply to a categorical"),
+    ("label: y\ncategorical: [{name: a, buckets: 8, min_count: 3}]\n", "min_count (with buckets"),
+    ("label: y\nmulti: [{name: a, transform: criteo-bucket}]\n", "use kind: categorical"),
     ("label: y\ncategorical: [a, a]\n", "duplicate field name"),
     ("label: y\nmulti: [{name: a, fill_na: x}]\n", "fill_na gives a missing categorical or numeric value a non-empty"),
     ("label: y\nnumeric: [{name: a, fill_na: abc}]\n", "fill_na of a numeric field must be a finite number"),

@@ -726,7 +726,7 @@ def _load_schema_file(path: Path, options: dict) -> Schema:
                         "(no feature_cols)")
     if not isinstance(raw, dict):
         raise DataError(f"schema file {str(path)!r} must hold a mapping (label, fields, ...)")
-    return Schema.from_dict(raw, f"schema file {str(path)!r}")
+    return Schema.from_dict(raw, f"schema file {str(path)!r}", written=True)
 
 
 def _split_of(parsed: Parsed, src_index: int, source: Source, schema: Schema, given: set[str],

@@ -63,7 +63,7 @@ class FieldOptions:
             raise DataError(f"{where}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.transform not in TRANSFORMS:
             raise DataError(f"{where}: transform must be one of {', '.join(TRANSFORMS)}, got {self.transform!r}")
-        if self.kind == "numeric" and self.transform == "criteo-bucket":
+        if self.kind != "categorical" and self.transform == "criteo-bucket":  # a multi field's was ignored
             raise DataError(f"{where}: transform 'criteo-bucket' makes categories; use kind: categorical")
         if self.kind != "numeric" and self.transform in ("log", "standardize"):
             raise DataError(f"{where}: transform {self.transform!r} applies to numeric fields only")
@@ -171,8 +171,10 @@ class Schema:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
 
     @classmethod
-    def from_dict(cls, raw: dict, where: str = "schema") -> "Schema":
-        return _schema_from_dict(raw, where)
+    def from_dict(cls, raw: dict, where: str = "schema", written: bool = False) -> "Schema":
+        """written: `raw` is a schema a person wrote, where a field's key its kind does not read is refused
+        (a stored schema, `to_dict`'s, holds every key of every field)."""
+        return _schema_from_dict(raw, where, written)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Schema":
@@ -180,7 +182,7 @@ class Schema:
         raw = read_schema_yaml(path)
         if not isinstance(raw, dict):
             raise DataError(f"schema file {str(path)!r} must hold a mapping (label, fields, ...)")
-        return cls.from_dict(raw, f"schema file {str(path)!r}")
+        return cls.from_dict(raw, f"schema file {str(path)!r}", written=True)
 
 
 def fill_text(value) -> str:
@@ -227,11 +229,15 @@ def _typed(value, tp, where: str):
     return value
 
 
+# keys a field of each kind does not read: given on the field itself (not in `defaults`, shared by every kind),
+# they were silently ignored (a numeric field with `buckets` was neither hashed nor refused)
+_NOT_READ = {"numeric": ("min_count", "buckets", "separator", "max_len"), "categorical": ("separator", "max_len"),
+             "multi": ()}
 _FIELD_TYPES = {"name": str, "kind": str, "source": str, "min_count": int, "buckets": int, "transform": str,
                 "separator": str, "max_len": int, "fill_na": str}
 
 
-def _field(raw, where: str, defaults: dict, kind: str | None = None) -> FieldOptions:
+def _field(raw, where: str, defaults: dict, kind: str | None = None, written: bool = False) -> FieldOptions:
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict):
@@ -250,10 +256,16 @@ def _field(raw, where: str, defaults: dict, kind: str | None = None) -> FieldOpt
         if not (isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(x, int) for x in r) and r[0] <= r[1]):
             raise DataError(f"{where}.range: expected [first_index, last_index], got {r!r}")
         values["range"] = (int(r[0]), int(r[1]))
+    stray = [k for k in _NOT_READ.get(values.get("kind", "categorical"), ()) if k in raw]
+    if raw.get("buckets") and "min_count" in raw:
+        stray.append("min_count (with buckets: hashed values have no counts)")
+    if written and stray:
+        raise DataError(f"{where}.{stray[0]}: does not apply to a {values.get('kind', 'categorical')} field "
+                        f"({values['name']!r}) and would be ignored")
     return FieldOptions(**values)
 
 
-def _schema_from_dict(raw: dict, where: str) -> Schema:
+def _schema_from_dict(raw: dict, where: str, written: bool) -> Schema:
     _check_keys(raw, _SCHEMA_KEYS, where)
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict):
@@ -264,10 +276,10 @@ def _schema_from_dict(raw: dict, where: str) -> Schema:
             raise DataError(f"{where}: {key} must be a list of " + ("fields" if key == "fields" else "column names"))
     fields: list[FieldOptions] = []
     for i, item in enumerate(raw.get("fields") or []):
-        fields.append(_field(item, f"{where}: fields[{i}]", defaults))
+        fields.append(_field(item, f"{where}: fields[{i}]", defaults, written=written))
     for kind in KINDS:
         for i, item in enumerate(raw.get(kind) or []):
-            fields.append(_field(item, f"{where}: {kind}[{i}]", defaults, kind))
+            fields.append(_field(item, f"{where}: {kind}[{i}]", defaults, kind, written))
     split_raw = raw.get("split") or {}
     if not isinstance(split_raw, dict):
         raise DataError(f"{where}.split: expected a mapping")
