@@ -230,3 +230,26 @@ def test_row_sharded_ranks_shuffle_their_shards_independently():
     again = [b.numeric[:, 0].long() for b in epoch_batches(data.shard(1, 2), 16, DistContext(rank=1, world=2),
                                                            "rows", seed=3, epoch=0)]
     assert all(torch.equal(a, b) for a, b in zip(again, rows[1]))  # still a function of seed, epoch and rank
+
+
+def test_ctrl_c_while_plotting_the_learning_curves_leaves_a_run_that_resume_finishes(tmp_path, monkeypatch):
+    """metrics.json (what marks a run finished: dlf bench skips such a run) was written before the plot, so Ctrl-C
+    while plotting left a 'finished' run without its learning_curves.png, and a bench rerun never drew it."""
+    import importlib
+
+    from rich.console import Console
+
+    api = importlib.import_module("dlf.api")
+    plot = api.plot_learning_curves
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "plot_learning_curves", interrupted)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        dlf.train(_cfg("train.epochs=1"), out=run, console=Console(quiet=True))
+    assert not (run / "metrics.json").exists()
+    monkeypatch.setattr(api, "plot_learning_curves", plot)
+    dlf.train(resume=run, console=Console(quiet=True))
+    assert (run / "metrics.json").is_file() and (run / "learning_curves.png").is_file()

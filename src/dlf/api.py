@@ -175,12 +175,14 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
         # atomically, as the checkpoints: an interrupted or failed write leaves no temporary file behind
         atomic_write_bytes(out / "model.safetensors",
                            st_save({k: v.contiguous() for k, v in model.state_dict().items()}))
-        atomic_write_json(out / "metrics.json", metrics)  # NaN -> null
-        metrics["run_dir"] = str(out)
-        try:  # last, and not fatal: a picture failing (matplotlib, fonts) lost the weights and metrics written after it
+        try:  # not fatal: a picture failing (matplotlib, fonts) lost the weights and metrics written after it
             plot_learning_curves(result["history"], out / "learning_curves.png", note=console.print)
         except Exception as exc:  # noqa: BLE001
             console.print(f"[yellow]warning:[/yellow] learning_curves.png not written "
                           f"({type(exc).__name__}: {escape(str(exc))})",
                           highlight=False)
+        # last: metrics.json marks a finished run (dlf bench skips it), so Ctrl-C during the plot leaves a run that
+        # --resume (or the bench's rerun) finishes, not one that stays without its learning_curves.png
+        atomic_write_json(out / "metrics.json", metrics)  # NaN -> null
+        metrics["run_dir"] = str(out)
     return metrics
