@@ -40,3 +40,20 @@ def test_without_tensorboard_and_matplotlib_a_run_says_what_it_skipped(tmp_path,
     assert "tensorboard is not installed: no TensorBoard event files (pip install tensorboard)" in text
     assert "matplotlib is not installed: no learning_curves.png (pip install matplotlib)" in text
     assert not (tmp_path / "run" / "learning_curves.png").exists() and (tmp_path / "run" / "train_log.csv").is_file()
+
+
+
+def test_an_undefined_validation_auc_is_an_empty_csv_cell_and_no_tensorboard_point(tmp_path):
+    """A one-class validation split (train.monitor=logloss) has no AUC: metrics.json said null and the console n/a,
+    but train_log.csv held 'nan' and TensorBoard NaN points."""
+    import csv
+
+    run = tmp_path / "run"
+    cfg = load_config(None, LR + ["train.epochs=1", "data.synthetic.rows=100", "data.synthetic.click_rate=0.01",
+                                  "train.monitor=logloss"], model="lr")
+    dlf.train(cfg, out=run, console=Console(quiet=True))
+    rows = list(csv.DictReader((run / "train_log.csv").open()))
+    assert rows and all(r["val_auc"] == "" and float(r["val_logloss"]) > 0 for r in rows)
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert "valid/logloss" in events.Tags()["scalars"] and "valid/auc" not in events.Tags()["scalars"]

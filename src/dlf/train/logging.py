@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import platform
 import subprocess
 import sys
@@ -22,7 +23,8 @@ TB_DIR = "tensorboard"
 
 
 def write_csv(path: Path, history: list[dict]) -> None:
-    """The whole history, rewritten atomically (so a resumed run's CSV has no duplicate rows)."""
+    """The whole history, rewritten atomically (so a resumed run's CSV has no duplicate rows). An undefined metric (the
+    AUC of a one-class validation split) is an empty cell, as it is null in metrics.json, not 'nan'."""
     columns: list[str] = []
     for rec in history:
         columns += [k for k in rec if k not in columns]
@@ -30,8 +32,12 @@ def write_csv(path: Path, history: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for rec in history:
-        writer.writerow({k: rec.get(k, "") for k in columns})
+        writer.writerow({k: _cell(rec.get(k, "")) for k in columns})
     atomic_write_text(path, buf.getvalue())
+
+
+def _cell(value):
+    return "" if isinstance(value, float) and not math.isfinite(value) else value
 
 
 class RunLogger:
@@ -63,7 +69,7 @@ class RunLogger:
         write_csv(self.run_dir / CSV_NAME, history)
         if self.tb is not None:
             for key, value in record.items():
-                if key.startswith("val_") and isinstance(value, (int, float)):
+                if key.startswith("val_") and isinstance(value, (int, float)) and math.isfinite(value):
                     self.tb.add_scalar(f"valid/{key[4:]}", value, record["step"])
             self.tb.add_scalar("train/epoch_loss", record["train_loss"], record["step"])
             self.tb.flush()
