@@ -318,6 +318,33 @@ def test_time_split_orders_by_time(tmp_path):
     assert list(np.asarray(te.label)) == [float(i % 2) for i in range(10)]
 
 
+def test_iso_times_in_a_csv_order_a_time_split_as_their_seconds(tmp_path):
+    """A CSV log's timestamps are ISO 8601 text: every row stopped with "field 'ts': expected a number". Naive,
+    zoned (their UTC instant) and date-only forms order the rows as the same times in seconds do."""
+    import datetime as dt
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    times = [start + dt.timedelta(hours=(i * 7) % 40) for i in range(40)]  # not in file order
+    forms = [lambda t: t.strftime("%Y-%m-%d %H:%M:%S"), lambda t: t.astimezone(dt.timezone(dt.timedelta(hours=2)))
+             .isoformat(), lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    iso = [t.strftime("%Y-%m-%d") if t.hour == 0 else forms[i % 3](t) for i, t in enumerate(times)]
+    secs = [str(int(t.timestamp())) for t in times]
+    schema = write(tmp_path / "s.yaml", "label: y\ncategorical: [u]\nsplit: {method: time, time_column: ts, "
+                                        "ratios: [0.5, 0.25, 0.25]}\n")
+    labels = []
+    for name, column in (("iso", iso), ("secs", secs)):
+        src = write(tmp_path / f"{name}.csv", "y,u,ts\n" + "".join(f"{i % 2},u{i % 3},{t}\n" for i, t in
+                                                                 enumerate(column)))
+        r = preprocess("generic", [src], tmp_path / name, schema=schema)
+        assert [r.feature_map.meta["splits"][k]["rows"] for k in ("train", "valid", "test")] == [20, 10, 10]
+        labels.append([np.load(tmp_path / name / split / "label.npy") for split in ("train", "valid", "test")])
+    for a, b in zip(*labels):
+        np.testing.assert_array_equal(a, b)
+    bad = write(tmp_path / "bad.csv", "y,u,ts\n1,a,2024-01-01\n0,b,yesterday\n")
+    with pytest.raises(DataError, match=r"bad\.csv:3: field 'ts': expected a number or an ISO 8601 time .* got "
+                                        r"'yesterday'"):
+        preprocess("generic", [bad], tmp_path / "bad", schema=schema)
+
+
 @pytest.mark.parametrize("kind", ["timestamp", "timestamp_tz", "timestamp_ns", "date"])
 def test_a_parquet_timestamp_or_date_column_orders_a_time_split(tmp_path, kind):
     """A Parquet timestamp or date column as `time_column` was read as its text ('2020-01-01 00:00:00'): every row

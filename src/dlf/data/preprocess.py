@@ -40,7 +40,7 @@ import pyarrow.feather as feather
 from dlf._io import publish_dir, remove_dead_siblings
 from dlf.data.features import OOV_ID, FeatureMap, FieldSpec
 from dlf.data.presets import ROLES, Source, get_preset
-from dlf.data.readers import DEFAULT_BLOCK_BYTES, BadRows, Chunk, check_file
+from dlf.data.readers import DEFAULT_BLOCK_BYTES, BadRows, Chunk, check_file, seconds
 from dlf.data.schema import DataError, FieldOptions, Schema, read_schema_yaml
 from dlf.data.store import SPLITS, STORE_VERSION, SplitWriter, is_processed
 
@@ -196,6 +196,34 @@ def parse_numbers(text: pa.Array) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return v, rows[wrong], problems
 
 
+def parse_times(text: pa.Array) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """`parse_numbers` for a time split's column, which also reads ISO 8601 text ('2024-01-31 23:59:59',
+    '2024-01-31T23:59:59.5+01:00', '2024-01-31') as seconds since the epoch: of its UTC instant when zoned, a
+    time without a zone as UTC (a CSV log's timestamps were "expected a number")."""
+    v, wrong, problems = parse_numbers(text)
+    if not len(wrong):
+        return v, wrong, problems
+    rest = pc.utf8_trim_whitespace(text.take(wrong))
+    t = _iso_seconds(rest)
+    ok = ~np.isnan(t)
+    v[wrong[ok]] = t[ok]
+    bad = np.flatnonzero(~ok)
+    return v, wrong[bad], [f"expected a number or an ISO 8601 time (e.g. '2024-01-31 23:59:59'), got {x!r}"
+                           for x in rest.take(bad).to_pylist()]
+
+
+def _iso_seconds(text: pa.Array) -> np.ndarray:
+    """Seconds since the epoch of each ISO 8601 text, NaN where it is not one."""
+    for tz in (None, "UTC"):  # Arrow reads a text without a zone as a naive time only, one with a zone as zoned
+        try:
+            return seconds(pc.cast(text, pa.timestamp("ns", tz))).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:
+            pass
+    if len(text) == 1:
+        return np.array([np.nan])
+    return np.concatenate([_iso_seconds(text.slice(i, 1)) for i in range(len(text))])  # mixed, or bad values
+
+
 def _null_where(arr: pa.Array, null: np.ndarray) -> pa.Array:
     """The same strings with the rows `null` set to null; the text buffers are shared, not copied."""
     if not null.any():
@@ -284,8 +312,8 @@ class ChunkParser:
             return chunk.columns[name]
         label = parse_labels(col(s.label), s.label, s.label_values, reject)
 
-        def numbers(name: str, fill_na: str | None = None) -> np.ndarray:
-            v, wrong, problems = parse_numbers(col(name))
+        def numbers(name: str, fill_na: str | None = None, parse=parse_numbers) -> np.ndarray:
+            v, wrong, problems = parse(col(name))
             reject(wrong, lambda i: f"field {name!r}: {problems[i]}")
             if fill_na is not None:  # (bad values are NaN too, but their rows are dropped)
                 v[np.isnan(v)] = float(fill_na)
@@ -325,7 +353,7 @@ class ChunkParser:
             group = (hash_strings(d.dictionary) >> np.uint64(1)).astype(np.int64)[d.indices.to_numpy()]
         tvals = None
         if s.split.method == "time":
-            tvals = numbers(s.split.time_column)
+            tvals = numbers(s.split.time_column, parse=parse_times)
             rows = np.flatnonzero(np.isnan(tvals))
             reject(rows, lambda i: f"field {s.split.time_column!r}: missing time value (split by time)")
         rejects.report(chunk, bad)

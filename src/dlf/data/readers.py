@@ -556,7 +556,7 @@ def _parquet_text(arr: pa.Array) -> pa.Array:
     return pc.cast(arr, pa.string())
 
 
-def _seconds(arr: pa.Array) -> pa.Array:
+def seconds(arr: pa.Array) -> pa.Array:
     """A timestamp, date, time or duration column as seconds (since the epoch, or midnight), float64."""
     t = arr.type
     # of days (date32) or of the type's unit; not a safe cast: a nanosecond timestamp (pandas' unit) is beyond
@@ -610,7 +610,7 @@ def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144
                                         "several items; give the field a separator that no item holds")
                     arr = pc.binary_join(type(arr).from_arrays(arr.offsets, items, mask=arr.is_null()), separators[c])
                 elif c in times and _is_temporal(arr.type):
-                    arr = _parquet_text(_seconds(arr))
+                    arr = _parquet_text(seconds(arr))
                 else:
                     arr = _parquet_text(arr)
             except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
