@@ -318,6 +318,22 @@ def test_time_split_orders_by_time(tmp_path):
     assert list(np.asarray(te.label)) == [float(i % 2) for i in range(10)]
 
 
+@pytest.mark.parametrize("options, needle", [
+    ({"time_column": "ts"}, "--option time_column is read by a time split only, and the split is 'random'"),
+    ({"split": "sequential", "seed": "3"}, "--option seed is read by a random split only"),
+])
+def test_a_split_option_the_split_method_does_not_read_stops(tmp_path, options, needle):
+    """--option time_column=ts without split=time gave a random split (the rows of a log meant to be split by time
+    shuffled across train and test); a seed with a sequential split was ignored as well."""
+    src = write(tmp_path / "t.csv", "y,u,ts\n" + "".join(f"{i % 2},u{i % 3},{i}\n" for i in range(20)))
+    schema = write(tmp_path / "s.yaml", "label: y\ncategorical: [u]\n")
+    with pytest.raises(DataError, match=re.escape(needle)):
+        preprocess("generic", [src], tmp_path / "o", schema=schema, options=options)
+    # a schema's time split taken back to random by the option is no conflict
+    write(tmp_path / "time.yaml", "label: y\ncategorical: [u]\nsplit: {method: time, time_column: ts}\n")
+    preprocess("generic", [src], tmp_path / "o", schema=tmp_path / "time.yaml", options={"split": "random"})
+
+
 def test_iso_times_in_a_csv_order_a_time_split_as_their_seconds(tmp_path):
     """A CSV log's timestamps are ISO 8601 text: every row stopped with "field 'ts': expected a number". Naive,
     zoned (their UTC instant) and date-only forms order the rows as the same times in seconds do."""

@@ -46,6 +46,9 @@ def test_yaml_shorthand_and_full_form_give_typed_fields(tmp_path):
     ("label: y\ncategorical: [a]\nsplit: {ratios: [a, b, c]}\n", "split.ratios: expected three numbers"),  # tracebacks
     ("label: y\ncategorical: [a]\nsplit: {ratios: 0.8}\n", "split.ratios: expected three numbers"),
     ("label: y\ncategorical: [a]\nsplit: {seed: x}\n", "split.seed: expected an integer"),
+    # read by one split method only: the split was silently random
+    ("label: y\ncategorical: [a]\nsplit: {time_column: ts}\n", "split.time_column is read by method time only"),
+    ("label: y\ncategorical: [a]\nsplit: {method: sequential, seed: 3}\n", "split.seed is read by method random"),
     ("label: y\ncategorical: [a]\nencoding: latin-9x\n", "encoding: unknown encoding 'latin-9x'"),  # LookupError
     ("label: y\ncategorical: [a]\ndelimiter: '||'\n", "delimiter must be one character"),  # header split on '||'
     ("label: y\ncategorical: [a]\nsplit: {method: time, time_column: 5}\n", "split.time_column: expected a string"),

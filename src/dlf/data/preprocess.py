@@ -627,6 +627,10 @@ def apply_options(schema: Schema, options: dict) -> Schema:
         split = dataclasses.replace(split, seed=int(options["seed"]))
     if "time_column" in options:
         split = dataclasses.replace(split, time_column=str(options["time_column"]))
+    for key, method in (("time_column", "time"), ("seed", "random")):  # ignored by the other split methods
+        if key in options and split.method != method:
+            raise DataError(f"--option {key} is read by a {method} split only, and the split is {split.method!r}; "
+                            f"add --option split={method}, or leave {key} out")
     return dataclasses.replace(schema, fields=fields, split=split).validate("schema with --option overrides")
 
 

@@ -295,6 +295,11 @@ def _schema_from_dict(raw: dict, where: str, written: bool) -> Schema:
             raise DataError(f"{where}: split.ratios: expected three numbers [train, valid, test], got {ratios!r}")
         split_raw = {**split_raw, "ratios": tuple(float(x) for x in ratios)}
     split = SplitOptions(**split_raw)
+    if written:  # read by one method only: the split was silently another (random for a log meant to split by time)
+        for key, method in (("time_column", "time"), ("seed", "random")):
+            if split_raw.get(key) is not None and split.method != method:
+                raise DataError(f"{where}: split.{key} is read by method {method} only, and the split is "
+                                f"{split.method!r}; add method: {method} to split, or leave {key} out")
     top = {k: v for k, v in raw.items() if k not in ("fields", "split", "defaults", *KINDS)}
     for key, tp in (("label", str), ("group", str), ("delimiter", str), ("header", bool), ("encoding", str)):
         if top.get(key) is not None:
