@@ -334,6 +334,20 @@ def test_a_split_option_the_split_method_does_not_read_stops(tmp_path, options, 
     preprocess("generic", [src], tmp_path / "o", schema=tmp_path / "time.yaml", options={"split": "random"})
 
 
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_header_in_another_case_is_pointed_out(tmp_path, suffix):
+    """A log exported with 'Click,Device' for a schema naming click and device: the error listed both spellings
+    without saying that case is what differs."""
+    if suffix == "csv":
+        write(tmp_path / "t.csv", "Click,Device\n1,ios\n0,web\n")
+    else:
+        pytest.importorskip("pyarrow.parquet").write_table(pa.table({"Click": [1, 0], "Device": ["ios", "web"]}),
+                                                           tmp_path / "t.parquet")
+    schema = Schema(fields=[FieldOptions("device")], label="click")
+    with pytest.raises(DataError, match=r"\(names are case-sensitive: 'Click' for 'click', 'Device' for 'device'\)"):
+        preprocess("generic", [tmp_path / f"t.{suffix}"], tmp_path / "o", schema=schema)
+
+
 def test_iso_times_in_a_csv_order_a_time_split_as_their_seconds(tmp_path):
     """A CSV log's timestamps are ISO 8601 text: every row stopped with "field 'ts': expected a number". Naive,
     zoned (their UTC instant) and date-only forms order the rows as the same times in seconds do."""

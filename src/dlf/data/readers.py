@@ -122,6 +122,13 @@ def header_names(line: str, delimiter: str, quote: bool) -> list[str]:
     return [c.strip().strip('"') for c in cells]
 
 
+def _other_case(absent: list[str], names: list[str]) -> str:
+    """A hint naming the columns that are there in another case ('Click' for 'click'), or ''."""
+    lower = {n.lower(): n for n in names}
+    other = [f"{lower[c.lower()]!r} for {c!r}" for c in absent if c.lower() in lower]
+    return f" (names are case-sensitive: {', '.join(other)})" if other else ""
+
+
 def check_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
@@ -216,7 +223,8 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
         if use:
             absent = [c for c in use if c not in names]
             if absent:
-                raise DataError(f"{name}:1: header has no column(s) {absent}; it has {names}")
+                raise DataError(f"{name}:1: header has no column(s) {absent}; it has {names}"
+                                f"{_other_case(absent, names)}")
     else:
         names = list(columns or [])
     twice = sorted({c for i, c in enumerate(names) if c in names[:i]})
@@ -591,7 +599,7 @@ def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144
     if use:
         absent = [c for c in use if c not in have]
         if absent:
-            raise DataError(f"{name}: Parquet file has no column(s) {absent}; it has {have}")
+            raise DataError(f"{name}: Parquet file has no column(s) {absent}; it has {have}{_other_case(absent, have)}")
     start = 1
     for batch in pf.iter_batches(batch_size=rows, columns=use):
         cols = {}
