@@ -127,6 +127,9 @@ class Schema:
             if f.column == self.label and f.range is None:  # the model would be fed its own target
                 raise DataError(f"{where}: label: column {self.label!r} is also the feature {f.name!r}; "
                                 "the label cannot be a feature")
+        if self.group is not None and self.group == self.label:  # every group one class: gAUC never defined
+            raise DataError(f"{where}: group: column {self.label!r} is the label; the group is a user (or query) "
+                            "id column")
         if self.label_values not in LABEL_VALUES:
             raise DataError(f"{where}: label_values must be one of {', '.join(LABEL_VALUES)}, got {self.label_values!r}")
         if self.format not in FORMATS:
