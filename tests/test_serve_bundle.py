@@ -410,6 +410,9 @@ def test_cli_option_values_are_checked_in_one_line(demo, tmp_path):
         assert res.exit_code == 2 and "--chunk-mb must be a number >= 0.001" in res.output, res.output
         res = runner.invoke(app, ["serve", bundle, "--max-body-mb", value])
         assert res.exit_code == 2 and "--max-body-mb must be a number > 0" in res.output, res.output
+    res = runner.invoke(app, ["serve", bundle, "--log-level", "verbose"])  # was logging.config's ValueError traceback
+    assert res.exit_code == 2 and "--log-level must be one of critical, error, warning, info, debug, trace, got " \
+        "'verbose'" in res.output, res.output
     for args in (predict + ["--threads", "-1"], ["serve", bundle, "--threads", "-1"], predict + ["--batch-size", "0"],
                  ["serve", bundle, "--max-batch", "0"]):
         res = runner.invoke(app, args)

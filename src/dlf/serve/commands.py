@@ -211,7 +211,11 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
             import uvicorn  # noqa: F401
         except ImportError:
             fail("dlf serve needs FastAPI and uvicorn: pip install 'dlf[serve]'")
+        from uvicorn.config import LOG_LEVELS
+
         from dlf.serve.server import serve as run_server
+        if log_level.lower() not in LOG_LEVELS:  # was a traceback from logging.config after the bundle loaded
+            fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
         try:
             run_server(bundle, host=host, port=port, api_key=api_key or os.environ.get("DLF_API_KEY") or None,
                        max_batch=max_batch, max_body_bytes=int(max_body_mb * (1 << 20)), engine=engine,
