@@ -692,6 +692,16 @@ def test_parquet_list_columns_are_multi_valued_fields(tmp_path):
                    schema=Schema(fields=[FieldOptions("hist")], label="click"))
 
 
+def test_a_parquet_binary_column_that_is_not_utf8_names_the_row(tmp_path):
+    """A binary column with bytes that are not UTF-8 stopped naming the file and the column only; the row too."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"click": [0, 1, 0], "city": pa.array([b"Paris", None, b"M\xfcnchen"])}),
+                   tmp_path / "t.parquet")
+    with pytest.raises(DataError, match=r"t\.parquet row 3: column 'city' of type binary cannot be read as text"):
+        preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o",
+                   schema=Schema(fields=[FieldOptions("city")], label="click"))
+
+
 def test_a_parquet_list_item_holding_the_separator_stops(tmp_path):
     """List items are joined with the field's separator and split again: an item 'a|b' silently became the two
     items 'a' and 'b'. It stops, naming the row, the column and the item."""

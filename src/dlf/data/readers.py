@@ -622,12 +622,27 @@ def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144
                 else:
                     arr = _parquet_text(arr)
             except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
-                raise DataError(f"{name}: column {c!r} of type {arr.type} cannot be read as text: "
+                row = _not_utf8(arr)
+                where = name if row is None else f"{name} row {start + row}"
+                raise DataError(f"{where}: column {c!r} of type {arr.type} cannot be read as text: "
                                 f"{_short(exc)}") from None
             cols[c] = pc.fill_null(arr, "")
         n = batch.num_rows
         yield Chunk(name, np.arange(start, start + n, dtype=np.int64), cols, unit="row")
         start += n
+
+
+def _not_utf8(arr: pa.Array) -> int | None:
+    """The first row of a binary column whose bytes are not UTF-8 text (None: no such row, or not binary)."""
+    if not (pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)):
+        return None
+    for i, v in enumerate(arr.to_pylist()):  # the error path only
+        try:
+            if v is not None:
+                v.decode("utf-8")
+        except UnicodeDecodeError:
+            return i
+    return None
 
 
 def _item_with(arr: pa.Array, items: pa.Array, separator: str) -> tuple[int, str] | None:
