@@ -63,6 +63,8 @@ def test_yaml_shorthand_and_full_form_give_typed_fields(tmp_path):
     # the name is the file vocab/<name>.arrow: FileNotFoundError deep in preprocess, after all the work
     ("label: y\ncategorical: [a, site/app]\n", "the name 'site/app' cannot name a file"),
     ("label: y\nfields: [{name: '..', source: b}]\n", "{name: field, source: ..}"),
+    ("label: y\ncategorical: [" + "x" * 250 + "]\n", "at most 249 bytes"),  # 'File name too long' after all the work
+    ("label: y\ncategorical: [City, city]\n", "field names 'City' and 'city' differ only in case"),  # macOS: one file
 ])
 def test_bad_schema_names_the_file_and_key(tmp_path, text, needle):
     p = tmp_path / "bad.yaml"

@@ -37,6 +37,7 @@ TRANSFORMS = ("none", "log", "standardize", "criteo-bucket")
 SPLIT_METHODS = ("random", "time", "sequential")
 LABEL_VALUES = ("binary", "pm1")
 FORMATS = ("auto", "csv", "tsv", "parquet")
+MAX_NAME_BYTES = 255 - len(".arrow")  # a field's vocabulary file, vocab/<name>.arrow
 
 
 @dataclass
@@ -119,9 +120,11 @@ class Schema:
             raise DataError(f"{where}: duplicate field name(s) {dup}")
         # a field's vocabulary is the file vocab/<name>.arrow: 'site/app' died after all the work (FileNotFoundError)
         for i, n in enumerate(names):
-            if not n or n in (".", "..") or any(c in n for c in "/\\\0"):
+            # (a name over 249 bytes: 'File name too long' once every row was encoded)
+            if not n or n in (".", "..") or any(c in n for c in "/\\\0") or len(n.encode()) > MAX_NAME_BYTES:
                 raise DataError(f"{where}: fields[{i}]: the name {n!r} cannot name a file (vocab/<name>.arrow): "
-                                f"no '/', '\\' or NUL; keep the column as `source`: {{name: {_safe(n)}, source: {n}}}")
+                                f"no '/', '\\' or NUL, at most {MAX_NAME_BYTES} bytes; keep the column as `source`: "
+                                f"{{name: {_safe(n)}, source: {n}}}")
         for i, f in enumerate(self.fields):
             f.validate(f"{where}: fields[{i}] ({f.name!r})")
             if f.column == self.label and f.range is None:  # the model would be fed its own target
@@ -203,7 +206,7 @@ def _is_number(text: str) -> bool:
 
 
 def _safe(name: str) -> str:
-    return "".join("_" if c in "/\\\0" else c for c in name).strip(".") or "field"
+    return "".join("_" if c in "/\\\0" else c for c in name).strip(".")[:60] or "field"
 
 
 # ---- YAML -> dataclasses, strict -------------------------------------------------------------
@@ -297,6 +300,14 @@ def _schema_from_dict(raw: dict, where: str, written: bool) -> Schema:
                                                  for x in ratios)):
             raise DataError(f"{where}: split.ratios: expected three numbers [train, valid, test], got {ratios!r}")
         split_raw = {**split_raw, "ratios": tuple(float(x) for x in ratios)}
+    if written:  # vocab/City.arrow and vocab/city.arrow are one file on macOS and Windows: a vocabulary overwritten
+        folded: dict[str, str] = {}
+        for f in fields:
+            other = folded.setdefault(f.name.casefold(), f.name)
+            if other != f.name:
+                raise DataError(f"{where}: field names {other!r} and {f.name!r} differ only in case, and their "
+                                "vocabulary files vocab/<name>.arrow would be one file on macOS and Windows; rename "
+                                f"one, keeping its column as `source`: {{name: {f.name}_2, source: {f.name}}}")
     split = SplitOptions(**split_raw)
     if written:  # read by one method only: the split was silently another (random for a log meant to split by time)
         for key, method in (("time_column", "time"), ("seed", "random")):
