@@ -659,6 +659,17 @@ def test_parquet_float_ids_beyond_2_53_match_the_same_ids_written_as_integers(tm
     np.testing.assert_array_equal(np.asarray(tr.categorical)[:5, 0], np.asarray(te.categorical)[:, 0])
 
 
+def test_parquet_float32_values_read_as_a_csv_writes_them(tmp_path):
+    """A float32 column (pandas' downcast, Spark's FloatType) read as float64's text: the category 0.3 was
+    '0.30000001192092896', so the same value from a CSV or a request was out of vocabulary."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    score = pa.array(np.array([0.3, 0.1, 1.5, np.nan, 2.0, 0.3], dtype=np.float32))
+    pq.write_table(pa.table({"click": [0, 1, 0, 1, 1, 0], "score": score}), tmp_path / "t.parquet")
+    preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o", options={"ratios": "1,0,0"},
+               schema=Schema(fields=[FieldOptions("score")], label="click"))
+    assert sorted(vocabulary(tmp_path / "o", "score")) == ["0.1", "0.3", "1.5", "2"]
+
+
 def test_parquet_bool_columns_are_0_and_1(tmp_path):
     """pandas' bool columns: a bool label said "expected label 0 or 1, got 'true'", a bool numeric field
     "expected a number, got 'false'"."""

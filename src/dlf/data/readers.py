@@ -544,9 +544,14 @@ def _parquet_text(arr: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if pa.types.is_floating(arr.type):
-        arr = arr.cast(pa.float64())  # float16 has no compute kernels
+        if pa.types.is_float16(arr.type):
+            arr = arr.cast(pa.float32())  # float16 has no compute kernels (and is exact in float32)
         # NaN is how pandas writes a missing number: missing, as an empty CSV cell
-        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, pa.float64()), arr)
+        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, arr.type), arr)
+        # Other values: the shortest text of the value in its own type (float32 0.3 is '0.3', as a CSV or a
+        # request writes it, not float64's '0.30000001192092896', an unseen category)
+        text = pc.cast(arr, pa.string())
+        arr = arr.cast(pa.float64())
         # Integral floats -> the integer's text (3.0 -> "3", 2^60 -> "1152921504606846976", not
         # "1.152921504606847e+18") so that ids written as floats (pandas stores an int column with missing
         # values as float64) match the same ids written as integers. Every float of 2^53 and beyond is
@@ -556,7 +561,7 @@ def _parquet_text(arr: pa.Array) -> pa.Array:
         unsigned = pc.and_(integral, pc.and_(pc.greater_equal(arr, 2.0 ** 63), pc.less(arr, 2.0 ** 64)))
         as_int = pc.cast(pc.cast(pc.if_else(signed, arr, 0.0), pa.int64()), pa.string())
         as_uint = pc.cast(pc.cast(pc.if_else(unsigned, arr, 0.0), pa.uint64()), pa.string())
-        return pc.if_else(signed, as_int, pc.if_else(unsigned, as_uint, pc.cast(arr, pa.string())))
+        return pc.if_else(signed, as_int, pc.if_else(unsigned, as_uint, text))
     if pa.types.is_boolean(arr.type):  # "1"/"0", not "true"/"false": a valid label and number
         return pc.cast(pc.cast(arr, pa.int8()), pa.string())
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
