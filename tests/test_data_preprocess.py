@@ -659,6 +659,19 @@ def test_parquet_float_ids_beyond_2_53_match_the_same_ids_written_as_integers(tm
     np.testing.assert_array_equal(np.asarray(tr.categorical)[:5, 0], np.asarray(te.categorical)[:, 0])
 
 
+def test_a_parquet_column_name_twice_stops_when_it_is_read(tmp_path):
+    """A Parquet file may repeat a column name: reading it was Arrow's KeyError 'Field "city" exists 2 times in
+    schema' (a traceback). A repeated name that is not read is no problem, as in a CSV header."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    columns = [pa.array([0, 1, 0]), pa.array(["a", "b", "a"]), pa.array(["x", "y", "z"]), pa.array([1, 2, 3])]
+    pq.write_table(pa.Table.from_arrays(columns, names=["click", "city", "city", "n"]), tmp_path / "t.parquet")
+    with pytest.raises(DataError, match=r"t\.parquet: Parquet column name\(s\) \['city'\] appear more than once"):
+        preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o",
+                   schema=Schema(fields=[FieldOptions("city")], label="click"))
+    preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o", options={"ratios": "1,0,0"},
+               schema=Schema(fields=[FieldOptions("n")], label="click"))
+
+
 def test_parquet_float32_values_read_as_a_csv_writes_them(tmp_path):
     """A float32 column (pandas' downcast, Spark's FloatType) read as float64's text: the category 0.3 was
     '0.30000001192092896', so the same value from a CSV or a request was out of vocabulary."""

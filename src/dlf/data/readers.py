@@ -605,6 +605,9 @@ def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144
         absent = [c for c in use if c not in have]
         if absent:
             raise DataError(f"{name}: Parquet file has no column(s) {absent}; it has {have}{_other_case(absent, have)}")
+    twice = sorted({c for i, c in enumerate(have) if c in have[:i] and (not use or c in use)})
+    if twice:  # (Arrow's KeyError 'Field "a" exists 2 times in schema', a traceback)
+        raise DataError(f"{name}: Parquet column name(s) {twice} appear more than once in {have}; which one is meant?")
     start = 1
     for batch in pf.iter_batches(batch_size=rows, columns=use):
         cols = {}
