@@ -604,6 +604,11 @@ def test_a_parquet_file_read_as_csv_says_so(tmp_path):
     schema = Schema(fields=[FieldOptions("cat")], label="label", format="csv")
     with pytest.raises(DataError, match=r"t\.parquet: a Parquet file, but the schema says format 'csv'"):
         preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o", schema=schema)
+    # format auto: the name says csv, not the schema (which it claimed)
+    (tmp_path / "t.parquet").rename(tmp_path / "t.csv")
+    with pytest.raises(DataError, match=r"t\.csv: a Parquet file, but its name says csv; name it \.parquet"):
+        preprocess("generic", [tmp_path / "t.csv"], tmp_path / "o",
+                   schema=Schema(fields=[FieldOptions("cat")], label="label"))
 
 
 def test_movielens_ratings_csv_without_timestamp(tmp_path):

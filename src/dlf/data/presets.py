@@ -72,6 +72,9 @@ def _format_of(path: Path, schema: Schema) -> tuple[str, str]:
     if fmt != "parquet" and path.is_file():
         with open(path, "rb") as fh:
             if fh.read(4) == b"PAR1":  # (was "header is not valid utf-8", e.g. FuxiCTR's data_format: csv)
+                if schema.format == "auto":  # (it said "the schema says format 'csv'" of a schema without one)
+                    raise DataError(f"{path}: a Parquet file, but its name says {fmt}; name it .parquet or set "
+                                    "`format: parquet` in the schema")
                 raise DataError(f"{path}: a Parquet file, but the schema says format {fmt!r}; set `format: parquet` "
                                 "(or `auto`; FuxiCTR YAML: data_format: parquet)")
     delimiter = schema.delimiter or {"csv": ",", "tsv": "\t"}.get(fmt, ",")
