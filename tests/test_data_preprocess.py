@@ -703,14 +703,20 @@ def test_parquet_list_columns_are_multi_valued_fields(tmp_path):
     int64> to utf8' (a traceback); a list column read by another kind of field is a one-line error."""
     pq = pytest.importorskip("pyarrow.parquet")
     hist = pa.array([[1, 2], [3], [], None, [2, 2, 1]], pa.list_(pa.int64()))
-    pq.write_table(pa.table({"click": [0, 1, 0, 1, 1], "user": ["a", "b", "a", "c", "b"], "hist": hist}),
-                   tmp_path / "t.parquet")
-    schema = Schema(fields=[FieldOptions("user"), FieldOptions("hist", "multi", separator="^")], label="click")
+    # a fixed-size list (Polars' Array) was "Unsupported cast from fixed_size_list<...>[2] to utf8"
+    pair = pa.array([[1, None], [3, 3], [None, None], None, [2, 1]], pa.list_(pa.int64(), 2))
+    pq.write_table(pa.table({"click": [0, 1, 0, 1, 1], "user": ["a", "b", "a", "c", "b"], "hist": hist,
+                             "pair": pair}), tmp_path / "t.parquet")
+    schema = Schema(fields=[FieldOptions("user"), FieldOptions("hist", "multi", separator="^"),
+                            FieldOptions("pair", "multi")], label="click")
     preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o", schema=schema, options={"ratios": "1,0,0"})
     _, tr, _, _ = load_processed(tmp_path / "o")
     v = vocabulary(tmp_path / "o", "hist")
     want = [[v["1"], v["2"], 0], [v["3"], 0, 0], [2, 0, 0], [2, 0, 0], [v["2"], v["2"], v["1"]]]  # 2: missing
     np.testing.assert_array_equal(np.asarray(tr.multi)[:, 0], want)
+    v = vocabulary(tmp_path / "o", "pair")
+    want = [[v["1"], 0, 0], [v["3"], v["3"], 0], [2, 0, 0], [2, 0, 0], [v["2"], v["1"], 0]]
+    np.testing.assert_array_equal(np.asarray(tr.multi)[:, 1], want)
     with pytest.raises(DataError, match=r"t\.parquet: column 'hist' holds lists .* only a multi-valued field"):
         preprocess("generic", [tmp_path / "t.parquet"], tmp_path / "o2",
                    schema=Schema(fields=[FieldOptions("hist")], label="click"))

@@ -614,6 +614,8 @@ def read_parquet(path: str | Path, *, use: list[str] | None, rows: int = 262_144
         for c in batch.schema.names:
             arr = batch.column(c)
             try:
+                if pa.types.is_fixed_size_list(arr.type):  # (Polars' Array, NumPy 2-D columns): as a list column
+                    arr = arr.cast(pa.list_(arr.type.value_field))
                 if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
                     if c not in separators:
                         raise DataError(f"{name}: column {c!r} holds lists ({arr.type}); only a multi-valued field "
