@@ -127,3 +127,13 @@ def test_a_boolean_field_takes_1_and_0_and_an_int_field_keeps_1():
     for bad in ("2", "-1", "1.0"):
         with pytest.raises(ConfigError, match=r"train.progress: expected true or false \(or 1 / 0\), got"):
             load_config(None, [f"train.progress={bad}"])
+
+
+def test_a_config_file_that_is_not_yaml_is_one_line_naming_the_line(tmp_path):
+    """The error quoted PyYAML's multi-line report ('in "<unicode string>", line 3, column 2:' and a caret line)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: 1\n epochs: 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert str(info.value) == (f"config file {str(bad)!r} is not valid YAML: line 3: expected <block end>, but found "
+                               "'<block mapping start>'")

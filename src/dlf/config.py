@@ -239,6 +239,14 @@ def _unique_mapping(loader: _UniqueKeyLoader, node, deep: bool = False):
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report as one line: 'line N: what is wrong'."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return str(exc).strip().splitlines()[0]
+    return f"line {mark.line + 1}: {problem}"
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **top: Any) -> RunConfig:
     """Build a RunConfig from an optional YAML file, then `top` (e.g. model='lr'), then overrides."""
     raw: dict = {}
@@ -253,7 +261,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {str(path)!r} is not UTF-8 text "
                               f"({exc.reason} at byte {exc.start})") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {yaml_problem(exc)}") from None
         except ConfigError as exc:
             raise ConfigError(f"config file {str(path)!r}: {exc}") from None
         if not isinstance(raw, dict):

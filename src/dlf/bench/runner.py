@@ -52,6 +52,7 @@ import yaml
 from rich.console import Console
 
 from dlf._io import atomic_write_json, atomic_write_text, publish_dir
+from dlf.config import yaml_problem
 
 BENCH_DEFAULTS = {"train.progress": False, "train.tensorboard": False, "train.keep_checkpoints": 1}
 # keys every run gets from the bench: a value given for them in a `set`, `--set` or the grid would be replaced
@@ -120,14 +121,6 @@ class BenchSpec:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """PyYAML's multi-line report as one line: 'line N: what is wrong'."""
-    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
-    if mark is None or problem is None:
-        return str(exc).strip().splitlines()[0]
-    return f"line {mark.line + 1}: {problem}"
 
 
 def flatten(values: Any, where: str, prefix: str = "") -> dict[str, Any]:
@@ -317,7 +310,7 @@ def load_spec(path: str | Path | None = None, *, models: str | None = None, data
         except FileNotFoundError:
             raise BenchError(f"bench file {str(path)!r} does not exist") from None
         except yaml.YAMLError as exc:
-            raise BenchError(f"bench file {str(path)!r} is not valid YAML: {_yaml_problem(exc)}") from None
+            raise BenchError(f"bench file {str(path)!r} is not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(raw, dict):
             raise BenchError(f"bench file {str(path)!r} must hold a mapping (models, datasets, seeds, ...)")
     if models:
@@ -356,7 +349,7 @@ def load_spec(path: str | Path | None = None, *, models: str | None = None, data
             try:  # one YAML flow sequence, so that a value may be a list: model.hidden_units=[8,8],[16]
                 g[key.strip()] = yaml.safe_load(f"[{values}]")
             except yaml.YAMLError as exc:
-                raise BenchError(f"--grid {item!r}: expected comma-separated values ({_yaml_problem(exc)})") from None
+                raise BenchError(f"--grid {item!r}: expected comma-separated values ({yaml_problem(exc)})") from None
         if not g:
             raise BenchError("--trials needs a search grid (--grid key=v1,v2 or search.grid in the file)")
         old = spec.search or SearchSpec(g)
@@ -447,7 +440,7 @@ def build_config(base: str | None, overrides: dict[str, Any]):
         try:
             raw = yaml.safe_load(Path(base).read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(base)!r} is not valid YAML: {_yaml_problem(exc)}") from None
+            raise ConfigError(f"config file {str(base)!r} is not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {str(base)!r} must hold a mapping with model/data/train sections")
         model = overrides.get("model.name")
