@@ -596,6 +596,29 @@ def test_a_time_column_the_preset_does_not_read_is_one_line(tmp_path):
         preprocess("avazu", [FIX / "avazu_tiny.csv"], tmp_path / "o", options={"split": "time", "time_column": "id"})
 
 
+def test_generic_reads_a_folder_of_parts_as_its_files(tmp_path):
+    """Spark or Hive write a log as a folder of part files beside _SUCCESS and .crc files: 'is a directory,
+    expected a file'. The folder is its data files in name order; one holding a partition folder stops."""
+    rows = [f"{i % 2},c{i % 5}\n" for i in range(40)]
+    parts = tmp_path / "log"
+    parts.mkdir()
+    for k in range(2):
+        (parts / f"part-0000{k}.csv").write_text("y,c\n" + "".join(rows[20 * k:20 * (k + 1)]))
+    (parts / "part-00002.csv").write_text("")  # Spark writes empty parts
+    (parts / "_SUCCESS").write_text("")
+    (parts / ".part-00000.csv.crc").write_bytes(b"\0\1")
+    schema = Schema(fields=[FieldOptions("c")], label="y")
+    a = preprocess("generic", [parts], tmp_path / "a", schema=schema)
+    b = preprocess("generic", sorted(parts.glob("part-0000[01].csv")), tmp_path / "b", schema=schema)
+    assert a.feature_map.meta["splits"] == b.feature_map.meta["splits"] and a.rows == 40
+    for split in ("train", "valid", "test"):
+        np.testing.assert_array_equal(np.load(tmp_path / "a" / split / "categorical.npy"),
+                                      np.load(tmp_path / "b" / split / "categorical.npy"))
+    (parts / "dt=2024-01-01").mkdir()
+    with pytest.raises(DataError, match=r"log: holds folders \(dt=2024-01-01\); give each with its own --input"):
+        preprocess("generic", [parts], tmp_path / "c", schema=schema)
+
+
 def test_a_parquet_file_read_as_csv_says_so(tmp_path):
     """FuxiCTR YAML with data_format: csv on parquet splits said "header is not valid utf-8"."""
     import pyarrow as pa

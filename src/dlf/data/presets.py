@@ -132,10 +132,33 @@ def _expand_inputs(inputs: list[tuple[str, Path]], names: dict[str, tuple[str, .
     return out
 
 
+def _folder_files(inputs: list[tuple[str, Path]], schema: Schema) -> list[tuple[str, Path]]:
+    """A folder input (Spark's or Hive's output: part-00000-*.parquet beside _SUCCESS and .crc files) stands for
+    its data files in name order: not empty (Spark writes empty parts), not named '_*' or '.*' and, with format
+    auto, named with a format. A folder inside it (a partition, dt=2024-01-01/) stops: its rows would be left out."""
+    out = []
+    for role, path in inputs:
+        if not path.is_dir():
+            out.append((role, path))
+            continue
+        entries = sorted(p for p in path.iterdir() if not p.name.startswith(("_", ".")))
+        folders = [p.name for p in entries if p.is_dir()]
+        if folders:
+            raise DataError(f"{path}: holds folders ({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}); "
+                            "give each with its own --input")
+        files = [p for p in entries if p.stat().st_size and (schema.format != "auto" or format_from_name(p))]
+        if not files:
+            raise DataError(f"{path}: a folder without data files (non-empty, not named '_*' or '.*'"
+                            + (", named .csv, .tsv, .txt or .parquet, or set the schema's format)" if
+                               schema.format == "auto" else ")"))
+        out += [(role, p) for p in files]
+    return out
+
+
 def _generic(inputs, schema, options):
     if schema is None:
         raise DataError("preset 'generic' needs a schema: --schema my_schema.yaml (label, fields, format)")
-    return schema, table_sources(inputs, schema)
+    return schema, table_sources(_folder_files(inputs, schema), schema)
 
 
 # ---- Criteo ---------------------------------------------------------------------------------
