@@ -95,17 +95,22 @@ def main(argv: list[str] | None = None) -> None:
     """python -m dlf.serve.demo [DIR]: write DIR/demo.csv (5,000 labelled rows), DIR/new.csv (1,000 rows
     without label, to score), DIR/later.csv (1,000 other labelled rows, for `dlf evaluate`) and
     DIR/demo_schema.yaml."""
-    import sys
+    import argparse
 
-    folder = Path((argv if argv is not None else sys.argv[1:] or ["."])[0])
-    folder.mkdir(parents=True, exist_ok=True)
-    write_demo_csv(folder / "demo.csv", 5000, seed=0)
-    write_demo_csv(folder / "new.csv", 1000, seed=1, label=False, start_id=10 ** 6)
-    write_demo_csv(folder / "later.csv", 1000, seed=2, start_id=2 * 10 ** 6)
-    write_demo_schema(folder / "demo_schema.yaml")
+    # argparse: `--help` was taken for a folder name (and written to), a second folder silently ignored
+    parser = argparse.ArgumentParser(prog="python -m dlf.serve.demo", description=main.__doc__.split(": ", 1)[1])
+    parser.add_argument("dir", nargs="?", default=".", help="folder to write to, made if missing (default: .)")
+    folder = Path(parser.parse_args(argv).dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_demo_csv(folder / "demo.csv", 5000, seed=0)
+        write_demo_csv(folder / "new.csv", 1000, seed=1, label=False, start_id=10 ** 6)
+        write_demo_csv(folder / "later.csv", 1000, seed=2, start_id=2 * 10 ** 6)
+        write_demo_schema(folder / "demo_schema.yaml")
+    except OSError as exc:  # DIR is a file, not writable, ...: was a FileExistsError traceback
+        parser.exit(2, f"error: {folder}: cannot write the demo files: {exc.strerror or exc}\n")
     print(f"wrote {folder / 'demo.csv'}, {folder / 'new.csv'}, {folder / 'later.csv'} and "
           f"{folder / 'demo_schema.yaml'}")
-
 
 if __name__ == "__main__":
     main()
