@@ -201,11 +201,15 @@ def parse_times(text: pa.Array) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """`parse_numbers` for a time split's column, which also reads ISO 8601 text ('2024-01-31 23:59:59',
     '2024-01-31T23:59:59.5+01:00', '2024-01-31') as seconds since the epoch: of its UTC instant when zoned, a
     time without a zone as UTC (a CSV log's timestamps were "expected a number")."""
+    missing = _empty(text)
+    iso = _iso_seconds(pc.utf8_trim_whitespace(_null_where(text, missing)))  # the usual case: all ISO, one cast
+    if iso is not None:
+        return iso, np.zeros(0, dtype=np.int64), []
     v, wrong, problems = parse_numbers(text)
     if not len(wrong):
         return v, wrong, problems
-    rest = pc.utf8_trim_whitespace(text.take(wrong))
-    t = _iso_seconds(rest)
+    rest = pc.utf8_trim_whitespace(text.take(wrong))  # ISO text among numbers, zoned and not, or bad values
+    t = np.array([np.nan if (x := _iso_seconds(rest.slice(i, 1))) is None else x[0] for i in range(len(rest))])
     ok = ~np.isnan(t)
     v[wrong[ok]] = t[ok]
     bad = np.flatnonzero(~ok)
@@ -213,16 +217,14 @@ def parse_times(text: pa.Array) -> tuple[np.ndarray, np.ndarray, list[str]]:
                            for x in rest.take(bad).to_pylist()]
 
 
-def _iso_seconds(text: pa.Array) -> np.ndarray:
-    """Seconds since the epoch of each ISO 8601 text, NaN where it is not one."""
+def _iso_seconds(text: pa.Array) -> np.ndarray | None:
+    """Seconds since the epoch of ISO 8601 texts (NaN where null), or None when one is not ISO 8601."""
     for tz in (None, "UTC"):  # Arrow reads a text without a zone as a naive time only, one with a zone as zoned
         try:
             return seconds(pc.cast(text, pa.timestamp("ns", tz))).to_numpy(zero_copy_only=False)
         except pa.ArrowInvalid:
             pass
-    if len(text) == 1:
-        return np.array([np.nan])
-    return np.concatenate([_iso_seconds(text.slice(i, 1)) for i in range(len(text))])  # mixed, or bad values
+    return None
 
 
 def _null_where(arr: pa.Array, null: np.ndarray) -> pa.Array:
