@@ -348,6 +348,16 @@ def test_a_header_in_another_case_is_pointed_out(tmp_path, suffix):
         preprocess("generic", [tmp_path / f"t.{suffix}"], tmp_path / "o", schema=schema)
 
 
+@pytest.mark.parametrize("texts", [["2024-01-01 00:00:00", "", "2024-01-01T00:00:01"],  # one cast: all naive
+                                   ["2024-01-01T01:00:00+01:00", None, "2024-01-01T00:00:01Z"],  # all zoned
+                                   ["2024-01-01", " ", "1704067201"]])  # mixed forms: value by value
+def test_parse_times_reads_iso_text_and_numbers_as_seconds(texts):
+    from dlf.data.preprocess import parse_times
+    v, wrong, _ = parse_times(pa.array(texts, pa.string()))
+    assert len(wrong) == 0
+    np.testing.assert_array_equal(v, [1704067200.0, np.nan, 1704067201.0])
+
+
 def test_iso_times_in_a_csv_order_a_time_split_as_their_seconds(tmp_path):
     """A CSV log's timestamps are ISO 8601 text: every row stopped with "field 'ts': expected a number". Naive,
     zoned (their UTC instant) and date-only forms order the rows as the same times in seconds do."""
