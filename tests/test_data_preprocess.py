@@ -12,7 +12,8 @@ import pyarrow as pa
 import pytest
 
 from dlf.data.features import OOV_ID
-from dlf.data.preprocess import _NUMBER, NUMBER_LIMIT, ChunkParser, VocabIndex, hash_strings, preprocess
+from dlf.data.preprocess import (_NUMBER, NUMBER_LIMIT, ChunkParser, VocabIndex, hash_strings, parse_times,
+                                 preprocess)
 from dlf.data.readers import BadRows, Chunk
 from dlf.data.schema import DataError, FieldOptions, Schema
 from dlf.data.store import load_processed, vocabulary
@@ -352,7 +353,6 @@ def test_a_header_in_another_case_is_pointed_out(tmp_path, suffix):
                                    ["2024-01-01T01:00:00+01:00", None, "2024-01-01T00:00:01Z"],  # all zoned
                                    ["2024-01-01", " ", "1704067201"]])  # mixed forms: value by value
 def test_parse_times_reads_iso_text_and_numbers_as_seconds(texts):
-    from dlf.data.preprocess import parse_times
     v, wrong, _ = parse_times(pa.array(texts, pa.string()))
     assert len(wrong) == 0
     np.testing.assert_array_equal(v, [1704067200.0, np.nan, 1704067201.0])
