@@ -126,6 +126,24 @@ def test_out_of_range_numbers_and_lone_surrogates_are_422(client):
     assert _record_loc("record row 4: the model's output is NaN for this row") == ["body", 4]
 
 
+def test_a_float_is_the_text_the_parquet_reader_gives_it(tmp_path):
+    """A categorical value is its text: a float beyond 2^53 (an id that pandas stored as float64) was '1e+17' in a
+    request and 1e-07 was '1e-07', where the Parquet reader that read the training file gives '100000000000000000'
+    and '1e-7': a known category scored as unseen."""
+    import pyarrow as pa
+
+    from dlf.data.readers import read_parquet
+    from dlf.serve.encoding import InputField
+    from dlf.serve.server import value_text
+    values = [34.0, -3.0, 0.5, 1 / 3, 2.0 ** 53 + 2, 1e17, -2.0 ** 63, 2.0 ** 64 - 2048, 2.0 ** 64, 1e20, 1e-7, 2e-5,
+              12345678901.5, -0.0]
+    pq.write_table(pa.table({"x": pa.array(values, pa.float64())}), tmp_path / "f.parquet")
+    want = next(read_parquet(tmp_path / "f.parquet", use=["x"])).columns["x"].to_pylist()
+    assert [value_text(v, InputField("x", "categorical")) for v in values] == want
+    assert value_text([1e17, 0.5], InputField("x", "multi", separator=";")) == "100000000000000000;0.5"
+    assert [float(value_text(v, InputField("x", "numeric", number=True))) for v in values] == values
+
+
 def test_oversized_requests_413(client):
     r = client.post("/predict", json=[{"city": "city1"}] * 51, headers=AUTH)
     assert r.status_code == 413 and "limit of 50" in r.json()["detail"]

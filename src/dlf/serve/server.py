@@ -39,6 +39,8 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from dlf.serve.bundle import Bundle
 from dlf.serve.encoding import INT_RE, NUMBER_RE, InputField
@@ -142,7 +144,9 @@ def rss_bytes(pid: int | str = "self") -> int:
 
 # ---- request validation --------------------------------------------------------------------------
 
-def _scalar(value) -> str:
+def _scalar(value, category: bool = False) -> str:
+    """A JSON scalar -> the text a training file would hold; category: the text itself is the value (a categorical
+    field's or a list's item), not a number to parse."""
     if isinstance(value, bool):  # before int (bool is one): "1"/"0", as dlf.data.readers reads a Parquet bool column
         return "1" if value else "0"
     if isinstance(value, str):
@@ -157,8 +161,12 @@ def _scalar(value) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"expected a finite number, got {value!r}")
-        # 34.0 -> "34" as the Parquet reader writes it: only where exact, not 1e39 as 39 digits
-        return str(int(value)) if value.is_integer() and abs(value) <= 2.0 ** 53 else repr(value)
+        # as the Parquet reader writes a float64 column (ids that pandas stored as floats): an integral value within
+        # int64/uint64 as the integer (34.0 -> "34", 1e17 -> "100000000000000000", which was '1e+17', an unseen
+        # category), another in Arrow's notation (1e-07 -> "1e-7"); a number's notation does not matter
+        if value.is_integer() and -2.0 ** 63 <= value < 2.0 ** 64:
+            return str(int(value))
+        return pc.cast(pa.array([value]), pa.string())[0].as_py() if category else repr(value)
     raise ValueError(f"expected a string or a number, got {type(value).__name__}")
 
 
@@ -172,17 +180,17 @@ def value_text(value, f: InputField) -> str:
             for item in value:
                 if item is None or isinstance(item, (list, dict)):
                     raise ValueError(f"list items must be strings, numbers or booleans, got {json.dumps(item)}")
-                text = _scalar(item)
+                text = _scalar(item, category=True)
                 if f.separator and f.separator in text:
                     raise ValueError(f"list item {text!r} contains the separator {f.separator!r}")
                 items.append(text)
             return (f.separator or "|").join(items)
         if isinstance(value, dict):
             raise ValueError("expected a list of values or a separator-joined string, got an object")
-        return _scalar(value)
+        return _scalar(value, category=True)
     if isinstance(value, (list, dict)):
         raise ValueError(f"expected a single value, got {'a list' if isinstance(value, list) else 'an object'}")
-    text = _scalar(value)
+    text = _scalar(value, category=not f.number)
     if f.integer and text.strip() and not INT_RE.match(text):
         raise ValueError(f"expected an integer id, got {value!r}")
     if f.number and text.strip() and not NUMBER_RE.match(text):
