@@ -98,7 +98,7 @@ def table_sources(inputs: list[tuple[str, Path]], schema: Schema,
             if fmt == "parquet":
                 chunks = read_parquet(path, use=use, rows=max(4096, block // 64),
                                       separators={f.column: f.separator for f in schema.of_kind("multi")},
-                                      times=(schema.split.time_column,) if schema.split.method == "time" else ())
+                                      times=schema.seconds_columns())
             else:
                 chunks = read_delimited(path, delimiter=delimiter, header=schema.header, columns=columns,
                                         use=use, bad=bad, encoding=schema.encoding, quote=fmt == "csv",

@@ -162,6 +162,11 @@ class Schema:
             cols.append(self.split.time_column)
         return list(dict.fromkeys(cols))
 
+    def seconds_columns(self) -> tuple[str, ...]:
+        """Columns whose Parquet temporal type is read as seconds since the epoch: a time split's time column, for
+        its order and for every field reading it, so in scoring too (the schema a bundle keeps)."""
+        return (self.split.time_column,) if self.split.method == "time" and self.split.time_column else ()
+
     def of_kind(self, kind: str) -> list[FieldOptions]:
         """Fields by output kind (criteo-bucket numeric sources are categorical outputs)."""
         return [f for f in self.fields if f.kind == kind]

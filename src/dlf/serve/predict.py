@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from dlf.data.features import Batch
 from dlf.data.readers import (BOM, SUFFIX_FORMATS, BadRows, Chunk, check_file, format_from_name, header_names,
                               open_input, read_delimited, read_parquet)
-from dlf.data.schema import DataError
+from dlf.data.schema import DataError, Schema
 from dlf.serve.bundle import Bundle, BundleError
 
 DEFAULT_BLOCK_BYTES = 4 << 20
@@ -177,7 +177,10 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
     if fmt == "parquet":
         # a list column of a multi-valued field is joined with its separator, as preprocessing reads it
         seps = {i.name: i.separator or "|" for i in bundle.encoder.inputs if i.kind == "multi"}
-        yield from read_parquet(path, use=need, rows=max(1024, block_bytes // 256), separators=seps)
+        # and a time split's timestamp column as seconds, which the fields reading it were trained on
+        stored = bundle.feature_map.meta.get("schema")
+        times = Schema.from_dict(stored).seconds_columns() if stored else ()
+        yield from read_parquet(path, use=need, rows=max(1024, block_bytes // 256), separators=seps, times=times)
         return
     schema = getattr(bundle.encoder, "schema", None)
     if delimiter is None:
