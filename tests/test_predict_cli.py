@@ -134,6 +134,19 @@ def test_a_missing_input_leaves_no_new_output_folder_behind(bundle, tmp_path):
     assert not out.parent.exists()
 
 
+def test_a_pipe_as_input_is_refused_by_name(bundle, tmp_path):
+    """`--input /dev/stdin` or `<(zcat ...)` said 'file is empty' (a pipe's size is 0); read once for its first line
+    and again for the rows, a pipe would lose them."""
+    fifo = tmp_path / "rows.csv"
+    os.mkfifo(fifo)
+    for command in (["predict", str(bundle), "--input", str(fifo), "--output", str(tmp_path / "s.csv")],
+                    ["evaluate", str(bundle), "--input", str(fifo), "--json", str(tmp_path / "m.json")]):
+        res = CliRunner().invoke(app, command)
+        assert res.exit_code == 2 and f"error: {fifo}: not a regular file (a pipe or a device)" in res.output, \
+            res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.csv"]
+
+
 @pytest.mark.parametrize("ending", ["\n", "\r\n", ""], ids=["lf", "crlf", "no-newline"])
 def test_a_header_only_input_gives_a_header_only_output(bundle, tmp_path, ending):
     # without the header's newline Arrow could not skip the header: "cannot read as CSV: Could not skip initial 1 rows"
