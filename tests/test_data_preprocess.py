@@ -385,6 +385,18 @@ def test_iso_times_in_a_csv_order_a_time_split_as_their_seconds(tmp_path):
         preprocess("generic", [bad], tmp_path / "bad", schema=schema)
 
 
+def test_a_time_split_that_leaves_a_split_empty_says_why(tmp_path):
+    """Two distinct times (a daily log of two days) cannot fill three splits: valid and test came out empty without
+    a word, and training then stopped suggesting other ratios, which cannot help."""
+    src = write(tmp_path / "t.csv", "y,u,day\n" + "".join(f"{i % 2},u{i % 3},{20240101 + i % 2}\n" for i in range(40)))
+    schema = write(tmp_path / "s.yaml", "label: y\ncategorical: [u]\nsplit: {method: time, time_column: day}\n")
+    said = []
+    r = preprocess("generic", [src], tmp_path / "o", schema=schema, log=said.append)
+    assert [r.feature_map.meta["splits"][k]["rows"] for k in ("train", "valid", "test")] == [40, 0, 0]
+    assert ("note: the time split left valid and test empty: rows of one time stay together, and 'day' has 2 "
+            "distinct value(s) in the train files") in said
+
+
 @pytest.mark.parametrize("kind", ["timestamp", "timestamp_tz", "timestamp_ns", "date"])
 def test_a_parquet_timestamp_or_date_column_orders_a_time_split(tmp_path, kind):
     """A Parquet timestamp or date column as `time_column` was read as its text ('2020-01-01 00:00:00'): every row

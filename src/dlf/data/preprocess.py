@@ -862,6 +862,11 @@ def _run(schema: Schema, sources: list[Source], tmp: Path, bad: BadRows, block: 
         files = [s.path for s in sources if s.role == "train"] or [s.path for s in sources]
         raise DataError(f"{', '.join(map(str, files))}: no training rows: the inputs are empty after dropping bad "
                         "rows, or the split sends nothing to train")
+    if time_cdf is not None:  # rows of one time stay together: a few distinct times cannot fill every split
+        empty = [SPLITS[k] for k in (1, 2) if not rows[k] and SPLITS[k] not in given and schema.split.ratios[k] > 0]
+        if empty:  # (training then stopped on the empty split, suggesting other ratios, which do not help)
+            log(f"note: the time split left {' and '.join(empty)} empty: rows of one time stay together, and "
+                f"{schema.split.time_column!r} has {len(time_cdf[0])} distinct value(s) in the train files")
     for st in states:
         st.freeze()
     n_cat, n_num, n_multi = len(parser.cat), len(parser.num), len(parser.multi)
