@@ -614,6 +614,9 @@ def test_generic_reads_a_folder_of_parts_as_its_files(tmp_path):
     for split in ("train", "valid", "test"):
         np.testing.assert_array_equal(np.load(tmp_path / "a" / split / "categorical.npy"),
                                       np.load(tmp_path / "b" / split / "categorical.npy"))
+    (parts / "part-00003.csv").symlink_to(tmp_path / "gone.csv")  # a broken link: named, not skipped
+    with pytest.raises(DataError, match=r"part-00003\.csv: no such file"):
+        preprocess("generic", [parts], tmp_path / "c", schema=schema)
     (parts / "dt=2024-01-01").mkdir()
     with pytest.raises(DataError, match=r"log: holds folders \(dt=2024-01-01\); give each with its own --input"):
         preprocess("generic", [parts], tmp_path / "c", schema=schema)

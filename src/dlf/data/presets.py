@@ -146,7 +146,9 @@ def _folder_files(inputs: list[tuple[str, Path]], schema: Schema) -> list[tuple[
         if folders:
             raise DataError(f"{path}: holds folders ({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}); "
                             "give each with its own --input")
-        files = [p for p in entries if p.stat().st_size and (schema.format != "auto" or format_from_name(p))]
+        # (a broken link is kept: check_file names it)
+        files = [p for p in entries if not (p.is_file() and p.stat().st_size == 0)
+                 and (schema.format != "auto" or format_from_name(p))]
         if not files:
             raise DataError(f"{path}: a folder without data files (non-empty, not named '_*' or '.*'"
                             + (", named .csv, .tsv, .txt or .parquet, or set the schema's format)" if
