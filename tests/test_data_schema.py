@@ -60,6 +60,8 @@ def test_yaml_shorthand_and_full_form_give_typed_fields(tmp_path):
     ("label: click\ncategorical: [click, city]\n", "label: column 'click' is also the feature 'click'"),
     ("label: click\nfields: [{name: c2, source: click}]\n", "label: column 'click' is also the feature 'c2'"),
     ("label: click\ncategorical: [city]\ngroup: click\n", "group: column 'click' is the label"),  # gAUC: n/a
+    ("label: click\ncategorical: [city]\nsplit: {method: time, time_column: click}\n",
+     "split.time_column: column 'click' is the label"),  # train: the 0s, test: the 1s
     # the name is the file vocab/<name>.arrow: FileNotFoundError deep in preprocess, after all the work
     ("label: y\ncategorical: [a, site/app]\n", "the name 'site/app' cannot name a file"),
     ("label: y\nfields: [{name: '..', source: b}]\n", "{name: field, source: ..}"),

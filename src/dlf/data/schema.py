@@ -133,6 +133,9 @@ class Schema:
         if self.group is not None and self.group == self.label:  # every group one class: gAUC never defined
             raise DataError(f"{where}: group: column {self.label!r} is the label; the group is a user (or query) "
                             "id column")
+        if self.split.method == "time" and self.split.time_column == self.label:  # train all 0s, test all 1s
+            raise DataError(f"{where}: split.time_column: column {self.label!r} is the label; a time split orders "
+                            "rows by a time column")
         if self.label_values not in LABEL_VALUES:
             raise DataError(f"{where}: label_values must be one of {', '.join(LABEL_VALUES)}, got {self.label_values!r}")
         if self.format not in FORMATS:
