@@ -159,6 +159,45 @@ def test_finished_run_resumed_with_more_epochs_trains_on(tmp_path):
     _assert_same_log(run, full)
 
 
+class _InterruptAt(Console):
+    """A console that raises KeyboardInterrupt (Ctrl-C) when it is asked to print a line holding `text`."""
+
+    def __init__(self, text):
+        super().__init__(quiet=True)
+        self.text = text
+
+    def print(self, *objects, **kwargs):
+        if any(self.text in str(o) for o in objects):
+            raise KeyboardInterrupt
+
+
+def test_a_plain_resume_keeps_the_epochs_an_interrupted_resume_was_given(tmp_path, uninterrupted):
+    """`--resume RUN --set train.epochs=3` killed in epoch 2, then `--resume RUN`: config.yaml still said 1 epoch, so
+    the second resume trained nothing, said only 'resuming from ...: epoch 2, step 12' and wrote metrics.json of a run
+    stopped mid-epoch. The settings of a resume that passed its checks are now the run's config.yaml."""
+    run = tmp_path / "run"
+    dlf_api.train(_api_config("train.epochs=1"), out=run, console=Console(quiet=True))
+    with pytest.raises(KeyboardInterrupt):
+        dlf_api.train(_api_config("train.epochs=3", path=run / "config.yaml"), resume=run,
+                      console=_InterruptAt("epoch  2 step 14"))
+    assert _steps(run)[-1] == 12
+    metrics = dlf_api.train(resume=run, console=Console(quiet=True))
+    assert metrics["epochs_run"] == 3
+    _assert_same_weights(run, uninterrupted)
+
+
+def test_a_resume_past_its_last_epoch_says_that_nothing_is_trained(tmp_path):
+    run = tmp_path / "run"
+    dlf_api.train(_api_config("train.epochs=1"), out=run, console=Console(quiet=True))
+    with pytest.raises(KeyboardInterrupt):
+        dlf_api.train(_api_config("train.epochs=3", path=run / "config.yaml"), resume=run,
+                      console=_InterruptAt("epoch  2 step 14"))
+    console = Console(record=True, width=400)
+    dlf_api.train(_api_config("train.epochs=1", path=run / "config.yaml"), resume=run, console=console)
+    assert ("epoch 2, step 2/10 (global step 12); train.epochs=1 ends before this epoch, so nothing is trained "
+            "(raise train.epochs to finish it)") in console.export_text()
+
+
 def test_early_stopped_run_stays_finished_when_epochs_are_raised(tmp_path):
     from dlf.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
     run = tmp_path / "run"
@@ -328,9 +367,11 @@ def test_a_refused_resume_is_its_error_alone_without_the_config_differs_warning(
     run = tmp_path / "run"
     dlf_api.train(_api_config("train.epochs=1"), out=run, console=Console(quiet=True))
     console = Console(record=True, width=400)
+    saved = (run / "config.yaml").read_text()
     with pytest.raises(TrainingError, match=refusal):
         dlf_api.train(_api_config("train.epochs=2", override, path=run / "config.yaml"), resume=run, console=console)
     assert "config differs" not in console.export_text()
+    assert (run / "config.yaml").read_text() == saved  # a refused resume's settings do not become the run's
 
 
 def _processed_run(tmp_path, seed=1):

@@ -15,14 +15,14 @@ from rich.console import Console
 from rich.markup import escape
 from safetensors.torch import save as st_save
 
-from dlf._io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from dlf._io import atomic_write_bytes, atomic_write_json
 from dlf.config import RunConfig, from_dict, load_config
 from dlf.data.synthetic import generate
 from dlf.models import build_model
 from dlf.train.metrics import classification_metrics
 from dlf.train.checkpoint import CheckpointError, data_identity, list_checkpoints, load_latest
 from dlf.train.distributed import DeviceError, DistContext, rank_seed
-from dlf.train.logging import environment, plot_learning_curves
+from dlf.train.logging import environment, plot_learning_curves, write_config
 from dlf.train.trainer import CHECKPOINT_DIR, TrainingError, check_resume, check_setup, evaluate, fit
 
 
@@ -142,8 +142,8 @@ def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
         torch.manual_seed(rank_seed(cfg.train.seed, dist.rank))
     schema_hash = data.feature_map.meta.get("schema_hash")
     if out is not None and dist.is_main:
-        if resume is None:
-            atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if checkpoint is None:  # (a resume writes its config once its checkpoint passed fit's checks)
+            write_config(out, cfg.to_dict())
             data.feature_map.save(out / "feature_map.json")
         env = environment(schema_hash, dist.world, str(dist.device), cfg.train.threads or None)
         atomic_write_json(out / ("environment.json" if resume is None else "environment.resumed.json"), env)

@@ -17,9 +17,17 @@ from pathlib import Path
 
 from dlf._io import atomic_write_png, atomic_write_text
 
+CONFIG_NAME = "config.yaml"
 CSV_NAME = "train_log.csv"
 PLOT_NAME = "learning_curves.png"
 TB_DIR = "tensorboard"
+
+
+def write_config(run_dir: Path, config: dict) -> None:
+    """The run's resolved config, which `--resume` reads."""
+    import yaml
+
+    atomic_write_text(run_dir / CONFIG_NAME, yaml.safe_dump(config, sort_keys=False))
 
 
 def write_csv(path: Path, history: list[dict]) -> None:

@@ -31,7 +31,7 @@ from dlf.models import weights_mismatch
 from dlf.models.embedding import FieldEmbedding
 from dlf.train.checkpoint import DATA_KEYS, Checkpoint, TrainState, restore_rng, save_checkpoint
 from dlf.train.distributed import DistContext, rank_seed
-from dlf.train.logging import RunLogger
+from dlf.train.logging import RunLogger, write_config
 from dlf.train.metrics import classification_metrics
 from dlf.train.rowwise import RowWiseAdagrad
 
@@ -455,8 +455,13 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         elif state.done:
             finished = (f"; training had already finished its {state.epoch - 1} epoch(s) "
                         "(raise train.epochs to train longer)")
+        elif state.epoch > cfg.epochs:
+            finished = (f"; train.epochs={cfg.epochs} ends before this epoch, so nothing is trained (raise "
+                        "train.epochs to finish it)")
         say(f"resuming from {resume.path.name}: epoch {state.epoch}, step {state.step}/{steps_per_epoch} "
             f"(global step {state.global_step})" + finished)
+        if main and run_dir is not None and config is not None:  # the resumed run's settings (a --set train.epochs)
+            write_config(run_dir, config)  # are its own from now on: a later plain --resume kept the old ones
         written_by = max(1, len(resume.rng.get("ranks", {})))  # a multi-process checkpoint has each rank's RNG
         if written_by != dist.world and not state.done:  # the process count is in no config: say it here
             say(f"[yellow]warning:[/yellow] {resume.path.name} was written by {written_by} process(es) and is "
