@@ -165,6 +165,18 @@ def test_api_key_401(client):
     assert client.get("/health").status_code == 200  # probes need no key
 
 
+def test_an_api_key_beyond_ascii_matches_its_utf8_header(demo):
+    """The header's text (its bytes decoded as latin-1) was encoded as UTF-8 and compared with the key's UTF-8: a key
+    such as 'clé' never matched, every request was 401."""
+    with TestClient(create_app(load_bundle(demo["bundle"]), api_key="clé-ключ")) as c:
+        for header in ("X-API-Key", "Authorization"):
+            value = ("Bearer " if header == "Authorization" else "") + "clé-ключ"
+            r = c.post("/predict", json=[{"city": "city1"}], headers={header: value.encode()})
+            assert r.status_code == 200, r.text
+        assert c.post("/predict", json=[{}], headers={"X-API-Key": "clé-ключ".encode("latin-1", "replace")}) \
+            .status_code == 401
+
+
 def test_internal_error_500_then_healthy(demo, client, monkeypatch):
     app = create_app(load_bundle(demo["bundle"]))
     with TestClient(app, raise_server_exceptions=False) as c:

@@ -367,7 +367,8 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
         auth = request.headers.get("authorization", "")
         if given is None and auth.lower().startswith("bearer "):
             given = auth[7:].strip()
-        if given is None or not hmac.compare_digest(given.encode(), key):
+        # the header's bytes as sent (Starlette decodes them as latin-1): a UTF-8 key such as 'clé' never matched
+        if given is None or not hmac.compare_digest(given.encode("latin-1"), key):
             raise RequestError(401, "missing or wrong API key (send it in the X-API-Key header)")
 
     async def read_body(request: Request) -> bytes:
