@@ -396,8 +396,7 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
                 probs = scorer(batch)
             probs, _ = drop_unscorable(probs, batch, keep, chunk, encoder.numeric_columns, bad)
         if bad.count:
-            raise RequestError(422, [{"loc": _record_loc(e), "msg": e, "type": "value_error"}
-                                     for e in bad.examples])
+            raise RequestError(422, [_record_error(e) for e in bad.examples])
         return probs
 
     def score_many(requests: list[list[dict[str, str]]]) -> list:
@@ -483,14 +482,16 @@ def _unique_keys(pairs: list) -> dict:
     return obj
 
 
-def _record_loc(message: str) -> list:
-    """'record row 3: field 'age': ...' -> ["body", 3, "age"] (the chunk's row unit is the record index), as the
-    request checks give it: a client maps the error to the field (it was ["body", 3] only)."""
+def _record_error(message: str) -> dict:
+    """The encoder's 'record row 3: field 'age': expected ...' -> loc ["body", 3, "age"] (the chunk's row unit is the
+    record index) and msg 'expected ...', as the request checks give them: a client maps the error to the field (loc
+    was ["body", 3] only), and the message does not repeat the location in the encoder's words."""
     m = RECORD_ERROR.match(message)
     if m is None:
-        return ["body"]
+        return {"loc": ["body"], "msg": message, "type": "value_error"}
     field = m.group(2) if m.group(2) is not None else m.group(3)
-    return ["body", int(m.group(1))] + ([field] if field is not None else [])
+    return {"loc": ["body", int(m.group(1))] + ([field] if field is not None else []),
+            "msg": message[m.end():].strip(), "type": "value_error"}
 
 
 class _JsonLines(logging.Formatter):
