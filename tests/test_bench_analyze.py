@@ -257,3 +257,16 @@ def test_cli_analyze_of_an_unfinished_run_shows_its_gradient_norms(trained_runs,
     res = CliRunner().invoke(dlf_app(), ["analyze", str(run), "--out", str(tmp_path / "a"), "--probe-rows", "200"])
     assert res.exit_code == 0 and "probe skipped (no model.safetensors: the run has not finished)" in res.output
     assert "| alpha |" in (tmp_path / "a" / "analysis.md").read_text()
+
+
+def test_analyze_of_a_run_whose_test_split_has_one_class(tmp_path):
+    """Its oracle test AUC is null in metrics.json: the check that the regenerated data are the run's subtracted it
+    (a TypeError traceback)."""
+    from dlf.bench.analyze import probe_run
+
+    run = tmp_path / "run"
+    dlf.train(load_config(None, ["data.synthetic.rows=100", "data.synthetic.click_rate=0.01", "train.monitor=logloss",
+                                 "train.epochs=1", *TINY_DLF, *TINY_TRAIN[1:]]), out=run, console=Console(quiet=True))
+    assert json.loads((run / "metrics.json").read_text())["oracle_test"]["auc"] is None
+    logs = []
+    assert probe_run(run, rows=100, log=logs.append) and logs == []

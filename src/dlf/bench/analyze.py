@@ -214,10 +214,11 @@ def probe_run(run: Path, rows: int = 20_000, max_features: int = 1024, data=None
         raise AnalysisError("the synthetic generator did not return its planted components")
     if metrics and "oracle_test" in metrics:
         from dlf.train.metrics import classification_metrics
-        again = classification_metrics(data.test.label, data.test.prob)["auc"]
-        if abs(again - metrics["oracle_test"]["auc"]) > 1e-9:
-            log(f"warning: {run}: the regenerated synthetic data differ from the run's (oracle AUC "
-                f"{again:.6f} vs {metrics['oracle_test']['auc']:.6f}); the generator changed since the run")
+        # logloss: defined on any split (the AUC of a one-class test split is null in metrics.json)
+        again = classification_metrics(data.test.label, data.test.prob)["logloss"]
+        if abs(again - metrics["oracle_test"]["logloss"]) > 1e-9:
+            log(f"warning: {run}: the regenerated synthetic data differ from the run's (oracle logloss "
+                f"{again:.6f} vs {metrics['oracle_test']['logloss']:.6f}); the generator changed since the run")
     s = cfg.data.synthetic
     n_fit = min(rows, len(data.train))
     n_eval = min(max(rows // 2, 100), len(data.valid), len(data.test))
