@@ -209,3 +209,21 @@ def test_a_config_changed_after_load_config_is_checked_by_dlf_train():
         dlf.train(cfg)
     cfg.train.batch_size, cfg.train.lr = 256, "0.01"  # the YAML reading of a string number still applies
     assert importlib.import_module("dlf.api")._resolve(cfg).train.lr == 0.01
+
+
+def test_weights_that_diverged_to_inf_are_not_checkpointed(tmp_path):
+    """train.lr=1e39 made every weight inf at step 1 while its loss was finite: the step-1 checkpoint held them, and
+    each resume from it, at any train.lr, stopped again with 'training loss became nan at epoch 1, step 2'."""
+    from rich.console import Console
+
+    import dlf
+    from dlf.config import load_config
+    from dlf.train.trainer import TrainingError
+
+    run = tmp_path / "run"
+    cfg = load_config(None, ["data.synthetic.rows=2000", "train.batch_size=256", "train.threads=1",
+                             "train.progress=false", "train.lr=1e39", "train.checkpoint_every_steps=1"], model="lr")
+    with pytest.raises(TrainingError, match=r"the weights are not finite after step 1 \(the update diverged\): not "
+                                            "checkpointed"):
+        dlf.train(cfg, out=run, console=Console(quiet=True))
+    assert not list((run / "checkpoints").glob("*.safetensors"))

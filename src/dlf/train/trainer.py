@@ -497,6 +497,11 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         state.scaler = scaler.state_dict() if scaler.is_enabled() else {}
         if ckpt_dir is None:
             return
+        if not all(torch.isfinite(p).all() for p in model.parameters()):  # such a checkpoint would be the newest,
+            # and every resume from it would stop again at its next step, whatever train.lr it is given
+            raise TrainingError(f"the weights are not finite after step {state.global_step} (the update diverged): "
+                                "not checkpointed, so the checkpoints written before stay the newest; lower train.lr "
+                                f"(now {optimizer.param_groups[0]['lr']:g}) and resume or start again")
         rank_rng, rank_cuda_rng = dist.gather_rng() if dist.enabled else (None, None)
         if main:
             try:
