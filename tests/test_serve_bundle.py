@@ -219,7 +219,7 @@ def test_parquet_list_columns_and_columns_that_are_not_text(demo, tmp_path):
     assert pq.read_table(got.output)["probability"].equals(want)
     cases = {"struct": ("age", pa.array([{"a": 1}] * table.num_rows), r"column 'age' of type struct<a: int64> "),
              "bytes": ("city", pa.array([b"\xff"] * table.num_rows, pa.binary()),
-                       r"bytes\.parquet: column 'city' of type binary cannot be read as text: Invalid UTF8")}
+                       r"bytes\.parquet row 1: column 'city' of type binary cannot be read as text: Invalid UTF8")}
     for name, (col, values, message) in cases.items():
         pq.write_table(table.set_column(table.column_names.index(col), col, values), tmp_path / f"{name}.parquet")
         with pytest.raises(DataError, match=message):
