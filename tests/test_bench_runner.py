@@ -753,3 +753,18 @@ def test_ctrl_c_while_the_report_is_written_is_one_line_and_status_130(tmp_path,
     sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
     res = CliRunner().invoke(app, ["bench", "--models", "lr", "--seeds", "1", "--out", str(tmp_path / "b"), *sets])
     assert res.exit_code == 130 and "interrupted: rerun the same command to resume" in res.output, res.output
+
+
+def test_a_synthetic_dataset_whose_test_split_has_one_class_gets_an_oracle_row_and_a_chart(tmp_path):
+    """Its oracle test AUC is undefined: the report printed 'nan' in the oracle row of a fresh bench, and a rerun or
+    --report-only, which read it from metrics.json as null, stopped with a TypeError; the chart drew the oracle line
+    at NaN / None beside the other dataset's panel."""
+    spec = tiny_spec(["lr"], seeds=[1], datasets={
+        "synthetic": {}, "rare": {"synthetic": True, "set": {"data.synthetic.rows": 100,
+                                                              "data.synthetic.click_rate": 0.01}}})
+    spec.set["train.monitor"] = "logloss"
+    for report_only in (False, True):
+        run_bench(spec, tmp_path, console=QUIET, report_only=report_only)
+        rare = (tmp_path / "report.md").read_text().split("## rare")[1].split("## Settings")[0]
+        assert "| | oracle (true probabilities) | | | n/a |" in rare and "Best:" not in rare
+        assert (tmp_path / "bench.png").stat().st_size > 1000

@@ -154,8 +154,8 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
                          f"{_num(r['parameters'])} | {_num(r['epochs'], '{:.1f}')} | "
                          f"{_num(r['train_seconds'], '{:,.1f}')} | {_num(r['samples_per_s'])} |")
         oracle = next((r["oracle"] for r in ds_rows if r["oracle"]), None)
-        if oracle:
-            lines.append(f"| | oracle (true probabilities) | | | {oracle['auc']:.4f} | {oracle['logloss']:.4f} "
+        if oracle:  # (its AUC is null in metrics.json, NaN fresh from dlf.train, on a one-class test split)
+            lines.append(f"| | oracle (true probabilities) | | | {show(oracle['auc'])} | {show(oracle['logloss'])} "
                          "| | | | |")
         for r in bad:
             status = "FAILED" if r["failed"] else "not run yet"
@@ -164,7 +164,7 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
             lines.append(f"| – | {r['variant']} | {r['model']} | 0/{r['seeds']} {status}{why} "
                          "| – | – | – | – | – | – |")
         lines.append("")
-        if good and oracle and _finite(good[0]["auc_mean"]):
+        if good and oracle and _finite(good[0]["auc_mean"]) and _finite(oracle["auc"]):
             gap = oracle["auc"] - good[0]["auc_mean"]
             lines += [f"Best: {good[0]['variant']} ({good[0]['auc_mean']:.4f}), {gap:.4f} AUC below the oracle.", ""]
     # settings
@@ -262,7 +262,7 @@ def plot_chart(rows: list[dict], path: Path) -> str | None:
         ax.barh(names, means, xerr=errs, color=["tab:red" if r["model"].startswith("dlf") else "tab:blue"
                                                 for r in ds], alpha=0.8, capsize=3)
         ends = [m + sign * e for m, e in zip(means, errs) if not math.isnan(m) for sign in (-1, 1)]  # whole bars
-        oracle = next((r["oracle"] for r in ds if r["oracle"]), None)
+        oracle = next((r["oracle"] for r in ds if r["oracle"] and _finite(r["oracle"]["auc"])), None)
         known = ends + ([oracle["auc"]] if oracle else [])
         if known:  # a dataset whose runs all failed has no bar (another dataset's panel has some)
             hi, lo = max(known), min(known)
