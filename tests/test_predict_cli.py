@@ -147,6 +147,22 @@ def test_a_pipe_as_input_is_refused_by_name(bundle, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.csv"]
 
 
+def test_csv_options_on_a_parquet_input_are_refused(bundle, tmp_path):
+    """--columns and --header/--no-header were ignored silently on a Parquet input."""
+    src = tmp_path / "rows.parquet"
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(demo_rows(tmp_path / "in.csv", "34")),
+                                   "--output", str(src)])  # any Parquet file
+    assert res.exit_code == 0, res.output
+    for extra in (["--columns", "a,b"], ["--no-header"], ["--header"]):
+        for command in ("predict", "evaluate"):
+            args = [command, str(bundle), "--input", str(src)] + (["--output", str(tmp_path / "s.csv")]
+                                                                    if command == "predict" else []) + extra
+            res = CliRunner().invoke(app, args)
+            assert res.exit_code == 2 and f"error: {src}: --header/--no-header and --columns are for CSV/TSV " \
+                "input" in res.output, (extra, res.output)
+    assert not (tmp_path / "s.csv").exists()
+
+
 @pytest.mark.parametrize("ending", ["\n", "\r\n", ""], ids=["lf", "crlf", "no-newline"])
 def test_a_header_only_input_gives_a_header_only_output(bundle, tmp_path, ending):
     # without the header's newline Arrow could not skip the header: "cannot read as CSV: Could not skip initial 1 rows"

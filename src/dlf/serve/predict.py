@@ -185,6 +185,9 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
     label = bundle.feature_map.label
     need = list(dict.fromkeys(list(bundle.encoder.columns) + ([label] if labels else []) + list(extra or [])))
     if fmt == "parquet":
+        if header is not None or columns is not None:  # were ignored silently
+            raise DataError(f"{path}: --header/--no-header and --columns are for CSV/TSV input; a Parquet file names "
+                            "its columns itself")
         # a list column of a multi-valued field is joined with its separator, as preprocessing reads it
         seps = {i.name: i.separator or "|" for i in bundle.encoder.inputs if i.kind == "multi"}
         # and a time split's timestamp column as seconds, which the fields reading it were trained on
