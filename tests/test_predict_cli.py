@@ -163,6 +163,35 @@ def test_csv_options_on_a_parquet_input_are_refused(bundle, tmp_path):
     assert not (tmp_path / "s.csv").exists()
 
 
+def test_a_libfm_file_to_score_is_told_to_name_the_inputs(tmp_path):
+    """A libFM model's inputs are its fields' feature indices, as columns; scoring its libFM file said only 'the
+    columns ['label'] do not include [...]' (the schema's one column: the preset splits the lines)."""
+    import random
+
+    from rich.console import Console
+
+    from dlf.api import train
+    from dlf.data.preprocess import preprocess
+    rng = random.Random(0)
+    src = tmp_path / "train.libfm"
+    src.write_text("".join(f"{rng.choice(['-1', '1'])} {rng.randrange(3)}:1 {3 + rng.randrange(4)}:1\n"
+                           for _ in range(300)))
+    preprocess("libfm", [src], tmp_path / "data", options={"fields": "user:3,item:4"})
+    train({"model": {"name": "lr"}, "data": {"path": str(tmp_path / "data")},
+           "train": {"epochs": 1, "progress": False, "tensorboard": False}}, out=tmp_path / "run",
+          console=Console(quiet=True))
+    bundle = str(export_bundle(tmp_path / "run", tmp_path / "bundle"))
+    res = CliRunner().invoke(app, ["predict", bundle, "--input", str(src), "--format", "tsv", "--output",
+                                   str(tmp_path / "s.csv")])
+    assert res.exit_code == 2 and "the columns ['label'] (the training files', from the bundle's schema) do not " \
+        "include ['user', 'item']; the model's inputs must be columns of the file: pass --header if its first line " \
+        "names them, or --columns" in " ".join(res.output.split()), res.output
+    (tmp_path / "rows.csv").write_text("user,item\n1,5\n")
+    res = CliRunner().invoke(app, ["predict", bundle, "--input", str(tmp_path / "rows.csv"), "--output",
+                                   str(tmp_path / "s.csv"), "--header"])
+    assert res.exit_code == 0 and pcsv.read_csv(tmp_path / "s.csv").num_rows == 1, res.output
+
+
 @pytest.mark.parametrize("ending", ["\n", "\r\n", ""], ids=["lf", "crlf", "no-newline"])
 def test_a_header_only_input_gives_a_header_only_output(bundle, tmp_path, ending):
     # without the header's newline Arrow could not skip the header: "cannot read as CSV: Could not skip initial 1 rows"
