@@ -3,6 +3,7 @@ evaluation on the same rows, the bundle's encoders reproduce the preprocessing's
 version/integrity checks, and a bundle crafted to run code on load does not run it."""
 import hashlib
 import json
+import logging
 import pickle
 import re
 import shutil
@@ -733,6 +734,31 @@ def test_serve_on_a_port_in_use_or_a_foreign_host_is_one_line(demo):
     res = CliRunner().invoke(app, ["serve", str(demo["bundle"]), "--host", "192.0.2.1"])  # TEST-NET: not ours
     assert res.exit_code == 2 and "cannot listen on 192.0.2.1:8000: Cannot assign requested address" in res.output, \
         res.output
+
+
+def test_serve_logs_the_url_it_listens_on(demo, monkeypatch, capsys):
+    """An IPv6 host was logged as 'http://::1:PORT', not a URL."""
+    import socket
+
+    import uvicorn
+
+    from dlf.serve.server import serve
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    loggers = [logging.getLogger(name) for name in ("dlf.serve", "dlf.serve.access")]
+    saved = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    try:
+        for host, url in (("127.0.0.1", "http://127.0.0.1:8123"), ("::1", "http://[::1]:8123")):
+            try:
+                serve(demo["bundle"], host=host, port=8123)
+            except DataError as exc:  # ::1 where the machine has no IPv6 loopback
+                pytest.skip(str(exc))
+            assert f"on {url}" in capsys.readouterr().err
+    finally:  # serve() configures its loggers for the process: the other tests read them through caplog
+        for lg, (handlers, propagate, level) in zip(loggers, saved):
+            lg.handlers[:], lg.propagate = handlers, propagate
+            lg.setLevel(level)
 
 
 def test_a_bundle_from_another_pipeline_version_is_scored_with_a_warning(demo, tmp_path, monkeypatch):

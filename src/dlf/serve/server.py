@@ -540,8 +540,9 @@ def serve(bundle_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         lg.handlers[:] = [handler]
         lg.propagate = False
         lg.setLevel(logging.INFO if (access_logs or name == "dlf.serve") else logging.WARNING)
+    url_host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL is bracketed (was http://::1:8000)
     logging.getLogger("dlf.serve").info("serving %s (%s, %s engine, %s) on http://%s:%d", bundle_path,
-                                        bundle.model_name, engine, precision, host, port)
+                                        bundle.model_name, engine, precision, url_host, port)
     for warning in bundle.warnings:
         logging.getLogger("dlf.serve").warning(warning)
     level = log_level.upper()
