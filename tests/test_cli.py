@@ -147,3 +147,22 @@ def test_ctrl_c_says_how_to_continue_the_run(tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in stderr
     assert stderr.strip() == f"interrupted: continue with dlf train --resume {out}"
+
+
+def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path):
+    """SIGTERM (`kill`, `timeout`, a scheduler's pre-emption) ended `dlf train` on the spot with status -15 and no word,
+    a checkpoint being written left behind as a hidden temporary file."""
+    import signal
+    import time
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(out), *TINY, "--set", "train.epochs=50",
+                             "--set", "data.synthetic.rows=20000", "--set", "train.checkpoint_every_steps=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("checkpoints/step-*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr
+    assert stderr.strip() == f"interrupted: continue with dlf train --resume {out}"
+    assert not list(out.rglob(".*"))  # no temporary file left

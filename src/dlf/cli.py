@@ -1,6 +1,7 @@
 """Command line: a thin layer over the Python API (`dlf.train`)."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -11,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand
 
-from dlf._runtime import restart_with_tcmalloc
+from dlf._runtime import restart_with_tcmalloc, sigterm_as_interrupt
 from dlf.data.download import DATASETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="dlf: CTR prediction with DLF and baselines.")
@@ -88,23 +89,28 @@ def train(
     from dlf.train.checkpoint import CheckpointError
     from dlf.train.trainer import TrainingError
 
-    try:
-        metrics = run_train(cfg, out=out, resume=resume)
-    except (ConfigError, TrainingError, CheckpointError) as exc:
-        _fail(str(exc))
-    except OSError as exc:  # writing the run directory (train_log.csv, metrics.json, ...): disk full, permissions
-        _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
-    except RuntimeError as exc:  # under torchrun: a collective failed because another rank ended (its error is its own)
-        from dlf.train.distributed import PEER_LOST, peer_lost
+    # SIGTERM (`kill`, `timeout`, a scheduler's pre-emption) stops the run as Ctrl-C does: it ended it on the spot,
+    # without a word, leaving a checkpoint being written as a hidden temporary file. Not under torchrun, which
+    # SIGTERMs the other ranks when one died: they end as before, and torchrun's report names the signal
+    under_torchrun = "WORLD_SIZE" in os.environ
+    with contextlib.nullcontext([]) if under_torchrun else sigterm_as_interrupt() as terminated:
+        try:
+            metrics = run_train(cfg, out=out, resume=resume)
+        except (ConfigError, TrainingError, CheckpointError) as exc:
+            _fail(str(exc))
+        except OSError as exc:  # writing the run directory (train_log.csv, metrics.json, ...): disk full, permissions
+            _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+        except RuntimeError as exc:  # under torchrun: a collective failed because another rank ended (it says why)
+            from dlf.train.distributed import PEER_LOST, peer_lost
 
-        if not (peer_lost(exc) and "WORLD_SIZE" in os.environ):
-            raise
-        _fail(f"rank {os.environ.get('RANK', '?')}: {PEER_LOST}")
-    except KeyboardInterrupt:  # Ctrl-C ended the run without a word (exit 130): say how to continue it
-        run_dir = resume if resume is not None else out
-        err.print("interrupted: " + (f"continue with dlf train --resume {run_dir}" if run_dir is not None
-                                     else "nothing was saved (no --out)"), highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+            if not (peer_lost(exc) and under_torchrun):
+                raise
+            _fail(f"rank {os.environ.get('RANK', '?')}: {PEER_LOST}")
+        except KeyboardInterrupt:  # Ctrl-C ended the run without a word (exit 130): say how to continue it
+            run_dir = resume if resume is not None else out
+            err.print("interrupted: " + (f"continue with dlf train --resume {run_dir}" if run_dir is not None
+                                         else "nothing was saved (no --out)"), highlight=False, soft_wrap=True)
+            raise typer.Exit(143 if terminated else 130) from None
     out = resume if resume is not None else out
     if os.environ.get("RANK", "0") == "0":
         _print_result(metrics, out)
