@@ -169,6 +169,29 @@ def test_ctrl_c_on_a_two_process_run_is_one_line(tmp_path):
         f"interrupted: continue with dlf train --resume {run}"], stderr
 
 
+def test_sigterm_to_the_launcher_alone_stops_every_rank(tmp_path):
+    """`kill PID` of `dlf train --nproc 2` ended the launcher alone: torchrun and both ranks trained on, orphaned,
+    writing the run's checkpoints beside the `dlf train --resume` the user then started."""
+    from test_train_resume import _descendants
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(run), *TINY, "--nproc", "2",
+                             "--set", "train.epochs=50", "--set", "data.synthetic.rows=20000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while proc.poll() is None and not list_checkpoints(run / "checkpoints"):
+            time.sleep(0.05)
+        below = _descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143 and stderr.splitlines() == [
+        f"interrupted: continue with dlf train --resume {run}"], stderr
+    assert len(below) == 3 and not [pid for pid in below if os.path.exists(f"/proc/{pid}")]
+
+
 def test_nproc_passes_on_stderr_that_is_not_utf8(tmp_path):
     """A rank writing a Latin-1 byte to stderr (a library's message) ended `dlf train --nproc` with a
     UnicodeDecodeError traceback while its ranks trained on."""

@@ -84,7 +84,7 @@ def train(
                 _writable_run_dir(out)
             except TrainingError as exc:
                 _fail(str(exc))
-        raise typer.Exit(run_torchrun(nproc, sys.argv[1:]))
+        raise typer.Exit(run_torchrun(nproc, sys.argv[1:], _interrupted(resume if resume is not None else out)))
     from dlf.api import train as run_train
     from dlf.train.checkpoint import CheckpointError
     from dlf.train.trainer import TrainingError
@@ -107,13 +107,16 @@ def train(
                 raise
             _fail(f"rank {os.environ.get('RANK', '?')}: {PEER_LOST}")
         except KeyboardInterrupt:  # Ctrl-C ended the run without a word (exit 130): say how to continue it
-            run_dir = resume if resume is not None else out
-            err.print("interrupted: " + (f"continue with dlf train --resume {run_dir}" if run_dir is not None
-                                         else "nothing was saved (no --out)"), highlight=False, soft_wrap=True)
+            err.print(_interrupted(resume if resume is not None else out), highlight=False, soft_wrap=True)
             raise typer.Exit(143 if terminated else 130) from None
     out = resume if resume is not None else out
     if os.environ.get("RANK", "0") == "0":
         _print_result(metrics, out)
+
+
+def _interrupted(run_dir: Path | None) -> str:
+    return "interrupted: " + (f"continue with dlf train --resume {run_dir}" if run_dir is not None
+                              else "nothing was saved (no --out)")
 
 
 def _print_result(metrics: dict, out: Path | None) -> None:

@@ -179,7 +179,7 @@ def peer_lost(exc: BaseException) -> bool:
 _AGENT_LINE = re.compile(r"^[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ .*torch/distributed/elastic/")
 
 
-def run_torchrun(nproc: int, argv: list[str]) -> int:
+def run_torchrun(nproc: int, argv: list[str], interrupted: str) -> int:
     """`dlf train --nproc N`: run torchrun and pass its stderr on, with one line for one failure.
 
     Every rank hits a bad config or bad data alike and printed the same `error:` line; a rank failing alone left
@@ -187,8 +187,12 @@ def run_torchrun(nproc: int, argv: list[str]) -> int:
     Ctrl-C too). Here each `error:` / `interrupted:` line is shown once, nothing after one that says why the run
     stopped (a peer-lost line does not: it is dropped after one), and torchrun's lines (and what follows them) only
     at the end if no rank said why (a rank killed by a signal, say: torchrun's report names the signal).
-    Returns the exit status: 2 after an error, 130 after Ctrl-C, as `dlf train`; else torchrun's.
+    SIGTERM to this launcher alone (`kill PID`, `timeout`) is passed on to torchrun, which stops the ranks (they ran
+    on, orphaned, beside a later --resume); then only the line `interrupted` is shown.
+    Returns the exit status: 2 after an error, 130 after Ctrl-C, 143 after SIGTERM, as `dlf train`; else torchrun's.
     """
+    from dlf._runtime import sigterm_as_interrupt
+
     # torchrun prints a banner about OMP_NUM_THREADS unless it is set; it sets 1 itself, so this changes nothing else
     env = {"OMP_NUM_THREADS": "1", **os.environ}
     proc = subprocess.Popen(torchrun_command(nproc, argv), stderr=subprocess.PIPE, text=True, bufsize=1, env=env,
@@ -196,28 +200,36 @@ def run_torchrun(nproc: int, argv: list[str]) -> int:
     shown: list[str] = []
     why: list[str] = []  # the shown lines that say why the run stopped
     held: list[str] = []  # from torchrun's first own line on: its shutdown log and report
-    while True:
-        try:
-            line = proc.stderr.readline()
-        except KeyboardInterrupt:  # Ctrl-C reached torchrun and the ranks too: read on while they stop
-            continue
-        if not line:
-            break
-        if line.startswith(("error:", "interrupted:")):
-            lost = PEER_LOST in line
-            if line in shown or (lost and why):
+    with sigterm_as_interrupt() as terminated:
+        while True:
+            try:
+                line = proc.stderr.readline()
+            except KeyboardInterrupt:  # Ctrl-C reached torchrun and the ranks too: read on while they stop
+                if terminated:  # a SIGTERM reached this process alone
+                    proc.terminate()
                 continue
-            shown.append(line)
-            sys.stderr.write(line)
-            if not lost:
-                why.append(line)
-        elif why:
-            continue
-        elif held or _AGENT_LINE.match(line):
-            held.append(line)
-        else:
-            sys.stderr.write(line)
-    code = proc.wait()  # its stderr has closed: it is ending
+            if not line:
+                break
+            if terminated:  # torchrun's shutdown log and the ranks' ends say no more than the line below
+                continue
+            if line.startswith(("error:", "interrupted:")):
+                lost = PEER_LOST in line
+                if line in shown or (lost and why):
+                    continue
+                shown.append(line)
+                sys.stderr.write(line)
+                if not lost:
+                    why.append(line)
+            elif why:
+                continue
+            elif held or _AGENT_LINE.match(line):
+                held.append(line)
+            else:
+                sys.stderr.write(line)
+        code = proc.wait()  # its stderr has closed: it is ending
+    if terminated:
+        sys.stderr.write(interrupted + "\n")
+        return 143
     if not why:
         sys.stderr.writelines(held)
         return code
