@@ -4,6 +4,7 @@ import dataclasses
 import gzip
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -114,6 +115,9 @@ def test_empty_missing_and_badly_encoded_files(tmp_path):
         preprocess("criteo", [write(tmp_path / "empty.txt", "")], tmp_path / "o")
     with pytest.raises(DataError, match="nope.txt: no such file"):
         preprocess("criteo", [tmp_path / "nope.txt"], tmp_path / "o")
+    os.mkfifo(tmp_path / "pipe.txt")  # `--input <(zcat train.txt.gz)`: its size reads 0, and it is read twice
+    with pytest.raises(DataError, match=r"pipe.txt: not a regular file \(a pipe or a device\)"):
+        preprocess("criteo", [tmp_path / "pipe.txt"], tmp_path / "o")
     lines = list(CRITEO)
     lines[5] = replace_field(lines[5], 20, "ab\xff\xfe")
     data = "\n".join(lines).encode("latin-1") + b"\n"

@@ -135,6 +135,9 @@ def check_file(path: str | Path) -> Path:
         raise DataError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a file")
+    if not path.is_file():  # a pipe's size reads 0, and every input is read more than once (header, then rows)
+        raise DataError(f"{path}: not a regular file (a pipe or a device), which dlf reads more than once; save the "
+                        "rows to a file first (a .gz, .bz2, .zst or .lz4 file is read decompressed)")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     return path

@@ -144,16 +144,6 @@ def scored_chunks(bundle: Bundle, input: str | Path, bad: BadRows, scorer: Score
 
 # ---- reading --------------------------------------------------------------------------------------
 
-def check_input(path: str | Path) -> Path:
-    """check_file, and a pipe or device refused by name (it said 'file is empty'): the input is read more than once
-    (its first line is looked at before the rows are read) and Parquet is read by seeking."""
-    path = Path(path)
-    if path.exists() and not path.is_dir() and not path.is_file():
-        raise DataError(f"{path}: not a regular file (a pipe or a device), which dlf reads more than once; save the "
-                        "rows to a file first (a .gz, .bz2, .zst or .lz4 file is read decompressed)")
-    return check_file(path)
-
-
 def _input_format(path: Path, fmt: str) -> str:
     if fmt != "auto":
         if fmt not in ("csv", "tsv", "parquet"):
@@ -180,7 +170,7 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
     header None: as the training files were (the bundle's schema), e.g. no header for Criteo TSV,
     whose columns are then the schema's `columns` (without the label when the file has one column
     fewer: test files carry no label). `columns` names the columns of a file without header."""
-    path = check_input(path)
+    path = check_file(path)
     fmt = _input_format(path, fmt)
     label = bundle.feature_map.label
     need = list(dict.fromkeys(list(bundle.encoder.columns) + ([label] if labels else []) + list(extra or [])))
@@ -371,7 +361,7 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
         raise DataError(f"{output}: is a directory; --output must be a file")
     if Path(input).resolve() == output.resolve():
         raise DataError(f"{output}: --output must not be the input file")
-    check_input(input)  # before the output's folder is made: a mistyped --input left an empty new folder behind
+    check_file(input)  # before the output's folder is made: a mistyped --input left an empty new folder behind
     # CSV: float32 values written as float64 text, which round-trips them exactly (pyarrow prints float32 at 6 digits)
     ptype = pa.float32() if ofmt == "parquet" else pa.float64()
     fields = ([pa.field(id_column, pa.string())] if id_column else []) + [pa.field("probability", ptype)]
