@@ -57,7 +57,7 @@ class Scorer:
     """Batch -> probabilities with PyTorch (the bundle's model) or ONNX Runtime (model.onnx).
 
     precision "bf16" runs the PyTorch model under bf16 autocast (as `train.precision=bf16` does); probabilities then
-    differ from fp32 in about the third significant digit. The ONNX model is fp32 only.
+    differ from fp32 by a few tenths of a per cent of their value, up to ~2% on single rows (docs/serving.md). The ONNX model is fp32 only.
     """
 
     def __init__(self, bundle: Bundle, engine: str = "torch", batch_size: int = DEFAULT_BATCH_SIZE,
