@@ -401,6 +401,20 @@ def test_a_time_split_that_leaves_a_split_empty_says_why(tmp_path):
             "distinct value(s) in the train files") in said
 
 
+def test_a_field_without_train_values_is_noted(tmp_path):
+    """A column logged only from some date on (empty in every train row of a time split), or ids all rarer than
+    min_count, give a field the model cannot learn from; it was built without a word."""
+    rows = "".join(f"{i % 2},u{i % 3},{i if i >= 30 else ''},id{i},{i}\n" for i in range(40))
+    src = write(tmp_path / "t.csv", "y,u,late,rare,t\n" + rows)
+    schema = write(tmp_path / "s.yaml", "label: y\ncategorical: [u, {name: rare, min_count: 2}]\nnumeric: [late]\n"
+                                        "split: {method: time, time_column: t, ratios: [0.7, 0.1, 0.2]}\n")
+    said = []
+    preprocess("generic", [src], tmp_path / "o", schema=schema, log=said.append)
+    notes = [s for s in said if s.startswith("note: field(s)")]
+    assert notes == ["note: field(s) 'rare', 'late' have no value in the train rows (every one missing, or seen fewer "
+                     "than min_count times): the model learns nothing from them"], said
+
+
 @pytest.mark.parametrize("kind", ["timestamp", "timestamp_tz", "timestamp_ns", "date"])
 def test_a_parquet_timestamp_or_date_column_orders_a_time_split(tmp_path, kind):
     """A Parquet timestamp or date column as `time_column` was read as its text ('2020-01-01 00:00:00'): every row

@@ -869,6 +869,12 @@ def _run(schema: Schema, sources: list[Source], tmp: Path, bad: BadRows, block: 
                 f"{schema.split.time_column!r} has {len(time_cdf[0])} distinct value(s) in the train files")
     for st in states:
         st.freeze()
+    # A column logged only later (a time split) or ids all rarer than min_count: the field's embedding cannot learn
+    blank = [st.opts.name for st in states if (st.n == 0 if st.out_kind == "numeric" else
+                                                   not st.opts.buckets and not len(st.vocab))]
+    if blank:
+        log(f"note: field(s) {', '.join(map(repr, blank))} have no value in the train rows (every one missing, or "
+            "seen fewer than min_count times): the model learns nothing from them")
     n_cat, n_num, n_multi = len(parser.cat), len(parser.num), len(parser.multi)
     max_len = max([st.max_len for st in states if st.out_kind == "multi"], default=1)
     log(f"pass 2: encode and write {int(rows.sum()):,} rows")
