@@ -768,3 +768,14 @@ def test_a_synthetic_dataset_whose_test_split_has_one_class_gets_an_oracle_row_a
         rare = (tmp_path / "report.md").read_text().split("## rare")[1].split("## Settings")[0]
         assert "| | oracle (true probabilities) | | | n/a |" in rare and "Best:" not in rare
         assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("flag, message", [("models", "models: give a list"), ("datasets", "datasets: empty"),
+                                           ("seeds", "seeds: expected distinct integers")])
+def test_an_empty_list_flag_is_an_error_not_the_files_list(flag, message):
+    """`--seeds ""` (a shell variable that was not set) ran the file's three seeds without a word."""
+    from pathlib import Path
+
+    spec_file = Path(__file__).parents[1] / "configs/bench/zoo-small.yaml"
+    with pytest.raises(BenchError, match=message):
+        load_spec(spec_file, **{flag: ""})

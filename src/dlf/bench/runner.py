@@ -313,13 +313,13 @@ def load_spec(path: str | Path | None = None, *, models: str | None = None, data
             raise BenchError(f"bench file {str(path)!r} is not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(raw, dict):
             raise BenchError(f"bench file {str(path)!r} must hold a mapping (models, datasets, seeds, ...)")
-    if models:
+    if models is not None:  # (an empty --models, --datasets or --seeds is an error, not the file's lists)
         chosen = [m.strip() for m in models.split(",") if m.strip()]
         file_models = raw.get("models") or {}
         if isinstance(file_models, list):
             file_models = {m: {} for m in file_models}
         raw["models"] = {m: file_models.get(m, {}) if isinstance(file_models, dict) else {} for m in chosen}
-    if datasets:
+    if datasets is not None:
         chosen = [d.strip() for d in datasets.split(",") if d.strip()]
         file_ds = raw.get("datasets") if isinstance(raw.get("datasets"), dict) else {}
         # a folder given by path is the file's dataset with that path, if there is one (its name and `set` kept)
@@ -335,7 +335,7 @@ def load_spec(path: str | Path | None = None, *, models: str | None = None, data
             else:
                 named[_dataset_name(d)] = {"path": d}
         raw["datasets"] = named
-    if seeds:
+    if seeds is not None:
         raw["seeds"] = seeds
     spec = spec_from_dict(raw, str(path) if path else "bench flags", check_data)
     if sets:
