@@ -54,7 +54,7 @@ def test_yaml_shorthand_and_full_form_give_typed_fields(tmp_path):
     ("label: y\ncategorical: [a]\nsplit: {method: time, time_column: 5}\n", "split.time_column: expected a string"),
     ("label: y\n", "no fields"),
     ("- a\n- b\n", "must hold a mapping"),
-    ("label: [\n", "not valid YAML"),
+    ("label: [\n", "is not valid YAML: line 2: expected the node content, but found '<stream end>'"),  # one line
     ("label: y\ncategorical: city\n", "categorical must be a list of column names"),  # was ['c','i','t','y']
     ("label: y\nfields: {name: a}\n", "fields must be a list of fields"),
     ("label: click\ncategorical: [click, city]\n", "label: column 'click' is also the feature 'click'"),
@@ -74,6 +74,14 @@ def test_bad_schema_names_the_file_and_key(tmp_path, text, needle):
     with pytest.raises(DataError) as exc:
         Schema.from_yaml(p)
     assert needle in str(exc.value) and "bad.yaml" in str(exc.value)
+    assert "\n" not in str(exc.value)  # PyYAML's own report spans lines
+
+
+def test_a_schema_file_that_is_not_utf8_is_named(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_bytes("label: y\ncategorical: [caf\xe9]\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"bad.yaml' is not UTF-8 text: invalid continuation byte at byte 26$"):
+        Schema.from_yaml(p)
 
 
 def test_missing_schema_file():

@@ -708,7 +708,7 @@ def test_export_of_a_damaged_run_is_one_line(demo, tmp_path):
         export_bundle(run, tmp_path / "b")
     (run / "model.safetensors").write_bytes(weights)
     config = (run / "config.yaml").read_text()
-    for text, message in ((config + "model: [\n", r"config\.yaml: not valid YAML \(line \d+, column 1\): expected "),
+    for text, message in ((config + "model: [\n", r"config\.yaml: not valid YAML: line \d+: expected "),
                           (b"\xff\xfe", r"config\.yaml: 'utf-8' codec can't decode"),
                           ("- a\n", r"config\.yaml: expected a mapping with model/data/train sections")):
         if isinstance(text, bytes):

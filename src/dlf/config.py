@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from dlf.data.schema import yaml_problem
 from dlf.data.synthetic import SyntheticConfig
 from dlf.models import get_entry
 
@@ -237,14 +238,6 @@ def _unique_mapping(loader: _UniqueKeyLoader, node, deep: bool = False):
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """PyYAML's multi-line report as one line: 'line N: what is wrong'."""
-    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
-    if mark is None or problem is None:
-        return str(exc).strip().splitlines()[0]
-    return f"line {mark.line + 1}: {problem}"
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **top: Any) -> RunConfig:

@@ -52,7 +52,7 @@ import yaml
 from rich.console import Console
 
 from dlf._io import atomic_write_json, atomic_write_text, publish_dir
-from dlf.config import yaml_problem
+from dlf.data.schema import yaml_problem
 
 BENCH_DEFAULTS = {"train.progress": False, "train.tensorboard": False, "train.keep_checkpoints": 1}
 # keys every run gets from the bench: a value given for them in a `set`, `--set` or the grid would be replaced

@@ -332,13 +332,23 @@ def _schema_from_dict(raw: dict, where: str, written: bool) -> Schema:
     return Schema(fields=fields, split=split, **top).validate(where)
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report as one line: 'line N: what is wrong'."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return str(exc).strip().splitlines()[0]
+    return f"line {mark.line + 1}: {problem}"
+
+
 def read_schema_yaml(path: Path):
     """The parsed YAML of a schema file, or a DataError naming the file."""
     try:
-        return yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"schema file {str(path)!r} does not exist") from None
     except OSError as exc:  # a directory, no permission: was a traceback
         raise DataError(f"schema file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise DataError(f"schema file {str(path)!r} is not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # (PyYAML's report spans lines, with a caret under the offending text)
+        raise DataError(f"schema file {str(path)!r} is not valid YAML: {yaml_problem(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"schema file {str(path)!r} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None

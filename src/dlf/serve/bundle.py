@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from dlf._io import json_safe, publish_dir, remove_dead_siblings
 from dlf.data.features import FeatureMap
+from dlf.data.schema import DataError, yaml_problem
 
 BUNDLE_FORMAT = "dlf-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -125,11 +126,8 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
         if not isinstance(raw_cfg, dict):
             raise ConfigError("expected a mapping with model/data/train sections")
         cfg = from_dict(raw_cfg)
-    except yaml.YAMLError as exc:  # its message spans lines (a caret under the offending text)
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise BundleError(f"{run / 'config.yaml'}: not valid YAML{where}: "
-                          f"{getattr(exc, 'problem', None) or str(exc).splitlines()[0]}") from None
+    except yaml.YAMLError as exc:
+        raise BundleError(f"{run / 'config.yaml'}: not valid YAML: {yaml_problem(exc)}") from None
     except (ConfigError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{run / 'config.yaml'}: {str(exc).splitlines()[0]}") from None
     try:
@@ -258,7 +256,6 @@ class Bundle:
 
     @staticmethod
     def encoder_from(folder: Path, fm: FeatureMap, files: dict | None = None):
-        from dlf.data.schema import DataError
         from dlf.serve.encoding import Encoder
 
         vocabs: dict[str, pa.Array] = {}
