@@ -17,7 +17,7 @@ from dlf.data.preprocess import (_NUMBER, NUMBER_LIMIT, ChunkParser, VocabIndex,
                                  preprocess)
 from dlf.data.readers import BadRows, Chunk
 from dlf.data.schema import DataError, FieldOptions, Schema
-from dlf.data.store import load_processed, vocabulary
+from dlf.data.store import load_dataset, load_processed, vocabulary
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 CRITEO = (FIX / "criteo_tiny.txt").read_text().splitlines()
@@ -399,6 +399,10 @@ def test_a_time_split_that_leaves_a_split_empty_says_why(tmp_path):
     assert [r.feature_map.meta["splits"][k]["rows"] for k in ("train", "valid", "test")] == [40, 0, 0]
     assert ("note: the time split left valid and test empty: rows of one time stay together, and 'day' has 2 "
             "distinct value(s) in the train files") in said
+    with pytest.raises(DataError, match=r"split\(s\) \['valid', 'test'\] are empty; .* \(re-run dlf preprocess with "
+                                        r"--input valid=FILE / test=FILE: a time split keeps the rows of one 'day' "
+                                        r"value together, so too few distinct times leave a split empty whatever"):
+        load_dataset(tmp_path / "o")  # what dlf train --data says
 
 
 def test_a_field_without_train_values_is_noted(tmp_path):

@@ -304,8 +304,12 @@ def load_dataset(folder: str | Path) -> ProcessedData:
     fm, train, valid, test = load_processed(folder)
     if len(train) == 0 or len(valid) == 0 or len(test) == 0:
         empty = [n for n, d in zip(SPLITS, (train, valid, test)) if len(d) == 0]
+        split = fm.meta.get("schema", {}).get("split", {})
+        hint = ("other --option ratios=... or input files" if split.get("method") != "time" else
+                f"--input valid=FILE / test=FILE: a time split keeps the rows of one {split.get('time_column')!r} "
+                "value together, so too few distinct times leave a split empty whatever the ratios")
         raise DataError(f"{folder}: split(s) {empty} are empty; training needs rows in train, valid and test "
-                        "(re-run dlf preprocess with other --option ratios=... or input files)")
+                        f"(re-run dlf preprocess with {hint})")
     return ProcessedData(fm, train, valid, test)
 
 
