@@ -36,6 +36,8 @@ def test_model_flag_selects_that_models_defaults():
     (["train.lr=nan"], "train.lr: expected a finite number, got nan"),
     (["train.lr=inf"], "train.lr: expected a finite number, got inf"),
     (["train.clip_norm=-1"], "train.clip_norm must be >= 0"),
+    (["train.log_every_steps=0"], "train.log_every_steps must be >= 1, got 0"),  # was taken as 1 without a word
+    (["train.keep_checkpoints=0"], "train.keep_checkpoints must be >= 1, got 0"),
     (["data.synthetic.splits=[0.8, .nan, 0.1]"], r"data.synthetic.splits\[1\]: expected a finite number"),
     (["model=dlf"], r"model: expected a mapping of keys \(e.g. model.KEY=VALUE, model.name=dlf\), got 'dlf'"),
     (["model=[1, 2]"], "model: expected a mapping of keys"),  # both were tracebacks

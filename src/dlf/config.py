@@ -71,7 +71,7 @@ class TrainConfig:
     grad_norm_every_steps: int = 0  # > 0: RUN/grad_norms.csv, per-branch/per-layer gradient norms every N steps
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size", "patience"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "patience", "log_every_steps", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -91,8 +91,6 @@ class TrainConfig:
             raise ConfigError(f"train.threads must be >= 0 (0: torch's default), got {self.threads}")
         if not -2**32 < self.seed < 2**32:  # torch.manual_seed overflowed (a traceback) on larger ones
             raise ConfigError(f"train.seed must be an integer between -2**32 and 2**32 (exclusive), got {self.seed}")
-        if self.keep_checkpoints < 1:
-            raise ConfigError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 
 
 @dataclass
