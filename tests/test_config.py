@@ -1,8 +1,11 @@
 import typing
+from pathlib import Path
 
 import pytest
 
 from dlf.config import ConfigError, TrainConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_yaml_and_overrides_compose(tmp_path):
@@ -139,3 +142,12 @@ def test_a_config_file_that_is_not_yaml_is_one_line_naming_the_line(tmp_path):
         load_config(bad)
     assert str(info.value) == (f"config file {str(bad)!r} is not valid YAML: line 3: expected <block end>, but found "
                                "'<block mapping start>'")
+
+
+def test_a_config_file_for_another_model_says_so(tmp_path):
+    """`-c configs/demo.yaml --model lr` said only "unknown key 'model.embedding_dim'": the key is DLF's, in the file."""
+    with pytest.raises(ConfigError, match=r"config file '\S*demo.yaml' has model settings for dlf, not lr: unknown key "
+                                          r"'model.embedding_dim'"):
+        load_config(ROOT / "configs" / "demo.yaml", model="lr")
+    with pytest.raises(ConfigError, match=r"^unknown key 'model.rank'"):  # a --set of the user's own: as it was
+        load_config(None, ["model.rank=3"], model="lr")

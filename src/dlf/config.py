@@ -257,13 +257,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {str(path)!r}: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping with model/data/train sections")
+    file_model = (raw.get("model") or {}).get("name", "dlf") if isinstance(raw.get("model") or {}, dict) else None
     if top.get("model") is not None:
         _merge(raw, ["model", "name"], top["model"])
     if top.get("dataset") is not None:
         _merge(raw, ["data", "dataset"], top["dataset"])
     for text in overrides or []:
         _merge(raw, *parse_override(text))
-    return from_dict(raw)
+    try:
+        return from_dict(raw)
+    except ConfigError as exc:  # `-c configs/demo.yaml --model lr`: the file's model keys are DLF's
+        if path is None or top.get("model") in (None, file_model) or not str(exc).startswith("unknown key 'model."):
+            raise
+        raise ConfigError(f"config file {str(path)!r} has model settings for {file_model}, not {top['model']}: "
+                          f"{exc}") from None
 
 
 def from_dict(raw: dict) -> RunConfig:
