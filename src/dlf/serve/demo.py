@@ -112,5 +112,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {folder / 'demo.csv'}, {folder / 'new.csv'}, {folder / 'later.csv'} and "
           f"{folder / 'demo_schema.yaml'}")
 
+
 if __name__ == "__main__":
     main()
