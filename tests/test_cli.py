@@ -1,7 +1,9 @@
 """The CLI end to end on a tiny synthetic set, in a subprocess as a user runs it."""
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import yaml
 from safetensors.torch import load_file
@@ -132,19 +134,24 @@ def test_result_table_shows_gauc_when_the_data_has_groups(capsys):
     assert "gAUC" not in capsys.readouterr().out
 
 
-def test_ctrl_c_says_how_to_continue_the_run(tmp_path):
-    """Ctrl-C ended `dlf train` with exit 130 and no output at all."""
-    import signal
-    import time
-    out = tmp_path / "run"
+def _signal_after_first_checkpoint(out, signum, *extra):
+    """Start a run that would train for minutes (no early stop: a run that ended before the signal came was exit 0),
+    send `signum` once its first checkpoint is written; (process, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(out), *TINY, "--set", "train.epochs=50",
-                             "--set", "data.synthetic.rows=20000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             "--set", "data.synthetic.rows=20000", "--set", "train.patience=10000", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not list(out.glob("checkpoints/step-*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
+    return proc, stderr
+
+
+def test_ctrl_c_says_how_to_continue_the_run(tmp_path):
+    """Ctrl-C ended `dlf train` with exit 130 and no output at all."""
+    out = tmp_path / "run"
+    proc, stderr = _signal_after_first_checkpoint(out, signal.SIGINT)
     assert proc.returncode == 130 and "Traceback" not in stderr
     assert stderr.strip() == f"interrupted: continue with dlf train --resume {out}"
 
@@ -152,17 +159,8 @@ def test_ctrl_c_says_how_to_continue_the_run(tmp_path):
 def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path):
     """SIGTERM (`kill`, `timeout`, a scheduler's pre-emption) ended `dlf train` on the spot with status -15 and no word,
     a checkpoint being written left behind as a hidden temporary file."""
-    import signal
-    import time
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(out), *TINY, "--set", "train.epochs=50",
-                             "--set", "data.synthetic.rows=20000", "--set", "train.checkpoint_every_steps=1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(out.glob("checkpoints/step-*")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
+    proc, stderr = _signal_after_first_checkpoint(out, signal.SIGTERM, "--set", "train.checkpoint_every_steps=1")
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr
     assert stderr.strip() == f"interrupted: continue with dlf train --resume {out}"
     assert not list(out.rglob(".*"))  # no temporary file left

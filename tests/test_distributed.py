@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -151,20 +152,26 @@ def test_one_rank_failing_alone_ends_every_rank_with_one_line(tmp_path):
         "error: training loss became nan at epoch 1, step 3; lower train.lr (now 0.01) or check inputs"], proc.stderr
 
 
+def _stop_after_first_checkpoint(proc: subprocess.Popen, run: Path, stop) -> str:
+    """Wait for the run's first checkpoint, call `stop`, and return the run's stderr (killed if it does not end)."""
+    try:
+        while proc.poll() is None and not list_checkpoints(run / "checkpoints"):
+            time.sleep(0.05)
+        stop()
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return stderr
+
+
 def test_ctrl_c_on_a_two_process_run_is_one_line(tmp_path):
     """Ctrl-C (SIGINT to the launcher's process group, as a terminal sends it): torchrun forwarded it to the ranks,
     then printed its log lines and a SignalException traceback around the ranks' 'interrupted:' line (exit 1)."""
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(run), *TINY, "--nproc", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        while proc.poll() is None and not list_checkpoints(run / "checkpoints"):
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    stderr = _stop_after_first_checkpoint(proc, run, lambda: os.killpg(proc.pid, signal.SIGINT))
     assert proc.returncode == 130 and stderr.splitlines() == [
         f"interrupted: continue with dlf train --resume {run}"], stderr
 
@@ -176,17 +183,16 @@ def test_sigterm_to_the_launcher_alone_stops_every_rank(tmp_path):
 
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(run), *TINY, "--nproc", "2",
-                             "--set", "train.epochs=50", "--set", "data.synthetic.rows=20000"],
+                             "--set", "train.epochs=50", "--set", "data.synthetic.rows=20000",
+                             "--set", "train.patience=10000"],  # no early stop before the signal
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        while proc.poll() is None and not list_checkpoints(run / "checkpoints"):
-            time.sleep(0.05)
-        below = _descendants(proc.pid)
+    below = []
+
+    def stop():
+        below.extend(_descendants(proc.pid))  # torchrun and the two ranks
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    stderr = _stop_after_first_checkpoint(proc, run, stop)
     assert proc.returncode == 143 and stderr.splitlines() == [
         f"interrupted: continue with dlf train --resume {run}"], stderr
     assert len(below) == 3 and not [pid for pid in below if os.path.exists(f"/proc/{pid}")]
