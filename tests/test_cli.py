@@ -134,12 +134,18 @@ def test_result_table_shows_gauc_when_the_data_has_groups(capsys):
     assert "gAUC" not in capsys.readouterr().out
 
 
+def default_sigint() -> None:
+    """In a child: Ctrl-C's default action, for pytest started in the background (`pytest &`), where the shell made
+    SIGINT ignored and every child inherits that: the signal was lost and the run trained to its end (exit 0)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _signal_after_first_checkpoint(out, signum, *extra):
     """Start a run that would train for minutes (no early stop: a run that ended before the signal came was exit 0),
     send `signum` once its first checkpoint is written; (process, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(out), *TINY, "--set", "train.epochs=50",
                              "--set", "data.synthetic.rows=20000", "--set", "train.patience=10000", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while not list(out.glob("checkpoints/step-*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)

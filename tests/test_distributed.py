@@ -17,6 +17,7 @@ from rich.console import Console
 import dlf
 from dlf.train.checkpoint import list_checkpoints, load_checkpoint
 from dlf.train.distributed import torchrun_command
+from test_cli import default_sigint
 from test_train_resume import TINY, _assert_same_weights, _kill_after_mid_epoch_checkpoint
 from test_train_resume import dlf as run_dlf
 
@@ -170,7 +171,8 @@ def test_ctrl_c_on_a_two_process_run_is_one_line(tmp_path):
     then printed its log lines and a SignalException traceback around the ranks' 'interrupted:' line (exit 1)."""
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(run), *TINY, "--nproc", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=default_sigint)
     stderr = _stop_after_first_checkpoint(proc, run, lambda: os.killpg(proc.pid, signal.SIGINT))
     assert proc.returncode == 130 and stderr.splitlines() == [
         f"interrupted: continue with dlf train --resume {run}"], stderr
