@@ -13,7 +13,7 @@ the interval's lower end is above -0.001.
 
 Scoring precision, apart from training: each fp32-trained model is also scored on the test split under bf16 autocast
 (what `dlf predict --precision bf16` does with an fp32 model). Same weights, same rows: this gap has no training noise
-and is measured exactly. `--train fp32` trains in fp32 only, for that check alone (half the time).
+and is measured exactly, as is how far each row's probability moves (relative to its fp32 value). `--train fp32` trains in fp32 only, for that check alone (half the time).
 """
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def main(argv=None) -> None:
     from dlf.api import load_data
     from dlf.config import load_config
     from dlf.models import build_model
-    from dlf.train.trainer import evaluate
+    from dlf.train.metrics import classification_metrics
+    from dlf.train.trainer import predict_proba
 
     precisions = args.train.split(",")
     if precisions not in (["fp32", "bf16"], ["fp32"]):
@@ -80,13 +81,19 @@ def main(argv=None) -> None:
                     data = data or load_data(cfg)
                     model = build_model(cfg.model_name, data.feature_map, cfg.model)
                     model.load_state_dict(load_file(str(Path(out) / "model.safetensors")))
-                    scored = evaluate(model, data.test, cfg.train.eval_batch_size, precision="bf16")
+                    p32, p16 = (predict_proba(model, data.test, cfg.train.eval_batch_size, precision=p)
+                                for p in ("fp32", "bf16"))
+                    scored = classification_metrics(data.test.label, p16, data.test.group)
                     run["bf16_scoring_auc"] = scored["auc"]
+                    rel = np.abs(p16 - p32) / p32  # each row's probability, relative to its fp32 value
+                    run["bf16_scoring_relative_diff"] = {"median": float(np.median(rel)),
+                                                         "p99": float(np.quantile(rel, 0.99)), "max": float(rel.max())}
                     scoring_gaps.append(scored["auc"] - m["test"]["auc"])
             auc[precision, seed] = m["test"]["auc"]
             runs.append(run)
-            scoring = (f"  scored in bf16: AUC {run['bf16_scoring_auc']:.5f} ({scoring_gaps[-1]:+.6f})"
-                       if precision == "fp32" else "")
+            scoring = (f"  scored in bf16: AUC {run['bf16_scoring_auc']:.5f} ({scoring_gaps[-1]:+.6f}), probabilities "
+                       "off by {median:.3%} (median), {p99:.2%} (99th percentile), {max:.2%} (largest) of their fp32 "
+                       "value".format(**run["bf16_scoring_relative_diff"]) if precision == "fp32" else "")
             print(f"seed {seed} {precision}: test AUC {m['test']['auc']:.5f}  logloss {m['test']['logloss']:.5f}  "
                   f"best step {m['best_step']}  ({seconds:.0f} s){scoring}", flush=True)
         summary = summarise(auc, seeds[:seeds.index(seed) + 1]) if "bf16" in precisions else {}

@@ -57,7 +57,8 @@ class Scorer:
     """Batch -> probabilities with PyTorch (the bundle's model) or ONNX Runtime (model.onnx).
 
     precision "bf16" runs the PyTorch model under bf16 autocast (as `train.precision=bf16` does); probabilities then
-    differ from fp32 by a few tenths of a per cent of their value, up to ~2% on single rows (docs/serving.md). The ONNX model is fp32 only.
+    differ from fp32 by a few tenths of a per cent of their value, a few per cent on single rows (docs/serving.md).
+    The ONNX model is fp32 only.
     """
 
     def __init__(self, bundle: Bundle, engine: str = "torch", batch_size: int = DEFAULT_BATCH_SIZE,
@@ -180,7 +181,8 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
                             "its columns itself")
         # a list column of a multi-valued field is joined with its separator, as preprocessing reads it
         seps = {i.name: i.separator or "|" for i in bundle.encoder.inputs if i.kind == "multi"}
-        # and a time split's timestamp column as seconds, which the fields reading it were trained on
+        # and a time split's timestamp column as seconds, which the fields reading it were trained on (the stored
+        # schema: the encoder's has its split reset)
         stored = bundle.feature_map.meta.get("schema")
         times = Schema.from_dict(stored).seconds_columns() if stored else ()
         yield from read_parquet(path, use=need, rows=max(1024, block_bytes // 256), separators=seps, times=times)
