@@ -48,13 +48,14 @@ MISSING_ID = 2
 # Encoding a chunk's distinct values: below this many vocabulary values per distinct value, pc.index_in
 # (which builds a hash table of the whole vocabulary per call) is cheaper than VocabIndex.
 INDEX_IN_RATIO = 4
-PIPELINE_VERSION = 11  # bump when outputs can change, so old ones are rebuilt (2: line numbers after malformed rows;
+PIPELINE_VERSION = 12  # bump when outputs can change, so old ones are rebuilt (2: line numbers after malformed rows;
 # 3: standardize's std by a stable per-chunk merge; 4: a UTF-8 BOM is skipped in ISO-8859-1 and side files;
 # 5: libFM `idx:0` is an absent feature; 6: Parquet floats beyond 2^53 read as the integer, not 1.15e+18;
 # 7: Parquet bools read as "1"/"0", not "true"/"false"; 8: the version is in feature_map.json's meta, for bundles;
 # 9: the fuxictr preset fills missing values as FuxiCTR does, fill_na or 0 for int/float columns;
 # 10: a quoted CSV's rows are numbered by physical line, not record: the random split's key after a quoted newline;
-# 11: Parquet float32 values read as their own shortest text ('0.3'), not float64's ('0.30000001192092896'))
+# 11: Parquet float32 values read as their own shortest text ('0.3'), not float64's ('0.30000001192092896');
+# 12: a CSV label true/false (any case) is 1/0, not a bad row (--on-bad-row skip dropped those rows))
 _NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 # numbers beyond float32's range are bad values: the model computes in float32 (and squares of such
@@ -279,6 +280,9 @@ def parse_labels(text: pa.Array, name: str, label_values: str,
     ok = _to_np_bool(pc.is_in(text, value_set=spellings))
     if not ok.all():
         text = pc.utf8_trim_whitespace(text)
+        if label_values == "binary":  # pandas writes a bool column as True/False (a Parquet bool reads 1/0 already)
+            text = pc.replace_substring_regex(text, "(?i)^true$", "1")
+            text = pc.replace_substring_regex(text, "(?i)^false$", "0")
         ok = _to_np_bool(pc.match_substring_regex(text, regex))
         rows = np.flatnonzero(~ok)
         reject(rows, lambda i: f"field {name!r}: expected label {expected}, got {text[rows[i]].as_py()!r}")
