@@ -159,6 +159,51 @@ def test_oversized_requests_413(client):
     assert r.status_code == 413
 
 
+def test_gzip_request_bodies(client):
+    """Content-Encoding: gzip was not decoded (the compressed bytes were parsed as JSON: a 422). The body is decoded as
+    it arrives; the size limit applies to the decoded body too, so a small gzip bomb is a 413 that never inflates."""
+    import gzip
+
+    records = [{"city": "city1", "age": 30}, {"city": "city2", "tags": ["t1"]}]
+    want = client.post("/predict", json=records, headers=AUTH).json()["probabilities"]
+    body = json.dumps(records).encode()
+    member = gzip.compress(body)
+    for encoding, content in (("gzip", member), ("GZIP", member), ("x-gzip", member), ("identity", body),
+                              ("gzip", gzip.compress(body[:10]) + gzip.compress(body[10:]))):  # two members
+        r = client.post("/predict", content=content, headers=AUTH | {"Content-Encoding": encoding})
+        assert r.status_code == 200, (encoding, r.text)
+        assert r.json()["probabilities"] == want
+
+    def pieces(data, size=7):  # no Content-Length, sent in small pieces: decoded as it arrives
+        for i in range(0, len(data), size):
+            yield data[i:i + size]
+    r = client.post("/predict", content=pieces(member), headers=AUTH | {"Content-Encoding": "gzip"})
+    assert r.status_code == 200 and r.json()["probabilities"] == want, r.text
+    # 10 MB of spaces compress to ~10 kB (under the 20,000-byte limit): refused once 20,000 bytes are decoded
+    bomb = gzip.compress(b"[" + b" " * 10_000_000 + b"]")
+    assert len(bomb) < 20_000
+    for content in (bomb, pieces(bomb, 1000)):
+        r = client.post("/predict", content=content, headers=AUTH | {"Content-Encoding": "gzip"})
+        assert r.status_code == 413, r.text
+        assert r.json()["detail"] == "request body decompresses to more than the limit of 20000 bytes"
+    # a gzip header and empty stored deflate blocks, which decode to nothing: the bytes sent count too
+    flood = gzip.compress(b"")[:10] + b"\x00\x00\x00\xff\xff" * 5000
+    r = client.post("/predict", content=pieces(flood, 1000), headers=AUTH | {"Content-Encoding": "gzip"})
+    assert r.status_code == 413 and "request body is larger" in r.json()["detail"], r.text
+    # corrupt, truncated, a CRC that does not match, trailing bytes that are no gzip member: one-line 400s
+    bad_crc = member[:-8] + bytes([member[-8] ^ 1]) + member[-7:]
+    for content in (body, member[:-4], bad_crc, member + b"junk", b""):
+        r = client.post("/predict", content=content, headers=AUTH | {"Content-Encoding": "gzip"})
+        assert r.status_code == 400, (content[:20], r.text)
+        detail = r.json()["detail"]
+        assert detail.startswith("request body is not valid gzip (Content-Encoding: gzip): ") and "\n" not in detail
+    # other encodings: 415 naming it, and the one the server decodes
+    for encoding in ("br", "deflate", "gzip, br"):
+        r = client.post("/predict", content=body, headers=AUTH | {"Content-Encoding": encoding})
+        assert r.status_code == 415 and r.headers["accept-encoding"] == "gzip", r.text
+        assert r.json()["detail"].startswith(f"Content-Encoding {encoding!r} is not supported")
+
+
 def test_api_key_401(client):
     for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer nope"}):
         r = client.post("/predict", json=[{"city": "city1"}], headers=headers)

@@ -8,7 +8,8 @@
                      histogram per path, rows scored, process RSS (no API key needed)
 
 Request checks, in order: API key when one is configured (X-API-Key or `Authorization: Bearer`,
-401); body size (413, also for bodies without Content-Length, read up to the limit only);
+401); Content-Encoding (gzip is decoded as it arrives, another is a 415); body size (413, also for bodies
+without Content-Length, read up to the limit only; for gzip, sent and decoded; a corrupt gzip body is a 400);
 JSON (422); batch size (413); every record's fields (422 with one entry per problem, e.g.
 {"loc": ["body", 3, "age"], "msg": "expected a number, got 'abc'"}). Unknown fields are errors
 (typos do not pass silently); an absent field, null or "" is a missing value, encoded as in
@@ -36,6 +37,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +239,38 @@ def validate_records(payload, inputs: list[InputField], max_batch: int) -> list[
     return out
 
 
+class GzipBody:
+    """Decodes a gzip request body as it arrives (RFC 1952; several members one after the other too, as
+    `gzip.decompress` reads them) and refuses it (413) as soon as it decodes to more than `limit` bytes: a body of a
+    few kilobytes that inflates to gigabytes (a gzip bomb) never gets more than `limit` + 1 bytes out."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.size = limit, 0
+        self.inflate = zlib.decompressobj(wbits=31)  # 31: gzip's header and trailer (CRC-32, size), not zlib's
+
+    def decode(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self.inflate.eof:  # another member follows
+                self.inflate = zlib.decompressobj(wbits=31)
+            try:  # never more than one byte past the limit (max_length 0 would mean no limit: room is >= 1 here)
+                part = self.inflate.decompress(data, self.limit + 1 - self.size)
+            except zlib.error as exc:
+                raise RequestError(400, f"request body is not valid gzip (Content-Encoding: gzip): {exc}") from None
+            self.size += len(part)
+            if self.size > self.limit:
+                raise RequestError(413, f"request body decompresses to more than the limit of {self.limit} bytes")
+            out.append(part)
+            # input left over: a next member's bytes (inflate.eof), or none (below the limit, all input is consumed)
+            data = self.inflate.unused_data if self.inflate.eof else self.inflate.unconsumed_tail
+        return b"".join(out)
+
+    def finish(self) -> None:
+        if not self.inflate.eof:
+            raise RequestError(400, "request body is not valid gzip (Content-Encoding: gzip): it ends before the end "
+                                    "of its compressed data")
+
+
 # ---- the app -------------------------------------------------------------------------------------
 
 class AccessLog:
@@ -372,6 +406,11 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
             raise RequestError(401, "missing or wrong API key (send it in the X-API-Key header)")
 
     async def read_body(request: Request) -> bytes:
+        """The body as sent, or decoded from gzip as it arrives; both the sent and the decoded size are limited."""
+        encoding = request.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity", "gzip", "x-gzip"):  # x-gzip: gzip's old name (RFC 9110)
+            raise RequestError(415, f"Content-Encoding {encoding!r} is not supported: send the body as it is or "
+                                    "gzip-compressed (Content-Encoding: gzip)")
         length = request.headers.get("content-length")
         if length is not None:
             if not length.isdigit():
@@ -379,11 +418,15 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
             if int(length) > max_body_bytes:
                 raise RequestError(413, f"request body of {int(length)} bytes is larger than the limit of "
                                         f"{max_body_bytes} bytes")
-        body = bytearray()
+        gunzip = GzipBody(max_body_bytes) if "gzip" in encoding else None
+        body, received = bytearray(), 0
         async for part in request.stream():
-            body += part
-            if len(body) > max_body_bytes:
+            received += len(part)
+            if received > max_body_bytes:
                 raise RequestError(413, f"request body is larger than the limit of {max_body_bytes} bytes")
+            body += gunzip.decode(part) if gunzip else part
+        if gunzip:
+            gunzip.finish()
         return bytes(body)
 
     def score(records: list[dict[str, str]]):
@@ -420,7 +463,8 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
 
     @app.exception_handler(RequestError)
     async def on_request_error(request: Request, exc: RequestError):
-        headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else None
+        # 415: the encodings the server decodes (RFC 7694)
+        headers = {401: {"WWW-Authenticate": "ApiKey"}, 415: {"Accept-Encoding": "gzip"}}.get(exc.status)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(Exception)
