@@ -204,6 +204,31 @@ def test_gzip_request_bodies(client):
         assert r.json()["detail"].startswith(f"Content-Encoding {encoding!r} is not supported")
 
 
+def test_a_trailing_slash_is_the_same_route(client, caplog):
+    """POST /predict/ answered a 307 redirect to /predict (a second round trip, a Location built from the Host header
+    behind a proxy, and clients that do not resend a POST body); each route's slash form now answers as the route."""
+    records = [{"city": "city1", "age": 30}]
+    want = client.post("/predict", json=records, headers=AUTH)
+    with caplog.at_level(logging.INFO, logger="dlf.serve.access"):
+        r = client.post("/predict/", json=records, headers=AUTH, follow_redirects=False)
+    assert r.status_code == 200 and r.json() == want.json(), r.text
+    log = [json.loads(x.getMessage()) for x in caplog.records if x.name == "dlf.serve.access"][-1]
+    assert (log["path"], log["status"], log["rows"]) == ("/predict/", 200, 1)  # the path as sent
+    for method, path, headers in (("POST", "/predict", {}), ("GET", "/predict", AUTH), ("GET", "/health", {}),
+                                  ("HEAD", "/health", {}), ("GET", "/metadata", AUTH), ("GET", "/metadata", {})):
+        plain = client.request(method, path, headers=headers, follow_redirects=False)
+        slash = client.request(method, path + "/", headers=headers, follow_redirects=False)
+        assert (slash.status_code, slash.headers.get("content-type")) == (plain.status_code,
+                                                                          plain.headers.get("content-type")), path
+        if path != "/health":  # (its answer holds the uptime and the request count)
+            assert slash.content == plain.content, path
+    text = client.get("/metrics/").text
+    assert client.get("/metrics/").status_code == 200 and 'dlf_requests_total{path="/predict",method="POST"' in text
+    assert 'path="/predict/"' not in text  # counted under the route
+    for path in ("/predict//", "/nothing/", "//"):
+        assert client.post(path, json=records, headers=AUTH, follow_redirects=False).status_code == 404, path
+
+
 def test_api_key_401(client):
     for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer nope"}):
         r = client.post("/predict", json=[{"city": "city1"}], headers=headers)

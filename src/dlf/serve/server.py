@@ -274,7 +274,8 @@ class GzipBody:
 # ---- the app -------------------------------------------------------------------------------------
 
 class AccessLog:
-    """ASGI middleware: one JSON log line and the metrics for every HTTP request."""
+    """ASGI middleware: one JSON log line and the metrics for every HTTP request; a path with a trailing slash
+    (`/predict/`) is served as the path without it."""
 
     def __init__(self, app, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -286,6 +287,9 @@ class AccessLog:
         status = {"code": 500}
         headers = dict(scope.get("headers") or [])
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
+        sent_path = scope["path"]
+        if len(sent_path) > 1 and sent_path.endswith("/"):  # FastAPI answered a 307 redirect to the path without it
+            scope = dict(scope, path=sent_path[:-1])
         counters = scope["dlf"] = {"rows": 0}  # shared with the endpoint even if the scope is copied
 
         async def send_wrapper(message):
@@ -304,7 +308,7 @@ class AccessLog:
             client = scope.get("client")
             access_log.info(json.dumps({
                 "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
-                "method": scope["method"], "path": scope["path"], "status": status["code"],
+                "method": scope["method"], "path": sent_path, "status": status["code"],
                 "duration_ms": round(seconds * 1000, 3), "rows": rows,
                 "client": f"{client[0]}:{client[1]}" if client else None, "request_id": request_id}))
 
@@ -391,8 +395,9 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
             "bundle_format": str(bundle.manifest["format_version"]), "engine": engine}
     key = api_key.encode() if api_key else None
 
+    # redirect_slashes off: AccessLog serves /predict/ as /predict; /predict// is a 404, not a redirect to /predict/
     app = FastAPI(title="dlf scoring server", version=bundle.manifest["dlf_version"], docs_url=None, redoc_url=None,
-                  openapi_url=None)
+                  openapi_url=None, redirect_slashes=False)
 
     def check_key(request: Request) -> None:
         if key is None:
