@@ -53,6 +53,24 @@ def test_bad_values_name_the_key_and_what_was_expected(overrides, match):
         load_config(None, overrides)
 
 
+def test_numbers_in_scientific_notation_without_a_dot(tmp_path):
+    """PyYAML (YAML 1.1) reads 1e2 and 4e3 as strings: an int key refused them ('expected an integer, got '1e2'')."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {lr: 1e-3, min_lr: 1E-7, epochs: 1e2, batch_size: 4e3}\nmodel: {hidden: 5.12e+2}\n")
+    cfg = load_config(path)
+    assert (cfg.train.lr, cfg.train.min_lr, cfg.train.epochs, cfg.train.batch_size) == (1e-3, 1e-7, 100, 4000)
+    assert type(cfg.train.epochs) is int and cfg.model.hidden == 512
+    cfg = load_config(None, ["train.lr=2e-3", "train.epochs=3e0", "train.eval_batch_size=1e4"])
+    assert (cfg.train.lr, cfg.train.epochs, cfg.train.eval_batch_size) == (2e-3, 3, 10000)
+    with pytest.raises(ConfigError, match=r"^train.epochs: expected an integer, got '2.5e0'$"):
+        load_config(None, ["train.epochs=2.5e0"])
+    path.write_text("train: {batch_size: 2.5e3}\n")  # 2500: fine
+    assert load_config(path).train.batch_size == 2500
+    path.write_text("train: {batch_size: 2.5e-3}\n")  # YAML 1.1: a float (dot and signed exponent)
+    with pytest.raises(ConfigError, match="train.batch_size: expected an integer, got 0.0025"):
+        load_config(path)
+
+
 def test_unknown_model_lists_the_available_ones():
     with pytest.raises(ConfigError, match="unknown model 'gpt'.*dlf"):
         load_config(None, [], model="gpt")

@@ -111,6 +111,19 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _number(value) -> int | float | None:
+    """`value` as a number, or None: PyYAML reads YAML 1.1, where 1e-3 and 1e6 (no dot) are strings, so a string
+    is read as Python's float() reads it (for every int and float key alike, here in one place)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 def _coerce(value, tp, key: str):
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -146,22 +159,17 @@ def _coerce(value, tp, key: str):
             return bool(value)
         raise ConfigError(f"{key}: expected true or false (or 1 / 0), got {value!r}")
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+        number = _number(value)
+        if isinstance(number, int):
+            return number
+        if isinstance(number, float) and number.is_integer():  # 1e6, 4e3; not 2.5e0
+            return int(number)
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
-        number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):  # PyYAML reads "1e-5" (no dot) as a string
-            try:
-                number = float(value)
-            except ValueError:
-                pass
+        number = _number(value)
         if number is None:
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        number = float(number)
         # every float field, here in one place: nan passes comparisons like `lr <= 0` and would be ignored or
         # fail deep inside torch; inf fails mid-training
         if not math.isfinite(number):
