@@ -450,6 +450,7 @@ class FieldState:
     counter: Counter | None = None
     has_missing: bool = False
     max_len: int = 0
+    lengths: Counter | None = None  # multi: train list length -> rows (for the long-list note)
     n: int = 0
     m2: float = 0.0  # numeric: sum of squared deviations from `mean` (the running mean while fitting)
     vocab: pa.Array | None = None
@@ -495,12 +496,20 @@ class FieldState:
             if len(lengths):
                 self.max_len = max(self.max_len, int(lengths.max()))
                 self.has_missing |= bool((lengths == 0).any())
+                values, counts = np.unique(lengths, return_counts=True)
+                self.lengths.add(pa.array(values), counts)
             train = train[pc.list_parent_indices(keys).to_numpy(zero_copy_only=False)]
             keys = _keys(pc.list_flatten(keys))
         counts = np.bincount(keys.codes[train] + 1, minlength=len(keys.values) + 1)  # bin 0: missing
         self.has_missing |= self.out_kind == "categorical" and bool(counts[0])
         if not self.opts.buckets:
             self.counter.add(keys.values, counts[1:])
+
+    def length_quantile(self, q: float) -> int:
+        """Multi: the shortest list length that a fraction q of the train rows' lists do not exceed."""
+        t = self.lengths.result().sort_by("v")
+        rows = np.cumsum(t["c"].to_numpy())
+        return int(t["v"].to_numpy()[np.searchsorted(rows, q * rows[-1])])
 
     def freeze(self) -> None:
         o = self.opts
@@ -815,11 +824,33 @@ def _spill_batch(parsed: Parsed, split: np.ndarray) -> pa.RecordBatch:
     return pa.record_batch(cols)
 
 
+def _long_lists_note(multi: list[FieldState], rows: int, max_len: int) -> str | None:
+    """A note when `max_len: 0` (the longest train list) sized multi.npy by a few lists far longer than nearly all
+    (longer than 64 and 4x the 99.9th percentile): every row of every split is padded to that length."""
+    cut = {}  # field -> its 99.9th percentile length
+    for st in multi:
+        if not st.opts.max_len and st.max_len > 64:
+            q = max(st.length_quantile(0.999), 1)
+            if st.max_len > 4 * q:
+                cut[st.opts.name] = q
+    if not cut:
+        return None
+
+    def size(length: int) -> str:  # multi.npy is int32 rows x fields x length, over all splits
+        return f"{rows * len(multi) * length * 4 / 2**20:,.1f} MiB"
+    shorter = max(cut.get(st.opts.name, st.max_len) for st in multi)
+    fields = ", ".join(f"{st.opts.name!r} (longest train list {st.max_len:,} items, 99.9% of them at most "
+                       f"{cut[st.opts.name]:,})" for st in multi if st.opts.name in cut)
+    return (f"note: multi-valued field(s) {fields}: max_len 0 pads every list to the longest, so multi.npy takes "
+            f"{size(max_len)} ({size(shorter)} with max_len at those 99.9th percentiles); set the field's max_len "
+            "in the schema to cut the longer lists")
+
+
 def _run(schema: Schema, sources: list[Source], tmp: Path, bad: BadRows, block: int, log, fail_after: int) -> FeatureMap:
     parser = ChunkParser(schema)
     states = ([FieldState(f, "categorical", Counter()) for f in parser.cat]
               + [FieldState(f, "numeric") for f in parser.num]
-              + [FieldState(f, "multi", Counter()) for f in parser.multi])
+              + [FieldState(f, "multi", Counter(), lengths=Counter(pa.int64())) for f in parser.multi])
     given = {s.role for s in sources}
     time_cdf, seq_total = None, 0
     if schema.split.method in ("time", "sequential"):
@@ -881,6 +912,9 @@ def _run(schema: Schema, sources: list[Source], tmp: Path, bad: BadRows, block: 
             "seen fewer than min_count times): the model learns nothing from them")
     n_cat, n_num, n_multi = len(parser.cat), len(parser.num), len(parser.multi)
     max_len = max([st.max_len for st in states if st.out_kind == "multi"], default=1)
+    note = _long_lists_note([st for st in states if st.out_kind == "multi"], int(rows.sum()), max_len)
+    if note:
+        log(note)
     log(f"pass 2: encode and write {int(rows.sum()):,} rows")
     writers = [SplitWriter(tmp / name, int(rows[k]), n_cat, n_num, n_multi, max_len, schema.group is not None)
                for k, name in enumerate(SPLITS)]
