@@ -244,6 +244,26 @@ def test_folders_left_by_a_dead_run_are_removed(tmp_path, dead_pid):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out[1]"]
 
 
+def test_a_previous_output_left_by_a_run_killed_mid_swap_is_put_back(tmp_path, dead_pid):
+    """A run killed in publish_dir between `out -> .OUT.old-PID-*` and `tmp -> out` leaves no `out`: the next run
+    deleted the .old folder, the previous dataset, whole on disk. It is put back at `out` when there is none."""
+    from dlf._io import remove_dead_siblings
+
+    out = tmp_path / "out"
+    preprocess("criteo", [FIX / "criteo_tiny.txt"], out, options={"min_count": 1})
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    out.rename(tmp_path / f".out.old-{dead_pid}-0123abcd")  # what the killed run left: the old output, renamed
+    (tmp_path / f".out.tmp-{dead_pid}-4567ef01").mkdir()  # and its new one, complete or not
+    remove_dead_siblings(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    load_processed(out)
+    (tmp_path / f".out.old-{dead_pid}-0123abcd").mkdir()  # beside an `out`, an .old folder is the one replaced
+    remove_dead_siblings(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_crash_mid_write_leaves_previous_output_intact(tmp_path):
     out = tmp_path / "out"
     preprocess("criteo", [FIX / "criteo_tiny.txt"], out, options={"min_count": 1})

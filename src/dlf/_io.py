@@ -68,7 +68,9 @@ def publish_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
 def remove_dead_siblings(out: str | os.PathLike) -> None:
     """Remove the folders that runs which died left beside `out`: .OUT.tmp-PID-* (a build) and .OUT.old-PID-*
     (the output being replaced, left when a run died while swapping folders in publish_dir: a whole dataset's
-    worth of disk that nothing else removes). A folder of a process still alive is left alone."""
+    worth of disk that nothing else removes). A .OUT.old-PID-* with no `out` beside it is the previous output,
+    whole (the run died between publish_dir's two renames): it is put back at `out`, not removed. A folder of a
+    process still alive is left alone."""
     import glob
     import shutil
 
@@ -86,8 +88,15 @@ def remove_dead_siblings(out: str | os.PathLike) -> None:
             alive = False
         except PermissionError:
             pass
-        if not alive or pid == os.getpid():
-            shutil.rmtree(p, ignore_errors=True)
+        if alive and pid != os.getpid():
+            continue
+        if p.name.startswith(f".{out.name}.old-") and not os.path.lexists(out):
+            try:
+                p.rename(out)
+                continue
+            except OSError:  # another run put back or wrote `out` meanwhile: this one goes
+                pass
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def atomic_write_png(fig, path: str | os.PathLike) -> None:
