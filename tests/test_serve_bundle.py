@@ -781,3 +781,52 @@ def test_folders_left_by_a_dead_export_are_removed(demo, tmp_path, dead_pid):
         (tmp_path / f".b.{kind}-{dead_pid}-0123abcd").mkdir()
     export_bundle(demo["run"], tmp_path / "b", format="torch")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+@needs_ort
+def test_a_numeric_field_without_train_values_is_scored_as_in_training(tmp_path):
+    """A numeric column empty in every train row (logged only from some date on) was fed to the model as the request
+    held it, through a weight training never updated (every train row fed it 0, the missing value): its value moved
+    the score. The encoder now feeds it 0 whatever the input, in dlf predict (torch and ONNX), evaluate and serve."""
+    from dlf.data.preprocess import preprocess
+    from dlf.data.schema import FieldOptions, Schema
+    from dlf.serve.evaluate import evaluate_file
+
+    rng = np.random.default_rng(0)
+
+    def write(path, late):  # click, city, age (always logged) and late (logged from the test rows on)
+        lines = ["click,city,age,late"] + [f"{i % 2},c{i % 5},{20 + i % 40},{f'{v:.3f}' if late else ''}"
+                                           for i, v in enumerate(rng.normal(50, 30, 60))]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+        return path
+    train, test = write(tmp_path / "train.csv", False), write(tmp_path / "test" / "test.csv", True)
+    blank = tmp_path / "blank.csv"  # the test rows without their late values
+    header, *rows = test.read_text().splitlines()
+    blank.write_text(header + "\n" + "".join(row.rsplit(",", 1)[0] + ",\n" for row in rows))
+    schema = Schema(fields=[FieldOptions("city"), FieldOptions("age", "numeric", transform="standardize"),
+                            FieldOptions("late", "numeric", transform="standardize")], label="click")
+    preprocess("generic", [train, f"test={test}"], tmp_path / "d", schema=schema)
+    assert json.loads((tmp_path / "d" / "feature_map.json").read_text())["meta"]["fields"]["late"]["train_count"] == 0
+    b = load_bundle(export_bundle(fake_run(tmp_path / "d", tmp_path / "run", model="dlf"), tmp_path / "b",
+                                  format="onnx"))
+    batch, _ = b.encoder.encode_chunk(next(read_input(b, test, BadRows())), BadRows())
+    assert (batch.numeric[:, 1] == 0).all() and (batch.numeric[:, 0] != 0).any()
+    for engine in ("torch", "onnx"):
+        got, want = (pq.read_table(predict_file(b, f, tmp_path / f"{engine}-{f.stem}.parquet", engine=engine).output)
+                     ["probability"].to_numpy() for f in (test, blank))
+        assert np.array_equal(got, want), engine
+    assert evaluate_file(b, test).metrics == evaluate_file(b, blank).metrics
+    pytest.importorskip("fastapi")
+    import warnings
+    with warnings.catch_warnings():  # starlette's deprecation of httpx, as in test_serve_server
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from dlf.serve.server import create_app
+    with TestClient(create_app(b)) as client:
+        answers = [client.post("/predict", json=[{"city": "c1", "age": 30} | late]).json()["probabilities"]
+                   for late in ({}, {"late": 1e6}, {"late": -3}, {"late": "0.5"})]
+    assert answers[1:] == answers[:1] * 3
+    with TestClient(create_app(b)) as client:  # a value that is not a number is still an error
+        assert client.post("/predict", json=[{"late": "abc"}]).status_code == 422

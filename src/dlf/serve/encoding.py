@@ -7,7 +7,8 @@ transforms), rebuilt from the saved feature map and `vocab/<field>.arrow` files 
 being fit, after the preset's own per-chunk derivation (`Preset.derive`: avazu's hour, kkbox's
 isrc and age buckets, kdd12's unknown user). So a value is encoded exactly as `dlf preprocess` encoded it for training:
 unseen categories -> OOV (id 1), missing values -> the missing id (2) when the field had
-missing values in train (else OOV), numeric missing -> 0 after the transform.
+missing values in train (else OOV), numeric missing -> 0 after the transform; a numeric field with
+no value in the train rows -> 0 whatever the input, as training saw it.
 
 Two modes:
   raw  (a run trained on `dlf preprocess` output): inputs are raw column values (text).
@@ -107,6 +108,9 @@ class Encoder:
                 self.states.append(state)
         if [s.opts.name for s in self.states] != [f.name for f in feature_map.fields]:
             raise DataError("the bundle's schema and feature map list different fields")
+        # numeric fields without a value in the train rows: training fed them 0 (missing) in every row, so their
+        # weights kept their initial values; a request's value would move the score through them: fed 0 too
+        self.untrained = [j for j, opts in enumerate(self.parser.num) if stats[opts.name].get("train_count") == 0]
         self.inputs = []
         by_column: dict[str, InputField] = {}
         for st in self.states:
@@ -160,6 +164,7 @@ class Encoder:
             cat[:, j] = self.states[j].encode(k)
         for j, k in enumerate(parsed.num):
             num[:, j] = self.states[n_cat + j].encode(k)
+        num[:, self.untrained] = 0.0
         for j, k in enumerate(parsed.multi):
             enc = self.states[n_cat + n_num + j].encode(k)
             mul[:, j, :enc.shape[1]] = enc
