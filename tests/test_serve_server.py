@@ -128,6 +128,24 @@ def test_out_of_range_numbers_and_lone_surrogates_are_422(client):
         "loc": ["body", 4], "msg": "the model's output is NaN for this row", "type": "value_error"}
 
 
+def test_integers_of_any_length(client):
+    """JSON integers have no length limit, but json's int() refuses more than 4,300 digits: a 5,000-digit id was a 422
+    'invalid JSON: Exceeds the limit (4300 digits) ...; use sys.set_int_max_str_digits() to increase the limit'."""
+    def post(body: bytes):
+        return client.post("/predict", content=body, headers=AUTH | {"Content-Type": "application/json"})
+    huge = b"9" * 5000
+    unseen = post(b'[{"city": "no-such-city", "tags": ["no-such-tag"]}]')
+    r = post(b'[{"city": ' + huge + b', "tags": [' + huge + b"]}]")  # unseen categories, as any other
+    assert r.status_code == 200 and r.json() == unseen.json(), r.text
+    r = post(b'[{"age": ' + huge + b"}]")
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", 0, "age"]
+    assert r.json()["detail"][0]["msg"].startswith("expected a finite number within"), r.text
+    # small integers are their text, as before: 34, "34" and 34.0 (and -0, 0) are one value
+    answers = [post(b'[{"city": %s, "age": %s, "visits": %s}]' % v).json() for v in
+               ((b"34", b"34", b"-0"), (b'"34"', b'"34"', b"0"), (b"34.0", b"34.0", b"0.0"))]
+    assert answers[0] == answers[1] == answers[2]
+
+
 def test_a_float_is_the_text_the_parquet_reader_gives_it(tmp_path):
     """A categorical value is its text: a float beyond 2^53 (an id that pandas stored as float64) was '1e+17' in a
     request and 1e-07 was '1e-07', where the Parquet reader that read the training file gives '100000000000000000'
