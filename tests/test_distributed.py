@@ -2,6 +2,7 @@
 1-process run with the same global batch (also with sparse embedding gradients), gathers validation
 metrics over all rows, keeps the replicas in sync, and writes its checkpoints from rank 0; a 2-process
 run killed mid-epoch resumes to the weights of an uninterrupted one."""
+import contextlib
 import csv
 import json
 import os
@@ -198,6 +199,37 @@ def test_sigterm_to_the_launcher_alone_stops_every_rank(tmp_path):
     assert proc.returncode == 143 and stderr.splitlines() == [
         f"interrupted: continue with dlf train --resume {run}"], stderr
     assert len(below) == 3 and not [pid for pid in below if os.path.exists(f"/proc/{pid}")]
+
+
+def _processes_of(run: Path) -> list[int]:
+    """Ids of the live processes whose command line names `run` (zombies have an empty one)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if str(run).encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_sigkill_of_the_launchers_process_group_stops_every_rank(tmp_path):
+    """`kill -9 -PGID` of `dlf train --nproc 2` killed the launcher and torchrun alone: torchrun starts the ranks in
+    sessions of their own, so they trained on, orphaned, writing the run's checkpoints."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(run), *TINY, "--nproc", "2",
+                             "--set", "train.epochs=50", "--set", "data.synthetic.rows=20000",
+                             "--set", "train.patience=10000", "--set", "train.checkpoint_every_steps=1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _stop_after_first_checkpoint(proc, run, lambda: os.killpg(proc.pid, signal.SIGKILL))
+        deadline = time.monotonic() + 10
+        while _processes_of(run) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _processes_of(run)
+        assert not list(run.rglob(".*"))  # no checkpoint left half-written as a hidden temporary file
+    finally:
+        for pid in _processes_of(run):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_nproc_passes_on_stderr_that_is_not_utf8(tmp_path):

@@ -1,5 +1,6 @@
 """Process-level settings shared by training, evaluation and scoring: autocast, the memory allocator (the CLI's
-restart on TCMalloc when it is installed, else glibc's malloc tuned to keep freed memory), SIGTERM handling."""
+restart on TCMalloc when it is installed, else glibc's malloc tuned to keep freed memory), SIGTERM handling, and
+stopping a torchrun rank whose torchrun is gone."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +10,7 @@ import os
 import platform
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
@@ -42,6 +44,33 @@ def sigterm_as_interrupt() -> Iterator[list[int]]:
         yield received
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interrupt_when_orphaned(poll_s: float = 0.5) -> Iterator[list[int]]:
+    """Within: once this process's parent is gone, SIGINT goes to the main thread, so that the command unwinds and
+    cleans up as on Ctrl-C. For torchrun's ranks: torchrun starts them in sessions of their own, so `kill -9` of the
+    launcher's process group ended torchrun alone and they trained on, orphaned. A thread polling os.getppid() (it
+    changes when the parent dies) rather than prctl(PR_SET_PDEATHSIG): that signal comes when the *thread* that
+    started the process ends, which need not be when torchrun does, and it is Linux-only; a poll is one system call.
+    Yields [] (no SIGTERM is caught here), as sigterm_as_interrupt yields its list."""
+    parent = os.getppid()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(poll_s):
+            if os.getppid() != parent:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # wakes a sleep, unlike interrupt_main
+                return
+
+    # Python's own Ctrl-C handler: a process started in the background (`cmd &`) inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    threading.Thread(target=watch, name="dlf-orphan-watch", daemon=True).start()
+    try:
+        yield []
+    finally:
+        done.set()
+        signal.signal(signal.SIGINT, previous)
 
 
 def malloc_library() -> str:

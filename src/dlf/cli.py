@@ -1,7 +1,6 @@
 """Command line: a thin layer over the Python API (`dlf.train`)."""
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -12,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand
 
-from dlf._runtime import restart_with_tcmalloc, sigterm_as_interrupt
+from dlf._runtime import interrupt_when_orphaned, restart_with_tcmalloc, sigterm_as_interrupt
 from dlf.data.download import DATASETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="dlf: CTR prediction with DLF and baselines.")
@@ -91,9 +90,10 @@ def train(
 
     # SIGTERM (`kill`, `timeout`, a scheduler's pre-emption) stops the run as Ctrl-C does: it ended it on the spot,
     # without a word, leaving a checkpoint being written as a hidden temporary file. Not under torchrun, which
-    # SIGTERMs the other ranks when one died: they end as before, and torchrun's report names the signal
+    # SIGTERMs the other ranks when one died: they end as before, and torchrun's report names the signal. A rank
+    # stops as on Ctrl-C once torchrun is gone (killed with the launcher's process group, which the ranks are not in)
     under_torchrun = "WORLD_SIZE" in os.environ
-    with contextlib.nullcontext([]) if under_torchrun else sigterm_as_interrupt() as terminated:
+    with interrupt_when_orphaned() if under_torchrun else sigterm_as_interrupt() as terminated:
         try:
             metrics = run_train(cfg, out=out, resume=resume)
         except (ConfigError, TrainingError, CheckpointError) as exc:
