@@ -1,5 +1,6 @@
 """Schema: YAML in both field styles, strict keys and types, clear errors."""
 import json
+import re
 
 import pytest
 
@@ -75,6 +76,22 @@ def test_bad_schema_names_the_file_and_key(tmp_path, text, needle):
         Schema.from_yaml(p)
     assert needle in str(exc.value) and "bad.yaml" in str(exc.value)
     assert "\n" not in str(exc.value)  # PyYAML's own report spans lines
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("label: y\ncategorical: [a]\nnumeric: [{name: b, transform: criteo-bucket}]\n",
+     "numeric[0] ('b'): transform 'criteo-bucket' makes categories"),
+    ("label: y\ncategorical: [a]\nmulti: [{name: b, separator: ''}]\n", "multi[0] ('b'): a multi-valued field needs"),
+    ("label: y\nfields: [c]\ncategorical: [a, site/app]\n", "categorical[1] ('site/app'): the name 'site/app' cannot"),
+    ("label: y\nfields: [c, {name: d, kind: numeric, transform: bad}]\n", "fields[1] ('d'): transform must be one of"),
+])
+def test_a_bad_field_is_named_by_its_own_key(tmp_path, text, needle):
+    """A field's bad value was located by its place among all fields, the long form's first: `numeric[0]` said
+    `fields[0]`, a key the file may not have."""
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(DataError, match=re.escape(f"schema file '{p}': {needle}")):
+        Schema.from_yaml(p)
 
 
 def test_a_schema_file_that_is_not_utf8_is_named(tmp_path):

@@ -60,6 +60,13 @@ class FieldOptions:
         return self.source or self.name
 
     def validate(self, where: str) -> None:
+        # a field's vocabulary is the file vocab/<name>.arrow: 'site/app' died after all the work (FileNotFoundError)
+        # (a name over 249 bytes: 'File name too long' once every row was encoded)
+        n = self.name
+        if not n or n in (".", "..") or any(c in n for c in "/\\\0") or len(n.encode()) > MAX_NAME_BYTES:
+            raise DataError(f"{where}: the name {n!r} cannot name a file (vocab/<name>.arrow): no '/', '\\' or NUL, "
+                            f"at most {MAX_NAME_BYTES} bytes; keep the column as `source`: "
+                            f"{{name: {_safe(n)}, source: {n}}}")
         if self.kind not in KINDS:
             raise DataError(f"{where}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.transform not in TRANSFORMS:
@@ -118,13 +125,6 @@ class Schema:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise DataError(f"{where}: duplicate field name(s) {dup}")
-        # a field's vocabulary is the file vocab/<name>.arrow: 'site/app' died after all the work (FileNotFoundError)
-        for i, n in enumerate(names):
-            # (a name over 249 bytes: 'File name too long' once every row was encoded)
-            if not n or n in (".", "..") or any(c in n for c in "/\\\0") or len(n.encode()) > MAX_NAME_BYTES:
-                raise DataError(f"{where}: fields[{i}]: the name {n!r} cannot name a file (vocab/<name>.arrow): "
-                                f"no '/', '\\' or NUL, at most {MAX_NAME_BYTES} bytes; keep the column as `source`: "
-                                f"{{name: {_safe(n)}, source: {n}}}")
         for i, f in enumerate(self.fields):
             f.validate(f"{where}: fields[{i}] ({f.name!r})")
             if f.column == self.label and f.range is None:  # the model would be fed its own target
@@ -276,7 +276,9 @@ def _field(raw, where: str, defaults: dict, kind: str | None = None, written: bo
     if written and stray:
         raise DataError(f"{where}.{stray[0]}: does not apply to a {values.get('kind', 'categorical')} field "
                         f"({values['name']!r}) and would be ignored")
-    return FieldOptions(**values)
+    f = FieldOptions(**values)
+    f.validate(f"{where} ({f.name!r})")  # here, where the file's own key is known (Schema.validate's is fields[i])
+    return f
 
 
 def _schema_from_dict(raw: dict, where: str, written: bool) -> Schema:
