@@ -2,8 +2,10 @@
 CLI's restart on TCMalloc when it is installed."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -53,3 +55,53 @@ def test_json_files_are_strict_json_with_undefined_numbers_as_null(tmp_path):
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"test": {"auc": None, "logloss": 0.5}, "history": [None, 1.0]}
+
+
+ORPHAN = """
+import ctypes, os, sys, time
+from dlf._runtime import interrupt_when_orphaned
+
+with interrupt_when_orphaned(poll_s=0.05, grace_s=1):
+    print("watching", flush=True)
+    try:
+        while True:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        with open(sys.argv[1], "w") as fh:
+            fh.write("interrupted")
+        ctypes.PyDLL(None).sleep(60)  # blocked with the GIL held, as a rank deadlocked in gloo's teardown
+"""
+
+# starts the orphan-to-be, waits until it watches its parent, prints its id and exits (which orphans it)
+PARENT = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], stdout=subprocess.PIPE)
+child.stdout.readline()
+print(child.pid)
+"""
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` runs (a zombie nobody has reaped yet has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_orphan_is_interrupted_and_ended_if_it_does_not_stop(tmp_path):
+    """A torchrun rank whose torchrun was SIGKILLed (with the launcher's process group) trained on, orphaned; one
+    interrupted while a peer waits on it can deadlock in gloo's teardown with the GIL held, and never end."""
+    mark = tmp_path / "mark"
+    pid = int(subprocess.run([sys.executable, "-c", PARENT, ORPHAN, str(mark)], capture_output=True, text=True,
+                             check=True, timeout=60).stdout)
+    try:
+        deadline = time.monotonic() + 15
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(pid) and mark.read_text() == "interrupted"
+    finally:
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import faulthandler
 import glob
 import os
 import platform
@@ -47,19 +48,24 @@ def sigterm_as_interrupt() -> Iterator[list[int]]:
 
 
 @contextlib.contextmanager
-def interrupt_when_orphaned(poll_s: float = 0.5) -> Iterator[list[int]]:
+def interrupt_when_orphaned(poll_s: float = 0.5, grace_s: float = 10) -> Iterator[list[int]]:
     """Within: once this process's parent is gone, SIGINT goes to the main thread, so that the command unwinds and
-    cleans up as on Ctrl-C. For torchrun's ranks: torchrun starts them in sessions of their own, so `kill -9` of the
-    launcher's process group ended torchrun alone and they trained on, orphaned. A thread polling os.getppid() (it
-    changes when the parent dies) rather than prctl(PR_SET_PDEATHSIG): that signal comes when the *thread* that
-    started the process ends, which need not be when torchrun does, and it is Linux-only; a poll is one system call.
-    Yields [] (no SIGTERM is caught here), as sigterm_as_interrupt yields its list."""
+    cleans up as on Ctrl-C, and the process ends `grace_s` later if it has not. For torchrun's ranks: torchrun starts
+    them in sessions of their own, so `kill -9` of the launcher's process group ended torchrun alone and they trained
+    on, orphaned. A thread polling os.getppid() (it changes when the parent dies) rather than
+    prctl(PR_SET_PDEATHSIG): that signal comes when the *thread* that started the process ends, which need not be
+    when torchrun does, and it is Linux-only; a poll is one system call. Yields [] (no SIGTERM is caught here), as
+    sigterm_as_interrupt yields its list."""
     parent = os.getppid()
     done = threading.Event()
 
     def watch() -> None:
         while not done.wait(poll_s):
             if os.getppid() != parent:
+                # torchrun SIGKILLs a rank that has not stopped some time after its SIGINT; now that it is gone, this
+                # does (seen: a rank waiting in a collective for a peer that is stopping, the peer deadlocked in
+                # gloo's teardown with the GIL held: neither ran Python code again). faulthandler's timer needs no GIL
+                faulthandler.dump_traceback_later(grace_s, exit=True)
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # wakes a sleep, unlike interrupt_main
                 return
 
