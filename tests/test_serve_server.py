@@ -146,6 +146,21 @@ def test_integers_of_any_length(client):
     assert answers[0] == answers[1] == answers[2]
 
 
+def test_error_messages_do_not_echo_long_values(client):
+    """Each field error quoted its whole value: 15 records with 1,000 characters of text in a numeric field (or an
+    unseen category list nested where items belong) got a 422 as large as the request; messages are cut."""
+    for record in ({"age": "x" * 1000}, {"age": "9" * 1000}, {"tags": [["a" * 1000]]}, {"tags": [{"b": "c" * 1000}]}):
+        r = client.post("/predict", json=[record] * 15, headers=AUTH)
+        assert r.status_code == 422 and len(r.json()["detail"]) >= 10, r.text  # (the encoder reports 10)
+        for d in r.json()["detail"]:
+            assert len(d["msg"]) < 250 and d["msg"].endswith(" characters)") and d["loc"][2] == next(iter(record))
+        assert len(r.content) < 6000
+    from dlf.serve.server import _record_error
+    assert _record_error("record row 2: field 'age': expected a number, got '" + "x" * 300 + "'") == {
+        "loc": ["body", 2, "age"], "msg": "expected a number, got '" + "x" * 176 + "... (325 characters)",
+        "type": "value_error"}
+
+
 def test_a_float_is_the_text_the_parquet_reader_gives_it(tmp_path):
     """A categorical value is its text: a float beyond 2^53 (an id that pandas stored as float64) was '1e+17' in a
     request and 1e-07 was '1e-07', where the Parquet reader that read the training file gives '100000000000000000'

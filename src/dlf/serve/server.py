@@ -52,6 +52,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ROUTES = ("/predict", "/health", "/metadata", "/metrics")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 MAX_ERRORS = 50
+MAX_MESSAGE = 200  # characters of an error message (see _clip)
 RECORD_ERROR = re.compile(r"""record row (\d+): (?:field (?:'([^']*)'|"([^"]*)"):)?""")  # the encoder's bad-row text
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_BODY_BYTES = 4 << 20
@@ -230,7 +231,7 @@ def validate_records(payload, inputs: list[InputField], max_batch: int) -> list[
             try:
                 row[key] = value_text(value, f)
             except ValueError as exc:
-                errors.append({"loc": ["body", i, key], "msg": str(exc), "type": "value_error"})
+                errors.append({"loc": ["body", i, key], "msg": _clip(str(exc)), "type": "value_error"})
         out.append(row)
         if len(errors) >= MAX_ERRORS:
             break
@@ -498,7 +499,7 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
             else:
                 probs = await run_in_threadpool(score, records)
         except DataError as exc:
-            raise RequestError(422, [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]) from None
+            raise RequestError(422, [{"loc": ["body"], "msg": _clip(str(exc)), "type": "value_error"}]) from None
         request.scope.get("dlf", {})["rows"] = len(records)
         return {"probabilities": probs.tolist(), "rows": len(records), "model": bundle.model_name}
 
@@ -544,10 +545,16 @@ def _record_error(message: str) -> dict:
     was ["body", 3] only), and the message does not repeat the location in the encoder's words."""
     m = RECORD_ERROR.match(message)
     if m is None:
-        return {"loc": ["body"], "msg": message, "type": "value_error"}
+        return {"loc": ["body"], "msg": _clip(message), "type": "value_error"}
     field = m.group(2) if m.group(2) is not None else m.group(3)
     return {"loc": ["body", int(m.group(1))] + ([field] if field is not None else []),
-            "msg": message[m.end():].strip(), "type": "value_error"}
+            "msg": _clip(message[m.end():].strip()), "type": "value_error"}
+
+
+def _clip(message: str) -> str:
+    """An error message cut to MAX_MESSAGE characters: messages quote the value, and a request of a few long values
+    (a megabyte of text where a number belongs) got them all back, a 422 as large as the request."""
+    return message if len(message) <= MAX_MESSAGE else f"{message[:MAX_MESSAGE]}... ({len(message):,} characters)"
 
 
 class _JsonLines(logging.Formatter):
