@@ -310,3 +310,24 @@ def test_a_checkpoint_written_before_the_header_digest_still_loads(tmp_path):
     path.write_bytes(st_save(load_file(path), metadata={"dlf_checkpoint": json.dumps(doc)}))
     with pytest.raises(CheckpointError, match="tensor bytes do not match"):
         load_checkpoint(path)
+
+
+def test_weights_that_diverged_to_huge_finite_values_are_not_checkpointed(tmp_path):
+    """train.lr=1e30: after step 1 DLF's weights were about 1e30, finite, and checkpointed; every resume from that
+    checkpoint, at any train.lr, stopped at its next step ('training loss became nan at epoch 1, step 2')."""
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"the weights give predictions that are not finite after step 1 \(the "
+                                            "update diverged\\): not checkpointed"):
+        dlf.train(_tiny(lr=1e30, checkpoint_every_steps=1), out=run)
+    assert not list_checkpoints(run / "checkpoints")
+
+
+def test_the_check_of_a_checkpoints_predictions_leaves_training_as_it_was(tmp_path):
+    """The forward that checks a mid-epoch checkpoint draws no dropout and updates no batch-norm statistics."""
+    from safetensors.torch import load_file
+
+    dnn = {"name": "dnn", "embedding_dim": 8, "hidden_units": [16], "dropout": 0.2, "batch_norm": True}
+    for every in (0, 1):
+        dlf.train({**_tiny(epochs=1, checkpoint_every_steps=every), "model": dnn}, out=tmp_path / str(every))
+    plain, checked = (load_file(tmp_path / str(every) / "model.safetensors") for every in (0, 1))
+    assert plain.keys() == checked.keys() and all(torch.equal(plain[k], checked[k]) for k in plain)

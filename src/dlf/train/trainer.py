@@ -492,16 +492,23 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         grad_log = GradNormLogger(run_dir / "grad_norms.csv", model, cfg.grad_norm_every_steps,
                                   resume_step=state.global_step if resume is not None else None)
 
-    def checkpoint() -> None:
+    def checkpoint(batch) -> None:
+        """Save the run's state (rank 0). `batch`: the last batch trained (None: none this epoch); the weights' logits
+        on it must be finite, as the weights themselves."""
         state.plateau = plateau.state_dict()
         state.scaler = scaler.state_dict() if scaler.is_enabled() else {}
         if ckpt_dir is None:
             return
-        if not all(torch.isfinite(p).all() for p in model.parameters()):  # such a checkpoint would be the newest,
-            # and every resume from it would stop again at its next step, whatever train.lr it is given
+        # diverged weights would be the newest checkpoint, and every resume from it would stop again at its next
+        # step, whatever train.lr it is given
+        kept = ("not checkpointed, so the checkpoints written before stay the newest; lower train.lr "
+                f"(now {optimizer.param_groups[0]['lr']:g}) and resume or start again")
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise TrainingError(f"the weights are not finite after step {state.global_step} (the update diverged): "
-                                "not checkpointed, so the checkpoints written before stay the newest; lower train.lr "
-                                f"(now {optimizer.param_groups[0]['lr']:g}) and resume or start again")
+                                f"{kept}")
+        if batch is not None and not finite_logits(batch):  # huge but finite weights (train.lr=1e30 on DLF)
+            raise TrainingError(f"the weights give predictions that are not finite after step {state.global_step} "
+                                f"(the update diverged): {kept}")
         rank_rng, rank_cuda_rng = dist.gather_rng() if dist.enabled else (None, None)
         if main:
             try:
@@ -514,6 +521,15 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                 raise TrainingError(f"cannot write a checkpoint of step {state.global_step} into {ckpt_dir}: "
                                     f"{exc.strerror or exc}; the checkpoints written before are intact") from None
         dist.barrier()
+
+    def finite_logits(batch) -> bool:
+        """True when the model's logits on `batch` are finite; in eval mode, which draws no dropout and leaves the
+        batch-norm statistics alone, so that training goes on exactly as without this check."""
+        net.eval()
+        with torch.no_grad(), autocast(device, precision):
+            finite = bool(torch.isfinite(_unwrap(net)(batch)).all())
+        net.train()
+        return finite
 
     def run_eval(epoch_end: bool) -> bool:
         """Validate, record history, step the plateau controller; returns True to stop."""
@@ -566,6 +582,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                 task = bar.add_task(f"epoch {epoch}", total=steps_per_epoch, completed=skip,
                                     loss=state.loss_sum / max(state.seen, 1), rate=0.0)
                 batches = epoch_batches(train, cfg.batch_size, dist, sharding, cfg.seed, epoch, skip)
+                batch = None
                 for index, batch in enumerate(batches, start=skip):
                     if index >= steps_per_epoch:
                         break
@@ -615,13 +632,13 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                             break
                     if every_ckpt and state.global_step % every_ckpt == 0 and not last:
                         state.train_seconds = seconds_before + time.perf_counter() - run_started
-                        checkpoint()
+                        checkpoint(batch)
             if not stop:
                 stop = run_eval(epoch_end=True)
             state.epoch, state.step, state.loss_sum, state.seen = epoch + 1, 0, 0.0, 0
             state.done, state.stopped_early = stop or state.epoch > cfg.epochs, stop
             state.train_seconds = seconds_before + time.perf_counter() - run_started
-            checkpoint()
+            checkpoint(batch)
     finally:
         logger.close()
     if best_state is not None:
