@@ -62,9 +62,9 @@ def interrupt_when_orphaned(poll_s: float = 0.5, grace_s: float = 10) -> Iterato
     def watch() -> None:
         while not done.wait(poll_s):
             if os.getppid() != parent:
-                # torchrun SIGKILLs a rank that has not stopped some time after its SIGINT; now that it is gone, this
+                # torchrun kills a rank that has not stopped some time after its SIGINT; with torchrun gone, this timer
                 # does (seen: a rank waiting in a collective for a peer that is stopping, the peer deadlocked in
-                # gloo's teardown with the GIL held: neither ran Python code again). faulthandler's timer needs no GIL
+                # gloo's teardown with the GIL held: neither ran Python code again). The timer needs no GIL
                 faulthandler.dump_traceback_later(grace_s, exit=True)
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # wakes a sleep, unlike interrupt_main
                 return
