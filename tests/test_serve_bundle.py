@@ -812,6 +812,9 @@ def test_a_numeric_field_without_train_values_is_scored_as_in_training(tmp_path)
                                   format="onnx"))
     batch, _ = b.encoder.encode_chunk(next(read_input(b, test, BadRows())), BadRows())
     assert (batch.numeric[:, 1] == 0).all() and (batch.numeric[:, 0] != 0).any()
+    # said where dlf predict / evaluate / serve print the bundle's warnings
+    assert b.warnings == [f"{b.path}: numeric field(s) 'late' had no value in the training rows, so the model "
+                          "learned nothing from them: they are scored as missing whatever the input holds"]
     for engine in ("torch", "onnx"):
         got, want = (pq.read_table(predict_file(b, f, tmp_path / f"{engine}-{f.stem}.parquet", engine=engine).output)
                      ["probability"].to_numpy() for f in (test, blank))

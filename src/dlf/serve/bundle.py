@@ -239,15 +239,24 @@ class Bundle:
     @property
     def warnings(self) -> list[str]:
         """Why raw rows may not be encoded as preprocessing encoded the training rows: the data was preprocessed by
-        another version of dlf's pipeline (PIPELINE_VERSION: e.g. Parquet bools became "1"/"0" in version 7)."""
+        another version of dlf's pipeline (PIPELINE_VERSION: e.g. Parquet bools became "1"/"0" in version 7), or a
+        numeric field had no value in the training rows, so its inputs are not used (Encoder.untrained)."""
         from dlf.data.preprocess import PIPELINE_VERSION
 
-        made = self.feature_map.meta.get("pipeline_version")
-        if self.mode != "raw" or made == PIPELINE_VERSION:
+        if self.mode != "raw":
             return []
-        return [f"{self.path}: the training data was preprocessed by pipeline version {made or 'before 8'}, and this "
-                f"dlf encodes raw rows by version {PIPELINE_VERSION}: a few kinds of values may be encoded differently "
-                "than in training (docs/data.md, 'Pipeline versions'); to be sure, preprocess, train and export again"]
+        out = []
+        made = self.feature_map.meta.get("pipeline_version")
+        if made != PIPELINE_VERSION:
+            out.append(f"{self.path}: the training data was preprocessed by pipeline version {made or 'before 8'}, and "
+                       f"this dlf encodes raw rows by version {PIPELINE_VERSION}: a few kinds of values may be encoded "
+                       "differently than in training (docs/data.md, 'Pipeline versions'); to be sure, preprocess, "
+                       "train and export again")
+        if self.encoder.untrained:
+            names = ", ".join(repr(self.encoder.parser.num[j].name) for j in self.encoder.untrained)
+            out.append(f"{self.path}: numeric field(s) {names} had no value in the training rows, so the model "
+                       "learned nothing from them: they are scored as missing whatever the input holds")
+        return out
 
     @property
     def onnx_path(self) -> Path | None:
