@@ -2,6 +2,7 @@
 
     python benchmarks/serve_load.py                      # builds a tiny demo bundle, 20 s per scenario
     python benchmarks/serve_load.py --bundle BUNDLE --duration 30 --concurrency 8 --engine onnx
+    python benchmarks/serve_load.py --gzip               # bodies sent gzip-compressed, as batching clients do
 
 Starts `dlf serve` as a child process on 127.0.0.1 (a free port; nothing else is ever
 contacted), waits for /health, then for each scenario (1-record and 100-record requests) runs
@@ -15,6 +16,7 @@ the same encoders as real traffic. Output: a table on stdout, and `--json FILE` 
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import json
 import os
@@ -193,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1,100", help="records per request, one scenario each (default 1,100)")
     ap.add_argument("--engine", default="torch", choices=["torch", "onnx"])
     ap.add_argument("--threads", type=int, default=0, help="server intra-op threads (0: default)")
+    ap.add_argument("--gzip", action="store_true", help="send the bodies gzip-compressed (Content-Encoding: gzip)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
     if args.duration <= 0 or args.duration > 600 or args.concurrency < 1 or args.concurrency > 64:
@@ -204,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         pool = make_records(bundle, 2000)
         rng = random.Random(1)
         key = "load-test-key"
-        headers = {"Content-Type": "application/json", "X-API-Key": key}
+        headers = {"Content-Type": "application/json", "X-API-Key": key} | (
+            {"Content-Encoding": "gzip"} if args.gzip else {})
         port = free_port()
         cmd = [sys.executable, "-m", "dlf", "serve", str(bundle), "--host", HOST, "--port", str(port),
                "--engine", args.engine, "--no-access-log", "--log-level", "warning",
@@ -215,13 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         log = open(Path(tmp) / "server.log", "w+")
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         results = {"bundle": str(bundle), "engine": args.engine, "concurrency": args.concurrency,
-                   "duration_s": args.duration, "cpu_count": os.cpu_count(), "scenarios": []}
+                   "duration_s": args.duration, "gzip": args.gzip, "cpu_count": os.cpu_count(), "scenarios": []}
         try:
             wait_healthy(port, proc, 120)
             results["rss_mib_start"] = round(rss_mib(proc.pid), 1)
             for size in sizes:
                 bodies = [json.dumps(rng.sample(pool, size) if size <= len(pool) else
                                      [rng.choice(pool) for _ in range(size)]).encode() for _ in range(64)]
+                if args.gzip:
+                    bodies = [gzip.compress(b) for b in bodies]
                 res = run_scenario(port, bodies, size, args.concurrency, args.duration, args.warmup, headers)
                 res["rss_mib_after"] = round(rss_mib(proc.pid), 1)
                 results["scenarios"].append(res)
@@ -242,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait()
             log.close()
 
-    print(f"dlf serve load test: {results['engine']} engine, {args.concurrency} concurrent clients, "
+    print(f"dlf serve load test: {results['engine']} engine{', gzip bodies' if args.gzip else ''}, "
+          f"{args.concurrency} concurrent clients, "
           f"{args.duration:g} s per scenario, {os.cpu_count()} CPUs, bundle {results['bundle']}")
     print("| records/request | requests/s | records/s | p50 ms | p95 ms | p99 ms | errors | RSS after (MiB) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -331,13 +331,15 @@ def test_metrics_labels_are_escaped_and_bounded():
 
 
 def test_load_script_runs_against_a_real_server(demo, tmp_path):
-    """benchmarks/serve_load.py starts `dlf serve` on 127.0.0.1, drives it briefly and stops it."""
+    """benchmarks/serve_load.py starts `dlf serve` on 127.0.0.1, drives it briefly and stops it (with gzip bodies:
+    uvicorn hands them over as sent)."""
     out = tmp_path / "load.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "serve_load.py"), "--bundle", str(demo["bundle"]),
-                           "--duration", "1", "--warmup", "0.2", "--concurrency", "2", "--json", str(out)],
+                           "--duration", "1", "--warmup", "0.2", "--concurrency", "2", "--gzip", "--json", str(out)],
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     res = json.loads(out.read_text())
+    assert res["gzip"] is True
     assert [s["records_per_request"] for s in res["scenarios"]] == [1, 100]
     assert all(s["errors"] == 0 and s["requests"] > 0 and s["p99_ms"] >= s["p50_ms"] for s in res["scenarios"])
     assert res["rss_mib_start"] > 0 and res["rss_mib_end"] > 0
