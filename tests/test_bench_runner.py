@@ -779,3 +779,18 @@ def test_an_empty_list_flag_is_an_error_not_the_files_list(flag, message):
     spec_file = Path(__file__).parents[1] / "configs/bench/zoo-small.yaml"
     with pytest.raises(BenchError, match=message):
         load_spec(spec_file, **{flag: ""})
+
+
+def test_two_dataset_folders_of_one_name_given_by_flag_are_refused(tmp_path):
+    """--datasets a/criteo,b/criteo ran only b/criteo (both were named 'criteo', the last replaced the first) and
+    a folder named 'synthetic' replaced the built-in data, without a word."""
+    for folder in ("a/crit", "b/crit", "c/synthetic"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "feature_map.json").write_text("{}")
+    for given, name in ((f"{tmp_path}/a/crit,{tmp_path}/b/crit", "crit"),
+                        (f"synthetic,{tmp_path}/c/synthetic", "synthetic")):
+        with pytest.raises(BenchError, match=f"--datasets: .* are both named '{name}'"):
+            load_spec(None, models="lr", datasets=given)
+    # one folder given twice (spelt two ways) is one dataset
+    (ds,) = load_spec(None, models="lr", datasets=f"{tmp_path}/a/crit,{tmp_path}/b/../a/crit").datasets
+    assert ds.name == "crit"

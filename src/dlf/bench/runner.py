@@ -325,15 +325,23 @@ def load_spec(path: str | Path | None = None, *, models: str | None = None, data
         # a folder given by path is the file's dataset with that path, if there is one (its name and `set` kept)
         by_path = {Path(str(body["path"])).expanduser().resolve(): name for name, body in file_ds.items()
                    if isinstance(body, dict) and body.get("path")}
-        named = {}
+        named, given = {}, {}
         for d in chosen:
             name = d if d in file_ds else by_path.get(Path(d).expanduser().resolve())
             if name is not None:
-                named[name] = file_ds[name]
+                body = file_ds[name]
             elif d == "synthetic":
-                named[d] = {}
+                name, body = d, {}
             else:
-                named[_dataset_name(d)] = {"path": d}
+                name, body = _dataset_name(d), {"path": d}
+            # two folders of one name (a/criteo, b/criteo, or a folder named synthetic) would be one dataset: the
+            # last one replaced the others without a word
+            data = body.get("path") if isinstance(body, dict) else None
+            data = None if data is None else Path(str(data)).expanduser().resolve()
+            if name in named and given[name][1] != data:
+                raise BenchError(f"--datasets: {given[name][0]} and {d} are both named {name!r} (the folder name); "
+                                 "name them in a bench file: datasets: {NAME: {path: DIR}}")
+            named[name], given[name] = body, (d, data)
         raw["datasets"] = named
     if seeds is not None:
         raw["seeds"] = seeds
