@@ -794,3 +794,18 @@ def test_two_dataset_folders_of_one_name_given_by_flag_are_refused(tmp_path):
     # one folder given twice (spelt two ways) is one dataset
     (ds,) = load_spec(None, models="lr", datasets=f"{tmp_path}/a/crit,{tmp_path}/b/../a/crit").datasets
     assert ds.name == "crit"
+
+
+def test_the_search_table_names_the_monitor_its_validation_scores_are(tmp_path):
+    """The search table gave 'validation score -0.2503' with no word of what it was (AUC - logloss, the default
+    monitor; -logloss with train.monitor=logloss): a reader took it for a broken metric."""
+    spec = tiny_spec({"lr": {}, "lr-ll": {"model": "lr", "set": {"train.monitor": "logloss"}}}, seeds=[1],
+                     search={"grid": {"train.lr": [0.05, 0.01]}})
+    result = run_bench(spec, tmp_path, console=QUIET)
+    assert not result.failed
+    report = (tmp_path / "report.md").read_text()
+    assert "auc-logloss = AUC − logloss, logloss = −logloss" in report
+    for variant, monitor in (("lr", "auc-logloss"), ("lr-ll", "logloss")):
+        sel = result.selections[("synthetic", variant)]
+        assert sel["monitor"] == monitor
+        assert f"| {sel['score']:.4f} ({monitor}) |" in report

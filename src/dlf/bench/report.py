@@ -186,13 +186,15 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
     if result.selections:
         lines += ["## Hyper-parameter search", "",
                   f"Grid: {_set_text({k: v for k, v in spec.search.grid.items()})}; "
-                  f"{spec.search.trials or 'all'} trial(s) per model, selected on the validation monitor at the "
-                  "best epoch (one seed), then trained with every seed.", "",
+                  f"{spec.search.trials or 'all'} trial(s) per model (one seed), the one with the best validation "
+                  "score then trained with every seed. Validation score: the monitor (`train.monitor`, in brackets) "
+                  "at the trial's best epoch, higher is better: auc-logloss = AUC − logloss, logloss = −logloss.",
+                  "",
                   "| dataset | variant | trials done | chosen | validation score | grid keys not applicable |",
                   "|---|---|---|---|---:|---|"]
         for (dataset, variant), sel in result.selections.items():
             chosen = _set_text(sel["params"]) if sel["params"] is not None else "none (every trial failed)"
-            score = "–" if sel["score"] is None else f"{sel['score']:.4f}"
+            score = "–" if sel["score"] is None else f"{sel['score']:.4f} ({sel['monitor']})"
             lines.append(f"| {dataset} | {variant} | {sel['completed']}/{sel['trials']} | {chosen} | {score} | "
                          f"{', '.join(sel.get('skipped_grid_keys') or []) or '–'} |")
         lines.append("")

@@ -750,13 +750,15 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
                                      over, skipped, k, params)
                     rec = go(run)
                     if rec["metrics"] is not None:
-                        rec["val_score"] = _trial_score(rec["metrics"], build_config(spec.config, over).train.monitor)
+                        rec["monitor"] = build_config(spec.config, over).train.monitor
+                        rec["val_score"] = _trial_score(rec["metrics"], rec["monitor"])
                     records.append(rec)
                     trial_records.append(rec)
                 scored = [r for r in trial_records if r.get("val_score") is not None]
                 best = max(scored, key=lambda r: r["val_score"]) if scored else None
                 selections[(ds.name, v.name)] = {
                     "params": best["trial_params"] if best else None, "score": best["val_score"] if best else None,
+                    "monitor": best["monitor"] if best else None,
                     "trials": len(points), "completed": len(scored), "skipped_grid_keys": skipped_grid}
                 chosen[v.name] = best["trial_params"] if best else None
                 if best is not None:
