@@ -809,3 +809,14 @@ def test_the_search_table_names_the_monitor_its_validation_scores_are(tmp_path):
         sel = result.selections[("synthetic", variant)]
         assert sel["monitor"] == monitor
         assert f"| {sel['score']:.4f} ({monitor}) |" in report
+
+
+@pytest.mark.parametrize("where", ["file", "flag"])
+def test_a_search_grid_over_the_monitor_is_refused(where):
+    """--grid train.monitor=auc,logloss ranked trials of two monitors against each other (AUC ~0.7 against
+    -logloss ~-0.5): the 'auc' trial won every time, whatever the models did."""
+    with pytest.raises(BenchError, match="search.grid: train.monitor: the trials are ranked on the monitor"):
+        if where == "file":
+            spec_from_dict({"models": ["lr"], "search": {"grid": {"train": {"monitor": ["auc", "logloss"]}}}})
+        else:
+            load_spec(None, models="lr", grid=["train.monitor=auc,logloss"])

@@ -89,6 +89,11 @@ class SearchSpec:
     seed: int | None = None  # train.seed of the trials (default: the first bench seed)
     sample_seed: int = 0
 
+    def __post_init__(self) -> None:
+        if "train.monitor" in self.grid:  # the trials are ranked on it: AUC against -logloss picked AUC every time
+            raise BenchError("search.grid: train.monitor: the trials are ranked on the monitor, so they must share "
+                             "one; give it in set or --set")
+
     def seed_or(self, default: int) -> int:
         return default if self.seed is None else self.seed
 
