@@ -820,3 +820,20 @@ def test_a_search_grid_over_the_monitor_is_refused(where):
             spec_from_dict({"models": ["lr"], "search": {"grid": {"train": {"monitor": ["auc", "logloss"]}}}})
         else:
             load_spec(None, models="lr", grid=["train.monitor=auc,logloss"])
+
+
+def test_the_report_tells_set_flags_from_the_files_set_as_they_rank_apart(tmp_path):
+    """--set model.embedding_dim=4 was listed with the file's `set` under 'every run' while a variant's line below
+    said model.embedding_dim=8: the report read as if the variant had 8 (a variant's set wins over `set`), yet it
+    ran with 4 (--set wins over a variant's set)."""
+    spec = tiny_spec({"fm": {"set": {"model.embedding_dim": 8}}}, seeds=[1])
+    spec.set.pop("model.embedding_dim")
+    result = run_bench(spec, tmp_path, console=QUIET, cli_sets={"model.embedding_dim": 4})
+    assert not result.failed
+    cfg = yaml.safe_load((tmp_path / "runs/synthetic/fm/seed-1/config.yaml").read_text())
+    assert cfg["model"]["embedding_dim"] == 4
+    settings = (tmp_path / "report.md").read_text().split("## Settings")[1]
+    every_run = next(line for line in settings.splitlines() if line.startswith("- every run:"))
+    assert "embedding_dim" not in every_run
+    assert ("- every run, over the dataset and variant settings below (`--set`): `model.embedding_dim=4`"
+            in settings)

@@ -168,8 +168,10 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
             gap = oracle["auc"] - good[0]["auc_mean"]
             lines += [f"Best: {good[0]['variant']} ({good[0]['auc_mean']:.4f}), {gap:.4f} AUC below the oracle.", ""]
     # settings
-    lines += ["## Settings", "", f"- every run: {_set_text({**spec.set, **cli_sets})}"
+    lines += ["## Settings", "", f"- every run: {_set_text(spec.set)}"
               + (f" (base config `{spec.config}`)" if spec.config else "")]
+    if cli_sets:  # listed apart: unlike `set`, they win over the datasets' and variants' own values below
+        lines.append(f"- every run, over the dataset and variant settings below (`--set`): {_set_text(cli_sets)}")
     for ds in spec.datasets:
         where = "built-in synthetic data" if ds.path is None else f"`{ds.path}`"
         lines.append(f"- dataset {ds.name}: {where}; {_set_text(ds.set)}")
