@@ -437,6 +437,10 @@ def test_a_field_without_train_values_is_noted(tmp_path):
     notes = [s for s in said if s.startswith("note: field(s)")]
     assert notes == ["note: field(s) 'rare', 'late' have no value in the train rows (every one missing, or seen fewer "
                      "than min_count times): the model learns nothing from them"], said
+    # its valid/test values would reach the model through a weight training never moved (every train row fed 0):
+    # they are written as 0 too, as the bundle's encoder feeds them when scoring
+    _, tr, va, te = load_processed(tmp_path / "o")
+    assert all(not np.asarray(ds.numeric).any() for ds in (tr, va, te)) and len(te)
 
 
 def test_max_len_0_sized_by_a_few_outlier_lists_is_noted(tmp_path):

@@ -48,14 +48,15 @@ MISSING_ID = 2
 # Encoding a chunk's distinct values: below this many vocabulary values per distinct value, pc.index_in
 # (which builds a hash table of the whole vocabulary per call) is cheaper than VocabIndex.
 INDEX_IN_RATIO = 4
-PIPELINE_VERSION = 12  # bump when outputs can change, so old ones are rebuilt (2: line numbers after malformed rows;
+PIPELINE_VERSION = 13  # bump when outputs can change, so old ones are rebuilt (2: line numbers after malformed rows;
 # 3: standardize's std by a stable per-chunk merge; 4: a UTF-8 BOM is skipped in ISO-8859-1 and side files;
 # 5: libFM `idx:0` is an absent feature; 6: Parquet floats beyond 2^53 read as the integer, not 1.15e+18;
 # 7: Parquet bools read as "1"/"0", not "true"/"false"; 8: the version is in feature_map.json's meta, for bundles;
 # 9: the fuxictr preset fills missing values as FuxiCTR does, fill_na or 0 for int/float columns;
 # 10: a quoted CSV's rows are numbered by physical line, not record: the random split's key after a quoted newline;
 # 11: Parquet float32 values read as their own shortest text ('0.3'), not float64's ('0.30000001192092896');
-# 12: a CSV label true/false (any case) is 1/0, not a bad row (--on-bad-row skip dropped those rows))
+# 12: a CSV label true/false (any case) is 1/0, not a bad row (--on-bad-row skip dropped those rows);
+# 13: a numeric field with no value in the train rows is 0 in every split, as in train, not its valid/test values)
 _NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 # numbers beyond float32's range are bad values: the model computes in float32 (and squares of such
@@ -550,6 +551,9 @@ class FieldState:
 
     def encode(self, keys):
         if self.out_kind == "numeric":
+            if not self.n:  # no value in the train rows: training fed 0 (missing) in every row, so the field's
+                # weight never moved from its initial value; any other value would move the score through it
+                return np.zeros(len(keys), dtype=np.float32)
             v = keys
             t = self.opts.transform
             if t == "log":

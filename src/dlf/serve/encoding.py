@@ -92,6 +92,7 @@ class Encoder:
                 state = FieldState(opts, kind)
                 if kind == "numeric":
                     state.mean, state.std = float(st.get("mean", 0.0)), float(st.get("std", 1.0)) or 1.0
+                    state.n = int(st.get("train_count", 1))  # 0: fed 0 whatever the input, as in training
                 else:
                     state.has_missing = bool(st.get("has_missing", False))
                     state.base = int(st["first_value_id"])
@@ -108,8 +109,7 @@ class Encoder:
                 self.states.append(state)
         if [s.opts.name for s in self.states] != [f.name for f in feature_map.fields]:
             raise DataError("the bundle's schema and feature map list different fields")
-        # numeric fields without a value in the train rows: training fed them 0 (missing) in every row, so their
-        # weights kept their initial values; a request's value would move the score through them: fed 0 too
+        # numeric fields without a value in the train rows, which FieldState.encode feeds 0 (for the bundle's warning)
         self.untrained = [j for j, opts in enumerate(self.parser.num) if stats[opts.name].get("train_count") == 0]
         self.inputs = []
         by_column: dict[str, InputField] = {}
@@ -164,7 +164,6 @@ class Encoder:
             cat[:, j] = self.states[j].encode(k)
         for j, k in enumerate(parsed.num):
             num[:, j] = self.states[n_cat + j].encode(k)
-        num[:, self.untrained] = 0.0
         for j, k in enumerate(parsed.multi):
             enc = self.states[n_cat + n_num + j].encode(k)
             mul[:, j, :enc.shape[1]] = enc
