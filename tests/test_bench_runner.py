@@ -837,3 +837,15 @@ def test_the_report_tells_set_flags_from_the_files_set_as_they_rank_apart(tmp_pa
     assert "embedding_dim" not in every_run
     assert ("- every run, over the dataset and variant settings below (`--set`): `model.embedding_dim=4`"
             in settings)
+
+
+def test_results_csv_says_done_for_a_finished_run_in_a_resumed_or_report_only_bench(tmp_path):
+    """A rerun (resume) or --report-only wrote status 'skipped' for every finished run in results.csv (what that
+    invocation did, not the run's state): filtering the table on status == done gave no row at all."""
+    spec = tiny_spec(["lr"], seeds=[1])
+    run_bench(spec, tmp_path, console=QUIET)
+    for report_only in (False, True):
+        result = run_bench(spec, tmp_path, console=QUIET, report_only=report_only)
+        assert [r["status"] for r in result.records] == ["skipped"]  # (the console's 'done before, skipped')
+        rows = list(csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text())))
+        assert [(r["status"], bool(r["test_auc"])) for r in rows] == [("done", True)]

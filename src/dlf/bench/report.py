@@ -223,7 +223,8 @@ def run_rows(records: list[dict]) -> list[dict]:
     for r in records:
         m = r["metrics"] or {}
         out.append({"kind": r["kind"], "dataset": r["dataset"], "variant": r["variant"], "model": r["model"],
-                    "seed": r["seed"], "trial": r["trial"] or "", "status": r["status"],
+                    # the run's state, not what this invocation did with it ('skipped': finished before)
+                    "seed": r["seed"], "trial": r["trial"] or "", "status": "done" if m else r["status"],
                     # undefined (null in metrics.json, NaN fresh from dlf.train) is empty, as for a failed run
                     **{f"test_{k}": m["test"][k] if m and _finite(metric(m["test"][k])) else ""
                        for k in ("auc", "logloss")},
