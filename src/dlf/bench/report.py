@@ -186,9 +186,11 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
                      + "; ".join(f"{v}: {', '.join(ks)}" for v, ks in per.items()))
     lines.append("")
     if result.selections:
+        size, trials = math.prod(len(v) for v in spec.search.grid.values()), spec.search.trials
         lines += ["## Hyper-parameter search", "",
                   f"Grid: {_set_text({k: v for k, v in spec.search.grid.items()})}; "
-                  f"{spec.search.trials or 'all'} trial(s) per model (one seed), the one with the best validation "
+                  + (f"{trials} of its {size} points" if 0 < trials < size else f"the whole grid ({size} points)")
+                  + " per model (one seed), the one with the best validation "
                   "score then trained with every seed. Validation score: the monitor (`train.monitor`, in brackets) "
                   "at the trial's best epoch, higher is better: auc-logloss = AUC − logloss, logloss = −logloss.",
                   "",
