@@ -859,3 +859,22 @@ def test_the_search_text_gives_the_trials_that_ran(tmp_path, trials, text):
     result = run_bench(spec, tmp_path, console=QUIET)
     assert not result.failed
     assert text in (tmp_path / "report.md").read_text()
+
+
+def test_a_synthetic_data_setting_does_not_rerun_the_runs_on_a_processed_dataset(tmp_path):
+    """--set data.synthetic.rows=N (to grow the synthetic dataset of a bench) moved every finished run on the
+    processed datasets aside and trained it again, though they do not read data.synthetic."""
+    from dlf.data.preprocess import preprocess
+    from dlf.serve.demo import write_demo_csv, write_demo_schema
+
+    preprocess("generic", [write_demo_csv(tmp_path / "demo.csv", 600)], tmp_path / "demo",
+               schema=write_demo_schema(tmp_path / "schema.yaml"))
+    spec = spec_from_dict({"models": ["lr"], "seeds": [1], "datasets": ["synthetic", str(tmp_path / "demo")],
+                           "set": dict(TINY)})
+    assert not run_bench(spec, tmp_path / "b", console=QUIET).failed
+    again = CountingTrain()
+    result = run_bench(spec, tmp_path / "b", console=QUIET, train_fn=again,
+                       cli_sets={"data.synthetic.rows": 1000})
+    assert again.calls == [("lr", 1, "fresh")]  # the synthetic run only
+    assert [(r["dataset"], r["status"]) for r in result.records] == [("synthetic", "done"), ("demo", "skipped")]
+    assert sorted(p.name for p in (tmp_path / "b/runs/demo/lr").iterdir()) == ["seed-1"]

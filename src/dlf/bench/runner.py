@@ -481,6 +481,8 @@ def _comparable(config: dict) -> dict:
     # dlf.train stores the path absolute, ~ expanded; the plan has it as the spec gave it (often relative)
     if data.get("path"):
         data["path"] = str(Path(data["path"]).expanduser().resolve())
+    if data.get("dataset") == "processed":  # unread there: --set data.synthetic.rows=N must not rerun real-data runs
+        data.pop("synthetic", None)
     return d
 
 
