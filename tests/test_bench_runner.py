@@ -878,3 +878,18 @@ def test_a_synthetic_data_setting_does_not_rerun_the_runs_on_a_processed_dataset
     assert again.calls == [("lr", 1, "fresh")]  # the synthetic run only
     assert [(r["dataset"], r["status"]) for r in result.records] == [("synthetic", "done"), ("demo", "skipped")]
     assert sorted(p.name for p in (tmp_path / "b/runs/demo/lr").iterdir()) == ["seed-1"]
+
+
+def test_a_grid_value_no_variant_accepts_stops_the_bench_before_it_runs(tmp_path):
+    """--grid train.lr=0.01,abc ran the 0.01 trials, failed the 'abc' trial of every model one by one, and selected
+    among fewer trials than asked for; a value that only some variants refuse still runs."""
+    spec = tiny_spec(["lr", "fm"], seeds=[1], search={"grid": {"train.lr": [0.01, "abc"]}})
+    counting = CountingTrain()
+    with pytest.raises(BenchError, match="search.grid: train.lr=abc: no variant accepts it, nothing was run; "
+                                         "first: lr: train.lr: expected a number"):
+        run_bench(spec, tmp_path, console=QUIET, train_fn=counting)
+    assert counting.calls == []
+    # refused by a variant whose own set is wrong only: that variant's runs fail, the bench runs
+    spec = tiny_spec({"lr": {}, "broken": {"model": "lr", "set": {"train.epochs": "x"}}}, seeds=[1],
+                     search={"grid": {"train.lr": [0.01, 0.02], "model.layers": [1]}})  # (LR has no layers: skipped)
+    run_bench(spec, tmp_path / "dry", console=QUIET, dry_run=True)

@@ -669,6 +669,29 @@ def _check_some_run_can_start(spec: BenchSpec, cli_sets: dict | None) -> None:
     raise BenchError(f"no run of this bench has a valid config, nothing was run; first: {first}")
 
 
+def _check_every_grid_value_is_valid(spec: BenchSpec, cli_sets: dict | None) -> None:
+    """Refuse a grid value that no variant accepts (--grid train.lr=0.01,abc): its trials failed one by one in every
+    model and the search went on with fewer trials than asked for, each model selecting among the rest."""
+    from dlf.bench.report import yaml_text
+    from dlf.config import ConfigError
+
+    ds = spec.datasets[0]
+    for key, values in (spec.search.grid.items() if spec.search is not None else ()):
+        users = [v for v in spec.models if key in _applicable({key: None}, v.model)[0]]
+        for value in values:
+            first = None
+            for v in users:
+                try:
+                    build_config(spec.config, run_overrides(spec, ds, v, spec.seeds[0], cli_sets, {key: value})[0])
+                    break
+                except (ConfigError, ValueError, OSError) as exc:
+                    first = first or f"{v.name}: {str(exc).strip().splitlines()[0]}"
+            else:
+                if first is not None:
+                    raise BenchError(f"search.grid: {key}={yaml_text(value)}: no variant accepts it, nothing was run; "
+                                     f"first: {first}")
+
+
 def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = None, cli_sets: dict | None = None,
               dry_run: bool = False, report_only: bool = False, train_fn: Callable | None = None) -> BenchResult:
     """Run every planned run not yet done, then write the report; returns what happened to each run.
@@ -684,6 +707,7 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
     _check_the_data_are_the_datasets(spec)
     if not report_only:
         _check_some_run_can_start(spec, cli_sets)
+        _check_every_grid_value_is_valid(spec, cli_sets)
     elif not out.is_dir():
         raise BenchError(f"{out} is no bench folder: nothing to report")
     if not (dry_run or report_only):  # --report-only keeps the saved spec (the next `--out DIR` alone resumes it)
