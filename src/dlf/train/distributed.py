@@ -179,6 +179,20 @@ def peer_lost(exc: BaseException) -> bool:
 _AGENT_LINE = re.compile(r"^[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ .*torch/distributed/elastic/")
 
 
+def _interrupt_with_parent(launcher: int):
+    """A preexec_fn: torchrun gets SIGINT when the launcher dies (Linux's PR_SET_PDEATHSIG; the launcher's main thread
+    starts it, and the signal comes when that thread ends). `kill -9` of the launcher alone left torchrun and its
+    ranks training; torchrun passes the SIGINT on to the ranks, which stop as on Ctrl-C."""
+    import ctypes
+    import signal
+
+    def preexec() -> None:
+        ctypes.CDLL(None).prctl(1, signal.SIGINT)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != launcher:  # the launcher died before the prctl
+            os.kill(os.getpid(), signal.SIGINT)
+    return preexec
+
+
 def run_torchrun(nproc: int, argv: list[str], interrupted: str) -> int:
     """`dlf train --nproc N`: run torchrun and pass its stderr on, with one line for one failure.
 
@@ -196,7 +210,8 @@ def run_torchrun(nproc: int, argv: list[str], interrupted: str) -> int:
     # torchrun prints a banner about OMP_NUM_THREADS unless it is set; it sets 1 itself, so this changes nothing else
     env = {"OMP_NUM_THREADS": "1", **os.environ}
     proc = subprocess.Popen(torchrun_command(nproc, argv), stderr=subprocess.PIPE, text=True, bufsize=1, env=env,
-                            errors="replace")  # a library writing Latin-1 must not end the launcher
+                            errors="replace",  # a library writing Latin-1 must not end the launcher
+                            preexec_fn=_interrupt_with_parent(os.getpid()) if sys.platform == "linux" else None)
     shown: list[str] = []
     why: list[str] = []  # the shown lines that say why the run stopped
     held: list[str] = []  # from torchrun's first own line on: its shutdown log and report
