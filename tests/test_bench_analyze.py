@@ -270,3 +270,16 @@ def test_analyze_of_a_run_whose_test_split_has_one_class(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["oracle_test"]["auc"] is None
     logs = []
     assert probe_run(run, rows=100, log=logs.append) and logs == []
+
+
+def test_the_analysis_says_how_many_rows_the_probe_used(trained_runs, tmp_path):
+    """analysis.md gave the probe's R² without the rows behind it: --probe-rows 20000 (the default) on a small
+    synthetic dataset fits on its whole train split, which only the console said."""
+    data = generate(load_config(trained_runs / "dlf" / "config.yaml").data.synthetic)
+    res = CliRunner().invoke(dlf_app(), ["analyze", str(trained_runs / "dlf"), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    fit, test = len(data.train), min(10_000, len(data.valid), len(data.test))
+    assert (f"Rows (probe fit on train / ridge strength chosen on as many validation rows / R² on test): "
+            f"dlf (dlf): {fit:,} / {test:,}.") in (tmp_path / "analysis.md").read_text()
+    with (tmp_path / "probe.csv").open() as f:
+        assert {(r["fit_rows"], r["test_rows"]) for r in csv.DictReader(f)} == {(str(fit), str(test))}

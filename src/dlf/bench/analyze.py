@@ -243,12 +243,13 @@ def probe_run(run: Path, rows: int = 20_000, max_features: int = 1024, data=None
                             feats["test"][layer], ys["test"], max_features)
             for target, v in r.items():
                 results.append({"run": str(run), "model": cfg.model_name, "alpha": getattr(cfg.model, "alpha", None),
-                                "weights": weights, "layer": layer, "target": target, **v})
+                                "weights": weights, "layer": layer, "target": target, **v, "fit_rows": n_fit,
+                                "test_rows": n_eval})
     return results
 
 
 PROBE_COLUMNS = ["run", "model", "alpha", "weights", "layer", "target", "r2", "r2_valid", "ridge", "features",
-                 "probe_features"]
+                 "probe_features", "fit_rows", "test_rows"]
 
 
 def plot_probe(results: list[dict], path: Path, labels: dict[str, str]) -> bool:
@@ -362,7 +363,10 @@ def analyze_runs(runs: list[Path], out: Path | None = None, *, probe_rows: int =
             files.append(out / "probe.csv")
             if plot_probe(results, out / "probe.png", labels):
                 files.append(out / "probe.png")
+            sizes = {r["run"]: f"{labels[r['run']]}: {r['fit_rows']:,} / {r['test_rows']:,}" for r in results}
             summary += ["## Linear probe of the planted signal (test R²; init = same model untrained)", "",
+                        "Rows (probe fit on train / ridge strength chosen on as many validation rows / R² on test): "
+                        + "; ".join(sizes.values()) + ".", "",
                         "| run | weights | target | " + " | ".join(
                             f"layer {i}" for i in range(max(r['layer'] for r in results) + 1)) + " |",
                         "|---|---|---|" + "---:|" * (max(r['layer'] for r in results) + 1)]
