@@ -155,6 +155,8 @@ def test_error_messages_do_not_echo_long_values(client):
         for d in r.json()["detail"]:
             assert len(d["msg"]) < 250 and d["msg"].endswith(" characters)") and d["loc"][2] == next(iter(record))
         assert len(r.content) < 6000
+    r = client.post("/predict", json=[{"k" * 3000: 1}] * 5, headers=AUTH)  # unknown field names are cut too
+    assert r.status_code == 422 and len(r.content) < 5000 and r.json()["detail"][0]["loc"][2].endswith(" characters)")
     from dlf.serve.server import _record_error
     assert _record_error("record row 2: field 'age': expected a number, got '" + "x" * 300 + "'") == {
         "loc": ["body", 2, "age"], "msg": "expected a number, got '" + "x" * 176 + "... (325 characters)",

@@ -224,7 +224,7 @@ def validate_records(payload, inputs: list[InputField], max_batch: int) -> list[
         for key, value in rec.items():
             f = by_name.get(key)
             if f is None:
-                key = key.encode("utf-8", "backslashreplace").decode("utf-8")  # the answer must encode
+                key = _clip(key.encode("utf-8", "backslashreplace").decode("utf-8"))  # the answer must encode
                 errors.append({"loc": ["body", i, key], "msg": f"unknown field; the inputs are: {names}",
                                "type": "value_error.unknown_field"})
                 continue
