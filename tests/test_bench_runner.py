@@ -495,8 +495,8 @@ def test_the_chart_shows_every_error_bar_whole(tmp_path, monkeypatch):
 
     figures = []
     monkeypatch.setattr(report, "atomic_write_png", lambda fig, path: figures.append(fig))
-    rows = [{"dataset": "demo", "variant": v, "model": v, "auc_mean": m, "auc_std": s, "oracle": None}
-            for v, m, s in (("lr", 0.742, 0.002), ("fm", 0.741, 0.003), ("dnn", 0.733, 0.028))]
+    rows = [{"dataset": "demo", "variant": v, "model": v, "auc_mean": m, "auc_std": s, "oracle": None, "ok": 3,
+             "seeds": 3} for v, m, s in (("lr", 0.742, 0.002), ("fm", 0.741, 0.003), ("dnn", 0.733, 0.028))]
     assert report.plot_chart(rows, tmp_path / "bench.png") is None
     lo, hi = figures[0].axes[0].get_xlim()
     assert lo < 0.733 - 0.028 and hi > 0.733 + 0.028
@@ -893,3 +893,17 @@ def test_a_grid_value_no_variant_accepts_stops_the_bench_before_it_runs(tmp_path
     spec = tiny_spec({"lr": {}, "broken": {"model": "lr", "set": {"train.epochs": "x"}}}, seeds=[1],
                      search={"grid": {"train.lr": [0.01, 0.02], "model.layers": [1]}})  # (LR has no layers: skipped)
     run_bench(spec, tmp_path / "dry", console=QUIET, dry_run=True)
+
+
+def test_the_chart_says_when_a_bar_is_the_mean_of_fewer_seeds(tmp_path, monkeypatch):
+    """A variant with one of its three seeds failed had a bar like the others (the table says 2/3 seeds ok, the
+    chart said nothing): a mean over fewer seeds, possibly without its worst one, looked like a full result."""
+    from dlf.bench import report
+
+    figures = []
+    monkeypatch.setattr(report, "atomic_write_png", lambda fig, path: figures.append(fig))
+    rows = [{"dataset": "demo", "variant": v, "model": v, "auc_mean": m, "auc_std": 0.001, "oracle": None, "ok": ok,
+             "seeds": 3} for v, m, ok in (("lr", 0.74, 3), ("fm", 0.75, 2), ("dnn", None, 0))]
+    assert report.plot_chart(rows, tmp_path / "bench.png") is None
+    labels = [t.get_text() for t in figures[0].axes[0].get_yticklabels()]
+    assert labels == ["dnn (failed)", "lr", "fm (2/3 seeds)"]

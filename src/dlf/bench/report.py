@@ -262,8 +262,10 @@ def plot_chart(rows: list[dict], path: Path) -> str | None:
     for ax, dataset in zip(axes[:, 0], datasets):
         ds = sorted((r for r in rows if r["dataset"] == dataset),
                     key=lambda r: r["auc_mean"] if _finite(r["auc_mean"]) else -1)
+        # a mean over fewer seeds than planned (a failed or pending run) is said so, as in the report's table
         names = [r["variant"] + ("" if _finite(r["auc_mean"]) else " (failed)" if r["auc_mean"] is None
-                                 else " (AUC undefined)") for r in ds]
+                                 else " (AUC undefined)") + ("" if r["ok"] in (0, r["seeds"])
+                                                             else f" ({r['ok']}/{r['seeds']} seeds)") for r in ds]
         means = [r["auc_mean"] if _finite(r["auc_mean"]) else float("nan") for r in ds]
         errs = [r["auc_std"] if _finite(r["auc_std"]) else 0.0 for r in ds]
         ax.barh(names, means, xerr=errs, color=["tab:red" if r["model"].startswith("dlf") else "tab:blue"
