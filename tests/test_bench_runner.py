@@ -907,3 +907,18 @@ def test_the_chart_says_when_a_bar_is_the_mean_of_fewer_seeds(tmp_path, monkeypa
     assert report.plot_chart(rows, tmp_path / "bench.png") is None
     labels = [t.get_text() for t in figures[0].axes[0].get_yticklabels()]
     assert labels == ["dnn (failed)", "lr", "fm (2/3 seeds)"]
+
+
+def test_out_of_a_bench_with_models_keeps_the_saved_spec(tmp_path):
+    """dlf bench --out DIR --models lr (to rerun or report a part of a finished bench) built a spec from the flags
+    alone, without the saved bench's settings: every finished lr run was 'another config', to be moved aside and
+    trained again with the defaults (1M synthetic rows, 10 epochs)."""
+    runner = CliRunner()
+    spec = tmp_path / "bench.yaml"
+    spec.write_text(yaml.safe_dump({"models": {"lr": {}, "lr-fast": {"model": "lr", "set": {"train.lr": 0.05}}},
+                                    "seeds": [1], "set": dict(TINY)}))
+    res = runner.invoke(app, ["bench", str(spec), "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["bench", "--out", str(tmp_path / "b"), "--models", "lr-fast,lr", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "lr-fast / seed 1: done;" in res.output and "synthetic / lr / seed 1: done;" in res.output

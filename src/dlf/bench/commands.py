@@ -23,7 +23,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="Bench folder (default: the file's `out`, else "
                                            "runs/bench). Rerunning into it resumes."),
         models: Optional[str] = typer.Option(None, "--models", help="Comma-separated registered models or variants "
-                                             "of the file, e.g. dlf,lr (replaces the file's list)."),
+                                             "of the file (or of the --out bench), e.g. dlf,lr (replaces the file's "
+                                             "list)."),
         datasets: Optional[str] = typer.Option(None, "--datasets", help="Comma-separated: synthetic, folders from "
                                                "dlf preprocess and/or datasets of the file by name (replaces the "
                                                "file's list)."),
@@ -43,11 +44,13 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
 
         try:
             spec_path = spec_file
-            if spec_path is None and models is None:
-                saved = (out or Path("runs/bench")) / "bench.yaml"
-                if not saved.is_file():
-                    fail("give a bench YAML file or --models (or --out of an existing bench to resume it)")
+            # --out of an existing bench: its saved spec, flags on top (--models lr alone had built a spec of
+            # defaults, under which every finished run was another config: moved aside and trained again)
+            saved = (out or Path("runs/bench")) / "bench.yaml"
+            if spec_path is None and (models is None or out is not None) and saved.is_file():
                 spec_path = saved
+            elif spec_path is None and models is None:
+                fail("give a bench YAML file or --models (or --out of an existing bench to resume it)")
             spec = load_spec(spec_path, models=models, datasets=datasets, seeds=seeds, grid=grid, trials=trials,
                              check_data=not report_only)
             cli_sets = parse_sets(set_)
