@@ -922,3 +922,23 @@ def test_out_of_a_bench_with_models_keeps_the_saved_spec(tmp_path):
     res = runner.invoke(app, ["bench", "--out", str(tmp_path / "b"), "--models", "lr-fast,lr", "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "lr-fast / seed 1: done;" in res.output and "synthetic / lr / seed 1: done;" in res.output
+
+
+def test_dry_run_of_a_search_bench_plans_the_seed_runs_with_the_choice(tmp_path):
+    """--dry-run of a finished search bench said of every seed run 'another config on disk (moved aside and run
+    again)': it planned them without the chosen trial's values, which a real rerun selects again (and skips)."""
+    spec = tiny_spec(["lr", "fm"], seeds=[1, 2], search={"grid": {"train.lr": [0.05, 0.01]}})
+    assert not run_bench(spec, tmp_path, console=QUIET).failed
+    console = Console(record=True, width=300)
+    run_bench(spec, tmp_path, console=console, dry_run=True)
+    states = re.findall(r"/ (\w+) / (seed \d|trial \d): ([^;\n]+)", console.export_text())
+    assert len(states) == 8 and {s for _, _, s in states} == {"done"}, states
+    # a search not finished: its seed runs wait for its choice
+    shutil.rmtree(tmp_path / "search/synthetic/fm/trial-2")
+    console = Console(record=True, width=300)
+    run_bench(spec, tmp_path, console=console, dry_run=True)
+    states = {(v, what): s for v, what, s in re.findall(r"/ (\w+) / (seed \d|trial \d): ([^;\n]+)",
+                                                         console.export_text())}
+    assert states[("fm", "trial 2")] == "new" and states[("lr", "seed 2")] == "done"
+    assert states[("fm", "seed 1")] == states[("fm", "seed 2")] == \
+        "after the search (with the settings of the trial it chooses)"

@@ -739,7 +739,9 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
             console.print(f"  {run.label}: "
                           + ("another config on disk (moved aside and run again)" if state == "stale" else state)
                           + f"; {settings}", highlight=False)
-            return _record(run, {"status": "planned", "error": None, "metrics": None, "seconds": 0.0})
+            # a finished trial's metrics: the search selects from them, and its seed runs are shown with the choice
+            metrics = json.loads((run.run_dir / "metrics.json").read_text()) if state == "done" else None
+            return _record(run, {"status": "planned", "error": None, "metrics": metrics, "seconds": 0.0})
         if report_only or interrupted[0]:
             state = _planned_state(run, spec.config)  # a run of an earlier spec is no result of this one
             if state == "done":
@@ -770,6 +772,7 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
         # 1. equal-budget search per variant (selection on validation), then 2. the seeds
         chosen: dict[str, dict] = {}
         chosen_dir: dict[str, Path] = {}
+        searched: dict[str, bool] = {}  # every trial of the variant is done: its choice is made
         if spec.search is not None:
             trial_seed = spec.search.seed_or(spec.seeds[0])
             for v in spec.models:
@@ -792,6 +795,7 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
                     "monitor": best["monitor"] if best else None,
                     "trials": len(points), "completed": len(scored), "skipped_grid_keys": skipped_grid}
                 chosen[v.name] = best["trial_params"] if best else None
+                searched[v.name] = all(r["metrics"] is not None for r in trial_records)
                 if best is not None:
                     chosen_dir[v.name] = Path(best["run_dir"])
         for seed in spec.seeds:
@@ -806,6 +810,10 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
                     rec = _record(run, {"status": "failed", "error": _write_error(run.run_dir, exc, "search"),
                                         "metrics": None, "seconds": 0.0})
                     console.print(f"{run.label}: [red]FAILED[/red] {rec['error']}", highlight=False)
+                elif dry_run and spec.search is not None and not searched[v.name]:
+                    console.print(f"  {run.label}: after the search (with the settings of the trial it chooses)",
+                                  highlight=False)
+                    rec = _record(run, {"status": "planned", "error": None, "metrics": None, "seconds": 0.0})
                 else:
                     trial_dir = chosen_dir.get(v.name)
                     if (trial_dir is not None and seed == spec.search.seed_or(spec.seeds[0]) and not dry_run
