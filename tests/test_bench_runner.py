@@ -942,3 +942,15 @@ def test_dry_run_of_a_search_bench_plans_the_seed_runs_with_the_choice(tmp_path)
     assert states[("fm", "trial 2")] == "new" and states[("lr", "seed 2")] == "done"
     assert states[("fm", "seed 1")] == states[("fm", "seed 2")] == \
         "after the search (with the settings of the trial it chooses)"
+
+
+def test_a_finished_run_whose_metrics_cannot_be_read_is_one_line(tmp_path):
+    """A metrics.json cut short (an interrupted copy of a bench folder) stopped the bench, its --dry-run and
+    --report-only with a JSONDecodeError traceback."""
+    spec = tiny_spec(["lr"], seeds=[1])
+    run_bench(spec, tmp_path, console=QUIET)
+    metrics = tmp_path / "runs/synthetic/lr/seed-1/metrics.json"
+    metrics.write_text(metrics.read_text()[:50])
+    for mode in ({}, {"dry_run": True}, {"report_only": True}):
+        with pytest.raises(BenchError, match=f"{re.escape(str(metrics))}: not readable .*; delete its run folder"):
+            run_bench(spec, tmp_path, console=QUIET, **mode)

@@ -492,6 +492,15 @@ def _holds_another_config(run: PlannedRun, cfg) -> bool:
     return path.is_file() and _comparable(yaml.safe_load(path.read_text()) or {}) != _comparable(cfg.to_dict())
 
 
+def _read_json(path: Path) -> dict:
+    """A run's metrics.json or error.json; one line naming it when it cannot be read (cut short by a copy, a full
+    disk): was a JSONDecodeError traceback that stopped the bench, its dry run and --report-only."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{path}: not readable ({exc}); delete its run folder to run it again") from None
+
+
 def run_state(run_dir: Path) -> str:
     """done | failed | partial | new."""
     if (run_dir / "metrics.json").is_file():
@@ -548,7 +557,8 @@ def _write_error(run_dir: Path, exc: BaseException, stage: str) -> str:
 
 
 def execute(run: PlannedRun, base: str | None, console: Console, train_fn: Callable | None = None) -> dict:
-    """Run (or skip, or resume) one planned run; never raises except KeyboardInterrupt.
+    """Run (or skip, or resume) one planned run; never raises except KeyboardInterrupt (and BenchError for a
+    finished run whose metrics.json cannot be read).
 
     Returns {'status': 'done'|'skipped'|'failed', 'error': str|None, 'metrics': dict|None, 'seconds': float}.
     """
@@ -570,7 +580,7 @@ def execute(run: PlannedRun, base: str | None, console: Console, train_fn: Calla
         state = "new"
     if state == "done":
         return {"status": "skipped", "error": None, "seconds": 0.0,
-                "metrics": json.loads((run.run_dir / "metrics.json").read_text())}
+                "metrics": _read_json(run.run_dir / "metrics.json")}
     (run.run_dir / "error.json").unlink(missing_ok=True)
     quiet = Console(quiet=True)
     try:
@@ -740,15 +750,15 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
                           + ("another config on disk (moved aside and run again)" if state == "stale" else state)
                           + f"; {settings}", highlight=False)
             # a finished trial's metrics: the search selects from them, and its seed runs are shown with the choice
-            metrics = json.loads((run.run_dir / "metrics.json").read_text()) if state == "done" else None
+            metrics = _read_json(run.run_dir / "metrics.json") if state == "done" else None
             return _record(run, {"status": "planned", "error": None, "metrics": metrics, "seconds": 0.0})
         if report_only or interrupted[0]:
             state = _planned_state(run, spec.config)  # a run of an earlier spec is no result of this one
             if state == "done":
                 return _record(run, {"status": "skipped", "error": None, "seconds": 0.0,
-                                     "metrics": json.loads((run.run_dir / "metrics.json").read_text())})
+                                     "metrics": _read_json(run.run_dir / "metrics.json")})
             if state == "failed":
-                err = json.loads((run.run_dir / "error.json").read_text())
+                err = _read_json(run.run_dir / "error.json")
                 return _record(run, {"status": "failed", "error": err.get("error"), "metrics": None, "seconds": 0.0})
             return _record(run, None)
         count[0] += 1
