@@ -954,3 +954,14 @@ def test_a_finished_run_whose_metrics_cannot_be_read_is_one_line(tmp_path):
     for mode in ({}, {"dry_run": True}, {"report_only": True}):
         with pytest.raises(BenchError, match=f"{re.escape(str(metrics))}: not readable .*; delete its run folder"):
             run_bench(spec, tmp_path, console=QUIET, **mode)
+
+
+def test_a_run_whose_config_cannot_be_read_is_one_line(tmp_path):
+    """A run folder's config.yaml cut short stopped the bench and its --dry-run with a YAML ParserError traceback."""
+    spec = tiny_spec(["lr"], seeds=[1])
+    run_bench(spec, tmp_path, console=QUIET)
+    config = tmp_path / "runs/synthetic/lr/seed-1/config.yaml"
+    config.write_text("model:\n  name: [lr\n")
+    for mode in ({}, {"dry_run": True}):
+        with pytest.raises(BenchError, match=f"{re.escape(str(config))}: not readable \\(line 3: .*\\); delete its"):
+            run_bench(spec, tmp_path, console=QUIET, **mode)

@@ -489,7 +489,13 @@ def _comparable(config: dict) -> dict:
 def _holds_another_config(run: PlannedRun, cfg) -> bool:
     """The run's folder holds a run (config.yaml) of another config than the planned `cfg`: the spec changed."""
     path = run.run_dir / "config.yaml"
-    return path.is_file() and _comparable(yaml.safe_load(path.read_text()) or {}) != _comparable(cfg.to_dict())
+    if not path.is_file():
+        return False
+    try:
+        held = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:  # cut short: was a ParserError traceback
+        raise BenchError(f"{path}: not readable ({yaml_problem(exc)}); delete its run folder to run it again") from None
+    return _comparable(held) != _comparable(cfg.to_dict())
 
 
 def _read_json(path: Path) -> dict:
@@ -518,9 +524,10 @@ def _planned_state(run: PlannedRun, base: str | None) -> str:
     state = run_state(run.run_dir)
     if (run.run_dir / "config.yaml").is_file():
         try:
-            return "stale" if _holds_another_config(run, build_config(base, run.overrides)) else state
+            planned = build_config(base, run.overrides)
         except (ValueError, OSError):  # the planned config is invalid now: what is on disk is not its run
             return "stale"
+        return "stale" if _holds_another_config(run, planned) else state
     return state
 
 
