@@ -965,3 +965,13 @@ def test_a_run_whose_config_cannot_be_read_is_one_line(tmp_path):
     for mode in ({}, {"dry_run": True}):
         with pytest.raises(BenchError, match=f"{re.escape(str(config))}: not readable \\(line 3: .*\\); delete its"):
             run_bench(spec, tmp_path, console=QUIET, **mode)
+
+
+def test_a_cut_environment_file_does_not_stop_the_report(tmp_path):
+    """An environment.json cut short made --report-only (and the end of every bench) stop with a JSONDecodeError
+    traceback; the report's environment line now comes from the next run's."""
+    spec = tiny_spec(["lr", "fm"], seeds=[1])
+    run_bench(spec, tmp_path, console=QUIET)
+    (tmp_path / "runs/synthetic/lr/seed-1/environment.json").write_text('{"torch": ')
+    run_bench(spec, tmp_path, console=QUIET, report_only=True)
+    assert "Environment: torch " in (tmp_path / "report.md").read_text()

@@ -95,7 +95,10 @@ def _environment(records: list[dict]) -> str:
     for r in records:
         env_path = Path(r["run_dir"]) / "environment.json"
         if r["metrics"] is not None and env_path.is_file():
-            env = json.loads(env_path.read_text())
+            try:
+                env = json.loads(env_path.read_text())
+            except ValueError:  # cut short (it only describes the machine): the next run's
+                continue
             bits = [f"torch {env.get('torch', '?')}", f"device {env.get('device', '?')}",
                     f"threads {env.get('threads') or env.get('torch_threads') or 'default'}"]
             if env.get("git_commit"):
