@@ -851,11 +851,13 @@ def test_results_csv_says_done_for_a_finished_run_in_a_resumed_or_report_only_be
         assert [(r["status"], bool(r["test_auc"])) for r in rows] == [("done", True)]
 
 
-@pytest.mark.parametrize("trials, text", [(5, "the whole grid (2 points) per model"), (0, "the whole grid (2 points)"),
-                                          (1, "1 of its 2 points per model")])
-def test_the_search_text_gives_the_trials_that_ran(tmp_path, trials, text):
+@pytest.mark.parametrize("trials, grid, text", [(5, [0.05, 0.01], "the whole grid (2 points) per model"),
+                                                (0, [0.05, 0.01], "the whole grid (2 points)"),
+                                                (1, [0.05, 0.01], "1 of its 2 points per model"),
+                                                (0, [0.05], "the whole grid (1 point) per model")])
+def test_the_search_text_gives_the_trials_that_ran(tmp_path, trials, grid, text):
     """--trials 5 on a grid of 2 points ran 2 trials per model, but the report said '5 trial(s) per model'."""
-    spec = tiny_spec(["lr"], seeds=[1], search={"grid": {"train.lr": [0.05, 0.01]}, "trials": trials})
+    spec = tiny_spec(["lr"], seeds=[1], search={"grid": {"train.lr": grid}, "trials": trials})
     result = run_bench(spec, tmp_path, console=QUIET)
     assert not result.failed
     assert text in (tmp_path / "report.md").read_text()
