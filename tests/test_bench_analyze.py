@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -200,7 +201,9 @@ def test_cli_analyze_of_a_cut_off_grad_norms_csv_is_one_line(trained_runs, tmp_p
     shutil.copytree(trained_runs / "deepfm", run)
     (run / "grad_norms.csv").write_bytes((run / "grad_norms.csv").read_bytes()[:-25])
     res = CliRunner().invoke(dlf_app(), ["analyze", str(run), "--out", str(tmp_path / "a"), "--no-probe"])
-    assert res.exit_code == 2 and "grad_norms.csv: not a readable grad_norms.csv (" in res.output, res.output
+    lines = (run / "grad_norms.csv").read_text().count("\n") + 1  # the last one, cut short: named
+    assert res.exit_code == 2 and re.search(rf"grad_norms.csv: not a readable grad_norms.csv \(line {lines}: expected "
+                                            r"(an integer|a number) in column '\w+', got", res.output), res.output
 
 
 def test_cli_analyze_of_one_variant_from_two_benches_keeps_both_plots(trained_runs, tmp_path):

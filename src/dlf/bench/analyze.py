@@ -320,10 +320,9 @@ def analyze_runs(runs: list[Path], out: Path | None = None, *, probe_rows: int =
             continue
         try:
             rows = read_grad_norms(csv_path)
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:  # e.g. a line cut off by a killed run
-            raise AnalysisError(f"{csv_path}: not a readable grad_norms.csv ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else 'malformed row'}); delete it or the "
-                                "bad line to analyze the rest") from None
+        except (ValueError, UnicodeDecodeError) as exc:  # e.g. a line cut off by a killed run
+            raise AnalysisError(f"{csv_path}: not a readable grad_norms.csv ({str(exc).splitlines()[0]}); delete it "
+                                "or the bad line to analyze the rest") from None
         if not rows:
             log(f"{run}: grad_norms.csv is empty")
             continue

@@ -99,12 +99,18 @@ class GradNormLogger:
 
 
 def read_grad_norms(path: str | Path) -> list[dict]:
-    """The rows of a grad_norms.csv with numbers parsed."""
+    """The rows of a grad_norms.csv with numbers parsed; a row that is not (a line cut short by a killed run) is a
+    ValueError naming its line and column."""
+    rows = []
     with Path(path).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for k in ("step", "epoch", "layer", "params"):
-            r[k] = int(r[k])
-        for k in ("grad_norm", "grad_rms", "param_norm"):
-            r[k] = float(r[k])
+        reader = csv.DictReader(f)
+        for r in reader:
+            for k, number in [(k, int) for k in ("step", "epoch", "layer", "params")] + \
+                              [(k, float) for k in ("grad_norm", "grad_rms", "param_norm")]:
+                try:
+                    r[k] = number(r[k])
+                except (KeyError, TypeError, ValueError):
+                    raise ValueError(f"line {reader.line_num}: expected {'an integer' if number is int else 'a number'}"
+                                     f" in column {k!r}, got {r.get(k)!r}") from None
+            rows.append(r)
     return rows
