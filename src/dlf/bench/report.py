@@ -190,10 +190,11 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
     lines.append("")
     if result.selections:
         size, trials = math.prod(len(v) for v in spec.search.grid.values()), spec.search.trials
+        points = (f"{trials} of its {size} points" if 0 < trials < size
+                  else f"the whole grid ({size} point{'s' if size > 1 else ''})")
         lines += ["## Hyper-parameter search", "",
-                  f"Grid: {_set_text({k: v for k, v in spec.search.grid.items()})}; "
-                  + (f"{trials} of its {size} points" if 0 < trials < size else f"the whole grid ({size} point{'s' if size > 1 else ''})")
-                  + " per model (one seed), the one with the best validation "
+                  f"Grid: {_set_text({k: v for k, v in spec.search.grid.items()})}; {points}"
+                  " per model (one seed), the one with the best validation "
                   "score then trained with every seed. Validation score: the monitor (`train.monitor`, in brackets) "
                   "at the trial's best epoch, higher is better: auc-logloss = AUC − logloss, logloss = −logloss.",
                   "",
