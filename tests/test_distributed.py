@@ -17,7 +17,7 @@ from rich.console import Console
 
 import dlf
 from dlf.train.checkpoint import list_checkpoints, load_checkpoint
-from dlf.train.distributed import torchrun_command
+from dlf.train.distributed import PEER_LOST, torchrun_command
 from test_cli import default_sigint
 from test_train_resume import TINY, _assert_same_weights, _kill_after_mid_epoch_checkpoint
 from test_train_resume import dlf as run_dlf
@@ -120,13 +120,14 @@ def test_an_out_that_is_a_file_is_one_line_before_and_under_torchrun(tmp_path):
     assert proc.returncode != 0 and "[rank1]" not in proc.stderr and proc.stderr.count("is a file") == 2, proc.stderr
 
 
-def _nproc2_lr_with_hook(tmp_path, sitecustomize: str, **overrides) -> subprocess.CompletedProcess:
-    """`dlf train --model lr --nproc 2` with `sitecustomize` imported by every rank (a fault injected into one)."""
+def _nproc2_lr_with_hook(tmp_path, sitecustomize: str, *args: str, timeout: float = 300,
+                         **overrides) -> subprocess.CompletedProcess:
+    """`dlf train --model lr --nproc 2 ARGS` with `sitecustomize` imported by every rank (a fault injected into one)."""
     (tmp_path / "sitecustomize.py").write_text(sitecustomize)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
     sets = [x for k, v in {**ARGS, "train.epochs": 1, **overrides}.items() for x in ("--set", f"{k}={v}")]
-    return subprocess.run([sys.executable, "-m", "dlf", "train", "--model", "lr", "--nproc", "2", "--quiet", *sets],
-                          capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run([sys.executable, "-m", "dlf", "train", "--model", "lr", "--nproc", "2", "--quiet", *sets,
+                           *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _at_rank1_step_3(statement: str) -> str:
@@ -152,6 +153,35 @@ def test_one_rank_failing_alone_ends_every_rank_with_one_line(tmp_path):
     proc = _nproc2_lr_with_hook(tmp_path, _at_rank1_step_3("loss = loss * float('nan')"))
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: training loss became nan at epoch 1, step 3; lower train.lr (now 0.01) or check inputs"], proc.stderr
+
+
+@pytest.mark.parametrize("stderr_gone", [False, True], ids=["ctrl-c", "launcher-killed"])
+def test_an_interrupted_rank_ends_without_the_interpreters_teardown(tmp_path, stderr_gone):
+    """Ctrl-C of `dlf train --nproc 2`, or kill -9 of its launcher: in about 1 of 6 tries a rank ended 30 s late,
+    killed by torchrun. The interrupt's traceback kept DDP's Reducer, and with it the gloo process group, alive until
+    the interpreter's teardown freed them with the GIL held: ProcessGroupGloo's destructor then waited for a worker
+    thread that waited for the GIL. Here rank 1 is interrupted with an object in its traceback whose destructor blocks
+    with the GIL held, as that one did; the run ended only when the test gave up (rank 0 waits in a collective for
+    rank 1). With the launcher killed, the rank's 'interrupted' line met a closed pipe and it ended the same way."""
+    run = tmp_path / "run"
+    # a pipe nobody reads, as the launcher's after kill -9: writing to it raises BrokenPipeError
+    gone = "r, w = os.pipe(); os.close(r); os.dup2(w, 2); " if stderr_gone else ""
+    hook = ("import ctypes\n"
+            "class Blocker:\n"
+            "    def __del__(self):\n"
+            "        ctypes.PyDLL(None).sleep(600)  # PyDLL: the GIL stays held\n"
+            + _at_rank1_step_3(f"{gone}blocker = Blocker(); raise KeyboardInterrupt"))
+    try:
+        proc = _nproc2_lr_with_hook(tmp_path, hook, "--out", str(run), timeout=90)
+    finally:
+        for pid in _processes_of(run):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    if stderr_gone:  # rank 0 then says why it stopped, and torchrun reports rank 1's exit status
+        assert proc.returncode not in (0, 130) and PEER_LOST in proc.stderr, proc.stderr
+    else:
+        assert proc.returncode == 130 and proc.stderr.splitlines() == [
+            f"interrupted: continue with dlf train --resume {run}"], proc.stderr
 
 
 def _stop_after_first_checkpoint(proc: subprocess.Popen, run: Path, stop) -> str:

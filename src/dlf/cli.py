@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -107,11 +107,32 @@ def train(
                 raise
             _fail(f"rank {os.environ.get('RANK', '?')}: {PEER_LOST}")
         except KeyboardInterrupt:  # Ctrl-C ended the run without a word (exit 130): say how to continue it
-            err.print(_interrupted(resume if resume is not None else out), highlight=False, soft_wrap=True)
-            raise typer.Exit(143 if terminated else 130) from None
+            line, code = _interrupted(resume if resume is not None else out), 143 if terminated else 130
+            if under_torchrun:
+                _exit_rank(line, code)
+            err.print(line, highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
     out = resume if resume is not None else out
     if os.environ.get("RANK", "0") == "0":
         _print_result(metrics, out)
+
+
+def _exit_rank(line: str, code: int) -> NoReturn:
+    """Print `line` and end an interrupted torchrun rank now, without the interpreter's teardown, which could deadlock:
+    the interrupt's traceback keeps DDP's Reducer, and with it the gloo process group, alive until that teardown frees
+    them with the GIL held; ProcessGroupGloo's destructor then joins its worker threads, one of which may be freeing
+    the collective the interrupt cut short, which takes the GIL. The rank hung until torchrun killed it 30 s later
+    (seen in 5 of 30 stops), and a peer waiting in a collective with it. Nothing is left to do by now: the run's files
+    were closed (and a checkpoint being written removed) as the interrupt unwound."""
+    import os
+
+    try:  # (not through rich, which raises SystemExit on a broken pipe)
+        sys.stderr.write(line + "\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # `kill -9` of the launcher closed the pipe our stderr goes to: nobody is left to read it
+        pass
+    os._exit(code)
 
 
 def _interrupted(run_dir: Path | None) -> str:
