@@ -4,24 +4,26 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a hidden temporary file beside `path`, then rename it over `path`: a reader sees the old file
+    or the new one whole. The temporary name is chosen before the file exists, so an interrupt at any moment from
+    its creation on removes it (with tempfile.mkstemp, a Ctrl-C landing inside it, after the file was created but
+    before its name was returned, left the file behind)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 less the umask, as for any new file
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -49,7 +51,6 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 def publish_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
     """Swap a finished folder `tmp` into place at `out`; a previous `out` stays whole until the swap."""
     import shutil
-    import uuid
 
     tmp, out = Path(tmp), Path(out)
     if not out.exists():
