@@ -66,7 +66,8 @@ def interrupt_when_orphaned(poll_s: float = 0.5, grace_s: float = 10) -> Iterato
                 # does (seen: a rank waiting in a collective for a peer that is stopping, the peer deadlocked in
                 # gloo's teardown with the GIL held: neither ran Python code again). The timer needs no GIL
                 faulthandler.dump_traceback_later(grace_s, exit=True)
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # wakes a sleep, unlike interrupt_main
+                # (a signal, unlike _thread.interrupt_main, wakes a main thread that sleeps)
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
                 return
 
     # Python's own Ctrl-C handler: a process started in the background (`cmd &`) inherits SIGINT ignored

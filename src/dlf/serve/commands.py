@@ -191,7 +191,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         api_key: Optional[str] = typer.Option(None, envvar="DLF_API_KEY", help="Require this key in the X-API-Key "
                                               "header of /predict and /metadata (or set DLF_API_KEY)."),
         max_batch: int = typer.Option(1000, min=1, help="Most records per request (413 above)."),
-        max_body_mb: float = typer.Option(4.0, help="Largest request body in MiB, as sent and gzip-decoded (413 above)."),
+        max_body_mb: float = typer.Option(4.0, help="Largest request body in MiB, as sent and gzip-decoded (413 "
+                                          "above)."),
         engine: str = typer.Option("torch", help="torch or onnx."),
         threads: int = typer.Option(0, min=0, help="Intra-op threads (0: the engine's default)."),
         precision: str = typer.Option("fp32", help="fp32 or bf16 (torch engine: bf16 autocast)."),
