@@ -155,8 +155,9 @@ def _signal_after_first_checkpoint(out, signum, *extra):
 
 
 def test_ctrl_c_says_how_to_continue_the_run(tmp_path):
-    """Ctrl-C ended `dlf train` with exit 130 and no output at all."""
-    out = tmp_path / "run"
+    """Ctrl-C ended `dlf train` with exit 130 and no output at all. (The path is printed as it is: rich read its
+    '[b]' as markup.)"""
+    out = tmp_path / "run[b]"
     proc, stderr = _signal_after_first_checkpoint(out, signal.SIGINT)
     assert proc.returncode == 130 and "Traceback" not in stderr
     assert stderr.strip() == f"interrupted: continue with dlf train --resume {out}"

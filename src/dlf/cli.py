@@ -110,7 +110,7 @@ def train(
             line, code = _interrupted(resume if resume is not None else out), 143 if terminated else 130
             if under_torchrun:
                 _exit_rank(line, code)
-            err.print(line, highlight=False, soft_wrap=True)
+            err.print(line, markup=False, highlight=False, soft_wrap=True)  # the path is the user's text
             raise typer.Exit(code) from None
     out = resume if resume is not None else out
     if os.environ.get("RANK", "0") == "0":
