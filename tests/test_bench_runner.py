@@ -478,6 +478,23 @@ def test_the_best_auc_and_the_best_logloss_are_marked_as_in_a_paper_table(tmp_pa
     assert "best of each column in bold" in (tmp_path / "report.md").read_text()
 
 
+def test_a_mean_over_fewer_seeds_is_not_marked_best(tmp_path):
+    """A variant with one of its two seeds failed was ranked, bolded and named 'Best' on its other seed's AUC, above
+    variants whose every seed finished: a partial result read as the table's winner."""
+    def train_fn(cfg, out=None, resume=None, console=None):
+        if cfg.model_name == "fm" and cfg.train.seed == 2:
+            raise RuntimeError("diverged")
+        auc = {"lr": 0.70, "fm": 0.75}[cfg.model_name]
+        return {"test": {"auc": auc, "logloss": 1 - auc}, "parameters": 1, "epochs_run": 1, "best_epoch": 1,
+                "train_seconds": 1.0, "history": [], "oracle_test": {"auc": 0.8, "logloss": 0.1}}
+
+    run_bench(tiny_spec(["lr", "fm"], seeds=[1, 2]), tmp_path, console=QUIET, train_fn=train_fn)
+    table = (tmp_path / "report.md").read_text().split("## synthetic")[1].split("## Settings")[0]
+    assert "| 1 | fm | fm | 1/2 (1 failed, 0 not run) | 0.7500 | 0.2500 |" in table, table
+    assert "| 2 | lr | lr | 2/2 | **0.7000 ± 0.0000** | **0.3000 ± 0.0000** |" in table, table
+    assert "Best: lr (0.7000), 0.1000 AUC below the oracle." in table, table
+
+
 def test_a_set_flag_on_a_key_of_the_search_grid_is_refused(tmp_path):
     """--set wins over the search's values: with --set train.lr=0.02 --grid train.lr=0.05,0.001 every trial trained
     at 0.02, and the report still said the search had chosen train.lr=0.05."""

@@ -133,7 +133,7 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
                                                                       else "") + ".",
              f"Seeds: {', '.join(map(str, spec.seeds))}. Environment: {_environment(result.records)}.",
              "Mean ± sample std over the seeds that finished (std omitted for one seed); the best of each column in "
-             "bold. `epochs` = epochs run "
+             "bold (of the variants whose every seed finished, when there are any). `epochs` = epochs run "
              "(early stopping), `train s` = training wall-clock including per-epoch validation, `samples/s` = "
              "training throughput; timing columns are noisy when other processes share the machine.", ""]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
@@ -142,9 +142,11 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
         good = sorted((r for r in ds_rows if r["auc_mean"] is not None),
                       key=lambda r: (not _finite(r["auc_mean"]), -r["auc_mean"] if _finite(r["auc_mean"]) else 0))
         bad = [r for r in ds_rows if r["auc_mean"] is None]
-        # as a paper table marks them: the best logloss is often another variant's than the best AUC (rank 1)
-        best_auc = max((r["auc_mean"] for r in good if _finite(r["auc_mean"])), default=None)
-        best_logloss = min((r["logloss_mean"] for r in good if _finite(r["logloss_mean"])), default=None)
+        # as a paper table marks them: the best logloss is often another variant's than the best AUC (rank 1); a
+        # mean over some of the seeds (others failed or not run) is no result to mark best while a full one exists
+        full = [r for r in good if r["ok"] == r["seeds"]] or good
+        best_auc = max((r["auc_mean"] for r in full if _finite(r["auc_mean"])), default=None)
+        best_logloss = min((r["logloss_mean"] for r in full if _finite(r["logloss_mean"])), default=None)
         lines += [f"## {dataset}", "",
                   "| # | variant | model | seeds ok | test AUC | test logloss | params | epochs | train s "
                   "| samples/s |",
@@ -167,9 +169,9 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
             lines.append(f"| – | {r['variant']} | {r['model']} | 0/{r['seeds']} {status}{why} "
                          "| – | – | – | – | – | – |")
         lines.append("")
-        if good and oracle and _finite(good[0]["auc_mean"]) and _finite(oracle["auc"]):
-            gap = oracle["auc"] - good[0]["auc_mean"]
-            lines += [f"Best: {good[0]['variant']} ({good[0]['auc_mean']:.4f}), {gap:.4f} AUC below the oracle.", ""]
+        if full and oracle and _finite(full[0]["auc_mean"]) and _finite(oracle["auc"]):
+            gap = oracle["auc"] - full[0]["auc_mean"]
+            lines += [f"Best: {full[0]['variant']} ({full[0]['auc_mean']:.4f}), {gap:.4f} AUC below the oracle.", ""]
     # settings
     lines += ["## Settings", "", f"- every run: {_set_text(spec.set)}"
               + (f" (base config `{spec.config}`)" if spec.config else "")]
