@@ -110,7 +110,8 @@ class Encoder:
         if [s.opts.name for s in self.states] != [f.name for f in feature_map.fields]:
             raise DataError("the bundle's schema and feature map list different fields")
         # numeric fields without a value in the train rows, which FieldState.encode feeds 0 (for the bundle's warning)
-        self.untrained = [j for j, opts in enumerate(self.parser.num) if stats[opts.name].get("train_count") == 0]
+        numeric = [st for st in self.states if st.out_kind == "numeric"]
+        self.untrained = [j for j, st in enumerate(numeric) if not st.n]
         self.inputs = []
         by_column: dict[str, InputField] = {}
         for st in self.states:
