@@ -184,6 +184,31 @@ def test_an_interrupted_rank_ends_without_the_interpreters_teardown(tmp_path, st
             f"interrupted: continue with dlf train --resume {run}"], proc.stderr
 
 
+@pytest.mark.parametrize("error, expected", [
+    ("__import__('dlf.train.trainer', fromlist=['_']).TrainingError('injected')", "error: injected"),
+    ("ValueError('injected')", "ValueError: injected"),
+], ids=["training-error", "unexpected-error"])
+def test_a_failing_rank_ends_without_the_interpreters_teardown(tmp_path, error, expected):
+    """As above, for a rank stopped by an error: its traceback kept the gloo process group alive until the
+    interpreter's teardown, where the same deadlock could hold the rank (and its peer) until torchrun's timeout.
+    The error is still shown once, and a bug's traceback in full."""
+    run = tmp_path / "run"
+    hook = ("import ctypes\n"
+            "class Blocker:\n"
+            "    def __del__(self):\n"
+            "        ctypes.PyDLL(None).sleep(600)  # PyDLL: the GIL stays held\n"
+            + _at_rank1_step_3(f"blocker = Blocker(); raise {error}"))
+    try:
+        proc = _nproc2_lr_with_hook(tmp_path, hook, "--out", str(run), timeout=90)
+    finally:
+        for pid in _processes_of(run):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode != 0 and expected in proc.stderr.splitlines(), proc.stderr
+    if expected.startswith("error:"):
+        assert proc.returncode == 2 and proc.stderr.splitlines() == [expected], proc.stderr
+
+
 def _stop_after_first_checkpoint(proc: subprocess.Popen, run: Path, stop) -> str:
     """Wait for the run's first checkpoint, call `stop`, and return the run's stderr (killed if it does not end)."""
     try:

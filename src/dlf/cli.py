@@ -93,19 +93,25 @@ def train(
     # SIGTERMs the other ranks when one died: they end as before, and torchrun's report names the signal. A rank
     # stops as on Ctrl-C once torchrun is gone (killed with the launcher's process group, which the ranks are not in)
     under_torchrun = "WORLD_SIZE" in os.environ
+    # a rank ends through _exit_rank, past the interpreter's teardown (see there), whatever stopped it
+    fail = (lambda message: _exit_rank(f"error: {message}", 2)) if under_torchrun else _fail
     with interrupt_when_orphaned() if under_torchrun else sigterm_as_interrupt() as terminated:
         try:
             metrics = run_train(cfg, out=out, resume=resume)
         except (ConfigError, TrainingError, CheckpointError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         except OSError as exc:  # writing the run directory (train_log.csv, metrics.json, ...): disk full, permissions
-            _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
-        except RuntimeError as exc:  # under torchrun: a collective failed because another rank ended (it says why)
+            fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+        except Exception as exc:  # a bug, or under torchrun: a collective failed because another rank ended
             from dlf.train.distributed import PEER_LOST, peer_lost
 
-            if not (peer_lost(exc) and under_torchrun):
+            if not under_torchrun:
                 raise
-            _fail(f"rank {os.environ.get('RANK', '?')}: {PEER_LOST}")
+            if isinstance(exc, RuntimeError) and peer_lost(exc):
+                fail(f"rank {os.environ.get('RANK', '?')}: {PEER_LOST}")
+            import traceback
+
+            _exit_rank(traceback.format_exc().rstrip(), 1)  # what the interpreter would print, and its status
         except KeyboardInterrupt:  # Ctrl-C ended the run without a word (exit 130): say how to continue it
             line, code = _interrupted(resume if resume is not None else out), 143 if terminated else 130
             if under_torchrun:
@@ -118,12 +124,12 @@ def train(
 
 
 def _exit_rank(line: str, code: int) -> NoReturn:
-    """Print `line` and end an interrupted torchrun rank now, without the interpreter's teardown, which could deadlock:
-    the interrupt's traceback keeps DDP's Reducer, and with it the gloo process group, alive until that teardown frees
-    them with the GIL held; ProcessGroupGloo's destructor then joins its worker threads, one of which may be freeing
-    the collective the interrupt cut short, which takes the GIL. The rank hung until torchrun killed it 30 s later
-    (seen in 5 of 30 stops), and a peer waiting in a collective with it. Nothing is left to do by now: the run's files
-    were closed (and a checkpoint being written removed) as the interrupt unwound."""
+    """Print `line` and end a stopped torchrun rank now, without the interpreter's teardown, which could deadlock: the
+    interrupt's (or error's) traceback keeps DDP's Reducer, and with it the gloo process group, alive until that
+    teardown frees them with the GIL held; ProcessGroupGloo's destructor then joins its worker threads, one of which may
+    be freeing the collective the interrupt cut short, which takes the GIL. The rank hung until torchrun killed it 30 s
+    later (seen in 5 of 30 interrupts), and a peer waiting in a collective with it. Nothing is left to do by now: the
+    run's files were closed (and a checkpoint being written removed) as the exception unwound."""
     import os
 
     try:  # (not through rich, which raises SystemExit on a broken pipe)
