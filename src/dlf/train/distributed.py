@@ -60,8 +60,9 @@ class DistContext:
             # DDP imports torch._dynamo, and importing it while a process group exists leaves ten references to
             # that group in module state, so destroy_process_group cannot free it: gloo's threads then outlive
             # the run and can abort the process at interpreter shutdown (pytorch/pytorch#179291). Imported
-            # before the group exists, it keeps none.
-            import torch._dynamo  # noqa: F401
+            # before the group exists, it keeps none. (Imported `as`: a plain `import torch._dynamo` binds `torch` in
+            # this whole function, and torch.cuda.set_device above failed with UnboundLocalError on CUDA.)
+            import torch._dynamo as dynamo  # noqa: F401
             dist.init_process_group(backend=backend, rank=rank, world_size=world)
             owns = True
         return cls(rank, world, local_rank, dev, backend, owns)
