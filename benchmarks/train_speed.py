@@ -556,6 +556,13 @@ def print_table(results: list[dict], peaks: dict) -> None:
             print(f"FuxiCTR {r['model']}: skipped ({fx['error']})")
 
 
+def write_json(path: Path | None, results: dict) -> None:
+    """--json, rewritten after every configuration: a run stopped by a time limit (benchmarks/gpu_check.sh gives it
+    one) keeps the results of the configurations that finished."""
+    if path is not None:
+        path.write_text(json.dumps(results, indent=1))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated registry names")
@@ -644,8 +651,7 @@ def main(argv=None) -> None:
                 rounds.append(run_child({**common, "models": args.models, "precision": precision,
                                          "batch_size": batch_size}))
                 print_interleaved(rounds[-1])
-        if args.json:
-            args.json.write_text(json.dumps({"peaks_gflops": peaks, "interleaved": rounds}, indent=1))
+                write_json(args.json, {"peaks_gflops": peaks, "interleaved": rounds})
         return
     results = []
     # models innermost: the runs a ratio compares are adjacent in time (this machine's speed drifts over minutes)
@@ -658,12 +664,11 @@ def main(argv=None) -> None:
                 print(f"  {model} {precision} batch {batch_size}: "
                       + (f"{r['samples_per_s']:.0f} samples/s, peak RSS {r['peak_rss_gb']:.2f} GB"
                          if "error" not in r else f"failed: {r['error']}"), flush=True)
+                write_json(args.json, {"peaks_gflops": peaks, "results": results})
     print()
     print(f"data: {rows:,} rows, {results[0].get('embedding_rows', 0):,} embedding rows; "
           f"{args.steps} timed steps after {args.warmup} warm-up; step split = share of the mean step")
     print_table(results, peaks)
-    if args.json:
-        args.json.write_text(json.dumps({"peaks_gflops": peaks, "results": results}, indent=1))
 
 
 if __name__ == "__main__":
