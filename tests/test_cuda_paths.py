@@ -1,9 +1,13 @@
 """The CUDA-only decisions of training, checked on the CPU with CUDA faked where needed (tests/test_cuda.py runs the
 real thing where a GPU exists)."""
+import pytest
 import torch
 import torch.distributed
 
-from dlf.train.distributed import DistContext
+import dlf
+from dlf.config import load_config
+from dlf.train.distributed import DeviceError, DistContext
+from dlf.train.trainer import TrainingError
 
 
 def fake_torchrun(monkeypatch, world: int, gpus: int, rank: int = 0) -> list:
@@ -28,3 +32,15 @@ def test_a_process_per_gpu_joins_nccl_on_its_own_device(monkeypatch):
     assert ctx.device == torch.device("cuda", 1) and ctx.backend == "nccl"
     assert calls == [("set_device", torch.device("cuda", 1)), ("init", "nccl")]  # the device first, then the group
 
+
+
+def test_more_processes_than_gpus_is_a_one_line_error(monkeypatch):
+    """Two processes on one GPU: NCCL refused it at the first collective ('Duplicate GPU detected'), a traceback; with
+    the default train.device=auto, `dlf train --nproc 2` on a one-GPU machine got there."""
+    calls = fake_torchrun(monkeypatch, world=2, gpus=1)
+    message = "2 processes on this machine need one CUDA device each and it has 1: use --nproc 1 or train.device=cpu"
+    with pytest.raises(DeviceError, match=message):
+        DistContext.from_env("auto")
+    assert calls == []  # refused before any device or process group is set up
+    with pytest.raises(TrainingError, match=message):  # dlf.train: the CLI's one line
+        dlf.train(load_config(None, ["train.device=cuda"]))

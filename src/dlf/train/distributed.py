@@ -52,6 +52,13 @@ class DistContext:
         dev = resolve_device(device, local_rank)
         if world <= 1:
             return cls(device=dev)
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        if dev.type == "cuda" and local_world > torch.cuda.device_count():
+            # NCCL refuses two processes on one device ("Duplicate GPU detected"), a traceback from the first
+            # collective; train.device=auto picks CUDA, so `--nproc 2` on a one-GPU machine got there by default
+            raise DeviceError(f"{local_world} processes on this machine need one CUDA device each and it has "
+                              f"{torch.cuda.device_count()}: use --nproc {torch.cuda.device_count()} or "
+                              "train.device=cpu")
         backend = "nccl" if dev.type == "cuda" else "gloo"
         owns = False
         if not dist.is_initialized():
