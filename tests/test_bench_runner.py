@@ -994,3 +994,26 @@ def test_a_cut_environment_file_does_not_stop_the_report(tmp_path):
     (tmp_path / "runs/synthetic/lr/seed-1/environment.json").write_text('{"torch": ')
     run_bench(spec, tmp_path, console=QUIET, report_only=True)
     assert "Environment: torch " in (tmp_path / "report.md").read_text()
+
+
+def test_bench_lines_show_names_paths_and_errors_verbatim(tmp_path):
+    """The console lines went through rich markup: a dataset named 'd[b]' was shown as 'd', and an --out path or an
+    error quoting '[/i]' (a user's value) raised MarkupError: after the whole bench had run, for the report line."""
+    weird = tmp_path / "x[" / "i]"  # the path holds '[/i]'
+    weird.mkdir(parents=True)
+    (weird / "feature_map.json").write_text("{}")  # only checked to exist: its run fails in train_fn below
+
+    def train_fn(cfg, out=None, resume=None, console=None):
+        raise RuntimeError("bad value '[/i]' in [b]field")
+
+    spec = tiny_spec(["lr"], seeds=[1], datasets={"d[b]": {"path": str(weird)}})
+    shown = io.StringIO()
+    result = run_bench(spec, tmp_path / "b", console=Console(file=shown, soft_wrap=True), train_fn=train_fn)
+    assert [r["status"] for r in result.records] == ["failed"]
+    assert "[1/1] d[b] / lr / seed 1: FAILED RuntimeError: bad value '[/i]' in [b]field" in shown.getvalue(), \
+        shown.getvalue()
+
+    out = tmp_path / "o[" / "i]b[b]"
+    sets = [x for k, v in {**TINY, "data.synthetic.rows": 600}.items() for x in ("--set", f"{k}={v}")]
+    res = CliRunner().invoke(app, ["bench", "--models", "lr", "--seeds", "1", *sets, "--out", str(out)])
+    assert res.exit_code == 0 and f"report: {out / 'report.md'}" in res.output, res.output

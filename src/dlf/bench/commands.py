@@ -79,7 +79,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         if dry_run:
             return
         chart = f"chart: {folder / 'bench.png'}" if result.no_chart is None else f"no chart: {result.no_chart}"
-        console.print(f"report: {result.report}  ({chart}, per run: {folder / 'results.csv'})", highlight=False)
+        console.print(f"report: {result.report}  ({chart}, per run: {folder / 'results.csv'})", markup=False,
+                      highlight=False)
         if result.interrupted:
             raise typer.Exit(143 if terminated else 130)
         if result.failed:
@@ -100,8 +101,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
 
         try:
             result = analyze_runs(runs, out, probe_rows=probe_rows, probe=not no_probe,
-                                  log=lambda m: Console().print(m, highlight=False, soft_wrap=True))
+                                  log=lambda m: Console().print(m, markup=False, highlight=False, soft_wrap=True))
         except AnalysisError as exc:
             fail(str(exc))
         for path in result["files"]:
-            Console().print(f"wrote {path}", highlight=False)
+            Console().print(f"wrote {path}", markup=False, highlight=False)

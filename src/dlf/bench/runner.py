@@ -50,6 +50,7 @@ from typing import Any, Callable
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from dlf._io import atomic_write_json, atomic_write_text, publish_dir
 from dlf.data.schema import yaml_problem
@@ -583,7 +584,7 @@ def execute(run: PlannedRun, base: str | None, console: Console, train_fn: Calla
     if state != "new" and _holds_another_config(run, cfg):
         moved = _move_aside(run.run_dir)
         console.print(f"  {run.label}: the planned config differs from the one in {run.run_dir}; "
-                      f"moved the old run to {moved.name}", highlight=False)
+                      f"moved the old run to {moved.name}", markup=False, highlight=False)
         state = "new"
     if state == "done":
         return {"status": "skipped", "error": None, "seconds": 0.0,
@@ -746,7 +747,7 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
 
     def stop(run: PlannedRun) -> None:
         interrupted[0] = True
-        console.print(f"[yellow]interrupted[/yellow] during {run.label}: rerun the same command to resume "
+        console.print(f"[yellow]interrupted[/yellow] during {escape(run.label)}: rerun the same command to resume "
                       "(finished runs are kept, this one continues from its last checkpoint)", highlight=False)
 
     def go(run: PlannedRun) -> dict:
@@ -755,7 +756,7 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
             settings = " ".join(f"{k}={yaml_text(v)}" for k, v in run.overrides.items() if k not in BENCH_DEFAULTS)
             console.print(f"  {run.label}: "
                           + ("another config on disk (moved aside and run again)" if state == "stale" else state)
-                          + f"; {settings}", highlight=False)
+                          + f"; {settings}", markup=False, highlight=False)
             # a finished trial's metrics: the search selects from them, and its seed runs are shown with the choice
             metrics = _read_json(run.run_dir / "metrics.json") if state == "done" else None
             return _record(run, {"status": "planned", "error": None, "metrics": metrics, "seconds": 0.0})
@@ -777,12 +778,12 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
         rec = _record(run, outcome)
         prefix = f"[{count[0]}/{total}] {run.label}:"
         if outcome["status"] == "failed":
-            console.print(f"{prefix} [red]FAILED[/red] {outcome['error']}", highlight=False)
+            console.print(f"{escape(prefix)} [red]FAILED[/red] {escape(outcome['error'])}", highlight=False)
         else:
             t = outcome["metrics"]["test"]
             what = "done before, skipped" if outcome["status"] == "skipped" else f"{outcome['seconds']:.0f} s"
             console.print(f"{prefix} test AUC {show(t['auc'])}  logloss {show(t['logloss'])}  ({what})",
-                          highlight=False)
+                          markup=False, highlight=False)
         return rec
 
     for ds in spec.datasets:
@@ -826,10 +827,10 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
                     exc = RuntimeError("hyper-parameter search: every trial failed, nothing to select")
                     rec = _record(run, {"status": "failed", "error": _write_error(run.run_dir, exc, "search"),
                                         "metrics": None, "seconds": 0.0})
-                    console.print(f"{run.label}: [red]FAILED[/red] {rec['error']}", highlight=False)
+                    console.print(f"{escape(run.label)}: [red]FAILED[/red] {escape(rec['error'])}", highlight=False)
                 elif dry_run and spec.search is not None and not searched[v.name]:
                     console.print(f"  {run.label}: after the search (with the settings of the trial it chooses)",
-                                  highlight=False)
+                                  markup=False, highlight=False)
                     rec = _record(run, {"status": "planned", "error": None, "metrics": None, "seconds": 0.0})
                 else:
                     trial_dir = chosen_dir.get(v.name)
