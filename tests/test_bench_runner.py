@@ -1017,3 +1017,15 @@ def test_bench_lines_show_names_paths_and_errors_verbatim(tmp_path):
     sets = [x for k, v in {**TINY, "data.synthetic.rows": 600}.items() for x in ("--set", f"{k}={v}")]
     res = CliRunner().invoke(app, ["bench", "--models", "lr", "--seeds", "1", *sets, "--out", str(out)])
     assert res.exit_code == 0 and f"report: {out / 'report.md'}" in res.output, res.output
+
+
+def test_a_search_whose_trials_all_failed_says_so_in_its_seed_runs(tmp_path):
+    """The seed runs' error read 'RuntimeError: hyper-parameter search: ...', as if the bench had crashed."""
+    def train_fn(cfg, out=None, resume=None, console=None):
+        raise RuntimeError("boom")
+
+    spec = tiny_spec(["lr"], seeds=[1], search={"grid": {"train.lr": [0.01, 0.02]}})
+    result = run_bench(spec, tmp_path, console=QUIET, train_fn=train_fn)
+    assert [(r["kind"], r["status"], r["error"]) for r in result.records if r["kind"] == "run"] == [
+        ("run", "failed", "hyper-parameter search: every trial failed, nothing to select")]
+    assert json.loads((tmp_path / "runs/synthetic/lr/seed-1/error.json").read_text())["stage"] == "search"

@@ -824,7 +824,8 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
                                  skipped, trial_params=params or {})
                 if spec.search is not None and params is None and not (dry_run or report_only or interrupted[0]):
                     run.run_dir.mkdir(parents=True, exist_ok=True)
-                    exc = RuntimeError("hyper-parameter search: every trial failed, nothing to select")
+                    # a ValueError: recorded as its message alone, not as a crash ("RuntimeError: ...")
+                    exc = ValueError("hyper-parameter search: every trial failed, nothing to select")
                     rec = _record(run, {"status": "failed", "error": _write_error(run.run_dir, exc, "search"),
                                         "metrics": None, "seconds": 0.0})
                     console.print(f"{escape(run.label)}: [red]FAILED[/red] {escape(rec['error'])}", highlight=False)
