@@ -1,13 +1,22 @@
 """The CUDA-only decisions of training, checked on the CPU with CUDA faked where needed (tests/test_cuda.py runs the
 real thing where a GPU exists)."""
+import sys
+
 import pytest
 import torch
 import torch.distributed
+from rich.console import Console
 
 import dlf
 from dlf.config import load_config
+from dlf.data.synthetic import generate
+from dlf.models import build_model
 from dlf.train.distributed import DeviceError, DistContext
-from dlf.train.trainer import TrainingError
+from dlf.train.trainer import TrainingError, fit
+
+TINY = ["data.synthetic.rows=3000", "data.synthetic.max_cardinality=50", "model.embedding_dim=4", "model.layers=1",
+        "model.rank=2", "model.interaction_tokens=2", "model.implicit_tokens=2", "model.hidden=8",
+        "train.batch_size=256", "train.progress=false", "train.epochs=1"]
 
 
 def fake_torchrun(monkeypatch, world: int, gpus: int, rank: int = 0) -> list:
@@ -44,3 +53,27 @@ def test_more_processes_than_gpus_is_a_one_line_error(monkeypatch):
     assert calls == []  # refused before any device or process group is set up
     with pytest.raises(TrainingError, match=message):  # dlf.train: the CLI's one line
         dlf.train(load_config(None, ["train.device=cuda"]))
+
+
+def test_a_training_step_reads_one_value_from_the_device(monkeypatch):
+    """Each read of a tensor's value (.item(), a tensor as a bool) makes the host wait for a GPU. A step read the loss
+    twice, after the forward pass (is it finite?) and again after the optimiser (the running loss; a third time on the
+    steps it logs), so the host could not draw the next batch while the GPU ran the backward pass and the update."""
+    cfg = load_config(None, TINY + ["train.log_every_steps=1", "train.eval_every_steps=0"])
+    data = generate(cfg.data.synthetic)
+    reads = []
+
+    def counted(name: str):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            if sys._getframe(1).f_code.co_name == "fit":  # the training loop's own reads
+                reads.append(name)
+            return original(self, *args, **kwargs)
+        return read
+
+    for name in ("item", "__bool__", "__float__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, counted(name))
+    result = fit(build_model(cfg.model_name, data.feature_map, cfg.model), data.train, data.valid, cfg.train,
+                 Console(quiet=True))
+    assert result["global_step"] > 1 and reads == ["item"] * result["global_step"]

@@ -593,8 +593,12 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                     with autocast(device, precision):
                         logits = net(batch)
                     loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
-                    if not torch.isfinite(loss):
-                        raise TrainingError(f"training loss became {loss.item()} at epoch {epoch}, step {index + 1}; "
+                    # the step's one read of a device value (on a GPU, a wait for it): here, after the forward pass, so
+                    # that the host draws the next batch while the GPU runs the backward pass (a second read at the end
+                    # of the step made the host wait for the optimiser too)
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
+                        raise TrainingError(f"training loss became {loss_value} at epoch {epoch}, step {index + 1}; "
                                             f"lower train.lr (now {optimizer.param_groups[0]['lr']:g}) or check inputs")
                     penalty = l2_penalty(emb_params, net_params, cfg)
                     if tables and cfg.embedding_l2 > 0:
@@ -621,10 +625,10 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                     scaler.update()
                     state.step, state.global_step = index + 1, state.global_step + 1
                     state.seen += len(batch)
-                    state.loss_sum += loss.item() * len(batch)
+                    state.loss_sum += loss_value * len(batch)
                     bar.update(task, advance=1, loss=state.loss_sum / state.seen, rate=epoch_rate())
                     if main and state.global_step % log_every == 0:
-                        logger.step(state.global_step, loss.item(), optimizer.param_groups[0]["lr"])
+                        logger.step(state.global_step, loss_value, optimizer.param_groups[0]["lr"])
                     last = index + 1 == steps_per_epoch
                     if every_eval and state.global_step % every_eval == 0 and not last:
                         stop = run_eval(epoch_end=False)
