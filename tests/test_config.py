@@ -69,6 +69,10 @@ def test_numbers_in_scientific_notation_without_a_dot(tmp_path):
     path.write_text("train: {batch_size: 2.5e-3}\n")  # YAML 1.1: a float (dot and signed exponent)
     with pytest.raises(ConfigError, match="train.batch_size: expected an integer, got 0.0025"):
         load_config(path)
+    # beyond 2**53 a float is no exact integer: the message printed int(1e30) = 1000000000000000019884624838656
+    with pytest.raises(ConfigError, match=r"^train.seed: expected an integer, got '1e30' \(beyond 2\*\*53"):
+        load_config(None, ["train.seed=1e30"])
+    assert load_config(None, ["train.eval_batch_size=9e15"]).train.eval_batch_size == 9 * 10**15  # below 2**53
 
 
 def test_unknown_model_lists_the_available_ones():

@@ -163,7 +163,10 @@ def _coerce(value, tp, key: str):
         if isinstance(number, int):
             return number
         if isinstance(number, float) and number.is_integer():  # 1e6, 4e3; not 2.5e0
-            return int(number)
+            if abs(number) <= 2**53:
+                return int(number)
+            # 1e30 is 1000000000000000019884624838656 as a float: say what was written, not that number
+            raise ConfigError(f"{key}: expected an integer, got {value!r} (beyond 2**53: write the integer in full)")
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         number = _number(value)
