@@ -77,3 +77,18 @@ def test_a_training_step_reads_one_value_from_the_device(monkeypatch):
     result = fit(build_model(cfg.model_name, data.feature_map, cfg.model), data.train, data.valid, cfg.train,
                  Console(quiet=True))
     assert result["global_step"] > 1 and reads == ["item"] * result["global_step"]
+
+
+def test_sparse_gradients_are_averaged_without_copies_to_the_host_under_nccl(monkeypatch):
+    """Under NCCL, all_gather copied every rank's part to the host and mean_sparse copied the result back: with
+    train.sparse_embedding, each step's embedding gradients went from the GPU to the host and back. Here two ranks
+    with equal gradients (NCCL's all_gather faked on the CPU): the mean is that gradient, and nothing calls .cpu()."""
+    monkeypatch.setattr(torch.distributed, "all_gather", lambda parts, t: [p.copy_(t) for p in parts])
+    to_host = []
+    cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: to_host.append(self.shape) or cpu(self, *a, **k))
+    with torch.sparse.check_sparse_tensor_invariants():
+        grad = torch.sparse_coo_tensor(torch.tensor([[3, 1, 3]]), torch.arange(6.0).view(3, 2), (5, 2))
+        mean = DistContext(rank=0, world=2, device=torch.device("cpu"), backend="nccl").mean_sparse(grad)
+    assert to_host == []
+    torch.testing.assert_close(mean.to_dense(), grad.to_dense())

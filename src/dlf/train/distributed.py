@@ -88,19 +88,19 @@ class DistContext:
         return t.to(self.device) if self.backend == "nccl" else t.cpu()
 
     def all_gather(self, t: torch.Tensor) -> list[torch.Tensor]:
-        """Gather a tensor of possibly different first-dimension length from every rank."""
+        """Gather a tensor of possibly different first-dimension length from every rank. The parts are on the
+        collectives' device (NCCL: this rank's GPU), so a GPU tensor (mean_sparse, every step) stays on the GPU."""
         if not self.enabled:
             return [t]
         n = self._comm(torch.tensor([t.shape[0]], dtype=torch.int64))
         sizes = [torch.zeros_like(n) for _ in range(self.world)]
         dist.all_gather(sizes, n)
         sizes = [int(s.item()) for s in sizes]
-        padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype)
+        padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype, device=n.device)
         padded[: t.shape[0]] = t
-        padded = self._comm(padded)
         out = [torch.zeros_like(padded) for _ in range(self.world)]
         dist.all_gather(out, padded)
-        return [o[:s].cpu() for o, s in zip(out, sizes)]
+        return [o[:s] for o, s in zip(out, sizes)]
 
     def gather_rng(self) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         """Every rank's torch RNG state (dropout) and, on CUDA, the state of its own device's generator: rank 0's
@@ -111,7 +111,7 @@ class DistContext:
         return cpu, [t[0] for t in self.all_gather(torch.cuda.get_rng_state(self.device).unsqueeze(0))]
 
     def all_gather_np(self, a: np.ndarray) -> np.ndarray:
-        return torch.cat(self.all_gather(torch.from_numpy(np.ascontiguousarray(a)))).numpy()
+        return torch.cat(self.all_gather(torch.from_numpy(np.ascontiguousarray(a)))).cpu().numpy()
 
     def broadcast_(self, t: torch.Tensor) -> None:
         """Overwrite `t` in place with rank 0's copy."""
@@ -132,8 +132,8 @@ class DistContext:
         grad = grad.coalesce()
         if not self.enabled:
             return grad
-        rows = torch.cat(self.all_gather(grad.indices()[0])).to(grad.device)
-        values = torch.cat(self.all_gather(grad.values())).to(grad.device) / self.world
+        rows = torch.cat(self.all_gather(grad.indices()[0]))
+        values = torch.cat(self.all_gather(grad.values())) / self.world
         return torch.sparse_coo_tensor(rows.unsqueeze(0), values, grad.shape).coalesce()
 
     def all_equal(self, value: float) -> bool:
