@@ -10,6 +10,7 @@ import dlf
 from conftest import random_batch
 from dlf.config import load_config
 from dlf.models import build_model, get_entry
+from dlf.train.checkpoint import load_latest
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -49,3 +50,35 @@ def test_bf16_training_on_cuda_learns_and_its_checkpoint_resumes_on_the_cpu(tmp_
     resumed = dlf.train(load_config(run / "config.yaml", ["train.epochs=2", "train.device=cpu"]), resume=run,
                         console=quiet)
     assert resumed["epochs_run"] == 2 and resumed["test"]["auc"] > 0.6
+
+
+SPARSE = {"rowwise_adagrad": ["train.sparse_embedding=true", "train.embedding_optimizer=rowwise_adagrad",
+                              "train.embedding_lr=0.05"],
+          "sparse_adam": ["train.sparse_embedding=true"]}
+
+
+@pytest.mark.parametrize("optimizer", list(SPARSE))
+def test_sparse_embedding_training_on_cuda_follows_the_cpu(optimizer):
+    """Sparse gradients on CUDA (coalesced, clipped, then RowWiseAdagrad or SparseAdam): the same fp32 run, same initial
+    weights and batches, ends at the same test metrics on the CPU and on CUDA, up to float rounding."""
+    quiet = Console(quiet=True)
+    test = {}
+    for device in ("cpu", "cuda"):
+        cfg = load_config(None, TINY + ["train.epochs=1", f"train.device={device}", *SPARSE[optimizer]])
+        test[device] = dlf.train(cfg, console=quiet)["test"]
+    for metric in ("auc", "logloss"):
+        assert test["cuda"][metric] == pytest.approx(test["cpu"][metric], abs=0.01), (metric, test)
+
+
+def test_fp16_training_on_cuda_learns_and_resumes_with_its_loss_scale(tmp_path):
+    """fp16: autocast with GradScaler (unscaled before clipping), its state in the checkpoint and restored on resume.
+    Two epochs: the scaler skips the first steps while it backs off from 2**16 (15 of the 19 steps of an epoch in a
+    CPU emulation of this run, which then reached AUC 0.57 after one epoch and 0.69 after two)."""
+    quiet = Console(quiet=True)
+    run = tmp_path / "run"
+    metrics = dlf.train(load_config(None, TINY + ["train.epochs=2", "train.device=cuda", "train.precision=fp16"]),
+                        out=run, console=quiet)
+    assert metrics["test"]["auc"] > 0.6 and 0 < metrics["test"]["logloss"] < 0.7
+    assert 0 < load_latest(run / "checkpoints").state.scaler["scale"] < 2**16
+    resumed = dlf.train(load_config(run / "config.yaml", ["train.epochs=3"]), resume=run, console=quiet)
+    assert resumed["epochs_run"] == 3 and resumed["test"]["auc"] > 0.6
