@@ -55,6 +55,15 @@ def test_more_processes_than_gpus_is_a_one_line_error(monkeypatch):
         dlf.train(load_config(None, ["train.device=cuda"]))
 
 
+def test_a_launcher_that_does_not_say_how_many_processes_share_the_machine_is_not_refused(monkeypatch):
+    """Two machines with one GPU each, started by a launcher that sets no LOCAL_WORLD_SIZE: WORLD_SIZE counts both
+    machines' processes, so it must not be read as the processes of this one."""
+    calls = fake_torchrun(monkeypatch, world=2, gpus=1)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert DistContext.from_env("auto").device == torch.device("cuda", 0)
+    assert calls == [("set_device", torch.device("cuda", 0)), ("init", "nccl")]
+
+
 def test_a_training_step_reads_one_value_from_the_device(monkeypatch):
     """Each read of a tensor's value (.item(), a tensor as a bool) makes the host wait for a GPU. A step read the loss
     twice, after the forward pass (is it finite?) and again after the optimiser (the running loss; a third time on the

@@ -52,7 +52,9 @@ class DistContext:
         dev = resolve_device(device, local_rank)
         if world <= 1:
             return cls(device=dev)
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        # processes on this machine: torchrun says; else this rank knows of local_rank + 1 (WORLD_SIZE counts those of
+        # every machine of a multi-node run)
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
         if dev.type == "cuda" and local_world > torch.cuda.device_count():
             # NCCL refuses two processes on one device ("Duplicate GPU detected"), a traceback from the first
             # collective; train.device=auto picks CUDA, so `--nproc 2` on a one-GPU machine got there by default
