@@ -2,6 +2,7 @@
 import contextlib
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -426,3 +427,15 @@ def test_a_refused_resume_of_a_checkpoint_without_the_data_identity_has_no_data_
     assert "predates data checks" not in console.export_text() and "config differs" not in console.export_text()
     dlf_api.train(None, resume=run, console=console)  # accepted: the warning is still there
     assert "predates data checks" in console.export_text()
+
+
+def test_the_config_differs_warning_quotes_a_path_verbatim(tmp_path):
+    """The warning went through rich markup: resuming with --data naming a copy of the data under a path holding
+    '[/i]' raised MarkupError (a traceback instead of the run), and a '[b]' in it was dropped."""
+    run = _processed_run(tmp_path)
+    copy = tmp_path / "x[" / "i]" / "d[b]"  # the path holds '[/i]' and '[b]'
+    shutil.copytree(tmp_path / "data-1", copy)
+    console = Console(record=True, width=400)
+    dlf_api.train(dlf_api.load_config(run / "config.yaml", [f"data.path={copy}", "train.epochs=2"]), resume=run,
+                  console=console)
+    assert f"data.path: {tmp_path / 'data-1'} -> {copy}" in console.export_text(), console.export_text()

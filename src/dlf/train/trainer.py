@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
@@ -435,7 +436,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         changed = _changes(_comparable(resume.config), _comparable(config)) if config is not None else []
         if changed:  # named: 'the config differs' alone left the user to diff the YAMLs
             say("[yellow]warning:[/yellow] the config differs from the one the checkpoint was written with "
-                f"({', '.join(changed)}); the result will not match an uninterrupted run", highlight=False)
+                f"({escape(', '.join(changed))}); the result will not match an uninterrupted run", highlight=False)
         _apply_changed_hyperparameters(resume.config.get("train", {}), cfg, optimizer, sparse_optimizer, say)
         state = resume.state
         plateau.load_state_dict(state.plateau)
