@@ -393,8 +393,8 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
     if per_rank < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         # every step would fail inside torch with "Expected more than 1 value per channel when training"
         raise TrainingError(f"train.batch_size={cfg.batch_size} gives each of {dist.world} process(es) {per_rank} row "
-                            f"per step, and this model's BatchNorm layers cannot train on one row: use train.batch_size "
-                            f">= {2 * dist.world}")
+                            "per step, and this model's BatchNorm layers cannot train on one row: use "
+                            f"train.batch_size >= {2 * dist.world}")
     if steps_per_epoch == 0:  # each epoch would only re-evaluate the initial weights and print 'loss 0.0000'
         raise TrainingError(f"the training split has {train_rows:,} row(s): too few for one training step "
                             f"(at least 2 per process, {dist.world} process(es))")
