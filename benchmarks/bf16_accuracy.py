@@ -13,7 +13,8 @@ the interval's lower end is above -0.001.
 
 Scoring precision, apart from training: each fp32-trained model is also scored on the test split under bf16 autocast
 (what `dlf predict --precision bf16` does with an fp32 model). Same weights, same rows: this gap has no training noise
-and is measured exactly, as is how far each row's probability moves (relative to its fp32 value). `--train fp32` trains in fp32 only, for that check alone (half the time).
+and is measured exactly, as is how far each row's probability moves (relative to its fp32 value). `--train fp32`
+trains in fp32 only, for that check alone (half the time).
 """
 from __future__ import annotations
 

@@ -37,7 +37,8 @@ def main() -> None:
         grad = torch.randn_like(x)
         best = {name: [float("inf"), float("inf")] for name in ("autograd", "hand-written")}
         for _ in range(args.repeats):
-            for name, fn in (("autograd", lambda: plain(x, w, b)), ("hand-written", lambda: _GateProduct.apply(x, w, b))):
+            for name, fn in (("autograd", lambda: plain(x, w, b)),
+                             ("hand-written", lambda: _GateProduct.apply(x, w, b))):
                 t0 = time.perf_counter()
                 out = fn()
                 t1 = time.perf_counter()

@@ -66,7 +66,8 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     folder = train_speed.ensure_data(args.cache, int(args.batch_size / 0.98) + 1, 350_000)  # 98% is the train split
     fm, train = train_speed.load_data(folder, "array")
-    job = {"set": train_speed.parse_sets(ap, args.set), "device": "cpu", "compile": False, "embedding_optimizer": "dense"}
+    job = {"set": train_speed.parse_sets(ap, args.set), "device": "cpu", "compile": False,
+           "embedding_optimizer": "dense"}
     model, _, _, _ = train_speed.build_for_job(job, args.model, fm)
     batch = next(train.batches(args.batch_size, shuffle=False, seed=0, epoch=0))
     assert len(batch.label) == args.batch_size

@@ -523,7 +523,8 @@ def print_interleaved(r: dict) -> None:
             ratio = v / steps[base]
             half = stats.t.ppf(0.975, rounds - 1) * ratio.std(ddof=1) / np.sqrt(rounds) if rounds > 1 else np.nan
             line += (f"  {m} / {base}: median {np.median(ratio):.3f}x, mean {ratio.mean():.3f}x "
-                     f"[{ratio.mean() - half:.3f}, {ratio.mean() + half:.3f}], range {ratio.min():.3f}-{ratio.max():.3f}")
+                     f"[{ratio.mean() - half:.3f}, {ratio.mean() + half:.3f}], "
+                     f"range {ratio.min():.3f}-{ratio.max():.3f}")
         print(line, flush=True)
 
 
@@ -541,16 +542,19 @@ def print_table(results: list[dict], peaks: dict) -> None:
         print(f"{r['model']:11s} {r['precision']:4s} {r['batch_size']:>6d} {r['samples_per_s']:>9.0f} {s:>7.2f} "
               f"{pct(r['loader_s']):>6s} {pct(r['forward_s']):>5s} {pct(r['backward_s']):>5s} "
               f"{pct(r['optimizer_s']):>5s} {r['gflops']:>7.1f} {100 * r['gflops'] / peaks[r['precision']]:>6.0f}% "
-              f"{r['peak_rss_gb']:>6.2f} {r['saved_activations_gb']:>6.2f} {r.get('eval_samples_per_s', float('nan')):>7.0f}"
+              f"{r['peak_rss_gb']:>6.2f} {r['saved_activations_gb']:>6.2f} "
+              f"{r.get('eval_samples_per_s', float('nan')):>7.0f}"
               + (f"  GPU peak {r['peak_gpu_gb']:.2f} GB" if "peak_gpu_gb" in r else ""))
     by = {(r["model"], r["precision"], r["batch_size"]): r for r in results if "error" not in r}
     for (m, p, b), r in by.items():
         if m == "dlf" and ("dlf_concat", p, b) in by:
-            print(f"attention / concat step time, {p}, batch {b}: {r['step_s'] / by[('dlf_concat', p, b)]['step_s']:.2f}x")
+            print(f"attention / concat step time, {p}, batch {b}: "
+                  f"{r['step_s'] / by[('dlf_concat', p, b)]['step_s']:.2f}x")
     for r in results:
         fx = r.get("fuxictr")
         if fx and "error" not in fx:
-            print(f"FuxiCTR {r['model']} {r['precision']} batch {r['batch_size']}: {fx['samples_per_s']:.0f} samples/s; "
+            print(f"FuxiCTR {r['model']} {r['precision']} batch {r['batch_size']}: "
+                  f"{fx['samples_per_s']:.0f} samples/s; "
                   f"ours / theirs {r['samples_per_s'] / fx['samples_per_s']:.2f}x")
         elif fx:
             print(f"FuxiCTR {r['model']}: skipped ({fx['error']})")
