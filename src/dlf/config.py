@@ -313,5 +313,6 @@ def from_dict(raw: dict) -> RunConfig:
         raise ConfigError(f"data.dataset: unknown dataset {cfg.data.dataset!r}; available: synthetic, processed "
                           "(with data.path = a folder written by dlf preprocess)")
     if cfg.data.dataset == "processed" and not cfg.data.path:
-        raise ConfigError("data.dataset 'processed' needs data.path (a folder written by dlf preprocess), e.g. --data DIR")
+        raise ConfigError("data.dataset 'processed' needs data.path (a folder written by dlf preprocess), "
+                          "e.g. --data DIR")
     return cfg

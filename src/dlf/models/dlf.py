@@ -171,7 +171,8 @@ class InteractionBlock(nn.Module):
 
 
 class NetworkAwareFusion(nn.Module):
-    """NAF(Z) = Z + softmax(Q (S + T_branch)^T / sqrt(d_h)) S per head, S = per-branch slots. See the module docstring."""
+    """NAF(Z) = Z + softmax(Q (S + T_branch)^T / sqrt(d_h)) S per head, S = per-branch slots.
+    See the module docstring."""
 
     def __init__(self, branch_tokens: list[int], dim: int, heads: int, slots: int):
         super().__init__()
@@ -188,7 +189,8 @@ class NetworkAwareFusion(nn.Module):
             key_branch = slot_branch = torch.repeat_interleave(branches, per_branch, output_size=sum(slot_counts))  # 3m
             self.register_buffer("pool_mask", (token_branch[:, None] == slot_branch[None, :]).float(),
                                  persistent=False)
-            # init: slot j of a branch averages its tokens j, j + m_b, j + 2 m_b, ... (distinct slots; identity if m_b = n_b)
+            # init: slot j of a branch averages its tokens j, j + m_b, j + 2 m_b, ...
+            # (distinct slots; identity if m_b = n_b)
             local = torch.cat([torch.arange(k) for k in branch_tokens])  # index of each token within its branch
             slot_of_token = (torch.cumsum(per_branch, 0) - per_branch)[token_branch] + local % per_branch[token_branch]
             assign = nn.functional.one_hot(slot_of_token, len(slot_branch)).float()  # N x 3m
@@ -212,8 +214,8 @@ class NetworkAwareFusion(nn.Module):
         # (d x H N): no per-sample copy of Q, and one large product instead of B H small ones. Written out rather than
         # F.scaled_dot_product_attention: torch's CPU attention backward is several times slower at these sizes.
         q = autocast_input(self.query.t().repeat(1, h) * self.query_blocks / math.sqrt(dh))  # Q_bd / sqrt(d_h)
-        # K Q_bd = S Q_bd + T[branch] Q_bd: the branch term is one S x (H N) bias shared by all samples, so K (B x S x d)
-        # is never formed and the backward pass keeps S (which it needs anyway) instead of a copy of it.
+        # K Q_bd = S Q_bd + T[branch] Q_bd: the branch term is one S x (H N) bias shared by all samples, so K
+        # (B x S x d) is never formed and the backward pass keeps S (which it needs anyway) instead of a copy of it.
         key_bias = torch.matmul(autocast_input(self.branch_embedding), q)[self.key_branch]  # T[branch] Q_bd: S x (H N)
         attn = torch.softmax(torch.matmul(s, q) + key_bias, dim=1)  # softmax over the S keys of K Q_j^T: B x S x (H N)
         if h == 1:
@@ -310,7 +312,7 @@ class DLFLayer(nn.Module):
     def forward(self, e: torch.Tensor, e1: torch.Tensor) -> torch.Tensor:
         # e: E^(l), B x N_l x d;  e1: E1, B x F x d
         # The four products with E^(l) on the right are two batched products:
-        #   [W_C | W_L]^T E = [(E^T W_C)^T ; (E^T W_L)^T]    B x 2r x d     (kept for the backward pass by the s products)
+        #   [W_C | W_L]^T E = [(E^T W_C)^T ; (E^T W_L)^T]    B x 2r x d  (kept for the backward pass by the s products)
         #   [W_D | R]^T E   = [Z_D ; R^T E]                  B x (n_L + N) x d  (not kept: a slice of one stacked result
         #                                                     would keep the whole result alive)
         # (Under autocast every product reads E^(l) and E1 in low precision: cast once here, for all of them.)
