@@ -113,7 +113,8 @@ def hash_strings(arr: pa.Array) -> np.ndarray:
 
 
 def _uniform(seed: int, source: int, lines: np.ndarray) -> np.ndarray:
-    key = (lines.astype(np.uint64) << np.uint64(20)) ^ np.uint64(source) ^ (np.uint64(seed & 0xFFFFFFFF) << np.uint64(44))
+    key = ((lines.astype(np.uint64) << np.uint64(20)) ^ np.uint64(source)
+           ^ (np.uint64(seed & 0xFFFFFFFF) << np.uint64(44)))
     return (_mix64(_mix64(key)) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
@@ -642,7 +643,8 @@ def apply_options(schema: Schema, options: dict) -> Schema:
         try:
             ratios = tuple(float(x) for x in str(options["ratios"]).split(","))
         except ValueError:
-            raise DataError(f"--option ratios=TRAIN,VALID,TEST expects three numbers, got {options['ratios']!r}") from None
+            raise DataError("--option ratios=TRAIN,VALID,TEST expects three numbers, "
+                            f"got {options['ratios']!r}") from None
         split = dataclasses.replace(split, ratios=ratios)
     if "seed" in options:
         split = dataclasses.replace(split, seed=int(options["seed"]))
@@ -851,7 +853,8 @@ def _long_lists_note(multi: list[FieldState], rows: int, max_len: int) -> str | 
             "in the schema to cut the longer lists")
 
 
-def _run(schema: Schema, sources: list[Source], tmp: Path, bad: BadRows, block: int, log, fail_after: int) -> FeatureMap:
+def _run(schema: Schema, sources: list[Source], tmp: Path, bad: BadRows, block: int, log,
+         fail_after: int) -> FeatureMap:
     parser = ChunkParser(schema)
     states = ([FieldState(f, "categorical", Counter()) for f in parser.cat]
               + [FieldState(f, "numeric") for f in parser.num]
