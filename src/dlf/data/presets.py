@@ -68,7 +68,8 @@ def _format_of(path: Path, schema: Schema) -> tuple[str, str]:
     if fmt == "auto":
         fmt = format_from_name(path)
         if fmt is None:
-            raise DataError(f"{path}: cannot tell the format from the name; set `format: csv|tsv|parquet` in the schema")
+            raise DataError(f"{path}: cannot tell the format from the name; "
+                            "set `format: csv|tsv|parquet` in the schema")
     if fmt != "parquet" and path.is_file():
         with open(path, "rb") as fh:
             if fh.read(4) == b"PAR1":  # (was "header is not valid utf-8", e.g. FuxiCTR's data_format: csv)

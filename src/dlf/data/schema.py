@@ -137,7 +137,8 @@ class Schema:
             raise DataError(f"{where}: split.time_column: column {self.label!r} is the label; a time split orders "
                             "rows by a time column")
         if self.label_values not in LABEL_VALUES:
-            raise DataError(f"{where}: label_values must be one of {', '.join(LABEL_VALUES)}, got {self.label_values!r}")
+            raise DataError(f"{where}: label_values must be one of {', '.join(LABEL_VALUES)}, "
+                            f"got {self.label_values!r}")
         if self.format not in FORMATS:
             raise DataError(f"{where}: format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.delimiter is not None and (len(self.delimiter) != 1 or self.delimiter in '"\r\n'):

@@ -198,7 +198,8 @@ def load_split(folder: str | Path, split: str, feature_map: FeatureMap | None = 
             if name == "group":
                 arrays[name] = None
                 continue
-            raise DataError(f"{folder}: missing {name}.npy; the processed dataset is incomplete (re-run dlf preprocess)")
+            raise DataError(f"{folder}: missing {name}.npy; "
+                            "the processed dataset is incomplete (re-run dlf preprocess)")
         try:
             arrays[name] = np.load(path, mmap_mode="r" if mmap else None)
         except (ValueError, OSError, EOFError) as exc:  # EOFError: an empty file
