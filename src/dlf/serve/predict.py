@@ -213,10 +213,12 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
                 names.remove(label)
         missing = [c for c in need if c not in names]
         if missing:
-            # the schema's columns are the training files' (a libFM file's: ['label'], its lines were split by the preset)
+            # the schema's columns are the training files' (a libFM file's: ['label'],
+            # its lines were split by the preset)
             where = "" if columns is not None else " (the training files', from the bundle's schema)"
-            hint = "" if set(missing) - set(bundle.encoder.columns) else \
-                "; the model's inputs must be columns of the file: pass --header if its first line names them, or --columns"
+            hint = ("" if set(missing) - set(bundle.encoder.columns) else
+                    "; the model's inputs must be columns of the file: pass --header if its first line names them, "
+                    "or --columns")
             raise DataError(f"{path}: the columns {names}{where} do not include {missing}{hint}")
     # Arrow reads an empty line as a row whose every column is empty, which scored as an all-missing record (a
     # trailing blank line added a row to the output): read every column, and skip rows with no value in any of them,
