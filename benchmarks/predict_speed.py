@@ -93,7 +93,8 @@ def run_worker(job: dict) -> dict:
     result = predict_file(bundle, job["input"], out, scorer=scorer)
     out.unlink()
     return {"engine": job["engine"], "malloc": malloc_library(), "rows": result.rows, "seconds": result.seconds,
-            "model_seconds": scorer.seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
+            "model_seconds": scorer.seconds,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
 
 
 def main(argv=None) -> None:
