@@ -167,7 +167,8 @@ def test_a_config_file_that_is_not_yaml_is_one_line_naming_the_line(tmp_path):
 
 
 def test_a_config_file_for_another_model_says_so(tmp_path):
-    """`-c configs/demo.yaml --model lr` said only "unknown key 'model.embedding_dim'": the key is DLF's, in the file."""
+    """`-c configs/demo.yaml --model lr` said only "unknown key 'model.embedding_dim'": the key is DLF's,
+    in the file."""
     with pytest.raises(ConfigError, match=r"config file '\S*demo.yaml' has model settings for dlf, not lr: unknown key "
                                           r"'model.embedding_dim'"):
         load_config(ROOT / "configs" / "demo.yaml", model="lr")

@@ -81,8 +81,8 @@ from typer.testing import CliRunner
 import dlf, dlf.data
 from dlf.cli import app
 for args in (["preprocess", "--help"], ["download", "--help"],
-             ["preprocess", "--preset", "kkbox", "-i", {str(FIX / "kkbox_tiny.csv")!r}, "--out", {str(tmp_path / "o")!r},
-              "-o", "min_count=2"]):
+             ["preprocess", "--preset", "kkbox", "-i", {str(FIX / "kkbox_tiny.csv")!r},
+              "--out", {str(tmp_path / "o")!r}, "-o", "min_count=2"]):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, (args, result.output)
 loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("dlf.models"))

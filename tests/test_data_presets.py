@@ -435,7 +435,8 @@ def test_libfm_files_labelled_0_1_read_with_the_labels_option(tmp_path):
     index = write_lines(tmp_path / "fields.txt", [["user", 0], ["item", 1], ["user", 2], ["item", 3]], " ")
     indexed = write_lines(tmp_path / "a.libfm", [["1 0:1 1:1"], ["0 3:1 2:1"], ["0 2:1 1:1"]])
     ranged = write_lines(tmp_path / "b.libfm", [["1 0:1 2:1"], ["0 1:1 3:1"], ["0 0:1 3:1"]])  # user 0-1, item 2-3
-    for k, (data, option) in enumerate([(indexed, {"feature_index": str(index)}), (ranged, {"fields": "user:2,item:2"})]):
+    for k, (data, option) in enumerate([(indexed, {"feature_index": str(index)}),
+                                        (ranged, {"fields": "user:2,item:2"})]):
         _, tr, _, _ = run("libfm", [data], tmp_path / f"o{k}", options={**IN_ORDER, **option, "labels": "binary"})
         np.testing.assert_array_equal(np.asarray(tr.label), [1.0, 0.0, 0.0])
         # the default stays libFM's -1/1; the hint was a schema's label_values only, which feature_index refuses
@@ -526,7 +527,8 @@ def _fuxictr_yaml(tmp_path, extra: str) -> Path:
     ("- {name: itemid, type: categorical, category_processor: quantile_bucket}",
      "category_processor 'quantile_bucket' is not supported"),
     ("- {name: itemid, type: categorical, min_categr_count: ten}", "min_categr_count: expected an integer >= 0"),
-    ("- {name: price, type: numeric, preprocess: convert_to_bucket}", "preprocess 'convert_to_bucket' is not supported"),
+    ("- {name: price, type: numeric, preprocess: convert_to_bucket}",
+     "preprocess 'convert_to_bucket' is not supported"),
     # FuxiCTR keeps the last max_len items with padding: pre (truncating on that side); this reader the first
     ("- {name: tags, type: sequence, max_len: 2, padding: pre}", "(tags): padding 'pre' is not supported"),
     ("- {name: tags, type: sequence, fill_na: x}", "(tags): fill_na 'x' on a sequence is not supported"),

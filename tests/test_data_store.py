@@ -197,7 +197,8 @@ def test_a_bad_label_in_a_later_chunk_is_found_with_its_row(movielens, tmp_path,
 FEATURE_MAP_EDITS = {  # AttributeError / numpy UFuncTypeError tracebacks before
     "a list": (lambda doc: [doc], r"feature_map\.json: unreadable feature map: expected a JSON object, got list"),
     "meta a list": (lambda doc: {**doc, "meta": []}, r"feature_map\.json: malformed feature map: 'meta' and its"),
-    "vocab_size a string": (lambda doc: {**doc, "fields": [{**doc["fields"][0], "vocab_size": "100"}] + doc["fields"][1:]},
+    "vocab_size a string": (lambda doc: {**doc,
+                                         "fields": [{**doc["fields"][0], "vocab_size": "100"}] + doc["fields"][1:]},
                             r"feature_map\.json: malformed feature map: field 'user_id': expected a name, a kind"),
 }
 

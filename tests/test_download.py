@@ -164,8 +164,9 @@ def test_html_page_instead_of_the_file_is_refused(server, tmp_path):
     # without a published checksum (frappe.train.libfm, the BARS zips) a complete download, kept by every rerun
     server.files["/d.libfm"] = b"<!DOCTYPE html><html><body>Please sign in</body></html>"
     server.content_type = "text/html; charset=utf-8"
-    with pytest.raises(DownloadError, match=r"/d.libfm: the server sent a web page \(text/html\), not the file \(a login or error "
-                                            r"page\?\); offline\? download .*/d.libfm by hand, place it at .*d.libfm"):
+    with pytest.raises(DownloadError, match=r"/d.libfm: the server sent a web page \(text/html\), not the file "
+                                            r"\(a login or error page\?\); offline\? download .*/d.libfm by hand, "
+                                            r"place it at .*d.libfm"):
         fetch_file(RemoteFile(server.url + "/d.libfm", "d.libfm"), tmp_path, log=lambda m: None)
     assert list(tmp_path.iterdir()) == []
     server.content_type = "text/plain; charset=utf-8"  # what raw.githubusercontent.com sends: fine

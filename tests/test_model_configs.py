@@ -21,7 +21,8 @@ SIZES = dict(embedding_dim=8, hidden=16, rank=3, interaction_tokens=3, implicit_
 def small(name: str) -> list[str]:
     cfg = get_entry(name).default_config()
     sets = [f"model.{k}={v}" for k, v in SIZES.items() if hasattr(cfg, k)]
-    return sets + [f"model.{f.name}=[16, 16]" for f in dataclasses.fields(cfg) if isinstance(getattr(cfg, f.name), tuple)]
+    return sets + [f"model.{f.name}=[16, 16]" for f in dataclasses.fields(cfg)
+                   if isinstance(getattr(cfg, f.name), tuple)]
 
 
 def edge_values(name: str) -> list[tuple[str, str]]:

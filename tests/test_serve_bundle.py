@@ -484,8 +484,8 @@ FIX = Path(__file__).parent / "fixtures" / "data"
                                                  ("kkbox", "kkbox_tiny.csv", {"min_count": 2}),
                                                  ("kdd12", "kdd12_tiny/training.txt", {"min_count": 2})])
 def test_preset_bundles_reproduce_preprocessing(preset, path, options, tmp_path):
-    """The test split is the whole file (a copy given as test=COPY): encoding the file with the bundle gives the same ids
-    (avazu, kkbox and kdd12 through their preset's own derivation of hour, isrc/bd and user 0)."""
+    """The test split is the whole file (a copy given as test=COPY): encoding the file with the bundle gives the same
+    ids (avazu, kkbox and kdd12 through their preset's own derivation of hour, isrc/bd and user 0)."""
     from dlf.data.presets import get_preset
     from dlf.data.preprocess import parse_inputs, preprocess
 
@@ -614,8 +614,9 @@ def test_a_bundle_claiming_a_huge_vocabulary_fails_before_building_the_model(dem
     site["vocab_size"] = 10 ** 10
     (bundle / "feature_map.json").write_text(json.dumps(fmap))
     _vouch(bundle, "feature_map.json")
-    with pytest.raises(BundleError, match=r"model\.safetensors: weights do not fit model 'dlf': 1 shape mismatch\(es\), "
-                                          r"saved vs model \(embedding\.table \(\d+, \d+\) vs \(100000\d+, \d+\)\)"):
+    with pytest.raises(BundleError, match=r"model\.safetensors: weights do not fit model 'dlf': "
+                                          r"1 shape mismatch\(es\), saved vs model "
+                                          r"\(embedding\.table \(\d+, \d+\) vs \(100000\d+, \d+\)\)"):
         load_bundle(bundle)
     # weights of the right shapes but another dtype (load_state_dict would cast them silently)
     shutil.copyfile(demo["bundle"] / "feature_map.json", bundle / "feature_map.json")
