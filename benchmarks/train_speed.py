@@ -326,7 +326,10 @@ def run_worker(job: dict) -> dict:
             times.append(parts)
         elif i == 0:
             first_step = sum(parts)
+    # the training peaks, read before the extra forward pass below: it runs while the last step's gradients still
+    # exist, so on CUDA it could raise the peak by up to their size
     rss_train = peak_rss_gb()
+    gpu_train = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
     activations = saved_activations_gb(model, next(shuffled_batches(job, train, 1)).to(device), device, precision)
     parts = np.mean(np.array(times), axis=0)
     step = float(parts.sum())
@@ -338,8 +341,8 @@ def run_worker(job: dict) -> dict:
               "optimizer_s": float(parts[3]), "samples_per_s": batch_size / step,
               "train_flops_per_sample": flops, "gflops": flops * batch_size / step / 1e9,
               "peak_rss_data_gb": rss_data, "peak_rss_gb": rss_train, "saved_activations_gb": activations}
-    if device.type == "cuda":
-        result["peak_gpu_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    if gpu_train is not None:
+        result["peak_gpu_gb"] = gpu_train
     if job["eval_rows"]:
         rows = min(job["eval_rows"], len(train))
         part = train if rows == len(train) else _head(train, rows)
