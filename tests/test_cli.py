@@ -171,3 +171,19 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr
     assert stderr.strip() == f"interrupted: continue with dlf train --resume {out}"
     assert not list(out.rglob(".*"))  # no temporary file left
+
+
+def test_version_and_command_list():
+    """`dlf --version` was 'No such option'; the command list broke a summary where its docstring's lines broke
+    (analyze, evaluate: a half line, then the rest on the next row)."""
+    from typer.testing import CliRunner
+
+    import dlf
+    from dlf.cli import app
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output == f"dlf {dlf.__version__}\n", res.output
+    res = CliRunner().invoke(app, [], env={"COLUMNS": "200"})  # (no arguments: the help)
+    assert "dlf: CTR prediction with DLF and baselines." in res.output and "--version" in res.output, res.output
+    rows = res.output.split("Commands")[1].splitlines()[1:-1]
+    assert len(rows) == len(app.registered_commands) and all(row.rstrip(" │").endswith(".") for row in rows), rows

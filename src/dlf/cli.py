@@ -14,11 +14,25 @@ from typer.core import TyperCommand
 from dlf._runtime import interrupt_when_orphaned, restart_with_tcmalloc, sigterm_as_interrupt
 from dlf.data.download import DATASETS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="dlf: CTR prediction with DLF and baselines.")
+app = typer.Typer(add_completion=False, no_args_is_help=True)
 err = Console(stderr=True)
 # plain lines: they quote paths and values from the user's files, which rich would read as markup ("[/i]" raised)
 say = Console(markup=False, highlight=False, soft_wrap=True).print
 say_err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True).print
+
+
+def _version(value: bool) -> None:
+    if value:
+        from dlf import __version__
+
+        say(f"dlf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print dlf's version and exit.")) -> None:
+    """dlf: CTR prediction with DLF and baselines."""
 
 
 def _fail(message: str) -> None:

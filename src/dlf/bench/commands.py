@@ -95,8 +95,9 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         probe_rows: int = typer.Option(20_000, "--probe-rows", min=100, help="Train rows the linear probe is fit on."),
         no_probe: bool = typer.Option(False, "--no-probe", help="Skip the low-order linear probe."),
     ) -> None:
-        """Plot gradient norms per branch/layer (grad_norms.csv) and probe each DLF layer for the planted
-        low-order signal (synthetic data); several runs are compared in one probe chart."""
+        """Plot gradient norms per branch and layer, and probe each DLF layer for the planted low-order signal.
+
+        Reads each run's grad_norms.csv; the probe needs DLF runs on the synthetic data (compared in one chart)."""
         from dlf.bench.analyze import AnalysisError, analyze_runs
 
         try:

@@ -145,8 +145,9 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         threads: int = typer.Option(0, min=0, help="Intra-op threads (0: the engine's default)."),
         precision: str = typer.Option("fp32", help="fp32 or bf16 (torch engine: bf16 autocast)."),
     ) -> None:
-        """Score a labelled file with a bundle and print AUC, logloss, calibration (and gAUC), as training does on
-        its test split."""
+        """Score a labelled file with a bundle and print AUC, logloss, calibration (and gAUC).
+
+        The same metrics as training prints for its test split."""
         from dlf.data.schema import DataError
         from dlf.serve.bundle import BundleError
         from dlf.serve.evaluate import check_json, evaluate_file, write_json
