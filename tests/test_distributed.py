@@ -155,6 +155,24 @@ def test_one_rank_failing_alone_ends_every_rank_with_one_line(tmp_path):
         "error: training loss became nan at epoch 1, step 3; lower train.lr (now 0.01) or check inputs"], proc.stderr
 
 
+def _rank1_raises_holding_a_blocker(tmp_path, run: Path, exception: str, before: str = "") -> \
+        subprocess.CompletedProcess:
+    """`dlf train --nproc 2 --out RUN` where rank 1 runs `before`, then raises `exception` at its 3rd step with an
+    object in its traceback whose destructor blocks with the GIL held (as gloo's did in the interpreter's teardown);
+    the test gives up after 90 s and kills what is left."""
+    hook = ("import ctypes\n"
+            "class Blocker:\n"
+            "    def __del__(self):\n"
+            "        ctypes.PyDLL(None).sleep(600)  # PyDLL: the GIL stays held\n"
+            + _at_rank1_step_3(f"{before}blocker = Blocker(); raise {exception}"))
+    try:
+        return _nproc2_lr_with_hook(tmp_path, hook, "--out", str(run), timeout=90)
+    finally:
+        for pid in _processes_of(run):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("stderr_gone", [False, True], ids=["ctrl-c", "launcher-killed"])
 def test_an_interrupted_rank_ends_without_the_interpreters_teardown(tmp_path, stderr_gone):
     """Ctrl-C of `dlf train --nproc 2`, or kill -9 of its launcher: in about 1 of 6 tries a rank ended 30 s late,
@@ -166,17 +184,7 @@ def test_an_interrupted_rank_ends_without_the_interpreters_teardown(tmp_path, st
     run = tmp_path / "run"
     # a pipe nobody reads, as the launcher's after kill -9: writing to it raises BrokenPipeError
     gone = "r, w = os.pipe(); os.close(r); os.dup2(w, 2); " if stderr_gone else ""
-    hook = ("import ctypes\n"
-            "class Blocker:\n"
-            "    def __del__(self):\n"
-            "        ctypes.PyDLL(None).sleep(600)  # PyDLL: the GIL stays held\n"
-            + _at_rank1_step_3(f"{gone}blocker = Blocker(); raise KeyboardInterrupt"))
-    try:
-        proc = _nproc2_lr_with_hook(tmp_path, hook, "--out", str(run), timeout=90)
-    finally:
-        for pid in _processes_of(run):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    proc = _rank1_raises_holding_a_blocker(tmp_path, run, "KeyboardInterrupt", before=gone)
     if stderr_gone:  # rank 0 then says why it stopped, and torchrun reports rank 1's exit status
         assert proc.returncode not in (0, 130) and PEER_LOST in proc.stderr, proc.stderr
     else:
@@ -192,18 +200,7 @@ def test_a_failing_rank_ends_without_the_interpreters_teardown(tmp_path, error, 
     """As above, for a rank stopped by an error: its traceback kept the gloo process group alive until the
     interpreter's teardown, where the same deadlock could hold the rank (and its peer) until torchrun's timeout.
     The error is still shown once, and a bug's traceback in full."""
-    run = tmp_path / "run"
-    hook = ("import ctypes\n"
-            "class Blocker:\n"
-            "    def __del__(self):\n"
-            "        ctypes.PyDLL(None).sleep(600)  # PyDLL: the GIL stays held\n"
-            + _at_rank1_step_3(f"blocker = Blocker(); raise {error}"))
-    try:
-        proc = _nproc2_lr_with_hook(tmp_path, hook, "--out", str(run), timeout=90)
-    finally:
-        for pid in _processes_of(run):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    proc = _rank1_raises_holding_a_blocker(tmp_path, tmp_path / "run", error)
     assert proc.returncode != 0 and expected in proc.stderr.splitlines(), proc.stderr
     if expected.startswith("error:"):
         assert proc.returncode == 2 and proc.stderr.splitlines() == [expected], proc.stderr
