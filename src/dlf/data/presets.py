@@ -477,17 +477,20 @@ def _libfm_derive(fields: list[FieldOptions], index: FieldIndex, skip: int = 0):
 
     def derive(chunk: Chunk) -> tuple[Chunk, list[Problem]]:
         n = len(chunk)
-        toks = pc.utf8_split_whitespace(chunk.columns["line"])
-        keep = pc.list_value_length(toks).to_numpy(zero_copy_only=False) >= 1 + skip
+        line = pc.utf8_trim_whitespace(chunk.columns["line"])  # a blank at either end split off an empty token
+        toks = pc.utf8_split_whitespace(line)
+        keep = ((pc.list_value_length(toks).to_numpy(zero_copy_only=False) >= 1 + skip)
+                & pc.not_equal(line, "").to_numpy(zero_copy_only=False))
         problems = [chunk.problem(row, f"expected '{layout}', got {chunk.columns['line'][row].as_py()!r}")
                     for row in np.flatnonzero(~keep)]
-        label = pc.replace_substring_regex(pc.utf8_trim_whitespace(chunk.columns["line"]), r"\s.*$", "")
+        label = pc.replace_substring_regex(line, r"\s.*$", "")
         feats = pc.list_slice(toks, 1 + skip)
         rows = pc.list_parent_indices(feats).to_numpy(zero_copy_only=False)
         flat = pc.list_flatten(feats)
         kv = pc.split_pattern(flat, ":", max_splits=1)
         ok = pc.equal(pc.list_value_length(kv), 2).to_numpy(zero_copy_only=False)
-        kv = pc.fill_null(kv, pa.scalar(["", ""], pa.list_(pa.string())))
+        # a token without ':' has no element 1 to take
+        kv = pc.if_else(pa.array(ok), kv, pa.scalar(["", ""], pa.list_(pa.string())))
         idx_txt, val_txt = pc.list_element(kv, 0), pc.list_element(kv, 1)
         ok &= pc.match_substring_regex(idx_txt, r"^[0-9]{1,18}$").to_numpy(zero_copy_only=False)
         idx = np.zeros(len(ok), dtype=np.int64)
