@@ -567,12 +567,20 @@ def _frappe(inputs, schema, options):
     return _libfm(inputs, schema or libfm_schema(FRAPPE_FIELDS, options.get("labels", "pm1")), options)
 
 
+def read_libfm(path: str | Path, schema: Schema, bad: BadRows, block_bytes: int,
+               derive: Callable[[Chunk], tuple[Chunk, list[Problem]]] | None = None) -> Iterator[Chunk]:
+    """libFM lines as preprocessing reads them: chunks of the label and a text column per field, a bad line a bad row
+    at FILE:LINE. `derive`: the lines' derivation, by default from the schema fields' index ranges (`range`)."""
+    derive = derive or _libfm_derive(schema.fields, FieldIndex.from_ranges(schema.fields))
+    for chunk in read_lines(path, bad=bad, encoding=schema.encoding, block_bytes=block_bytes):
+        yield from in_line_order(chunk.file, *derive(chunk), bad)
+
+
 def _line_sources(inputs, schema: Schema, derive, depends: list[str] | None = None) -> list[Source]:
     sources = []
     for role, path in inputs:
         def read(bad: BadRows, block: int, path=path):
-            for chunk in read_lines(path, bad=bad, encoding=schema.encoding, block_bytes=block):
-                yield from in_line_order(chunk.file, *derive(chunk), bad)
+            return read_libfm(path, schema, bad, block, derive)
         sources.append(Source(role, str(path), read, depends=list(depends or [])))
     return sources
 

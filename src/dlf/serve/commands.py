@@ -81,13 +81,15 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
     @app.command()
     def predict(
         bundle: Path = typer.Argument(..., help="Bundle folder (dlf export)."),
-        input_: Path = typer.Option(..., "--input", "-i", help="CSV, TSV or Parquet file of raw rows."),
+        input_: Path = typer.Option(..., "--input", "-i", help="CSV, TSV or Parquet file of raw rows (libFM lines "
+                                    "for a libfm/frappe model)."),
         output: Path = typer.Option(..., "--output", "-o", help="Output file: .parquet, or .csv/.tsv."),
         id_column: Optional[str] = typer.Option(None, "--id-column", help="Copy this input column to the output."),
         on_bad_row: str = typer.Option("error", help="error: stop at the first bad row; skip: drop and count them."),
         engine: str = typer.Option("torch", help="torch or onnx (ONNX Runtime; needs a bundle exported with "
                                    "--format onnx)."),
-        format: str = typer.Option("auto", "--format", help="Input format: auto (from the suffix), csv, tsv, parquet."),
+        format: str = typer.Option("auto", "--format", help="Input format: auto (from the suffix), csv, tsv, parquet, "
+                                   "libfm."),
         output_format: str = typer.Option("auto", "--output-format", help="Output format: auto (from the suffix; "
                                           "none: csv), csv, tsv, parquet."),
         header: Optional[bool] = typer.Option(None, "--header/--no-header", help="Whether the CSV/TSV has a header "
@@ -129,14 +131,15 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
     def evaluate(
         bundle: Path = typer.Argument(..., help="Bundle folder (dlf export)."),
         input_: Path = typer.Option(..., "--input", "-i", help="CSV, TSV or Parquet file of raw rows with the label "
-                                    "column (e.g. the next day's logs)."),
+                                    "column (e.g. the next day's logs), or libFM lines for a libfm/frappe model."),
         group_column: Optional[str] = typer.Option(None, "--group-column", help="Also report gAUC grouped by this "
                                                    "input column (default: the training data's group column, if any; "
                                                    "'': no gAUC)."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
         on_bad_row: str = typer.Option("error", help="error: stop at the first bad row; skip: drop and count them."),
         engine: str = typer.Option("torch", help="torch or onnx."),
-        format: str = typer.Option("auto", "--format", help="Input format: auto (from the suffix), csv, tsv, parquet."),
+        format: str = typer.Option("auto", "--format", help="Input format: auto (from the suffix), csv, tsv, parquet, "
+                                   "libfm."),
         header: Optional[bool] = typer.Option(None, "--header/--no-header", help="Whether the CSV/TSV has a header "
                                               "(default: as the training files)."),
         columns: Optional[str] = typer.Option(None, help="Column names of a file without header, comma-separated."),

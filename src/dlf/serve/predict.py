@@ -1,12 +1,11 @@
 """Batch scoring: `dlf predict BUNDLE --input FILE --output FILE`.
 
-The input (CSV, TSV or Parquet) is streamed chunk by chunk with dlf.data.readers (the same
-readers, line numbers and bad-row handling as `dlf preprocess`), each chunk is encoded with the
-bundle's frozen encoders (dlf.serve.encoding), scored by PyTorch or ONNX Runtime in
-sub-batches, and appended to the output (Parquet or CSV) before the next chunk is read: memory holds one
-chunk (and, for Parquet, the scores of at most one row group of ROW_GROUP_ROWS rows), whatever the file
-size. The output is written to a hidden temporary sibling, synced to disk and renamed into place when
-complete, so a failed run leaves no half-written file.
+The input (CSV, TSV, Parquet, or libFM lines for a model trained on them) is streamed chunk by chunk with
+dlf.data.readers (the same readers, line numbers and bad-row handling as `dlf preprocess`), each chunk is encoded
+with the bundle's frozen encoders (dlf.serve.encoding), scored by PyTorch or ONNX Runtime in sub-batches, and
+appended to the output (Parquet or CSV) before the next chunk is read: memory holds one chunk (and, for Parquet, the
+scores of at most one row group of ROW_GROUP_ROWS rows), whatever the file size. The output is written to a hidden
+temporary sibling, synced to disk and renamed into place when complete, so a failed run leaves no half-written file.
 
 Output columns: the `--id-column` (as text) when asked, then `probability` (float32 in Parquet; in
 CSV the float32 value written in full, so it reads back exactly).
@@ -31,8 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dlf.data.features import Batch
-from dlf.data.readers import (BOM, SUFFIX_FORMATS, BadRows, Chunk, check_file, format_from_name, header_names,
-                              open_input, read_delimited, read_parquet)
+from dlf.data.presets import read_libfm
+from dlf.data.readers import (BOM, COMPRESSIONS, SUFFIX_FORMATS, BadRows, Chunk, check_file, format_from_name,
+                              header_names, in_line_order, open_input, read_delimited, read_parquet)
 from dlf.data.schema import DataError, Schema
 from dlf.serve.bundle import Bundle, BundleError
 
@@ -41,6 +41,7 @@ DEFAULT_BATCH_SIZE = 8192
 # Parquet output rows per row group: one per chunk grew the writer's footer (~1.7 KB per row group, held in memory until
 # the file is closed) with the number of chunks, unbounded for a long file read in small chunks
 ROW_GROUP_ROWS = 1 << 17
+LIBFM_PRESETS = ("libfm", "frappe")  # models trained on libFM lines, which `--format libfm` reads
 
 
 @dataclass
@@ -147,13 +148,16 @@ def scored_chunks(bundle: Bundle, input: str | Path, bad: BadRows, scorer: Score
 
 def _input_format(path: Path, fmt: str) -> str:
     if fmt != "auto":
-        if fmt not in ("csv", "tsv", "parquet"):
-            raise DataError(f"--format must be auto, csv, tsv or parquet, got {fmt!r}")
+        if fmt not in ("csv", "tsv", "parquet", "libfm"):
+            raise DataError(f"--format must be auto, csv, tsv, parquet or libfm, got {fmt!r}")
         found = fmt
     else:
-        found = format_from_name(path)
+        # '.libfm' (frappe.test.libfm) is not in SUFFIX_FORMATS, the table readers': preprocessing reads it by preset
+        name = path.name.lower()
+        stem = name.rsplit(".", 1)[0] if name.endswith(COMPRESSIONS) else name
+        found = format_from_name(path) or ("libfm" if stem.endswith(".libfm") else None)
         if found is None:
-            raise DataError(f"{path}: cannot tell the format from the name; pass --format csv|tsv|parquet")
+            raise DataError(f"{path}: cannot tell the format from the name; pass --format csv|tsv|parquet|libfm")
     if found != "parquet" and path.is_file():
         with open(path, "rb") as fh:
             if fh.read(4) == b"PAR1":  # (was "header is not valid utf-8")
@@ -166,7 +170,7 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
                header: bool | None = None, columns: list[str] | None = None, delimiter: str | None = None,
                extra: list[str] | None = None, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Chunk]:
     """Chunks of the bundle's input columns (the label column too with labels=True, and `extra` columns, e.g. an id)
-    from a CSV/TSV/Parquet file.
+    from a CSV/TSV/Parquet file, or from libFM lines (see _read_libfm).
 
     header None: as the training files were (the bundle's schema), e.g. no header for Criteo TSV,
     whose columns are then the schema's `columns` (without the label when the file has one column
@@ -175,6 +179,12 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
     fmt = _input_format(path, fmt)
     label = bundle.feature_map.label
     need = list(dict.fromkeys(list(bundle.encoder.columns) + ([label] if labels else []) + list(extra or [])))
+    if fmt == "libfm":
+        if header is not None or columns is not None:
+            raise DataError(f"{path}: --header/--no-header and --columns are for CSV/TSV input; libFM lines have no "
+                            "columns")
+        yield from _read_libfm(bundle, path, bad, need, block_bytes)
+        return
     if fmt == "parquet":
         if header is not None or columns is not None:  # were ignored silently
             raise DataError(f"{path}: --header/--no-header and --columns are for CSV/TSV input; a Parquet file names "
@@ -218,7 +228,8 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
             where = "" if columns is not None else " (the training files', from the bundle's schema)"
             hint = ("" if set(missing) - set(bundle.encoder.columns) else
                     "; the model's inputs must be columns of the file: pass --header if its first line names them, "
-                    "or --columns")
+                    "or --columns" + (", or --format libfm for libFM lines" if schema.columns == [label] and
+                                      bundle.feature_map.meta.get("preset") in LIBFM_PRESETS else ""))
             raise DataError(f"{path}: the columns {names}{where} do not include {missing}{hint}")
     # Arrow reads an empty line as a row whose every column is empty, which scored as an all-missing record (a
     # trailing blank line added a row to the output): read every column, and skip rows with no value in any of them,
@@ -234,6 +245,34 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
             chunk = chunk.take(~blank)
             chunk.columns = {c: chunk.columns[c] for c in need}
         yield chunk
+
+
+def _read_libfm(bundle: Bundle, path: Path, bad: BadRows, need: list[str], block_bytes: int) -> Iterator[Chunk]:
+    """libFM lines, split into the label and a column per field by the preset's own reader (read_libfm) with the index
+    ranges of the bundle's stored schema. The label comes first on every line: predict ignores it, evaluate reads it
+    with the bundle's label convention (pm1 or binary)."""
+    preset = bundle.feature_map.meta.get("preset")
+    if preset not in LIBFM_PRESETS:
+        raise DataError(f"{path}: libFM lines are read for a model trained on libFM files (preset libfm or frappe); "
+                        f"this bundle's preset is {preset or 'none (synthetic ids)'}: score a CSV/TSV/Parquet file of "
+                        "its input columns")
+    schema = bundle.encoder.schema
+    names = [f.name for f in schema.fields]
+    if any(f.range is None for f in schema.fields):
+        raise DataError(f"{path}: the bundle's fields came from --option feature_index=FILE, which it does not "
+                        "carry, so its libFM lines cannot be split into fields here; score one column per field "
+                        f"holding its feature index (a CSV without header: label,{','.join(names)}; predict: without "
+                        "the label)")
+    missing = [c for c in need if c not in names + [schema.label]]
+    if missing:
+        raise DataError(f"{path}: libFM lines have no column(s) {missing}: they hold the label and the fields {names}")
+    for chunk in read_libfm(path, schema, bad, block_bytes):
+        # a line without its label (first token 'index:value') would be scored without its first feature
+        unlabelled = pc.match_substring(chunk.columns[schema.label], ":").to_numpy(zero_copy_only=False)
+        problems = [chunk.problem(r, f"expected 'label index:value ...' (a label first, e.g. 0 on lines to score), "
+                                     f"got {chunk.columns[schema.label][r].as_py()!r} first")
+                    for r in np.flatnonzero(unlabelled)]
+        yield from in_line_order(chunk.file, chunk.take(~unlabelled), problems, bad)
 
 
 def _first_line(path: Path, encoding: str, skip_blank: bool = False) -> str | None:
@@ -366,6 +405,9 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
     if Path(input).resolve() == output.resolve():
         raise DataError(f"{output}: --output must not be the input file")
     check_file(input)  # before the output's folder is made: a mistyped --input left an empty new folder behind
+    if id_column and _input_format(Path(input), fmt) == "libfm":
+        raise DataError(f"{input}: libFM lines have no columns, so no --id-column: the output has one row per line, "
+                        "in input order (with --on-bad-row skip, the skipped lines are left out)")
     # CSV: float32 values written as float64 text, which round-trips them exactly (pyarrow prints float32 at 6 digits)
     ptype = pa.float32() if ofmt == "parquet" else pa.float64()
     fields = ([pa.field(id_column, pa.string())] if id_column else []) + [pa.field("probability", ptype)]
