@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
-from test_evaluate import METRICS, train_lr
 from typer.testing import CliRunner
 
 from dlf.cli import app
@@ -21,6 +20,7 @@ from dlf.serve.bundle import export_bundle, load_bundle
 from dlf.serve.demo import build_demo_run
 from dlf.serve.evaluate import evaluate_file
 from dlf.serve.predict import predict_file
+from test_evaluate import METRICS, train_lr
 
 FIELDS = {"fields": "user:20,item:30,ctx:3"}  # indices 0-19, 20-49, 50-52
 FRAPPE = Path(__file__).resolve().parents[2] / "shared" / "data" / "frappe"
