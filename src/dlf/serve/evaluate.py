@@ -1,10 +1,10 @@
 """Offline evaluation of a bundle: `dlf evaluate BUNDLE --input FILE`.
 
 Scores a labelled file of raw rows (say the next day's logs; libFM lines for a libfm/frappe model) exactly as
-`dlf predict` does (same readers, encoders, engines and bad-row handling; see dlf.serve.predict) and computes the trainer's test metrics on it: AUC, logloss,
-calibration (mean predicted CTR / observed CTR) and, with a group column, gAUC. The label column is the training
-data's and is checked as preprocessing checks it (a bad label is a bad row). On the bundle's own test file it gives
-the run's test metrics.
+`dlf predict` does (same readers, encoders, engines and bad-row handling; see dlf.serve.predict) and computes the
+trainer's test metrics on it: AUC, logloss, calibration (mean predicted CTR / observed CTR) and, with a group column,
+gAUC. The label column is the training data's and is checked as preprocessing checks it (a bad label is a bad row).
+On the bundle's own test file it gives the run's test metrics.
 
 Memory: one chunk of text, plus each row's probability and label (8 bytes a row) and, for gAUC, its group id (8
 bytes), because AUC ranks all rows at once.
