@@ -20,10 +20,11 @@ from dlf.serve.bundle import export_bundle, load_bundle
 from dlf.serve.demo import build_demo_run
 from dlf.serve.evaluate import evaluate_file
 from dlf.serve.predict import predict_file
+from conftest import SHARED
 from test_evaluate import METRICS, train_lr
 
 FIELDS = {"fields": "user:20,item:30,ctx:3"}  # indices 0-19, 20-49, 50-52
-FRAPPE = Path(__file__).resolve().parents[2] / "shared" / "data" / "frappe"
+FRAPPE = SHARED / "data" / "frappe"
 
 
 def libfm_lines(n: int, seed: int, labels=("-1", "1")) -> str:
