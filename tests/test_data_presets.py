@@ -440,8 +440,9 @@ def test_libfm_files_labelled_0_1_read_with_the_labels_option(tmp_path):
         _, tr, _, _ = run("libfm", [data], tmp_path / f"o{k}", options={**IN_ORDER, **option, "labels": "binary"})
         np.testing.assert_array_equal(np.asarray(tr.label), [1.0, 0.0, 0.0])
         # the default stays libFM's -1/1; the hint was a schema's label_values only, which feature_index refuses
-        with pytest.raises(DataError, match=r"expected label -1 or 1 \(libFM labels; for 0/1 labels: --option "
-                                            r"labels=binary, or label_values: binary in a schema\), got '0'"):
+        with pytest.raises(DataError, match=r"expected label -1 or 1 \(libFM labels; 0/1 labels are preprocessed "
+                                            r"with --option labels=binary, or label_values: binary in a schema\), "
+                                            r"got '0'"):
             run("libfm", [data], tmp_path / f"pm1{k}", options={**IN_ORDER, **option})
     with pytest.raises(DataError, match="expected pm1 .labels -1/1. or binary"):
         run("libfm", [ranged], tmp_path / "x", options={**IN_ORDER, "fields": "user:2,item:2", "labels": "01"})

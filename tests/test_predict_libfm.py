@@ -178,3 +178,15 @@ def test_real_frappe_test_file(tmp_path):
     got, want = (pq.read_table(tmp_path / f"{n}.parquet")["probability"].to_numpy() for n in ("lines", "columns"))
     assert len(got) == 28860
     np.testing.assert_array_equal(got, want)
+
+
+def test_evaluate_names_the_models_label_convention(run, tmp_path):
+    """A 0/1 file given to a model trained on libFM's -1/1 labels: the error said 'for 0/1 labels: --option
+    labels=binary', an option dlf evaluate does not have; it says that is how 0/1 labels are preprocessed."""
+    bundle, _ = run
+    src = tmp_path / "zero-one.libfm"
+    src.write_text("0 2:1 21:1 50:1\n1 5:1 30:1 51:1\n")
+    r = CliRunner().invoke(app, ["evaluate", str(bundle), "-i", str(src)])
+    assert r.exit_code == 2 and r.output.strip() == (
+        f"error: {src}:1: field 'label': expected label -1 or 1 (libFM labels; 0/1 labels are preprocessed with "
+        "--option labels=binary, or label_values: binary in a schema), got '0'"), r.output

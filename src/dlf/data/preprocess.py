@@ -272,8 +272,8 @@ class Rejects:
 # label_values -> (the usual spellings, checked first; the exact rule; what the error says is expected)
 LABELS = {"binary": (pa.array(["0", "1"]), r"^[01](\.0*)?$", "0 or 1"),
           "pm1": (pa.array(["-1", "1", "+1"]), r"^(-1|\+?1)(\.0*)?$",
-                  "-1 or 1 (libFM labels; for 0/1 labels: --option labels=binary, or label_values: binary in a "
-                  "schema)")}
+                  "-1 or 1 (libFM labels; 0/1 labels are preprocessed with --option labels=binary, or "
+                  "label_values: binary in a schema)")}
 
 
 def parse_labels(text: pa.Array, name: str, label_values: str,
