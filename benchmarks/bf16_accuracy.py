@@ -56,6 +56,7 @@ def main(argv=None) -> None:
     from safetensors.torch import load_file
 
     import dlf
+    from dlf._io import atomic_write_text
     from dlf.api import load_data
     from dlf.config import load_config
     from dlf.models import build_model
@@ -99,9 +100,9 @@ def main(argv=None) -> None:
                   f"best step {m['best_step']}  ({seconds:.0f} s){scoring}", flush=True)
         summary = summarise(auc, seeds[:seeds.index(seed) + 1]) if "bf16" in precisions else {}
         summary["bf16_scoring_gaps"] = scoring_gaps
-        if args.json:
-            args.json.write_text(json.dumps({"config": args.config, "set": args.set, "runs": runs,
-                                             "summary": summary}, indent=1))
+        if args.json:  # atomically: benchmarks/gpu_check.sh's time limit may fall during a write
+            atomic_write_text(args.json, json.dumps({"config": args.config, "set": args.set, "runs": runs,
+                                                     "summary": summary}, indent=1))
     print(f"fp32 weights scored in bf16 - in fp32, test AUC per seed: {' '.join(f'{g:+.6f}' for g in scoring_gaps)} "
           f"(largest {max(map(abs, scoring_gaps)):.6f})")
     if "bf16" not in precisions:

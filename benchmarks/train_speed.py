@@ -565,9 +565,11 @@ def print_table(results: list[dict], peaks: dict) -> None:
 
 def write_json(path: Path | None, results: dict) -> None:
     """--json, rewritten after every configuration: a run stopped by a time limit (benchmarks/gpu_check.sh gives it
-    one) keeps the results of the configurations that finished."""
+    one) keeps the results of the configurations that finished (atomically: the limit may fall during a write)."""
+    from dlf._io import atomic_write_text
+
     if path is not None:
-        path.write_text(json.dumps(results, indent=1))
+        atomic_write_text(path, json.dumps(results, indent=1))
 
 
 def main(argv=None) -> None:
