@@ -42,7 +42,6 @@ def test_a_process_per_gpu_joins_nccl_on_its_own_device(monkeypatch):
     assert calls == [("set_device", torch.device("cuda", 1)), ("init", "nccl")]  # the device first, then the group
 
 
-
 def test_more_processes_than_gpus_is_a_one_line_error(monkeypatch):
     """Two processes on one GPU: NCCL refused it at the first collective ('Duplicate GPU detected'), a traceback; with
     the default train.device=auto, `dlf train --nproc 2` on a one-GPU machine got there."""

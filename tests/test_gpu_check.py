@@ -1,6 +1,5 @@
 """benchmarks/gpu_check.sh runs once, unattended, on a machine lent with a GPU: what can be checked without one is
 checked here (every command's flags, paths and the partial results a time limit leaves)."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 
-_spec = importlib.util.spec_from_file_location("train_speed", ROOT / "benchmarks" / "train_speed.py")
-train_speed = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_speed)
+train_speed = load_benchmark("train_speed")
 
 # Stands in for python in gpu_check.sh: pytest only collects; a benchmark script parses its arguments with its own
 # parser and stops there (an unknown flag or bad value is argparse's error, exit 2)

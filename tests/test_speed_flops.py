@@ -1,7 +1,5 @@
 """The analytic FLOP counts of benchmarks/train_speed.py against torch's count of the products actually run."""
-import importlib.util
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,12 +7,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dlf.data import FeatureMap, FieldSpec
 from dlf.data.features import Batch
+from conftest import load_benchmark
 from dlf.models import build_model, get_entry
 
-_spec = importlib.util.spec_from_file_location(
-    "train_speed", Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py")
-train_speed = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_speed)
+train_speed = load_benchmark("train_speed")
 
 FM = FeatureMap([FieldSpec(f"c{i}", "categorical", vocab_size=7 + i) for i in range(4)]
                 + [FieldSpec(f"n{i}", "numeric") for i in range(3)])
@@ -131,10 +127,7 @@ def test_saved_activations_shrink_with_activation_checkpointing():
 
 
 def test_saved_tensor_listing_adds_up_to_the_activation_total():
-    spec = importlib.util.spec_from_file_location(
-        "saved_activations", Path(__file__).resolve().parents[1] / "benchmarks" / "saved_activations.py")
-    listing = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(listing)
+    listing = load_benchmark("saved_activations")
     torch.manual_seed(0)
     model = build_model("dlf", FM, replace(get_entry("dlf").default_config(), **DLF_TINY)).train()
     groups = listing.saved_by_module(model, _batch(B), torch.device("cpu"), "fp32")
@@ -145,10 +138,7 @@ def test_saved_tensor_listing_adds_up_to_the_activation_total():
 
 
 def test_model_ab_loads_dlf_as_committed_at_a_revision():
-    spec = importlib.util.spec_from_file_location(
-        "model_ab", Path(__file__).resolve().parents[1] / "benchmarks" / "model_ab.py")
-    model_ab = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(model_ab)
+    model_ab = load_benchmark("model_ab")
     try:
         old = model_ab.model_module_at("HEAD")
     except Exception as exc:  # a source tree without git history (an sdist): nothing to compare with

@@ -1,15 +1,10 @@
 """benchmarks/train_speed.py's GPU memory peak, checked on the CPU with the CUDA calls faked."""
-import importlib.util
-from pathlib import Path
-
 import torch
 
+from conftest import load_benchmark
 from dlf.data.features import Batch
 
-_spec = importlib.util.spec_from_file_location(
-    "train_speed", Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py")
-train_speed = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_speed)
+train_speed = load_benchmark("train_speed")
 
 
 def test_the_gpu_peak_is_the_training_steps_not_the_extra_forward_pass(tmp_path, monkeypatch):
