@@ -57,3 +57,29 @@ def test_an_undefined_validation_auc_is_an_empty_csv_cell_and_no_tensorboard_poi
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     assert "valid/logloss" in events.Tags()["scalars"] and "valid/auc" not in events.Tags()["scalars"]
+
+
+def test_the_run_charts_leave_the_callers_matplotlib_backend_and_figures_alone(tmp_path):
+    """plot_learning_curves (and the bench's charts) ran matplotlib.use('Agg', force=True): after dlf.train(out=...)
+    a notebook's backend was Agg for the rest of the session, so its own plots no longer showed."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from dlf.bench.report import plot_chart
+    from dlf.train.logging import plot_learning_curves
+
+    before = matplotlib.get_backend()
+    plt.switch_backend("svg")  # stands in for a notebook's inline backend
+    try:
+        mine = plt.figure()
+        history = [{"step": s, "train_loss": 0.5, "val_auc": 0.7, "val_logloss": 0.4, "lr": 1e-3, "best": s == 2}
+                   for s in (1, 2)]
+        assert plot_learning_curves(history, tmp_path / "curves.png")
+        rows = [{"dataset": "demo", "variant": "lr", "model": "lr", "auc_mean": 0.74, "auc_std": 0.01, "oracle": None,
+                 "ok": 1, "seeds": 1}]
+        assert plot_chart(rows, tmp_path / "bench.png") is None
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == [mine.number]
+        assert (tmp_path / "curves.png").read_bytes()[:4] == (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    finally:
+        plt.close("all")
+        plt.switch_backend(before)

@@ -101,12 +101,10 @@ def remove_dead_siblings(out: str | os.PathLike) -> None:
 
 
 def atomic_write_png(fig, path: str | os.PathLike) -> None:
-    """Render a matplotlib figure to PNG, write it atomically and close the figure."""
+    """Render a matplotlib figure (a matplotlib.figure.Figure, which pyplot does not hold) to PNG and write it
+    atomically."""
     import io
-
-    import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())

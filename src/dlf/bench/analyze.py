@@ -64,9 +64,7 @@ def grad_norm_summary(rows: list[dict]) -> list[dict]:
 
 def plot_grad_norms(rows: list[dict], path: Path, title: str) -> bool:
     try:
-        import matplotlib
-        matplotlib.use("Agg", force=True)
-        import matplotlib.pyplot as plt
+        from matplotlib import figure  # not pyplot: see dlf.train.logging.plot_learning_curves
     except ImportError:
         return False
     groups = _aggregate(rows, lambda r: r["group"])
@@ -74,7 +72,8 @@ def plot_grad_norms(rows: list[dict], path: Path, title: str) -> bool:
     n_panels = 2 + len(layered)
     cols = min(n_panels, 4)
     nrows = math.ceil(n_panels / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    fig = figure.Figure(figsize=(4.2 * cols, 3.4 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
     flat = axes.ravel()
     for ax, which, name in ((flat[0], 1, "gradient norm per branch / stream"),
                             (flat[1], 2, "gradient RMS per value")):
@@ -255,14 +254,14 @@ PROBE_COLUMNS = ["run", "model", "alpha", "weights", "layer", "target", "r2", "r
 def plot_probe(results: list[dict], path: Path, labels: dict[str, str]) -> bool:
     try:
         import matplotlib
-        matplotlib.use("Agg", force=True)
-        import matplotlib.pyplot as plt
         import matplotlib.ticker
+        from matplotlib import figure  # not pyplot: see dlf.train.logging.plot_learning_curves
     except ImportError:
         return False
-    fig, axes = plt.subplots(1, len(TARGETS), figsize=(4 * len(TARGETS), 3.6), squeeze=False)
+    fig = figure.Figure(figsize=(4 * len(TARGETS), 3.6))
+    axes = fig.subplots(1, len(TARGETS), squeeze=False)
     runs = list(dict.fromkeys(r["run"] for r in results))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, target in zip(axes[0], TARGETS):
         for i, run in enumerate(runs):
             for weights, style in (("trained", "-"), ("init", ":")):

@@ -254,17 +254,15 @@ def plot_chart(rows: list[dict], path: Path) -> str | None:
     missing = None if any(_finite(r["auc_mean"]) for r in rows) else "no finished run with a test AUC"
     if missing is None:
         try:
-            import matplotlib
-            matplotlib.use("Agg", force=True)
-            import matplotlib.pyplot as plt
+            from matplotlib import figure  # not pyplot: see dlf.train.logging.plot_learning_curves
         except ImportError:
             missing = "matplotlib is not installed (pip install matplotlib)"
     if missing is not None:
         path.unlink(missing_ok=True)
         return missing
     heights = [max(2.0, 0.35 * sum(r["dataset"] == d for r in rows) + 1.2) for d in datasets]
-    fig, axes = plt.subplots(len(datasets), 1, figsize=(8, sum(heights)), squeeze=False,
-                             gridspec_kw={"height_ratios": heights})
+    fig = figure.Figure(figsize=(8, sum(heights)))
+    axes = fig.subplots(len(datasets), 1, squeeze=False, gridspec_kw={"height_ratios": heights})
     for ax, dataset in zip(axes[:, 0], datasets):
         ds = sorted((r for r in rows if r["dataset"] == dataset),
                     key=lambda r: r["auc_mean"] if _finite(r["auc_mean"]) else -1)

@@ -96,14 +96,15 @@ def plot_learning_curves(history: list[dict], path: str | Path, note=print) -> b
     if not history:
         return False
     try:
-        import matplotlib
-        matplotlib.use("Agg", force=True)
-        import matplotlib.pyplot as plt
+        # a Figure of its own, not pyplot's: matplotlib.use('Agg', force=True) switched the backend of the whole
+        # process, so a notebook that called dlf.train lost its inline (or interactive) plots
+        from matplotlib import figure
     except ImportError:
         note(f"matplotlib is not installed: no {Path(path).name} (pip install matplotlib)")
         return False
     steps = [r["step"] for r in history]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    fig = figure.Figure(figsize=(16, 3.6))
+    axes = fig.subplots(1, 4)
     panels = [("train loss", "train_loss", None), ("validation AUC", "val_auc", None),
               ("validation logloss", "val_logloss", None), ("learning rate", "lr", "log")]
     for ax, (title, key, scale) in zip(axes, panels):
