@@ -227,3 +227,25 @@ def test_weights_that_diverged_to_inf_are_not_checkpointed(tmp_path):
                                             "checkpointed"):
         dlf.train(cfg, out=run, console=Console(quiet=True))
     assert not list((run / "checkpoints").glob("*.safetensors"))
+
+
+def test_train_leaves_the_callers_random_streams_where_they_were():
+    """dlf.train reseeded torch's, numpy's and Python's global generators with train.seed and left them so: a notebook
+    drawing np.random.choice between runs drew the same numbers after every run."""
+    import random
+
+    import numpy as np
+    from rich.console import Console
+
+    import dlf
+    from dlf.config import load_config
+
+    def draws():
+        return torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()
+
+    torch.manual_seed(7), np.random.seed(7), random.seed(7)
+    expected = draws()
+    torch.manual_seed(7), np.random.seed(7), random.seed(7)
+    dlf.train(load_config(None, ONE_CLASS[:1] + ONE_CLASS[2:] + ["train.epochs=1", "train.threads=1"]),
+              console=Console(quiet=True))
+    assert draws() == expected

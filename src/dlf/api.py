@@ -64,11 +64,17 @@ def train(config=None, out: str | Path | None = None, console: Console | None = 
     except DeviceError as exc:  # a one-line error in the CLI, not a traceback
         raise TrainingError(str(exc)) from None
     threads = torch.get_num_threads()
+    # the run reseeds the global generators with train.seed: the caller's streams come back after it (a notebook
+    # drawing from np.random between runs drew the same numbers after every run)
+    rng = torch.get_rng_state(), np.random.get_state(), random.getstate()
     try:
         return _train(cfg, out, console, resume, dist)
     finally:
         dist.close()
         torch.set_num_threads(threads)  # train.threads is this run's: a later call with threads=0 gets torch's default
+        torch.set_rng_state(rng[0])
+        np.random.set_state(rng[1])
+        random.setstate(rng[2])
 
 
 def load_data(cfg: RunConfig):
