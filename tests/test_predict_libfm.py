@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from dlf.cli import app
 from dlf.data.preprocess import preprocess
-from dlf.data.presets import FRAPPE_FIELDS
-from dlf.serve.bundle import export_bundle, load_bundle
+from dlf.data.presets import FRAPPE_FIELDS, IPINYOU_FIELDS
+from dlf.data.schema import DataError
+from dlf.serve.bundle import BundleError, export_bundle, load_bundle
 from dlf.serve.demo import build_demo_run
 from dlf.serve.evaluate import evaluate_file
 from dlf.serve.predict import predict_file
@@ -139,22 +140,107 @@ def test_what_cannot_read_libfm_lines_is_one_clear_line(run, tmp_path):
     r = runner.invoke(app, ["evaluate", str(bundle), "-i", str(test_file), "--group-column", "user"])
     assert r.exit_code == 0 and "(gAUC by user)" in r.stdout, r.output
 
-    # fields from a feature-index file: the bundle has no ranges to split lines by
-    folder = tmp_path / "indexed"
-    folder.mkdir()
-    index = folder / "featindex.txt"
-    index.write_text("".join(f"{name} {i}\n" for name, lo, hi in (("user", 0, 20), ("item", 20, 50), ("ctx", 50, 53))
-                             for i in range(lo, hi)))
-    indexed, lines = libfm_run(folder, {"feature_index": str(index)})
-    assert "the bundle's fields came from --option feature_index=FILE, which it does not carry" in \
-        error("evaluate", str(indexed), "-i", str(lines))
-
     # a model of another preset
     paths = build_demo_run(tmp_path / "demo", rows=200, test_rows=20, epochs=1)
     demo = export_bundle(paths["run"], tmp_path / "demo_bundle")
     for more in ([], ["--format", "libfm"]):
-        assert f"{test_file}: libFM lines are read for a model trained on libFM files (preset libfm or frappe); " \
-               "this bundle's preset is generic" in error("predict", str(demo), "-i", str(test_file), "-o", out, *more)
+        assert f"{test_file}: libFM lines are read for a model trained on libFM files (preset libfm or frappe, or " \
+               "ipinyou's yzx files); this bundle's preset is generic" in \
+               error("predict", str(demo), "-i", str(test_file), "-o", out, *more)
+
+
+def indexed_run(tmp_path: Path) -> tuple[Path, Path]:
+    """libfm_run's data with the fields given by a feature-index file whose indices interleave the fields (as
+    make-ipinyou-data writes them): (its bundle, the test file)."""
+    index = tmp_path / "featindex.txt"
+    owner = ["user"] * 20 + ["item"] * 30 + ["ctx"] * 3
+    order = np.random.default_rng(0).permutation(53)  # index i -> the field of entry order[i]
+    index.write_text("".join(f"{owner[e]}:{e} {i}\n" for i, e in enumerate(order)))
+    position = np.argsort(order)  # entry e (libfm_lines' index e) has index position[e]
+    folder = tmp_path / "indexed"
+    folder.mkdir()
+    train_file, test_file = folder / "train.libfm", folder / "test.libfm"
+    for path, n, seed in ((train_file, 300, 0), (test_file, 80, 1)):
+        path.write_text("".join(line.split()[0] + "".join(f" {position[int(t.split(':')[0])]}:1" for t in
+                                                          line.split()[1:]) + "\n"
+                                for line in libfm_lines(n, seed).splitlines()))
+    preprocess("libfm", [f"train={train_file}", f"test={test_file}"], folder / "data",
+               options={"feature_index": str(index)})
+    train_lr(folder)
+    return export_bundle(folder / "run", folder / "bundle"), test_file
+
+
+def test_fields_from_a_feature_index_file(tmp_path):
+    """--option feature_index=FILE: no field has an index range, so the bundle keeps preprocessing's layout (which
+    field owns each index). Before, scoring libFM lines was refused. The lines give the run's test metrics and the
+    probabilities of one column per field."""
+    path, test_file = indexed_run(tmp_path)
+    bundle = load_bundle(path)
+    want = json.loads((tmp_path / "indexed" / "run" / "metrics.json").read_text())["test"]
+    res = evaluate_file(bundle, test_file)
+    assert res.rows == 80 and 0.6 < res.metrics["auc"] < 1
+    for k in METRICS:
+        assert res.metrics[k] == pytest.approx(want[k], abs=1e-6), k
+    columns = tmp_path / "fields.csv"  # the fields' columns hold the feature indices
+    columns.write_text("label,user,item,ctx\n" + "".join(",".join(tok.split(":")[0] for tok in line.split()) + "\n"
+                                                         for line in test_file.read_text().splitlines()))
+    predict_file(bundle, test_file, tmp_path / "lines.parquet")
+    predict_file(bundle, columns, tmp_path / "columns.parquet", header=True)
+    got, want = (pq.read_table(tmp_path / f"{n}.parquet")["probability"].to_numpy() for n in ("lines", "columns"))
+    assert len(got) == 80 and np.ptp(got) > 0.01
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_bundle_without_its_layout_says_how_to_get_one(tmp_path):
+    """A run whose dataset was preprocessed before dlf kept the layout: with fields from a feature-index file (no
+    ranges in its schema) its bundle cannot split lines, and the error names the fix, which works: preprocess again
+    with --force, export the same run again. A bundle's layout file is verified like its other files."""
+    bundle, test_file = indexed_run(tmp_path)
+    folder = tmp_path / "indexed"
+    for fm_path in (folder / "data" / "feature_map.json", folder / "run" / "feature_map.json"):  # as an older dlf
+        fm = json.loads(fm_path.read_text())
+        del fm["meta"]["libfm_layout"]
+        fm_path.write_text(json.dumps(fm))
+    (folder / "data" / "libfm_layout.arrow").unlink()
+    old = load_bundle(export_bundle(folder / "run", tmp_path / "old"))
+    with pytest.raises(DataError, match="the bundle does not keep which field owns each libFM index .* re-run the "
+                                        "same dlf preprocess command with --force and export the run again"):
+        predict_file(old, test_file, tmp_path / "s.parquet")
+    preprocess("libfm", [f"train={folder / 'train.libfm'}", f"test={test_file}"], folder / "data",
+               options={"feature_index": str(tmp_path / "featindex.txt")}, force=True)
+    new = load_bundle(export_bundle(folder / "run", tmp_path / "new"))
+    predict_file(new, test_file, tmp_path / "s.parquet")
+    assert len(pq.read_table(tmp_path / "s.parquet")) == 80
+    (bundle / "libfm_layout.arrow").write_bytes(b"not arrow")
+    with pytest.raises(BundleError, match="libfm_layout.arrow: checksum does not match bundle.json"):
+        predict_file(load_bundle(bundle), test_file, tmp_path / "s.parquet")
+
+
+def test_ipinyou_yzx_lines(tmp_path):
+    """A model trained on make-ipinyou-data's yzx files ('click payprice index:1 ...', fields from featindex.txt)
+    scores yzx lines: the paying price is skipped as in preprocessing, and each line scores as its fields' columns."""
+    from test_data_presets import make_ipinyou_campaign
+
+    d = make_ipinyou_campaign(tmp_path / "1458")
+    (d / "train.yzx.txt").write_text((d / "train.yzx.txt").read_text() * 10)  # rows for a valid split too
+    preprocess("ipinyou", [d], tmp_path / "data")
+    train_lr(tmp_path)
+    bundle = load_bundle(export_bundle(tmp_path / "run", tmp_path / "bundle"))
+    lines = tmp_path / "score.yzx.txt"
+    lines.write_text("0 238 0:1 5:1 6:1 7:1 8:1 9:1\n1 77 0:1 10:1 6:1 12:1 4:1\n0 20 0:1 5:1 11:1 7:1\n")
+    columns = tmp_path / "fields.csv"  # weekday, hour, useragent and usertag as featindex.txt numbers them
+    names = ["label"] + IPINYOU_FIELDS + ["usertag"]
+    rows = [{"weekday": "5", "hour": "6", "useragent": "7", "usertag": '"8,9"'},
+            {"weekday": "10", "hour": "6", "useragent": "12", "usertag": "4"},
+            {"weekday": "5", "hour": "11", "useragent": "7"}]
+    columns.write_text(",".join(names) + "\n" + "".join(",".join(r.get(n, "") for n in names) + "\n" for r in rows))
+    predict_file(bundle, lines, tmp_path / "lines.parquet", fmt="libfm")
+    predict_file(bundle, columns, tmp_path / "columns.parquet", header=True)
+    got, want = (pq.read_table(tmp_path / f"{n}.parquet")["probability"].to_numpy() for n in ("lines", "columns"))
+    assert len(got) == 3 and len(set(got)) == 3
+    np.testing.assert_array_equal(got, want)
+    res = evaluate_file(bundle, lines, fmt="libfm")
+    assert res.rows == 3 and res.positives == 1  # the click, not the paying price, is the label
 
 
 @pytest.mark.skipif(not (FRAPPE / "frappe.test.libfm").exists(), reason="no ../shared/data/frappe")

@@ -39,7 +39,7 @@ import pyarrow.feather as feather
 
 from dlf._io import publish_dir, remove_dead_siblings
 from dlf.data.features import OOV_ID, FeatureMap, FieldSpec
-from dlf.data.presets import ROLES, Source, get_preset
+from dlf.data.presets import LIBFM_LAYOUT, ROLES, Source, get_preset
 from dlf.data.readers import DEFAULT_BLOCK_BYTES, BadRows, Chunk, check_file, seconds
 from dlf.data.schema import DataError, FieldOptions, Schema, read_schema_yaml
 from dlf.data.store import SPLITS, STORE_VERSION, SplitWriter, is_processed
@@ -753,6 +753,10 @@ def preprocess(preset: str, inputs: list[str | Path], out: str | Path, schema: s
         raise DataError(f"{out}: cannot write the output there: {exc.strerror or exc} ({exc.filename})") from None
     try:
         fm = _run(sch, sources, tmp, bad, block_bytes, log, _fail_after_chunks)
+        layout = sources[0].layout  # a preset's sources share one
+        if layout is not None:  # libFM lines: scoring splits them into fields with it (the index is in no schema)
+            layout.save(tmp / LIBFM_LAYOUT)
+            fm.meta["libfm_layout"] = LIBFM_LAYOUT
         fm.meta.update(fingerprint=fp, pipeline_version=PIPELINE_VERSION, preset=preset,
                        options={k: str(v) for k, v in options.items()},
                        inputs=[{"role": s.role, "path": s.path} for s in sources],

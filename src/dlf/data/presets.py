@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+import pyarrow.feather as feather
 
 from dlf.data.readers import (BadRows, Chunk, Problem, check_file, format_from_name, header_names, in_line_order,
                               read_delimited, read_double_colon, read_lines, read_parquet, strip_bom)
@@ -33,6 +34,7 @@ class Source:
     read: Callable[[BadRows, int], Iterator[Chunk]]  # (bad rows, block bytes) -> chunks
     filtered: dict = field(default_factory=dict)  # rows a preset rule dropped on purpose (e.g. rating 3)
     depends: list[str] = field(default_factory=list)  # other files its rows are built from (joined tables, index)
+    layout: "LibfmLayout | None" = None  # libFM lines: how they split into fields (kept for scoring)
 
 
 @dataclass
@@ -408,6 +410,35 @@ class FieldIndex:
         return np.where(inside, self.owner[pos], -2)
 
 
+@dataclass
+class LibfmLayout:
+    """How libFM lines split into fields. Preprocessing keeps it beside the data (LIBFM_LAYOUT) and export in the
+    bundle, so that scoring splits lines as training did, also when the fields came from a feature-index file."""
+
+    index: FieldIndex
+    skip: int = 0  # tokens after the label to ignore (the paying price of make-ipinyou-data's yzx files)
+
+    def save(self, path: Path) -> None:
+        table = pa.table({"start": self.index.starts, "end": self.index.ends, "owner": self.index.owner})
+        feather.write_feather(table.replace_schema_metadata({"skip": str(self.skip), "known": self.index.known}),
+                              str(path))
+
+    @classmethod
+    def load(cls, path: Path) -> "LibfmLayout":
+        try:
+            table = feather.read_table(str(path))
+            meta = table.schema.metadata or {}
+            index = FieldIndex(*(table[c].to_numpy().astype(np.int64) for c in ("start", "end", "owner")),
+                               meta[b"known"].decode())
+            return cls(index, int(meta[b"skip"]))
+        except (pa.ArrowInvalid, OSError, KeyError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable libFM layout (Arrow IPC with start, end, owner and skip): "
+                            f"{str(exc).splitlines()[0]}") from None
+
+
+LIBFM_LAYOUT = "libfm_layout.arrow"
+
+
 def read_feature_index(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """A feature-index file: one `KEY INDEX` per line (whitespace-separated), KEY a field name or
     `field:value` (make-ipinyou-data's featindex.txt: `8:115.45.195.*<TAB>29`); a KEY without ':' is a
@@ -550,7 +581,7 @@ def _libfm(inputs, schema, options):
         names, idx, owner = read_feature_index(path)
         schema = indexed_schema([FieldOptions(n, "categorical") for n in names], options.get("labels", "pm1"))
         index = FieldIndex.from_pairs(idx, owner, f"an index listed in {path}")
-        return schema, _line_sources(inputs, schema, _libfm_derive(schema.fields, index), depends=[str(path)])
+        return schema, _line_sources(inputs, schema, LibfmLayout(index), depends=[str(path)])
     if schema is None:
         if "fields" not in options:
             raise DataError("preset 'libfm' needs the fields' index ranges: --option fields=name:size,name:size,... "
@@ -560,7 +591,7 @@ def _libfm(inputs, schema, options):
     if any(f.range is None for f in schema.fields):
         raise DataError("libFM input needs every field's index range: fields with range: [first, last] in the "
                         "schema, or --option fields=name:size,name:size,... (sizes in index order)")
-    return schema, _line_sources(inputs, schema, _libfm_derive(schema.fields, FieldIndex.from_ranges(schema.fields)))
+    return schema, _line_sources(inputs, schema, LibfmLayout(FieldIndex.from_ranges(schema.fields)))
 
 
 def _frappe(inputs, schema, options):
@@ -568,20 +599,21 @@ def _frappe(inputs, schema, options):
 
 
 def read_libfm(path: str | Path, schema: Schema, bad: BadRows, block_bytes: int,
-               derive: Callable[[Chunk], tuple[Chunk, list[Problem]]] | None = None) -> Iterator[Chunk]:
+               layout: LibfmLayout | None = None) -> Iterator[Chunk]:
     """libFM lines as preprocessing reads them: chunks of the label and a text column per field, a bad line a bad row
-    at FILE:LINE. `derive`: the lines' derivation, by default from the schema fields' index ranges (`range`)."""
-    derive = derive or _libfm_derive(schema.fields, FieldIndex.from_ranges(schema.fields))
+    at FILE:LINE. `layout`: how the lines split into fields, by default the schema fields' index ranges (`range`)."""
+    layout = layout or LibfmLayout(FieldIndex.from_ranges(schema.fields))
+    derive = _libfm_derive(schema.fields, layout.index, layout.skip)
     for chunk in read_lines(path, bad=bad, encoding=schema.encoding, block_bytes=block_bytes):
         yield from in_line_order(chunk.file, *derive(chunk), bad)
 
 
-def _line_sources(inputs, schema: Schema, derive, depends: list[str] | None = None) -> list[Source]:
+def _line_sources(inputs, schema: Schema, layout: LibfmLayout, depends: list[str] | None = None) -> list[Source]:
     sources = []
     for role, path in inputs:
         def read(bad: BadRows, block: int, path=path):
-            return read_libfm(path, schema, bad, block, derive)
-        sources.append(Source(role, str(path), read, depends=list(depends or [])))
+            return read_libfm(path, schema, bad, block, layout)
+        sources.append(Source(role, str(path), read, depends=list(depends or []), layout=layout))
     return sources
 
 
@@ -763,7 +795,7 @@ def _ipinyou_yzx(inputs, featindex: Path, min_count: int):
     fields.append(FieldOptions("usertag", "multi", separator=",", min_count=min_count))
     schema = indexed_schema(fields, label_values="binary")
     index = FieldIndex.from_pairs(idx, np.array(position, dtype=np.int64)[owner], f"an index listed in {featindex}")
-    return schema, _line_sources(inputs, schema, _libfm_derive(fields, index, skip=1), depends=[str(featindex)])
+    return schema, _line_sources(inputs, schema, LibfmLayout(index, skip=1), depends=[str(featindex)])
 
 
 def _ipinyou(inputs, schema, options):

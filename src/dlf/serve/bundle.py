@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from dlf._io import json_safe, publish_dir, remove_dead_siblings
 from dlf.data.features import FeatureMap
+from dlf.data.presets import LIBFM_LAYOUT, LibfmLayout
 from dlf.data.schema import DataError, yaml_problem
 
 BUNDLE_FORMAT = "dlf-bundle"
@@ -153,6 +154,12 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
             if not path.is_file():
                 raise BundleError(f"{path}: vocabulary of field {name!r} is missing from the dataset")
             vocab_src[name] = path
+        # the dataset's: a run trained before preprocessing kept the layout gets it from the dataset rebuilt since
+        if dfm.meta.get("libfm_layout"):
+            if not (dataset / LIBFM_LAYOUT).is_file():
+                raise BundleError(f"{dataset / LIBFM_LAYOUT}: the libFM layout (which field owns each index) is "
+                                  "missing from the dataset")
+            fm.meta["libfm_layout"] = LIBFM_LAYOUT
     # the encoder must build from the vocabularies the bundle will copy: fail here, before the model is built
     # and not at serving time (e.g. a dataset whose rows need a side table that a bundle does not carry)
     Bundle.encoder_from(dataset or run, fm)
@@ -183,6 +190,8 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
             (tmp / "vocab").mkdir()
             for name, src in vocab_src.items():
                 shutil.copyfile(src, tmp / "vocab" / f"{name}.arrow")
+        if dataset is not None and fm.meta.get("libfm_layout"):
+            shutil.copyfile(dataset / LIBFM_LAYOUT, tmp / LIBFM_LAYOUT)
         manifest = {
             "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "dlf_version": _dlf_version(),
             "torch_version": torch.__version__.split("+")[0],
@@ -280,6 +289,17 @@ class Bundle:
             raise BundleError(f"{folder}: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:  # a per-field statistic missing or not a number
             raise BundleError(f"{folder / FEATURE_MAP}: malformed feature map: {type(exc).__name__}: {exc}") from None
+
+    def libfm_layout(self) -> LibfmLayout | None:
+        """How libFM lines split into fields, as in preprocessing; None for a bundle of a dataset preprocessed from
+        other files (or before dlf kept the layout)."""
+        if not self.feature_map.meta.get("libfm_layout"):
+            return None
+        _verify(self.path, LIBFM_LAYOUT, self.manifest["files"])
+        try:
+            return LibfmLayout.load(self.path / LIBFM_LAYOUT)
+        except DataError as exc:
+            raise BundleError(str(exc)) from None
 
     def metadata(self) -> dict:
         """What a client needs to know: model, inputs, fields (for GET /metadata)."""

@@ -228,8 +228,7 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
             where = "" if columns is not None else " (the training files', from the bundle's schema)"
             hint = ("" if set(missing) - set(bundle.encoder.columns) else
                     "; the model's inputs must be columns of the file: pass --header if its first line names them, "
-                    "or --columns" + (", or --format libfm for libFM lines" if schema.columns == [label] and
-                                      bundle.feature_map.meta.get("preset") in LIBFM_PRESETS else ""))
+                    "or --columns" + (", or --format libfm for libFM lines" if _trained_on_libfm(bundle) else ""))
             raise DataError(f"{path}: the columns {names}{where} do not include {missing}{hint}")
     # Arrow reads an empty line as a row whose every column is empty, which scored as an all-missing record (a
     # trailing blank line added a row to the output): read every column, and skip rows with no value in any of them,
@@ -247,26 +246,33 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
         yield chunk
 
 
+def _trained_on_libfm(bundle: Bundle) -> bool:
+    meta = bundle.feature_map.meta
+    return bool(meta.get("libfm_layout")) or (meta.get("preset") in LIBFM_PRESETS and bundle.encoder.mode == "raw"
+                                               and all(f.range is not None for f in bundle.encoder.schema.fields))
+
+
 def _read_libfm(bundle: Bundle, path: Path, bad: BadRows, need: list[str], block_bytes: int) -> Iterator[Chunk]:
-    """libFM lines, split into the label and a column per field by the preset's own reader (read_libfm) with the index
-    ranges of the bundle's stored schema. The label comes first on every line: predict ignores it, evaluate reads it
-    with the bundle's label convention (pm1 or binary)."""
+    """libFM lines, split into the label and a column per field by the preset's own reader (read_libfm) with the
+    layout the bundle keeps from preprocessing (which field owns each index; older bundles: the index ranges of its
+    schema). The label comes first on every line: predict ignores it, evaluate reads it with the bundle's label
+    convention (pm1 or binary)."""
+    layout = bundle.libfm_layout()
     preset = bundle.feature_map.meta.get("preset")
-    if preset not in LIBFM_PRESETS:
-        raise DataError(f"{path}: libFM lines are read for a model trained on libFM files (preset libfm or frappe); "
-                        f"this bundle's preset is {preset or 'none (synthetic ids)'}: score a CSV/TSV/Parquet file of "
-                        "its input columns")
+    if layout is None and not _trained_on_libfm(bundle):
+        if preset in LIBFM_PRESETS:  # fields from a feature-index file, preprocessed before dlf kept the layout
+            raise DataError(f"{path}: the bundle does not keep which field owns each libFM index (its dataset was "
+                            "preprocessed by an older dlf): re-run the same dlf preprocess command with --force and "
+                            "export the run again (its vocabularies and model stay valid)")
+        raise DataError(f"{path}: libFM lines are read for a model trained on libFM files (preset libfm or frappe, "
+                        f"or ipinyou's yzx files); this bundle's preset is {preset or 'none (synthetic ids)'}: score "
+                        "a CSV/TSV/Parquet file of its input columns")
     schema = bundle.encoder.schema
     names = [f.name for f in schema.fields]
-    if any(f.range is None for f in schema.fields):
-        raise DataError(f"{path}: the bundle's fields came from --option feature_index=FILE, which it does not "
-                        "carry, so its libFM lines cannot be split into fields here; score one column per field "
-                        f"holding its feature index (a CSV without header: label,{','.join(names)}; predict: without "
-                        "the label)")
     missing = [c for c in need if c not in names + [schema.label]]
     if missing:
         raise DataError(f"{path}: libFM lines have no column(s) {missing}: they hold the label and the fields {names}")
-    for chunk in read_libfm(path, schema, bad, block_bytes):
+    for chunk in read_libfm(path, schema, bad, block_bytes, layout):
         # a line without its label (first token 'index:value') would be scored without its first feature
         unlabelled = pc.match_substring(chunk.columns[schema.label], ":").to_numpy(zero_copy_only=False)
         problems = [chunk.problem(r, f"expected 'label index:value ...' (a label first, e.g. 0 on lines to score), "
