@@ -174,3 +174,15 @@ def test_a_config_file_for_another_model_says_so(tmp_path):
         load_config(ROOT / "configs" / "demo.yaml", model="lr")
     with pytest.raises(ConfigError, match=r"^unknown key 'model.rank'"):  # a --set of the user's own: as it was
         load_config(None, ["model.rank=3"], model="lr")
+
+
+def test_a_run_config_built_in_python_without_a_model_config_gets_that_models_defaults():
+    """dlf.RunConfig() and RunConfig(model_name='lr') (the class dlf exports) left model=None: dlf.train failed with
+    'TypeError: asdict() should be called on dataclass instances'."""
+    from dlf import RunConfig
+
+    assert RunConfig() == load_config()
+    assert RunConfig(model_name="lr", train=TrainConfig(epochs=1)) == load_config(None, ["train.epochs=1"], model="lr")
+    assert RunConfig(model_name="lr").to_dict()["model"]["name"] == "lr"
+    with pytest.raises(ConfigError, match="unknown model 'nope'; available: "):
+        RunConfig(model_name="nope")

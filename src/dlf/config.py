@@ -100,6 +100,13 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        if self.model is None:  # RunConfig() or RunConfig(model_name="lr"): that model's defaults (was a TypeError
+            try:  # from asdict(None) in dlf.train)
+                self.model = get_entry(self.model_name).default_config()
+            except KeyError as exc:
+                raise ConfigError(exc.args[0]) from None
+
     def to_dict(self) -> dict:
         return {"model": {"name": self.model_name, **dataclasses.asdict(self.model)},
                 "data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train)}
