@@ -186,3 +186,9 @@ def test_a_run_config_built_in_python_without_a_model_config_gets_that_models_de
     assert RunConfig(model_name="lr").to_dict()["model"]["name"] == "lr"
     with pytest.raises(ConfigError, match="unknown model 'nope'; available: "):
         RunConfig(model_name="nope")
+
+
+def test_one_override_given_as_a_string_is_that_override():
+    """load_config(path, 'train.lr=0.1') read the string letter by letter: "override 't' must look like
+    key.path=value"."""
+    assert load_config(None, "train.lr=0.1").train.lr == 0.1

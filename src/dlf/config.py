@@ -256,7 +256,7 @@ def _unique_mapping(loader: _UniqueKeyLoader, node, deep: bool = False):
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **top: Any) -> RunConfig:
+def load_config(path: str | Path | None = None, overrides: list[str] | str | None = None, **top: Any) -> RunConfig:
     """Build a RunConfig from an optional YAML file, then `top` (e.g. model='lr'), then overrides."""
     raw: dict = {}
     if path is not None:
@@ -280,6 +280,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _merge(raw, ["model", "name"], top["model"])
     if top.get("dataset") is not None:
         _merge(raw, ["data", "dataset"], top["dataset"])
+    if isinstance(overrides, str):  # load_config(path, "train.lr=0.1"): one override, not one per letter (it said
+        overrides = [overrides]  # "override 't' must look like key.path=value")
     for text in overrides or []:
         _merge(raw, *parse_override(text))
     try:
