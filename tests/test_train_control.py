@@ -253,3 +253,18 @@ def test_ctrl_c_while_plotting_the_learning_curves_leaves_a_run_that_resume_fini
     monkeypatch.setattr(api, "plot_learning_curves", plot)
     dlf.train(resume=run, console=Console(quiet=True))
     assert (run / "metrics.json").is_file() and (run / "learning_curves.png").is_file()
+
+
+def test_a_run_directory_under_home_written_with_a_tilde_is_there(tmp_path, monkeypatch):
+    """dlf.train(cfg, out='~/runs/x') from Python (no shell to expand '~') made a folder named '~' in the working
+    directory; resume='~/runs/x' then said the run did not exist."""
+    from rich.console import Console
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["data.synthetic.rows=400", "train.epochs=1", "train.batch_size=128", "train.threads=1",
+                             "train.progress=false", "train.tensorboard=false"], model="lr")
+    metrics = dlf.train(cfg, out="~/runs/x", console=Console(quiet=True))
+    assert (tmp_path / "home/runs/x/metrics.json").is_file() and not (tmp_path / "~").exists()
+    assert metrics["run_dir"] == str(tmp_path / "home/runs/x")
+    assert dlf.train(resume="~/runs/x", console=Console(quiet=True))["test"] == metrics["test"]

@@ -46,9 +46,11 @@ def train(config=None, out: str | Path | None = None, console: Console | None = 
     from its newest valid checkpoint, with the run's config.yaml unless `config` is given.
     Under torchrun (WORLD_SIZE > 1) this runs DistributedDataParallel; rank 0 writes the files.
     """
+    # '~' as a shell would: from Python (a notebook), out="~/runs/x" made a folder named '~' in the working directory
+    out = Path(out).expanduser() if out is not None else None
     if resume is not None:
-        resume = Path(resume)
-        if out is not None and Path(out).resolve() != resume.resolve():
+        resume = Path(resume).expanduser()
+        if out is not None and out.resolve() != resume.resolve():
             raise TrainingError(f"resume writes into the run it continues ({resume}); drop --out or make it the same")
         if not (resume / "config.yaml").is_file():
             raise TrainingError(f"cannot resume: {resume / 'config.yaml'} does not exist (not a dlf run directory?)")
@@ -118,14 +120,13 @@ def _writable_run_dir(out: Path, fresh: bool = True) -> None:
                             "use an empty or new folder")
 
 
-def _train(cfg: RunConfig, out, console, resume, dist: DistContext) -> dict:
+def _train(cfg: RunConfig, out: Path | None, console, resume: Path | None, dist: DistContext) -> dict:
     console = console or Console(soft_wrap=True, quiet=not dist.is_main)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     np.random.seed(cfg.train.seed % 2**32)
     random.seed(cfg.train.seed)
-    out = Path(out) if out is not None else None
     checkpoint = None
     if out is not None and resume is not None:
         checkpoint = load_latest(out / CHECKPOINT_DIR,
