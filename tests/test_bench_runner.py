@@ -2,6 +2,7 @@
 import csv
 import io
 import json
+import math
 import re
 import shutil
 import signal
@@ -12,6 +13,7 @@ import time
 
 import pytest
 import yaml
+from scipy.stats import ttest_rel
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -25,6 +27,7 @@ from dlf.bench.runner import (
     search_points,
     spec_from_dict,
 )
+from dlf.bench.report import _vs_best, compare_to_best
 from dlf.cli import app
 
 TINY = {"data.synthetic.rows": 1200, "data.synthetic.max_cardinality": 50, "data.synthetic.categorical": 4,
@@ -66,6 +69,15 @@ def test_two_models_two_seeds_give_mean_and_std(tmp_path):
         assert row["ok"] == 2 and row["parameters"] > 0 and row["epochs"] == 1 and row["samples_per_s"] > 0
         assert f"{row['auc_mean']:.4f} ± {row['auc_std']:.4f}" in report
     assert "oracle (true probabilities)" in report
+    # the other variant against the best, paired by seed
+    best, other = sorted(summary, key=lambda r: -r["auc_mean"])
+    aucs = {r["variant"]: [json.loads((tmp_path / "runs" / "synthetic" / r["variant"] / f"seed-{s}" / "metrics.json")
+                                      .read_text())["test"]["auc"] for s in (1, 2)] for r in summary}
+    assert best["vs_best"] is None and other["vs_best"]["variant"] == best["variant"]
+    assert other["vs_best"]["delta"] == pytest.approx(statistics.mean(aucs[other["variant"]])
+                                                      - statistics.mean(aucs[best["variant"]]))
+    assert other["vs_best"]["p"] == pytest.approx(ttest_rel(aucs[other["variant"]], aucs[best["variant"]]).pvalue)
+    assert f"{other['vs_best']['delta']:+.4f} (p {other['vs_best']['p']:.2g}, 2 seeds)" in report
     # the common model.embedding_dim does not exist for LR: skipped there and said so, applied to FM
     assert "lr: model.embedding_dim" in report
     fm_cfg = yaml.safe_load((tmp_path / "runs/synthetic/fm/seed-1/config.yaml").read_text())
@@ -74,6 +86,32 @@ def test_two_models_two_seeds_give_mean_and_std(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
     assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+def test_the_comparison_with_the_best_pairs_runs_by_seed():
+    """Only the seeds both variants finished pair up; fewer than 2 pairs, or one difference on every seed, has no
+    p-value (a t-test needs a spread)."""
+    def row(variant, aucs, seeds=3):
+        finished = [a for a in aucs.values() if a is not None]
+        return {"dataset": "d", "variant": variant, "seeds": seeds, "ok": len(finished),
+                "auc_mean": statistics.mean(finished) if finished else None,
+                "auc_by_seed": {s: a for s, a in aucs.items() if a is not None}}
+
+    best = row("best", {1: 0.80, 2: 0.82, 3: 0.81})
+    partial = row("partial", {1: 0.79, 2: None, 3: 0.805})  # seed 2 failed
+    shifted = row("shifted", {1: 0.79, 2: 0.81, 3: 0.80})  # 0.01 below on every seed
+    single = row("single", {1: 0.70, 2: None, 3: None})
+    failed = row("failed", {1: None, 2: None, 3: None})
+    rows = [partial, best, shifted, single, failed]
+    compare_to_best(rows)
+    assert best["vs_best"] is None and failed["vs_best"] is None
+    assert partial["vs_best"]["pairs"] == 2
+    assert partial["vs_best"]["delta"] == pytest.approx((0.79 + 0.805) / 2 - (0.80 + 0.81) / 2)
+    assert partial["vs_best"]["p"] == pytest.approx(ttest_rel([0.79, 0.805], [0.80, 0.81]).pvalue)
+    assert shifted["vs_best"]["delta"] == pytest.approx(-0.01) and shifted["vs_best"]["pairs"] == 3
+    assert math.isnan(shifted["vs_best"]["p"])
+    assert single["vs_best"]["pairs"] == 1 and math.isnan(single["vs_best"]["p"])
+    assert _vs_best(single) == "-0.1000 (p n/a, 1 seed)" and _vs_best(best) == "–"
 
 
 def test_a_failing_variant_is_reported_while_the_others_complete(tmp_path):
@@ -472,9 +510,9 @@ def test_the_best_auc_and_the_best_logloss_are_marked_as_in_a_paper_table(tmp_pa
 
     run_bench(tiny_spec(list(numbers), seeds=[1]), tmp_path, console=QUIET, train_fn=train_fn)
     table = (tmp_path / "report.md").read_text().split("## synthetic")[1].split("## Settings")[0]
-    assert "| 1 | lr | lr | 1/1 | **0.7000** | 0.5200 |" in table
-    assert "| 2 | fm | fm | 1/1 | 0.6900 | **0.5000** |" in table
-    assert "| 3 | dnn | dnn | 1/1 | 0.6800 | 0.5300 |" in table
+    assert "| 1 | lr | lr | 1/1 | **0.7000** | – | 0.5200 |" in table
+    assert "| 2 | fm | fm | 1/1 | 0.6900 | -0.0100 (p n/a, 1 seed) | **0.5000** |" in table
+    assert "| 3 | dnn | dnn | 1/1 | 0.6800 | -0.0200 (p n/a, 1 seed) | 0.5300 |" in table
     assert "best of each column in bold" in (tmp_path / "report.md").read_text()
 
 
@@ -490,8 +528,8 @@ def test_a_mean_over_fewer_seeds_is_not_marked_best(tmp_path):
 
     run_bench(tiny_spec(["lr", "fm"], seeds=[1, 2]), tmp_path, console=QUIET, train_fn=train_fn)
     table = (tmp_path / "report.md").read_text().split("## synthetic")[1].split("## Settings")[0]
-    assert "| 1 | fm | fm | 1/2 (1 failed, 0 not run) | 0.7500 | 0.2500 |" in table, table
-    assert "| 2 | lr | lr | 2/2 | **0.7000 ± 0.0000** | **0.3000 ± 0.0000** |" in table, table
+    assert "| 1 | fm | fm | 1/2 (1 failed, 0 not run) | 0.7500 | +0.0500 (p n/a, 1 seed) | 0.2500 |" in table, table
+    assert "| 2 | lr | lr | 2/2 | **0.7000 ± 0.0000** | – | **0.3000 ± 0.0000** |" in table, table
     assert "Best: lr (0.7000), 0.1000 AUC below the oracle." in table, table
 
 

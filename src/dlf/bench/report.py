@@ -58,6 +58,7 @@ def summarize(records: list[dict]) -> list[dict]:
         rates = [x for x in (train_samples_per_s(m) for m in ms) if x is not None]
         rows.append({
             "dataset": dataset, "variant": variant, "model": runs[0]["model"], "seeds": len(runs), "ok": len(ok),
+            "auc_by_seed": {r["seed"]: metric(r["metrics"]["test"]["auc"]) for r in ok},
             "failed": sum(r["status"] == "failed" for r in runs),
             "pending": sum(r["status"] in ("pending", "planned") for r in runs),
             "auc_mean": auc[0], "auc_std": auc[1], "logloss_mean": logloss[0], "logloss_std": logloss[1],
@@ -71,6 +72,52 @@ def summarize(records: list[dict]) -> list[dict]:
             "oracle": next((m["oracle_test"] for m in ms if "oracle_test" in m), None),
         })
     return rows
+
+
+def ranked(rows: list[dict]) -> tuple[list[dict], dict | None]:
+    """One dataset's rows with a mean AUC, best first (NaN, an AUC undefined on a one-class test split, after every
+    number), and the best row: the first whose every seed finished when there is one (a mean over some of the seeds
+    is no result to mark best while a full one exists)."""
+    good = sorted((r for r in rows if r["auc_mean"] is not None),
+                  key=lambda r: (not _finite(r["auc_mean"]), -r["auc_mean"] if _finite(r["auc_mean"]) else 0))
+    full = [r for r in good if r["ok"] == r["seeds"]] or good
+    return good, next((r for r in full if _finite(r["auc_mean"])), None)
+
+
+def compare_to_best(rows: list[dict]) -> None:
+    """Adds to each row its test AUC against its dataset's best variant: `vs_best` {variant, delta (mean AUC
+    difference over the seeds both finished), p (two-sided paired t-test over those seeds: a seed fixes the
+    initialisation and the batch order of every variant, so runs pair by seed; NaN with fewer than 2 pairs or
+    differences without spread), pairs}; None for the best itself and rows without a finished run."""
+    from scipy.stats import ttest_rel
+
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        ds_rows = [r for r in rows if r["dataset"] == dataset]
+        _, best = ranked(ds_rows)
+        for r in ds_rows:
+            r["vs_best"] = None
+            if best is None or r is best:
+                continue
+            seeds = [s for s in best["auc_by_seed"] if _finite(best["auc_by_seed"][s])
+                     and _finite(r["auc_by_seed"].get(s))]
+            if not seeds:
+                continue
+            ours, theirs = [r["auc_by_seed"][s] for s in seeds], [best["auc_by_seed"][s] for s in seeds]
+            diffs = [a - b for a, b in zip(ours, theirs)]
+            p = float("nan")
+            if len(seeds) >= 2 and max(diffs) - min(diffs) > 1e-12:  # else the t statistic is 0/0 (or rounding)
+                p = float(ttest_rel(ours, theirs).pvalue)
+            r["vs_best"] = {"variant": best["variant"], "delta": sum(ours) / len(ours) - sum(theirs) / len(theirs),
+                            "p": p, "pairs": len(seeds)}
+
+
+def _vs_best(r: dict) -> str:
+    """'-0.0021 (p 0.014)': the row's mean AUC minus the best's, over the seeds both finished."""
+    vs = r.get("vs_best")
+    if vs is None:
+        return "–"
+    p = f"p {vs['p']:.2g}" if _finite(vs["p"]) else "p n/a"
+    return f"{vs['delta']:+.4f} ({p}, {vs['pairs']} seed{'s' if vs['pairs'] != 1 else ''})"
 
 
 def _finite(x) -> bool:
@@ -133,45 +180,44 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
                                                                       else "") + ".",
              f"Seeds: {', '.join(map(str, spec.seeds))}. Environment: {_environment(result.records)}.",
              "Mean ± sample std over the seeds that finished (std omitted for one seed); the best of each column in "
-             "bold (of the variants whose every seed finished, when there are any). `epochs` = epochs run "
+             "bold (of the variants whose every seed finished, when there are any). `vs best` = mean test AUC minus "
+             "the best variant's over the seeds both finished, with the p-value of a two-sided paired t-test over "
+             "them (runs pair by seed; n/a: fewer than 2 seeds, or the same difference on each). `epochs` = epochs run "
              "(early stopping), `train s` = training wall-clock including per-epoch validation, `samples/s` = "
              "training throughput; timing columns are noisy when other processes share the machine.", ""]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         ds_rows = [r for r in rows if r["dataset"] == dataset]
-        # NaN (AUC undefined: a test split with one class) ranks after every number, never first
-        good = sorted((r for r in ds_rows if r["auc_mean"] is not None),
-                      key=lambda r: (not _finite(r["auc_mean"]), -r["auc_mean"] if _finite(r["auc_mean"]) else 0))
+        good, best = ranked(ds_rows)
         bad = [r for r in ds_rows if r["auc_mean"] is None]
-        # as a paper table marks them: the best logloss is often another variant's than the best AUC (rank 1); a
-        # mean over some of the seeds (others failed or not run) is no result to mark best while a full one exists
+        # as a paper table marks them: the best logloss is often another variant's than the best AUC (rank 1)
         full = [r for r in good if r["ok"] == r["seeds"]] or good
-        best_auc = max((r["auc_mean"] for r in full if _finite(r["auc_mean"])), default=None)
+        best_auc = None if best is None else best["auc_mean"]
         best_logloss = min((r["logloss_mean"] for r in full if _finite(r["logloss_mean"])), default=None)
         lines += [f"## {dataset}", "",
-                  "| # | variant | model | seeds ok | test AUC | test logloss | params | epochs | train s "
+                  "| # | variant | model | seeds ok | test AUC | vs best | test logloss | params | epochs | train s "
                   "| samples/s |",
-                  "|---:|---|---|---|---|---|---:|---:|---:|---:|"]
+                  "|---:|---|---|---|---|---|---|---:|---:|---:|---:|"]
         for i, r in enumerate(good, 1):
             note = "" if r["ok"] == r["seeds"] else f" ({r['failed']} failed, {r['pending']} not run)"
             lines.append(f"| {i} | {r['variant']} | {r['model']} | {r['ok']}/{r['seeds']}{note} | "
-                         f"{_fmt(r['auc_mean'], r['auc_std'], best_auc)} | "
+                         f"{_fmt(r['auc_mean'], r['auc_std'], best_auc)} | {_vs_best(r)} | "
                          f"{_fmt(r['logloss_mean'], r['logloss_std'], best_logloss)} | "
                          f"{_num(r['parameters'])} | {_num(r['epochs'], '{:.1f}')} | "
                          f"{_num(r['train_seconds'], '{:,.1f}')} | {_num(r['samples_per_s'])} |")
         oracle = next((r["oracle"] for r in ds_rows if r["oracle"]), None)
         if oracle:  # (its AUC is null in metrics.json, NaN fresh from dlf.train, on a one-class test split)
-            lines.append(f"| | oracle (true probabilities) | | | {show(oracle['auc'])} | {show(oracle['logloss'])} "
+            lines.append(f"| | oracle (true probabilities) | | | {show(oracle['auc'])} | | {show(oracle['logloss'])} "
                          "| | | | |")
         for r in bad:
             status = "FAILED" if r["failed"] else "not run yet"
             why = f": {r['errors'][0]}" if r["errors"] else ""
             why = why.replace("|", "\\|")
             lines.append(f"| – | {r['variant']} | {r['model']} | 0/{r['seeds']} {status}{why} "
-                         "| – | – | – | – | – | – |")
+                         "| – | – | – | – | – | – | – |")
         lines.append("")
-        if full and oracle and _finite(full[0]["auc_mean"]) and _finite(oracle["auc"]):
-            gap = oracle["auc"] - full[0]["auc_mean"]
-            lines += [f"Best: {full[0]['variant']} ({full[0]['auc_mean']:.4f}), {gap:.4f} AUC below the oracle.", ""]
+        if best is not None and oracle and _finite(oracle["auc"]):
+            gap = oracle["auc"] - best["auc_mean"]
+            lines += [f"Best: {best['variant']} ({best['auc_mean']:.4f}), {gap:.4f} AUC below the oracle.", ""]
     # settings
     lines += ["## Settings", "", f"- every run: {_set_text(spec.set)}"
               + (f" (base config `{spec.config}`)" if spec.config else "")]
@@ -294,6 +340,7 @@ def write_report(result, spec, cli_sets: dict) -> tuple[Path, str | None]:
     """Writes report.md, results.csv, summary.json and bench.png; returns report.md and why there is no chart."""
     out = Path(result.out)
     rows = summarize(result.records)
+    compare_to_best(rows)
     atomic_write_text(out / "report.md", render_markdown(result, spec, cli_sets, rows) + "\n")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=RUN_COLUMNS)
