@@ -192,3 +192,11 @@ def test_one_override_given_as_a_string_is_that_override():
     """load_config(path, 'train.lr=0.1') read the string letter by letter: "override 't' must look like
     key.path=value"."""
     assert load_config(None, "train.lr=0.1").train.lr == 0.1
+
+
+def test_dir_of_the_package_lists_its_public_api():
+    """train, load_config and RunConfig are loaded on first use: dir(dlf), which a notebook's `dlf.<Tab>` lists,
+    held none of them."""
+    import dlf
+
+    assert {"train", "load_config", "RunConfig", "__version__"} <= set(dir(dlf))

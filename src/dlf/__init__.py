@@ -18,3 +18,8 @@ def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'dlf' has no attribute {name!r}")
     return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+def __dir__() -> list[str]:
+    # the lazy names too: a notebook's `dlf.<Tab>` (which lists dir(dlf)) offered none of train, load_config, RunConfig
+    return sorted(set(globals()) | set(__all__))
