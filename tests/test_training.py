@@ -249,3 +249,24 @@ def test_train_leaves_the_callers_random_streams_where_they_were():
     dlf.train(load_config(None, ONE_CLASS[:1] + ONE_CLASS[2:] + ["train.epochs=1", "train.threads=1"]),
               console=Console(quiet=True))
     assert draws() == expected
+
+
+@pytest.mark.parametrize("caller", ["float64_default", "grad_disabled"])
+def test_train_works_whatever_dtype_or_grad_mode_the_caller_set_for_itself(caller):
+    """A notebook's torch.set_default_dtype(torch.float64) (float64 weights, float32 inputs: 'expected scalar type
+    Double but found Float') or torch.set_grad_enabled(False) ('element 0 of tensors does not require grad') made
+    dlf.train fail inside torch; the caller's setting is back after the run."""
+    from rich.console import Console
+
+    import dlf
+    from dlf.config import load_config
+
+    cfg = load_config(None, ONE_CLASS[:1] + ONE_CLASS[2:] + ["train.epochs=1", "train.threads=1"])
+    expected = dlf.train(cfg, console=Console(quiet=True))["test"]
+    try:
+        torch.set_default_dtype(torch.float64) if caller == "float64_default" else torch.set_grad_enabled(False)
+        assert dlf.train(cfg, console=Console(quiet=True))["test"] == expected
+        assert torch.get_default_dtype() == torch.float64 if caller == "float64_default" else not torch.is_grad_enabled()
+    finally:
+        torch.set_default_dtype(torch.float32)
+        torch.set_grad_enabled(True)

@@ -69,10 +69,17 @@ def train(config=None, out: str | Path | None = None, console: Console | None = 
     # the run reseeds the global generators with train.seed: the caller's streams come back after it (a notebook
     # drawing from np.random between runs drew the same numbers after every run)
     rng = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    dtype = torch.get_default_dtype()
     try:
-        return _train(cfg, out, console, resume, dist)
+        # float32 weights and gradients on, whatever the caller set for its own work (a notebook's
+        # torch.set_default_dtype(torch.float64) or torch.set_grad_enabled(False) failed inside torch: "expected
+        # scalar type Double but found Float", "element 0 of tensors does not require grad")
+        torch.set_default_dtype(torch.float32)
+        with torch.enable_grad():
+            return _train(cfg, out, console, resume, dist)
     finally:
         dist.close()
+        torch.set_default_dtype(dtype)
         torch.set_num_threads(threads)  # train.threads is this run's: a later call with threads=0 gets torch's default
         torch.set_rng_state(rng[0])
         np.random.set_state(rng[1])
