@@ -266,7 +266,10 @@ def test_train_works_whatever_dtype_or_grad_mode_the_caller_set_for_itself(calle
     try:
         torch.set_default_dtype(torch.float64) if caller == "float64_default" else torch.set_grad_enabled(False)
         assert dlf.train(cfg, console=Console(quiet=True))["test"] == expected
-        assert torch.get_default_dtype() == torch.float64 if caller == "float64_default" else not torch.is_grad_enabled()
+        if caller == "float64_default":
+            assert torch.get_default_dtype() == torch.float64
+        else:
+            assert not torch.is_grad_enabled()
     finally:
         torch.set_default_dtype(torch.float32)
         torch.set_grad_enabled(True)
