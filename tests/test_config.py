@@ -200,3 +200,11 @@ def test_dir_of_the_package_lists_its_public_api():
     import dlf
 
     assert {"train", "load_config", "RunConfig", "__version__"} <= set(dir(dlf))
+
+
+def test_load_config_refuses_a_keyword_it_does_not_have():
+    """load_config took **kwargs and read only model and dataset: load_config(model='lr', epochs=3) trained the
+    default 10 epochs without a word."""
+    with pytest.raises(TypeError, match="epochs"):
+        load_config(model="lr", epochs=3)
+    assert load_config(model="lr", dataset="synthetic").model_name == "lr"

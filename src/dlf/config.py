@@ -256,8 +256,10 @@ def _unique_mapping(loader: _UniqueKeyLoader, node, deep: bool = False):
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | str | None = None, **top: Any) -> RunConfig:
-    """Build a RunConfig from an optional YAML file, then `top` (e.g. model='lr'), then overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] | str | None = None, *, model: str | None = None,
+                dataset: str | None = None) -> RunConfig:
+    """Build a RunConfig from an optional YAML file, then `model` (a registered name, e.g. 'lr') and `dataset`, then
+    overrides ('train.lr=0.01'). (They were **kwargs: load_config(epochs=3) was silently ignored.)"""
     raw: dict = {}
     if path is not None:
         try:
@@ -276,10 +278,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | str | Non
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping with model/data/train sections")
     file_model = (raw.get("model") or {}).get("name", "dlf") if isinstance(raw.get("model") or {}, dict) else None
-    if top.get("model") is not None:
-        _merge(raw, ["model", "name"], top["model"])
-    if top.get("dataset") is not None:
-        _merge(raw, ["data", "dataset"], top["dataset"])
+    if model is not None:
+        _merge(raw, ["model", "name"], model)
+    if dataset is not None:
+        _merge(raw, ["data", "dataset"], dataset)
     if isinstance(overrides, str):  # load_config(path, "train.lr=0.1"): one override, not one per letter (it said
         overrides = [overrides]  # "override 't' must look like key.path=value")
     for text in overrides or []:
@@ -287,9 +289,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | str | Non
     try:
         return from_dict(raw)
     except ConfigError as exc:  # `-c configs/demo.yaml --model lr`: the file's model keys are DLF's
-        if path is None or top.get("model") in (None, file_model) or not str(exc).startswith("unknown key 'model."):
+        if path is None or model in (None, file_model) or not str(exc).startswith("unknown key 'model."):
             raise
-        raise ConfigError(f"config file {str(path)!r} has model settings for {file_model}, not {top['model']}: "
+        raise ConfigError(f"config file {str(path)!r} has model settings for {file_model}, not {model}: "
                           f"{exc}") from None
 
 
