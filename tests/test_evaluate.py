@@ -405,3 +405,18 @@ def test_a_group_column_the_preset_derives_is_not_read_from_the_file(tmp_path):
     assert res.rows == 8 and res.group_column == "weekday" and set(res.metrics) == set(METRICS) | {"gauc"}
     for k in res.metrics:
         assert res.metrics[k] == pytest.approx(want[k], abs=1e-6, nan_ok=True), k
+
+
+def test_a_file_without_a_group_column_that_is_a_model_input_is_not_told_to_drop_gauc(tmp_path):
+    """The training group column `user` is also a model input: a file without it cannot be scored at all, so the
+    error must not suggest --group-column '' (which then failed on the same missing column)."""
+    from dlf.data.preprocess import preprocess
+
+    preprocess("generic", [FIXTURES / "generic_tiny.csv"], tmp_path / "data", schema=FIXTURES / "generic_schema.yaml")
+    train_lr(tmp_path)
+    bundle = load_bundle(export_bundle(tmp_path / "run", tmp_path / "bundle"))
+    rows = tmp_path / "no_user.csv"
+    pcsv.write_csv(pcsv.read_csv(FIXTURES / "generic_tiny.csv").drop_columns(["user"]), rows)
+    with pytest.raises(DataError, match=r"no column\(s\) \['user'\]") as err:
+        evaluate_file(bundle, rows)
+    assert "--group-column" not in str(err.value)

@@ -76,7 +76,9 @@ def evaluate_file(bundle: Bundle, input: str | Path, *, group_column: str | None
             if len(probs) % 20 == 0:
                 log(f"{rows:,} rows scored")
     except DataError as exc:  # the file lacks only the group column the user did not ask for: say how to go without
-        if default_group and read and f"no column(s) [{group_column!r}]" in str(exc):
+        # (not when it is a model input too: without it the rows cannot be scored, gAUC or not)
+        if (default_group and read and group_column not in bundle.encoder.columns
+                and f"no column(s) [{group_column!r}]" in str(exc)):
             raise DataError(f"{exc} (the training data's group column, the default for gAUC; --group-column '' "
                             "evaluates without gAUC)") from None
         raise
