@@ -202,6 +202,27 @@ def test_dir_of_the_package_lists_its_public_api():
     assert {"train", "load_config", "RunConfig", "__version__"} <= set(dir(dlf))
 
 
+def test_every_public_name_of_the_package_is_the_commands_api_or_its_errors():
+    """A notebook reaches each command's Python API and the errors to catch from `dlf` itself (they were only in
+    dlf.data.preprocess, dlf.serve.*, dlf.config and dlf.train.trainer)."""
+    import dlf
+    from dlf.config import ConfigError
+    from dlf.data.preprocess import preprocess
+    from dlf.data.schema import DataError
+    from dlf.serve.bundle import BundleError, export_bundle, load_bundle
+    from dlf.serve.evaluate import evaluate_file
+    from dlf.serve.predict import predict_file
+    from dlf.train.trainer import TrainingError
+
+    assert dlf.preprocess is preprocess and dlf.export_bundle is export_bundle and dlf.load_bundle is load_bundle
+    assert dlf.predict_file is predict_file and dlf.evaluate_file is evaluate_file
+    assert (dlf.ConfigError, dlf.DataError, dlf.TrainingError, dlf.BundleError) == (ConfigError, DataError,
+                                                                                    TrainingError, BundleError)
+    assert set(dlf.__all__) <= set(dir(dlf)) and all(getattr(dlf, name) is not None for name in dlf.__all__)
+    with pytest.raises(dlf.ConfigError):
+        dlf.load_config(None, ["train.lr=abc"])
+
+
 def test_load_config_refuses_a_keyword_it_does_not_have():
     """load_config took **kwargs and read only model and dataset: load_config(model='lr', epochs=3) trained the
     default 10 epochs without a word."""

@@ -3,10 +3,15 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["train", "load_config", "RunConfig", "__version__"]
+# imported on first use: most import torch (~3 s), which the data commands (dlf preprocess, download) never need.
+# The Python API of each command, and the errors they raise (one line each, as the CLI prints them).
+_LAZY = {"train": "dlf.api", "load_config": "dlf.config", "RunConfig": "dlf.config",
+         "preprocess": "dlf.data.preprocess", "export_bundle": "dlf.serve.bundle", "load_bundle": "dlf.serve.bundle",
+         "predict_file": "dlf.serve.predict", "evaluate_file": "dlf.serve.evaluate",
+         "ConfigError": "dlf.config", "DataError": "dlf.data.schema", "TrainingError": "dlf.train.trainer",
+         "BundleError": "dlf.serve.bundle"}
 
-# imported on first use: they import torch (~3 s), which the data commands (dlf preprocess, download) never need
-_LAZY = {"train": "dlf.api", "load_config": "dlf.config", "RunConfig": "dlf.config"}
+__all__ = [*_LAZY, "__version__"]
 
 # `dlf.train` names both a subpackage and the function: load the subpackage now (its __init__ is empty) and drop
 # the attribute that binds, so that importing dlf.train.* later leaves the name to the function
@@ -21,5 +26,5 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    # the lazy names too: a notebook's `dlf.<Tab>` (which lists dir(dlf)) offered none of train, load_config, RunConfig
+    # the lazy names too: a notebook's `dlf.<Tab>` (which lists dir(dlf)) offered none of them
     return sorted(set(globals()) | set(__all__))

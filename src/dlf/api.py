@@ -42,9 +42,19 @@ def train(config=None, out: str | Path | None = None, console: Console | None = 
           resume: str | Path | None = None) -> dict:
     """Train and evaluate one model; returns the metrics dict (also written to OUT/metrics.json).
 
+    config: a RunConfig (load_config), a dict of model/data/train sections, or a YAML path; None: the defaults.
+    out: the run directory (config.yaml, metrics.json, model.safetensors, checkpoints); None writes nothing.
+    console: where progress and results print (rich.console.Console(quiet=True) silences them).
     resume: a run directory written by an earlier (possibly killed) call; training continues
     from its newest valid checkpoint, with the run's config.yaml unless `config` is given.
     Under torchrun (WORLD_SIZE > 1) this runs DistributedDataParallel; rank 0 writes the files.
+
+    The dict: model and dataset (names), parameters, test {auc, logloss, calibration} of the best weights (NaN where
+    undefined, e.g. the AUC of a one-class test split; null in metrics.json), oracle_test (synthetic data: the true
+    probabilities' metrics), history (one entry per evaluation: epoch, step, train_loss, lr, samples_per_s, val_*,
+    best), best_epoch, best_step, epochs_run, global_steps, train_seconds, world_size, and run_dir when `out` is
+    given. The trained model: dlf.export_bundle(out, BUNDLE) then dlf.load_bundle(BUNDLE).model.
+    Raises ConfigError (a bad config), DataError or TrainingError (bad data, a failed run): one line each.
     """
     # '~' as a shell would: from Python (a notebook), out="~/runs/x" made a folder named '~' in the working directory
     out = Path(out).expanduser() if out is not None else None
