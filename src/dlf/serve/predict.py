@@ -205,6 +205,11 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
     quote = fmt == "csv"
     if header is None and columns is not None and _header_names(path, delimiter, encoding, quote) == list(columns):
         header = True  # --columns naming a file whose first line is those names: a header, not a record to score
+    elif header is None and columns is None and schema is not None and not schema.header and schema.columns:
+        # training files without header, this one with one (the schema's columns, or those less the label, as an
+        # export of the same table writes it): its first line was scored as a record, every value an unseen one
+        first = _header_names(path, delimiter, encoding, quote)
+        header = True if first in (list(schema.columns), [c for c in schema.columns if c != label]) else None
     if header is None:
         header = columns is None and (schema is None or schema.header)
     names = None
