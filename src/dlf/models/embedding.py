@@ -41,6 +41,12 @@ class FieldEmbedding(nn.Module):
     def num_fields(self) -> int:
         return self.num_cat + self.num_num + self.num_multi
 
+    def unused_parameters(self) -> list[nn.Parameter]:
+        """The parameters forward never reads on this data: the numeric vectors without numeric fields (0 x d), the
+        table without categorical and multi-valued ones (its placeholder row). DDP must not wait for their
+        gradients (it failed at the second step of every multi-process run on data without numeric fields)."""
+        return ([] if self.num_cat + self.num_multi else [self.table]) + ([] if self.num_num else [self.numeric_weight])
+
     def lookup(self, rows: torch.Tensor) -> torch.Tensor:
         """Rows of the fused table (... x d), with a sparse gradient when `self.sparse`."""
         return F.embedding(rows, self.table, sparse=self.sparse)

@@ -474,11 +474,15 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
         # on CPU each rank normalises with its own slice's statistics)
         net = model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if dist.enabled:
-        if tables:  # DDP cannot all-reduce their sparse gradients (see DistContext.mean_sparse): kept out of it
-            names = [n for n, p in model.named_parameters() if any(p is t for t in tables)]
-            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
-            for t in tables:  # what DDP does for the parameters it manages
-                dist.broadcast_(t.data)
+        # kept out of DDP: the sparse tables, whose sparse gradients it cannot all-reduce (see DistContext.mean_sparse),
+        # and the parameters the model never uses on this data, whose gradients it would wait for (they never change,
+        # and every rank built them from the same seed)
+        unused = [p for m in model.modules() if isinstance(m, FieldEmbedding) for p in m.unused_parameters()]
+        ignored = [n for n, p in model.named_parameters() if any(p is t for t in tables + unused)]
+        if ignored:
+            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)
+        for t in tables:  # what DDP does for the parameters it manages
+            dist.broadcast_(t.data)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     logger = RunLogger(run_dir if main else None, resume_step=state.global_step if resume else None,
