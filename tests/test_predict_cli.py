@@ -272,6 +272,29 @@ def test_bytes_that_are_not_utf8_in_a_row_are_that_rows_error_not_the_headers(bu
     assert res.exit_code == 2 and "rows.csv:1: header is not valid utf-8" in res.output, res.output
 
 
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_bytes_that_are_not_utf8_in_a_column_not_read_are_no_bad_row(bundle, tmp_path, command):
+    """Only the input columns (and the label, --id-column) are read: a Latin-1 comment column beside them made every
+    row a bad row ("column 'note': bytes that are not valid utf-8"; with --on-bad-row skip 0 rows scored), where
+    dlf preprocess reads such a file. Bad bytes in an input column stay a bad row."""
+    src = tmp_path / "rows.csv"
+    src.write_bytes(b"id,click,city,device,age,tags,site,visits,note\n"
+                    b"a,1,city1,phone,34,t1;t3,s17,12,caf\xe9\n"
+                    b"b,0,city0,tv,50,,s81,,na\xefve\n"
+                    b",,,,,,,,\xe9\n")  # a value in no column read, but a value: scored as a record
+    args = ["--output", str(tmp_path / "scores.csv")] if command == "predict" else []
+    res = CliRunner().invoke(app, [command, str(bundle), "--input", str(src), *args])
+    assert res.exit_code == (0 if command == "predict" else 2), res.output
+    if command == "predict":
+        assert pcsv.read_csv(tmp_path / "scores.csv").num_rows == 3
+    else:  # the third row's label is missing, not its note's bytes
+        assert "rows.csv:4: field 'click': expected label 0 or 1, got ''" in res.output, res.output
+    src.write_bytes(src.read_bytes().replace(b"city0", b"city\xff"))
+    res = CliRunner().invoke(app, [command, str(bundle), "--input", str(src), *args])
+    assert res.exit_code == 2 and "rows.csv:3: column 'city': bytes that are not valid utf-8" in res.output, res.output
+
+
 def test_a_parquet_file_read_as_csv_is_told_so(bundle, tmp_path):
     """A Parquet file named .csv (or given --format csv) was 'FILE:1: header is not valid utf-8'."""
     pq.write_table(pcsv.read_csv(demo_rows(tmp_path / "rows.csv", "50")), tmp_path / "rows.parquet")

@@ -17,7 +17,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Collection, Iterator, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -159,15 +159,16 @@ def _as_text(arr: pa.Array) -> pa.Array:
         return arr
 
 
-def _decode(columns: dict[str, pa.Array], encoding: str) -> tuple[dict[str, pa.Array], dict[int, str]]:
+def _decode(columns: dict[str, pa.Array], encoding: str,
+            lenient: Collection[str] = ()) -> tuple[dict[str, pa.Array], dict[int, str]]:
     """Columns still binary (not valid UTF-8 as a whole, see `_as_text`) -> strings, and what is wrong with
-    each row whose bytes do not decode (a bad row)."""
+    each row whose bytes do not decode (a bad row); in `lenient` columns such bytes are only replaced."""
     out, undecodable = dict(columns), {}
     for name, arr in columns.items():
         if not pa.types.is_binary(arr.type):
             continue
         values = arr.to_pylist()  # error path only: find the rows that do not decode
-        for i, v in enumerate(values):
+        for i, v in enumerate(values if name not in lenient else ()):
             try:
                 v.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -198,9 +199,10 @@ def in_line_order(file: str, chunk: Chunk | None, problems: list[Problem], bad: 
 def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: list[str] | None,
                    use: list[str] | None, bad: BadRows, encoding: str = "utf-8", quote: bool = False,
                    block_bytes: int = DEFAULT_BLOCK_BYTES, layout: str | None = None,
-                   blank_lines: str = "skip") -> Iterator[Chunk]:
+                   blank_lines: str = "skip", lenient: Collection[str] = ()) -> Iterator[Chunk]:
     """CSV/TSV as text columns. `columns`: names of all columns when there is no header;
-    `use`: the columns to keep (all when None); `layout`: what a line should look like, for the error
+    `use`: the columns to keep (all when None); `lenient`: columns of `use` read only to tell empty values, whose
+    bytes that are not text are replaced (U+FFFD), not a bad row; `layout`: what a line should look like, for the error
     on a line with the wrong number of columns (default: N columns separated by the delimiter);
     `blank_lines`: "skip" (not rows, as pandas reads them) or "bad" (a bad row, unless it ends the file)."""
     path = check_file(path)
@@ -390,7 +392,7 @@ def read_delimited(path: str | Path, *, delimiter: str, header: bool, columns: l
             drop = np.zeros(len(lines), dtype=bool)
             drop[blank] = True
             if utf8:
-                cols, undecodable = _decode(cols, encoding)
+                cols, undecodable = _decode(cols, encoding, lenient)
                 drop[list(undecodable)] = True
                 found += [(int(lines[i]), message, False) for i, message in undecodable.items()]
             if drop.any():

@@ -241,8 +241,11 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
     every = names or _header_names(path, delimiter, encoding, quote) or []
     every = [c for c in every if every.count(c) == 1]  # a repeated name is never read (Excel's trailing ',,' cells)
     use = every if set(need) <= set(every) else need
+    # the other columns are read only to tell such rows: bytes in them that are not text are no bad row (preprocessing
+    # never reads them; every row of a file with a Latin-1 comment column was one)
+    lenient = [c for c in use if c not in need]
     for chunk in read_delimited(path, delimiter=delimiter, header=header, columns=names, use=use, bad=bad,
-                                encoding=encoding, quote=quote, block_bytes=block_bytes):
+                                encoding=encoding, quote=quote, block_bytes=block_bytes, lenient=lenient):
         if use is every:
             blank = np.logical_and.reduce([pc.equal(pc.utf8_length(a), 0).to_numpy(zero_copy_only=False)
                                            for a in chunk.columns.values()])
