@@ -1053,6 +1053,17 @@ def test_quoted_header_names_may_hold_the_delimiter(tmp_path):
     np.testing.assert_array_equal(np.asarray(load_processed(tmp_path / "o")[1].numeric)[:, 0], np.arange(10))
 
 
+def test_quoted_header_names_may_hold_quotes(tmp_path):
+    """A name with a quote at either end lost it (the CSV name "the \"\"city\"\"" is 'the "city"', read as
+    'the "city'), so no schema could name the column: header has no column(s). A quoted name's quotes still go."""
+    write(tmp_path / "h.csv", 'click,"the ""city""",screen 15", "age"\n'
+          + "".join(f"{i % 2},c{i % 3},{i},{i}\n" for i in range(10)))
+    schema = Schema(fields=[FieldOptions("city", source='the "city"'), FieldOptions("screen", source='screen 15"'),
+                            FieldOptions("age", "numeric")], label="click")
+    r = preprocess("generic", [tmp_path / "h.csv"], tmp_path / "o", schema=schema, options={"ratios": "1,0,0"})
+    assert r.rows == 10 and sorted(vocabulary(tmp_path / "o", "city")) == ["c0", "c1", "c2"]
+
+
 def test_vocabulary_of_a_folder_that_is_not_a_processed_dataset_is_one_line(tmp_path):
     # it was a FileNotFoundError traceback from reading feature_map.json
     with pytest.raises(DataError, match="no such processed dataset directory"):

@@ -119,7 +119,10 @@ def header_names(line: str, delimiter: str, quote: bool) -> list[str]:
         cells = next(csv.reader([line], delimiter=delimiter), [])
     else:
         cells = line.split(delimiter)
-    return [c.strip().strip('"') for c in cells]
+    # a pair of quotes around a name is taken off (a TSV's, or one after a blank, which the csv module keeps); a
+    # quote that is part of the name stays (CSV's "the ""city""" is the name 'the "city"', was 'the "city')
+    names = [c.strip() for c in cells]
+    return [n[1:-1] if len(n) >= 2 and n[0] == n[-1] == '"' else n for n in names]
 
 
 def _other_case(absent: list[str], names: list[str]) -> str:
