@@ -70,6 +70,26 @@ def test_bundle_layout_and_round_trip(demo):
     assert np.array_equal(want, got)
 
 
+def test_the_trained_model_of_a_run_loads_from_python(demo, tmp_path):
+    """dlf.load_run_model(RUN): the model dlf.train trained, with its best weights (a notebook had to export a bundle
+    and load it to get it); its test AUC is the run's."""
+    import dlf
+    from dlf.train.metrics import roc_auc
+
+    _, _, _, test = load_processed(demo["data"])
+    model = dlf.load_run_model(demo["run"])
+    assert not model.training
+    got = predict_proba(model, test, 4096)
+    np.testing.assert_array_equal(got, predict_proba(run_model(demo["run"]), test, 4096))
+    want = json.loads((demo["run"] / "metrics.json").read_text())["test"]["auc"]
+    assert roc_auc(np.asarray(test.label), got) == pytest.approx(want, abs=1e-6)
+    unfinished = tmp_path / "run"
+    shutil.copytree(demo["run"], unfinished)
+    (unfinished / "model.safetensors").unlink()
+    with pytest.raises(dlf.BundleError, match=r"no model.safetensors \(training not finished\?\)"):
+        dlf.load_run_model(unfinished)
+
+
 def test_encoder_reproduces_preprocessing_ids(demo):
     """Encoding test.csv with the bundle gives exactly the ids/values dlf preprocess wrote for the test split
     (unseen categories -> OOV, missing -> the missing id, standardized numerics, hashed and bucketed fields)."""

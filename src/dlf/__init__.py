@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 # The Python API of each command, and the errors they raise (one line each, as the CLI prints them).
 _LAZY = {"train": "dlf.api", "load_config": "dlf.config", "RunConfig": "dlf.config",
          "preprocess": "dlf.data.preprocess", "export_bundle": "dlf.serve.bundle", "load_bundle": "dlf.serve.bundle",
+         "load_run_model": "dlf.serve.bundle",
          "predict_file": "dlf.serve.predict", "evaluate_file": "dlf.serve.evaluate",
          "ConfigError": "dlf.config", "DataError": "dlf.data.schema", "TrainingError": "dlf.train.trainer",
          "BundleError": "dlf.serve.bundle"}

@@ -53,7 +53,7 @@ def train(config=None, out: str | Path | None = None, console: Console | None = 
     undefined, e.g. the AUC of a one-class test split; null in metrics.json), oracle_test (synthetic data: the true
     probabilities' metrics), history (one entry per evaluation: epoch, step, train_loss, lr, samples_per_s, val_*,
     best), best_epoch, best_step, epochs_run, global_steps, train_seconds, world_size, and run_dir when `out` is
-    given. The trained model: dlf.export_bundle(out, BUNDLE) then dlf.load_bundle(BUNDLE).model.
+    given. The trained model (best weights): dlf.load_run_model(out).
     Raises ConfigError (a bad config), DataError or TrainingError (bad data, a failed run): one line each.
     """
     # '~' as a shell would: from Python (a notebook), out="~/runs/x" made a folder named '~' in the working directory

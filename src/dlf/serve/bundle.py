@@ -102,20 +102,17 @@ def _vocab_fields(fm: FeatureMap) -> list[str]:
     return [f.name for f in fm.fields if f.kind != "numeric" and not stats.get(f.name, {}).get("buckets")]
 
 
-def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None = None, format: str = "torch",
-                  force: bool = False, opset: int = 17, log=None) -> Path:
-    """Write the bundle of a finished run to OUT (atomically). format: torch | onnx (adds model.onnx)."""
-    import torch
+def read_run(run: str | Path):
+    """A finished run directory's (config, feature map, model with its best weights, in eval mode); BundleError naming
+    the file that is missing or does not fit. Reads config.yaml, feature_map.json and model.safetensors: nothing is
+    unpickled or executed."""
     import yaml
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from dlf.config import ConfigError, from_dict
 
-    log = log or (lambda msg: None)
-    run, out = Path(run), Path(out)
-    if format not in ("torch", "onnx"):
-        raise BundleError(f"--format must be torch or onnx, got {format!r}")
+    run = Path(run).expanduser()
     if not run.is_dir():
         raise BundleError(f"{run}: no such run directory")
     for name in ("config.yaml", WEIGHTS, FEATURE_MAP):
@@ -136,6 +133,32 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{run / FEATURE_MAP}: unreadable feature map: {exc}") from None
     _check_feature_map(fm, run / FEATURE_MAP)
+    try:
+        weights = load_file(str(run / WEIGHTS))
+    except (RuntimeError, OSError, ValueError, SafetensorError) as exc:  # SafetensorError: truncated or not safetensors
+        raise BundleError(f"{run / WEIGHTS}: does not load into model {cfg.model_name!r}: "
+                          f"{str(exc).splitlines()[0]}") from None
+    return cfg, fm, _model_with(cfg, fm, weights, f"{run / WEIGHTS}: does not fit model {cfg.model_name!r}")
+
+
+def load_run_model(run: str | Path):
+    """The trained model of a finished run (dlf.train(out=RUN) or dlf train --out RUN): its best weights, in eval
+    mode, on the CPU; it maps a dlf.data.Batch (encoded ids, as dlf.data.store.load_processed's splits give them)
+    to B logits."""
+    return read_run(run)[2]
+
+
+def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None = None, format: str = "torch",
+                  force: bool = False, opset: int = 17, log=None) -> Path:
+    """Write the bundle of a finished run to OUT (atomically). format: torch | onnx (adds model.onnx)."""
+    import torch
+
+    log = log or (lambda msg: None)
+    if format not in ("torch", "onnx"):
+        raise BundleError(f"--format must be torch or onnx, got {format!r}")
+    # the weights must load into the model the config describes
+    cfg, fm, model = read_run(run)
+    run, out = Path(run).expanduser(), Path(out)
     mode = "raw" if fm.meta.get("schema") else "ids"
     vocab_src: dict[str, Path] = {}
     dataset = None
@@ -163,13 +186,6 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
     # the encoder must build from the vocabularies the bundle will copy: fail here, before the model is built
     # and not at serving time (e.g. a dataset whose rows need a side table that a bundle does not carry)
     Bundle.encoder_from(dataset or run, fm)
-    # the weights must load into the model the config describes
-    try:
-        weights = load_file(str(run / WEIGHTS))
-    except (RuntimeError, OSError, ValueError, SafetensorError) as exc:  # SafetensorError: truncated or not safetensors
-        raise BundleError(f"{run / WEIGHTS}: does not load into model {cfg.model_name!r}: "
-                          f"{str(exc).splitlines()[0]}") from None
-    model = _model_with(cfg, fm, weights, f"{run / WEIGHTS}: does not fit model {cfg.model_name!r}")
 
     if out.exists() and not (out.is_dir() and ((out / MANIFEST).is_file() or not any(out.iterdir()))):
         raise BundleError(f"{out} exists and is not a dlf bundle; choose another --out")
