@@ -343,3 +343,27 @@ def test_a_header_naming_the_schemas_columns_is_not_scored_as_a_record(headerles
     args = ["--output", str(tmp_path / "scores.csv")] if command == "predict" else []
     res = CliRunner().invoke(app, [command, str(headerless), "--input", str(src), *args])
     assert res.exit_code == 0 and "1 rows" in res.output, res.output
+
+
+def test_a_schemas_delimiter_under_format_auto_splits_the_file_to_score(tmp_path):
+    """`format: auto` with `delimiter: ";"`: dlf preprocess split the .csv training file at ';', dlf predict and
+    evaluate at ',' (the delimiter was the schema's only when its format was the file's), so the training file itself
+    could not be scored: 'header has no column(s) ['city', 'price']; it has ['click;city;price']'."""
+    from rich.console import Console
+
+    from dlf.api import train
+    from dlf.data.preprocess import preprocess
+
+    src = tmp_path / "log.csv"
+    src.write_text("click;city;price\n" + "".join(f"{i % 2};{'a,b' if i % 3 else 'c'};{i % 5}.5\n" for i in range(40)))
+    (tmp_path / "schema.yaml").write_text('format: auto\ndelimiter: ";"\nlabel: click\ncategorical: [city]\n'
+                                          "numeric: [price]\n")
+    preprocess("generic", [src], tmp_path / "data", schema=tmp_path / "schema.yaml")
+    train({"model": {"name": "lr"}, "data": {"dataset": "processed", "path": str(tmp_path / "data")},
+           "train": {"epochs": 1, "monitor": "logloss", "progress": False, "tensorboard": False}},
+          out=tmp_path / "run", console=Console(quiet=True))
+    bundle = export_bundle(tmp_path / "run", tmp_path / "bundle")
+    res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), "--output", str(tmp_path / "s.csv")])
+    assert res.exit_code == 0 and "40 rows scored" in res.output, res.output
+    res = CliRunner().invoke(app, ["evaluate", str(bundle), "--input", str(src)])
+    assert res.exit_code == 0 and "40 rows" in res.output, res.output

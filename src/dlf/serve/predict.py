@@ -199,8 +199,10 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
         return
     schema = getattr(bundle.encoder, "schema", None)
     if delimiter is None:
-        delimiter = schema.delimiter if (schema is not None and schema.delimiter and schema.format == fmt) else \
-            ("\t" if fmt == "tsv" else ",")
+        # as preprocessing split the training files: the schema's delimiter for its format, and under `format: auto`
+        # for every CSV/TSV file (a ';' CSV of such a schema was split at ',', its header one column)
+        own = schema is not None and schema.delimiter and schema.format in (fmt, "auto")
+        delimiter = schema.delimiter if own else ("\t" if fmt == "tsv" else ",")
     encoding = schema.encoding if schema is not None else "utf-8"
     quote = fmt == "csv"
     if header is None and columns is not None and _header_names(path, delimiter, encoding, quote) == list(columns):
