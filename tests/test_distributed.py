@@ -267,24 +267,26 @@ def test_ctrl_c_on_a_two_process_run_is_one_line(tmp_path):
         f"interrupted: continue with dlf train --resume {run}"], stderr
 
 
-def test_sigterm_to_the_launcher_alone_stops_every_rank(tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_launcher_alone_stops_every_rank(tmp_path, sig, code):
     """`kill PID` of `dlf train --nproc 2` ended the launcher alone: torchrun and both ranks trained on, orphaned,
-    writing the run's checkpoints beside the `dlf train --resume` the user then started."""
+    writing the run's checkpoints beside the `dlf train --resume` the user then started. `kill -INT PID` (a job
+    runner's interrupt) was ignored: the run trained on to its end and exited 0."""
     from test_train_resume import _descendants
 
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "dlf", "train", "--out", str(run), *TINY, "--nproc", "2",
                              "--set", "train.epochs=50", "--set", "data.synthetic.rows=20000",
                              "--set", "train.patience=10000"],  # no early stop before the signal
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     below = []
 
     def stop():
         below.extend(_descendants(proc.pid))  # torchrun and the two ranks
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
 
     stderr = _stop_after_first_checkpoint(proc, run, stop)
-    assert proc.returncode == 143 and stderr.splitlines() == [
+    assert proc.returncode == code and stderr.splitlines() == [
         f"interrupted: continue with dlf train --resume {run}"], stderr
     assert len(below) == 3 and not [pid for pid in below if os.path.exists(f"/proc/{pid}")]
 

@@ -105,7 +105,7 @@ def train(
     # SIGTERM (`kill`, `timeout`, a scheduler's pre-emption) stops the run as Ctrl-C does: it ended it on the spot,
     # without a word, leaving a checkpoint being written as a hidden temporary file. Not under torchrun, which
     # SIGTERMs the other ranks when one died: they end as before, and torchrun's report names the signal. A rank
-    # stops as on Ctrl-C once torchrun is gone (killed with the launcher's process group, which the ranks are not in)
+    # stops as on Ctrl-C once torchrun is gone (killed: the ranks run in sessions of their own)
     under_torchrun = "WORLD_SIZE" in os.environ
     # a rank ends through _exit_rank, past the interpreter's teardown (see there), whatever stopped it
     fail = (lambda message: _exit_rank(f"error: {message}", 2)) if under_torchrun else _fail

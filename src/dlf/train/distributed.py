@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -194,7 +195,6 @@ def _interrupt_with_parent(launcher: int):
     starts it, and the signal comes when that thread ends). `kill -9` of the launcher alone left torchrun and its
     ranks training; torchrun passes the SIGINT on to the ranks, which stop as on Ctrl-C."""
     import ctypes
-    import signal
 
     def preexec() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGINT)  # 1: PR_SET_PDEATHSIG
@@ -212,7 +212,10 @@ def run_torchrun(nproc: int, argv: list[str], interrupted: str) -> int:
     stopped (a peer-lost line does not: it is dropped after one), and torchrun's lines (and what follows them) only
     at the end if no rank said why (a rank killed by a signal, say: torchrun's report names the signal).
     SIGTERM to this launcher alone (`kill PID`, `timeout`) is passed on to torchrun, which stops the ranks (they ran
-    on, orphaned, beside a later --resume); then only the line `interrupted` is shown.
+    on, orphaned, beside a later --resume); then only the line `interrupted` is shown. SIGINT is passed on too:
+    torchrun runs in a process group of its own, so that a terminal's Ctrl-C and `kill -INT PID` (a job runner,
+    Python's send_signal) reach it the same way, once (the second SIGINT of a Ctrl-C to both cut torchrun's
+    shutdown short); `kill -INT PID` was ignored and the run trained to its end.
     Returns the exit status: 2 after an error, 130 after Ctrl-C, 143 after SIGTERM, as `dlf train`; else torchrun's.
     """
     from dlf._runtime import sigterm_as_interrupt
@@ -221,6 +224,7 @@ def run_torchrun(nproc: int, argv: list[str], interrupted: str) -> int:
     env = {"OMP_NUM_THREADS": "1", **os.environ}
     proc = subprocess.Popen(torchrun_command(nproc, argv), stderr=subprocess.PIPE, text=True, bufsize=1, env=env,
                             errors="replace",  # a library writing Latin-1 must not end the launcher
+                            process_group=0,  # SIGINT comes from this process alone: see above
                             preexec_fn=_interrupt_with_parent(os.getpid()) if sys.platform == "linux" else None)
     shown: list[str] = []
     why: list[str] = []  # the shown lines that say why the run stopped
@@ -229,9 +233,8 @@ def run_torchrun(nproc: int, argv: list[str], interrupted: str) -> int:
         while True:
             try:
                 line = proc.stderr.readline()
-            except KeyboardInterrupt:  # Ctrl-C reached torchrun and the ranks too: read on while they stop
-                if terminated:  # a SIGTERM reached this process alone
-                    proc.terminate()
+            except KeyboardInterrupt:  # passed on to torchrun, which passes it on to the ranks: read on while they stop
+                proc.send_signal(signal.SIGTERM if terminated else signal.SIGINT)
                 continue
             if not line:
                 break
