@@ -163,10 +163,17 @@ def l2_penalty(emb: list[nn.Parameter], net: list[nn.Parameter], cfg) -> torch.T
     return sum(terms) if terms else None
 
 
-def rows_l2(embeddings: list[FieldEmbedding], batch) -> torch.Tensor:
+def rows_l2(embeddings: list[FieldEmbedding], batch, dist: DistContext | None = None) -> torch.Tensor:
     """Sum of squares of the table rows `batch` looks up, each row once: embedding_l2 under sparse gradients
-    (a penalty on the whole table would give every row a gradient at every step)."""
-    return sum(m.lookup(m.batch_rows(batch)).pow(2).sum() for m in embeddings)
+    (a penalty on the whole table would give every row a gradient at every step). With several ranks, the rows of
+    every rank's slice of the global batch: each rank's penalty gradient is then the same and their mean the 1-process
+    run's (with its own slice's rows alone, a row only one rank looked up got half its penalty)."""
+    dist = dist or DistContext()
+
+    def looked_up(m: FieldEmbedding) -> torch.Tensor:
+        rows = m.batch_rows(batch)
+        return torch.unique(torch.cat(dist.all_gather(rows)).to(rows.device)) if dist.enabled else rows
+    return sum(m.lookup(looked_up(m)).pow(2).sum() for m in embeddings)
 
 
 @torch.no_grad()
@@ -607,7 +614,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                                             f"lower train.lr (now {optimizer.param_groups[0]['lr']:g}) or check inputs")
                     penalty = l2_penalty(emb_params, net_params, cfg)
                     if tables and cfg.embedding_l2 > 0:
-                        row_penalty = cfg.embedding_l2 * rows_l2(embeddings, batch)
+                        row_penalty = cfg.embedding_l2 * rows_l2(embeddings, batch, dist)
                         penalty = row_penalty if penalty is None else penalty + row_penalty
                     total = loss if penalty is None else loss + penalty
                     aux = getattr(_unwrap(net), "auxiliary_loss", None)  # a model's own extra term (FinalNet)
