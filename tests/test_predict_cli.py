@@ -345,25 +345,49 @@ def test_a_header_naming_the_schemas_columns_is_not_scored_as_a_record(headerles
     assert res.exit_code == 0 and "1 rows" in res.output, res.output
 
 
-def test_a_schemas_delimiter_under_format_auto_splits_the_file_to_score(tmp_path):
-    """`format: auto` with `delimiter: ";"`: dlf preprocess split the .csv training file at ';', dlf predict and
-    evaluate at ',' (the delimiter was the schema's only when its format was the file's), so the training file itself
-    could not be scored: 'header has no column(s) ['city', 'price']; it has ['click;city;price']'."""
+def bundle_of(folder: Path, src: Path, schema: str) -> Path:
+    """The bundle of one epoch of LR on SRC, preprocessed with the schema text SCHEMA."""
     from rich.console import Console
 
     from dlf.api import train
     from dlf.data.preprocess import preprocess
 
+    (folder / "schema.yaml").write_text(schema)
+    preprocess("generic", [src], folder / "data", schema=folder / "schema.yaml")
+    train({"model": {"name": "lr"}, "data": {"dataset": "processed", "path": str(folder / "data")},
+           "train": {"epochs": 1, "monitor": "logloss", "progress": False, "tensorboard": False}},
+          out=folder / "run", console=Console(quiet=True))
+    return export_bundle(folder / "run", folder / "bundle")
+
+
+def test_a_schemas_delimiter_under_format_auto_splits_the_file_to_score(tmp_path):
+    """`format: auto` with `delimiter: ";"`: dlf preprocess split the .csv training file at ';', dlf predict and
+    evaluate at ',' (the delimiter was the schema's only when its format was the file's), so the training file itself
+    could not be scored: 'header has no column(s) ['city', 'price']; it has ['click;city;price']'."""
     src = tmp_path / "log.csv"
     src.write_text("click;city;price\n" + "".join(f"{i % 2};{'a,b' if i % 3 else 'c'};{i % 5}.5\n" for i in range(40)))
-    (tmp_path / "schema.yaml").write_text('format: auto\ndelimiter: ";"\nlabel: click\ncategorical: [city]\n'
-                                          "numeric: [price]\n")
-    preprocess("generic", [src], tmp_path / "data", schema=tmp_path / "schema.yaml")
-    train({"model": {"name": "lr"}, "data": {"dataset": "processed", "path": str(tmp_path / "data")},
-           "train": {"epochs": 1, "monitor": "logloss", "progress": False, "tensorboard": False}},
-          out=tmp_path / "run", console=Console(quiet=True))
-    bundle = export_bundle(tmp_path / "run", tmp_path / "bundle")
+    bundle = bundle_of(tmp_path, src, 'format: auto\ndelimiter: ";"\nlabel: click\ncategorical: [city]\n'
+                                      "numeric: [price]\n")
     res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(src), "--output", str(tmp_path / "s.csv")])
     assert res.exit_code == 0 and "40 rows scored" in res.output, res.output
     res = CliRunner().invoke(app, ["evaluate", str(bundle), "--input", str(src)])
     assert res.exit_code == 0 and "40 rows" in res.output, res.output
+
+
+def test_a_quoted_tsv_named_tsv_is_read_with_the_training_files_quoting(tmp_path):
+    """`format: csv` with `delimiter: "\\t"` (a TSV with CSV quoting, as pandas and the csv module write one): a
+    file named .tsv was read as a TSV without quoting, so a quoted value kept its quotes (an unseen category: a silent
+    other score) and a quoted tab split the row ('expected 2 columns separated by '\\t', got 3')."""
+    src = tmp_path / "log.tsv"
+    quoted = ['0\t"a\tb"', '1\t"say ""hi"""']  # the values 'a<TAB>b' and 'say "hi"'
+    rows = [quoted[i % 2] if i % 3 == 0 else f"{i % 2}\tc" for i in range(40)]
+    src.write_text("click\tcity\n" + "".join(row + "\n" for row in rows))
+    bundle = bundle_of(tmp_path, src, 'format: csv\ndelimiter: "\\t"\nlabel: click\ncategorical: [city]\n')
+    scores = {}
+    for name in ("log.tsv", "same.csv"):
+        (tmp_path / name).write_bytes(src.read_bytes())
+        out = tmp_path / f"{name}.scores.csv"
+        res = CliRunner().invoke(app, ["predict", str(bundle), "--input", str(tmp_path / name), "--output", str(out)])
+        assert res.exit_code == 0, res.output
+        scores[name] = pcsv.read_csv(out)["probability"].to_pylist()
+    assert scores["log.tsv"] == scores["same.csv"] and len(set(scores["log.tsv"])) == 3

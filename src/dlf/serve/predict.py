@@ -176,6 +176,7 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
     whose columns are then the schema's `columns` (without the label when the file has one column
     fewer: test files carry no label). `columns` names the columns of a file without header."""
     path = check_file(path)
+    named = fmt == "auto"  # the format from the file's name
     fmt = _input_format(path, fmt)
     label = bundle.feature_map.label
     need = list(dict.fromkeys(list(bundle.encoder.columns) + ([label] if labels else []) + list(extra or [])))
@@ -198,6 +199,11 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
         yield from read_parquet(path, use=need, rows=max(1024, block_bytes // 256), separators=seps, times=times)
         return
     schema = getattr(bundle.encoder, "schema", None)
+    if (named and schema is not None and schema.format in ("csv", "tsv") and schema.format != fmt
+            and schema.delimiter == ("\t" if fmt == "tsv" else ",")):
+        # a quoted TSV (`format: csv`, `delimiter: "\t"`) named .tsv: read with CSV quoting, as preprocessing read the
+        # training files (its values kept their quotes, unseen categories, and a quoted tab split a row)
+        fmt = schema.format
     if delimiter is None:
         # as preprocessing split the training files: the schema's delimiter for its format, and under `format: auto`
         # for every CSV/TSV file (a ';' CSV of such a schema was split at ',', its header one column)
