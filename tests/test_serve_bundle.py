@@ -143,6 +143,28 @@ def test_predict_file_equals_trainer_evaluation(demo, tmp_path):
     np.testing.assert_allclose(back["probability"].to_numpy().astype(np.float32), want, rtol=0, atol=1e-6)
 
 
+def test_records_in_memory_score_as_the_same_rows_of_a_file(demo, tmp_path):
+    """dlf.predict_records: records from Python (a pyarrow table, dicts with typed values as a JSON client sends them)
+    score as predict_file scores the same rows; other columns (id, label) are ignored; a bad value names its record
+    and field."""
+    import dlf
+
+    b = load_bundle(demo["bundle"])
+    want = pq.read_table(predict_file(b, demo["test_csv"], tmp_path / "p.parquet").output)["probability"].to_numpy()
+    table = pcsv.read_csv(demo["test_csv"])  # typed by Arrow: ints, floats with nulls, the id and label too
+    np.testing.assert_array_equal(dlf.predict_records(b, table), want)
+    records = table.to_pylist()[:5]
+    for r in records:
+        r["tags"] = r["tags"].split(";") if r["tags"] else None  # a list, as a JSON client sends a multi field
+    got = dlf.predict_records(b, [{k: v for k, v in r.items() if k in b.encoder.columns} for r in records])
+    np.testing.assert_allclose(got, want[:5], rtol=0, atol=1e-6)  # 5 rows, not 400: another product's rounding
+    assert dlf.predict_records(b, []).shape == (0,)
+    with pytest.raises(dlf.DataError, match=r"^record 1, field 'age': expected a number, got 'old'$"):
+        dlf.predict_records(b, [{"age": 30}, {"age": "old"}])
+    with pytest.raises(dlf.DataError, match=r"^record 0, field 'colour': unknown field; the inputs are: site, "):
+        dlf.predict_records(b, [{"colour": "red"}])
+
+
 def test_predict_bf16_matches_trainer_bf16_evaluation(demo, tmp_path):
     b = load_bundle(demo["bundle"])
     _, _, _, test = load_processed(demo["data"])

@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 _LAZY = {"train": "dlf.api", "load_config": "dlf.config", "RunConfig": "dlf.config",
          "preprocess": "dlf.data.preprocess", "export_bundle": "dlf.serve.bundle", "load_bundle": "dlf.serve.bundle",
          "load_run_model": "dlf.serve.bundle",
-         "predict_file": "dlf.serve.predict", "evaluate_file": "dlf.serve.evaluate",
+         "predict_file": "dlf.serve.predict", "predict_records": "dlf.serve.predict",
+         "evaluate_file": "dlf.serve.evaluate",
          "ConfigError": "dlf.config", "DataError": "dlf.data.schema", "TrainingError": "dlf.train.trainer",
          "BundleError": "dlf.serve.bundle"}
 

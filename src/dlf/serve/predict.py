@@ -465,3 +465,36 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
                 tmp.unlink(missing_ok=True)
             raise
     return PredictResult(output, rows, bad.summary(), time.perf_counter() - started)
+
+
+def predict_records(bundle: Bundle, records, *, engine: str = "torch", precision: str = "fp32",
+                    batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """Click probabilities of raw records in memory (a notebook's, an application's), encoded and scored as POST
+    /predict scores a request: a list of dicts of input values (strings, numbers, booleans; a list or a
+    separator-joined string for a multi-valued field; None or absent = missing), or a table, pyarrow (to_pylist) or
+    pandas (to_dict; NaN = missing), whose input columns are read and the others (a label, an id) ignored.
+    One float32 probability per record, in order. A bad value is a DataError naming the record and field."""
+    from dlf.serve.server import RequestError, validate_records
+
+    inputs = bundle.encoder.inputs
+    names = [f.name for f in inputs]
+    if hasattr(records, "to_pylist"):  # pyarrow Table / RecordBatch
+        records = records.select([c for c in names if c in records.column_names]).to_pylist()
+    elif hasattr(records, "to_dict") and hasattr(records, "columns"):  # pandas DataFrame
+        frame = records[[c for c in names if c in records.columns]]
+        records = [{k: None if isinstance(v, float) and v != v else v for k, v in row.items()}  # NaN: missing
+                   for row in frame.to_dict("records")]
+    if isinstance(records, list) and not records:
+        return np.empty(0, dtype=np.float32)
+    try:
+        text = validate_records(records, inputs, max_batch=len(records) if isinstance(records, list) else 1)
+    except RequestError as exc:
+        first = exc.detail[0] if isinstance(exc.detail, list) else {"loc": [], "msg": exc.detail}
+        where = "".join(f"record {p}" if isinstance(p, int) else f", field {p!r}" for p in first["loc"][1:])
+        more = f" (and {len(exc.detail) - 1} more)" if isinstance(exc.detail, list) and len(exc.detail) > 1 else ""
+        raise DataError(f"{where}: {first['msg']}{more}" if where else f"{first['msg']}{more}") from None
+    bad = BadRows("error")  # the first bad record stops, as a bad row of a file does
+    chunk = bundle.encoder.records_chunk(text, "record")
+    batch, keep = bundle.encoder.encode_chunk(chunk, bad)
+    probs = Scorer(bundle, engine, batch_size, precision=precision)(batch)
+    return drop_unscorable(probs, batch, keep, chunk, bundle.encoder.numeric_columns, bad)[0]
