@@ -481,9 +481,8 @@ def predict_records(bundle: Bundle, records, *, engine: str = "torch", precision
     if hasattr(records, "to_pylist"):  # pyarrow Table / RecordBatch
         records = records.select([c for c in names if c in records.column_names]).to_pylist()
     elif hasattr(records, "to_dict") and hasattr(records, "columns"):  # pandas DataFrame
-        frame = records[[c for c in names if c in records.columns]]
-        records = [{k: None if isinstance(v, float) and v != v else v for k, v in row.items()}  # NaN: missing
-                   for row in frame.to_dict("records")]
+        frame = records[[c for c in names if c in records.columns]].astype(object)  # Python scalars
+        records = frame.where(frame.notna(), None).to_dict("records")  # NaN, None, pd.NA: missing
     if isinstance(records, list) and not records:
         return np.empty(0, dtype=np.float32)
     try:
