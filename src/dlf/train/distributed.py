@@ -139,6 +139,14 @@ class DistContext:
         values = torch.cat(self.all_gather(grad.values())) / self.world
         return torch.sparse_coo_tensor(rows.unsqueeze(0), values, grad.shape).coalesce()
 
+    def all_sum(self, *values: float) -> list[float]:
+        """Each value summed over the ranks (float64)."""
+        if not self.enabled:
+            return list(values)
+        t = self._comm(torch.tensor(values, dtype=torch.float64))
+        dist.all_reduce(t)
+        return t.tolist()
+
     def all_equal(self, value: float) -> bool:
         """True when `value` is the same on every rank (used to check replicas stay in sync)."""
         if not self.enabled:

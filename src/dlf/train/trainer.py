@@ -446,6 +446,8 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                 f"({escape(', '.join(changed))}); the result will not match an uninterrupted run", highlight=False)
         _apply_changed_hyperparameters(resume.config.get("train", {}), cfg, optimizer, sparse_optimizer, say)
         state = resume.state
+        if not main:  # the checkpoint's running train loss is every rank's (see checkpoint): rank 0 carries it on
+            state.loss_sum, state.seen = 0.0, 0
         plateau.load_state_dict(state.plateau)
         saved_monitor = resume.config.get("train", {}).get("monitor", cfg.monitor)
         if saved_monitor != cfg.monitor:  # its best value is on another scale: no evaluation could beat it, or all
@@ -522,6 +524,9 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
             raise TrainingError(f"the weights give predictions that are not finite after step {state.global_step} "
                                 f"(the update diverged): {kept}")
         rank_rng, rank_cuda_rng = dist.gather_rng() if dist.enabled else (None, None)
+        local = state.loss_sum, state.seen
+        loss_sum, seen = dist.all_sum(*local)  # this epoch's train loss so far, over every rank's rows
+        state.loss_sum, state.seen = loss_sum, int(seen)
         if main:
             try:
                 save_checkpoint(ckpt_dir, model_state=_unwrap(net).state_dict(), optimizer_state=optimizer.state_dict(),
@@ -532,6 +537,7 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
             except OSError as exc:  # disk full, not writable, a file named checkpoints: one line, not a traceback
                 raise TrainingError(f"cannot write a checkpoint of step {state.global_step} into {ckpt_dir}: "
                                     f"{exc.strerror or exc}; the checkpoints written before are intact") from None
+        state.loss_sum, state.seen = local
         dist.barrier()
 
     def finite_logits(batch) -> bool:
@@ -555,8 +561,9 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                                 f"{state.global_step}: the model's predictions are not finite; lower train.lr "
                                 f"(now {lr:g}) or check inputs")
         stop = plateau.step(value, *optimizers)
+        loss_sum, seen = dist.all_sum(state.loss_sum, state.seen)  # every rank's rows: rank 0's alone were half
         record = {"epoch": state.epoch, "step": state.global_step, "epoch_end": epoch_end,
-                  "train_loss": state.loss_sum / max(state.seen, 1), "lr": lr,
+                  "train_loss": loss_sum / max(seen, 1), "lr": lr,
                   "samples_per_s": epoch_rate(),
                   **{f"val_{k}": v for k, v in val.items()}, "best": plateau.improved}
         state.history.append(record)
