@@ -133,6 +133,17 @@ def test_the_train_loss_of_a_two_process_run_covers_every_ranks_rows(tmp_path):
     assert [h["train_loss"] for h in two] == pytest.approx([h["train_loss"] for h in one], rel=1e-6)
 
 
+def test_a_last_batch_of_an_odd_size_on_two_processes_follows_the_one_process_run():
+    """241 training rows in batches of 64 end with a batch of 49: rank 0 got 25 rows, rank 1 24, and DDP averaged the
+    two means, so each of rank 1's rows counted 25/24 of one of rank 0's (test logloss 7e-4 from the 1-process run's,
+    against 1e-7 with an even split); each rank's mean now counts by its share of the global batch."""
+    overrides = ["data.synthetic.rows=301", "train.epochs=3", "train.lr=0.1"]
+    one = dlf.train(dlf.load_config(None, QUICK + overrides, model="lr"), console=Console(quiet=True))["test"]
+    ranks = _two_ranks(_train_code(overrides))
+    assert [r.returncode for r in ranks] == [0, 0], ranks[0].stderr[-2000:]
+    assert json.loads(ranks[0].stdout)["test"]["logloss"] == pytest.approx(one["logloss"], rel=1e-5)
+
+
 def test_torchrun_command_drops_nproc_and_runs_the_module():
     cmd = torchrun_command(4, ["train", "--nproc", "4", "--quiet", "--nproc=4", "--out", "r"])
     assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m", "dlf",

@@ -619,6 +619,12 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                     if not math.isfinite(loss_value):
                         raise TrainingError(f"training loss became {loss_value} at epoch {epoch}, step {index + 1}; "
                                             f"lower train.lr (now {optimizer.param_groups[0]['lr']:g}) or check inputs")
+                    if sharding == "batch" and dist.enabled:
+                        # DDP averages the ranks' mean losses: the slices of a last global batch of an odd size are one
+                        # row apart, and their rows weighed more or less than in the 1-process run; each rank's mean now
+                        # counts by its share of the global batch
+                        global_rows = min(cfg.batch_size, train_rows - index * cfg.batch_size)
+                        loss = loss * (len(batch) * dist.world / global_rows)
                     penalty = l2_penalty(emb_params, net_params, cfg)
                     if tables and cfg.embedding_l2 > 0:
                         row_penalty = cfg.embedding_l2 * rows_l2(embeddings, batch, dist)
