@@ -462,6 +462,8 @@ class FieldState:
     mean: float = 0.0
     std: float = 1.0
     index: VocabIndex | None = None  # built from `vocab` at the first encode
+    eval_values: int = 0  # vocabulary fields: values of the valid/test rows (pass 2), and those out of vocabulary
+    eval_unseen: int = 0
 
     def stats(self) -> dict:
         d = {"source": self.opts.column, "transform": self.opts.transform, "min_count": self.opts.min_count,
@@ -475,6 +477,8 @@ class FieldState:
             d.update(mean=self.mean, std=self.std)
         if self.out_kind == "numeric":
             d.update(train_count=self.n)
+        elif not self.opts.buckets:  # the baseline of dlf predict's unseen-values note (None: no valid/test value)
+            d.update(oov_share_eval=self.eval_unseen / self.eval_values if self.eval_values else None)
         return d
 
     # fitting (train rows only)
@@ -581,6 +585,25 @@ class FieldState:
         if missing.any():
             out[missing, 0] = MISSING_ID if self.has_missing else OOV_ID
         return out
+
+
+def unseen_values(st: FieldState, keys, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """A vocabulary field's chunk (`keys`) and its ids (`st.encode(keys)`) -> per row, the values encoded (missing
+    ones are not values; a multi field's first max_len) and those of them that got OOV_ID, and the first such raw
+    value (None: none). A serving file that writes a column otherwise than the training files ('283.0' for '283')
+    scores every value as unseen, silently: dlf predict and evaluate count them (dlf.serve.encoding)."""
+    if st.out_kind == "categorical":
+        values = keys.codes >= 0
+        unseen = values & (ids == OOV_ID)
+        first = np.flatnonzero(unseen)[:1]
+        example = keys.values[int(keys.codes[first[0]])].as_py() if len(first) else None
+        return values.astype(np.int64), unseen.astype(np.int64), example
+    lengths = pc.fill_null(pc.list_value_length(keys), 0).to_numpy(zero_copy_only=False)
+    hits = (ids == OOV_ID) & (lengths > 0)[:, None]  # a missing list's OOV_ID (no missing id in train) is no value
+    unseen = hits.sum(axis=1)
+    first = np.flatnonzero(unseen)[:1]
+    example = keys[int(first[0])].values[int(hits[first[0]].argmax())].as_py() if len(first) else None
+    return np.minimum(lengths, ids.shape[1]).astype(np.int64), unseen.astype(np.int64), example
 
 
 # ---- inputs, fingerprint, atomic output ----------------------------------------------------
@@ -857,6 +880,15 @@ def _long_lists_note(multi: list[FieldState], rows: int, max_len: int) -> str | 
             "in the schema to cut the longer lists")
 
 
+def _count_held_out(st: FieldState, keys, ids: np.ndarray, held_out: np.ndarray) -> None:
+    """Add the valid/test rows' values and unseen values of a vocabulary field to its `eval_*` counts."""
+    if st.opts.buckets or not held_out.any():
+        return
+    values, unseen, _ = unseen_values(st, keys, ids)
+    st.eval_values += int(values[held_out].sum())
+    st.eval_unseen += int(unseen[held_out].sum())
+
+
 def _run(schema: Schema, sources: list[Source], tmp: Path, bad: BadRows, block: int, log,
          fail_after: int) -> FeatureMap:
     parser = ChunkParser(schema)
@@ -935,19 +967,22 @@ def _run(schema: Schema, sources: list[Source], tmp: Path, bad: BadRows, block: 
             if written == fail_after:
                 raise RuntimeError("simulated crash while writing (test hook)")
             n, col = batch.num_rows, batch.column
+            split, label = col("split").to_numpy(), col("label").to_numpy()
+            held_out = split > 0  # valid/test rows: their share of unseen values is the baseline of dlf predict's
             cat = np.zeros((n, n_cat), dtype=np.int32)
             num = np.zeros((n, n_num), dtype=np.float32)
             mul = np.zeros((n, n_multi, max_len), dtype=np.int32)
             for j in range(n_cat):
                 d = col(f"cat{j}")
-                cat[:, j] = states[j].encode(Keys(pc.fill_null(d.indices, -1).to_numpy(zero_copy_only=False),
-                                                  d.dictionary))
+                keys = Keys(pc.fill_null(d.indices, -1).to_numpy(zero_copy_only=False), d.dictionary)
+                cat[:, j] = states[j].encode(keys)
+                _count_held_out(states[j], keys, cat[:, j], held_out)
             for j in range(n_num):
                 num[:, j] = states[n_cat + j].encode(col(f"num{j}").to_numpy())
             for j in range(n_multi):
                 enc = states[n_cat + n_num + j].encode(col(f"multi{j}"))
                 mul[:, j, :enc.shape[1]] = enc
-            split, label = col("split").to_numpy(), col("label").to_numpy()
+                _count_held_out(states[n_cat + n_num + j], col(f"multi{j}"), enc, held_out)
             group = col("group").to_numpy() if schema.group else None
             for k in range(3):
                 sel = split == k

@@ -104,6 +104,7 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         """Score a file of raw rows with a bundle, streaming it in chunks; writes probabilities."""
         from dlf.data.schema import DataError
         from dlf.serve.bundle import BundleError
+        from dlf.serve.encoding import unseen_notes
         from dlf.serve.predict import predict_file
 
         check_reading(on_bad_row, chunk_mb)
@@ -126,6 +127,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         if bad.get("count"):
             err.print(f"skipped {bad['count']} bad row(s); first: {bad['examples'][0]}", markup=False,
                       highlight=False, soft_wrap=True)
+        for note in unseen_notes(result.unseen):
+            err.print(note, markup=False, highlight=False, soft_wrap=True)
 
     @app.command()
     def evaluate(
@@ -153,6 +156,7 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         The same metrics as training prints for its test split."""
         from dlf.data.schema import DataError
         from dlf.serve.bundle import BundleError
+        from dlf.serve.encoding import unseen_notes
         from dlf.serve.evaluate import check_json, evaluate_file, write_json
         from dlf.serve.predict import folder_for
         from dlf.train.trainer import fmt_metric
@@ -186,6 +190,8 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
         if bad.get("count"):
             err.print(f"skipped {bad['count']} bad row(s); first: {bad['examples'][0]}", markup=False,
                       highlight=False, soft_wrap=True)
+        for note in unseen_notes(result.unseen):
+            err.print(note, markup=False, highlight=False, soft_wrap=True)
 
     @app.command()
     def serve(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +28,8 @@ import pyarrow.compute as pc
 import torch
 
 from dlf.data.features import OOV_ID, Batch, FeatureMap
-from dlf.data.preprocess import ChunkParser, FieldState, Rejects, hash_strings, parse_labels, parse_numbers
+from dlf.data.preprocess import (ChunkParser, FieldState, Rejects, hash_strings, parse_labels, parse_numbers,
+                                 unseen_values)
 from dlf.data.presets import get_preset
 from dlf.data.readers import BadRows, Chunk, in_line_order
 from dlf.data.schema import DataError, Schema, SplitOptions
@@ -47,6 +48,46 @@ class InputField:
     number: bool = False  # the text must be a number (numeric fields, criteo-bucket, ids)
     integer: bool = False  # ids mode: an integer id
     separator: str | None = None  # multi-valued fields
+
+
+@dataclass
+class UnseenCounts:
+    """Per vocabulary field (categorical or multi-valued, not hashed) of the rows encoded: its values, those that got
+    OOV_ID and the first such raw value. A column written otherwise than in the training files (an id as '283.0' for
+    '283', 'True' for '1') makes every value unseen and moves every score without an error: dlf predict and evaluate
+    print a note (`notes`). Raw bundles only: an ids bundle has no raw values."""
+
+    counts: dict = field(default_factory=dict)  # field -> [values, unseen, example]
+
+    def add(self, st: FieldState, keys, ids: np.ndarray) -> None:
+        if st.opts.buckets:  # a hashed field has no vocabulary: no value of it is unseen
+            return
+        values, unseen, example = unseen_values(st, keys, ids)
+        c = self.counts.setdefault(st.opts.name, [0, 0, None])
+        c[0] += int(values.sum())
+        c[1] += int(unseen.sum())
+        c[2] = c[2] if c[2] is not None else example
+
+    def summary(self, feature_map: FeatureMap) -> dict:
+        """{field: {values, unseen, share, baseline, example}}; baseline: the share in the training data's valid/test
+        rows (meta.fields.F.oov_share_eval), None for a dataset preprocessed before it was recorded."""
+        stats = feature_map.meta.get("fields", {})
+        return {name: {"values": v, "unseen": u, "share": u / v if v else 0.0,
+                       "baseline": stats.get(name, {}).get("oov_share_eval"), "example": ex}
+                for name, (v, u, ex) in self.counts.items()}
+
+
+def unseen_notes(summary: dict) -> list[str]:
+    """A note per field of `UnseenCounts.summary` whose share of unseen values is over half and 30 points over its
+    baseline (a field of many new ids, as users, is often half unseen in valid/test too)."""
+    notes = []
+    for name, c in summary.items():
+        base = c["baseline"]
+        if c["share"] > 0.5 and (base is None or c["share"] > base + 0.3):
+            was = "" if base is None else f" (training's valid/test: {base:.1%})"
+            notes.append(f"note: field {name!r}: {c['share']:.1%} of its values were unseen in training{was}, e.g. "
+                         f"{c['example']!r}: check how the file writes this column")
+    return notes
 
 
 class Encoder:
@@ -130,14 +171,15 @@ class Encoder:
 
     # ---- chunks of text columns -> Batch ------------------------------------------------------
 
-    def encode_chunk(self, chunk: Chunk, bad: BadRows, labels: bool = False,
-                     group: str | None = None) -> tuple[Batch | None, np.ndarray]:
+    def encode_chunk(self, chunk: Chunk, bad: BadRows, labels: bool = False, group: str | None = None,
+                     unseen: UnseenCounts | None = None) -> tuple[Batch | None, np.ndarray]:
         """Encode one chunk (columns: `self.columns`, text, '' = missing). Returns the batch of the
         rows kept and a boolean mask of them (bad rows are reported to `bad`: raised or counted).
         labels=True: the chunk also has the label column (`self.label`), checked and read as in preprocessing
         into `Batch.label` (a bad label is a bad row); otherwise the labels are zeros.
         group: a column of the chunk whose values become `Batch.group`, the ids preprocessing writes for a group
-        column: of the value after the preset's derivation (kdd12's user 0 is the missing user), as gAUC groups."""
+        column: of the value after the preset's derivation (kdd12's user 0 is the missing user), as gAUC groups.
+        unseen: counts the kept rows' unseen values into it (raw mode)."""
         n = len(chunk)
         if self.mode == "ids":
             return self._encode_ids(chunk, bad, labels, group)
@@ -163,11 +205,15 @@ class Encoder:
         mul = np.zeros((m, len(self.parser.multi), self.max_len), dtype=np.int64)
         for j, k in enumerate(parsed.cat):
             cat[:, j] = self.states[j].encode(k)
+            if unseen is not None:
+                unseen.add(self.states[j], k, cat[:, j])
         for j, k in enumerate(parsed.num):
             num[:, j] = self.states[n_cat + j].encode(k)
         for j, k in enumerate(parsed.multi):
             enc = self.states[n_cat + n_num + j].encode(k)
             mul[:, j, :enc.shape[1]] = enc
+            if unseen is not None:
+                unseen.add(self.states[n_cat + n_num + j], k, enc)
         return _batch(cat, num, mul, parsed.label if labels else None, parsed.group), keep
 
     def _encode_ids(self, chunk: Chunk, bad: BadRows, labels: bool,

@@ -23,6 +23,7 @@ from dlf._io import atomic_write_json
 from dlf.data.readers import BadRows, check_file
 from dlf.data.schema import DataError
 from dlf.serve.bundle import Bundle
+from dlf.serve.encoding import UnseenCounts
 from dlf.serve.predict import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK_BYTES, Scorer, scored_chunks
 from dlf.train.metrics import classification_metrics
 
@@ -36,11 +37,13 @@ class EvaluateResult:
     group_column: str | None = None
     bad_rows: dict = field(default_factory=dict)  # BadRows.summary()
     seconds: float = 0.0
+    unseen: dict = field(default_factory=dict)  # UnseenCounts.summary(): per vocabulary field, its unseen values
 
     def to_dict(self) -> dict:
         return {"input": str(self.input), "rows": self.rows, "positives": self.positives,
                 "metrics": {k: (v if np.isfinite(v) else None) for k, v in self.metrics.items()},
-                "group_column": self.group_column, "bad_rows": self.bad_rows, "seconds": round(self.seconds, 3)}
+                "group_column": self.group_column, "bad_rows": self.bad_rows, "seconds": round(self.seconds, 3),
+                "unseen": self.unseen}
 
 
 def evaluate_file(bundle: Bundle, input: str | Path, *, group_column: str | None = None, on_bad_row: str = "error",
@@ -62,11 +65,12 @@ def evaluate_file(bundle: Bundle, input: str | Path, *, group_column: str | None
         raise DataError(f"--group-column {group_column!r} is the label column")
     probs, labels, groups = [], [], []
     rows = 0
+    unseen = UnseenCounts()
     # the group ids are training's: of the value after the preset's derivation (kdd12's user 0 is the missing user);
     # a column the preset derives (avazu's weekday) is not in the file
     read = [group_column] if group_column and group_column not in bundle.encoder.derived else None
-    chunks = scored_chunks(bundle, input, bad, scorer, labels=True, group=group_column, fmt=fmt, header=header,
-                           columns=columns, delimiter=delimiter, block_bytes=block_bytes, extra=read)
+    chunks = scored_chunks(bundle, input, bad, scorer, labels=True, group=group_column, unseen=unseen, fmt=fmt,
+                           header=header, columns=columns, delimiter=delimiter, block_bytes=block_bytes, extra=read)
     try:
         for _, p, _, y, g in chunks:
             probs.append(p)
@@ -87,7 +91,7 @@ def evaluate_file(bundle: Bundle, input: str | Path, *, group_column: str | None
     y = np.concatenate(labels)
     metrics = classification_metrics(y, np.concatenate(probs), np.concatenate(groups) if group_column else None)
     return EvaluateResult(Path(input), rows, int(y.sum()), metrics, group_column, bad.summary(),
-                          time.perf_counter() - started)
+                          time.perf_counter() - started, unseen.summary(bundle.feature_map))
 
 
 def check_json(path: Path, input: str | Path) -> None:

@@ -35,6 +35,7 @@ from dlf.data.readers import (BOM, COMPRESSIONS, SUFFIX_FORMATS, BadRows, Chunk,
                               header_names, in_line_order, open_input, read_delimited, read_parquet)
 from dlf.data.schema import DataError, Schema
 from dlf.serve.bundle import Bundle, BundleError
+from dlf.serve.encoding import UnseenCounts
 
 DEFAULT_BLOCK_BYTES = 4 << 20
 DEFAULT_BATCH_SIZE = 8192
@@ -50,6 +51,7 @@ class PredictResult:
     rows: int  # rows scored (written)
     bad_rows: dict = field(default_factory=dict)  # BadRows.summary()
     seconds: float = 0.0
+    unseen: dict = field(default_factory=dict)  # UnseenCounts.summary(): per vocabulary field, its unseen values
 
 
 # ---- scoring --------------------------------------------------------------------------------------
@@ -127,15 +129,16 @@ def drop_unscorable(probs: np.ndarray, batch: Batch, keep: np.ndarray, chunk: Ch
 
 
 def scored_chunks(bundle: Bundle, input: str | Path, bad: BadRows, scorer: Scorer, *, labels: bool = False,
-                  group: str | None = None, **read) -> Iterator[tuple]:
+                  group: str | None = None, unseen: UnseenCounts | None = None, **read) -> Iterator[tuple]:
     """Read (`read_input`'s options), encode and score INPUT chunk by chunk: (chunk, the probabilities of the rows
     kept, the mask of those rows in the chunk, their labels: zeros unless labels=True, their group ids: None unless
-    a `group` column is given, see Encoder.encode_chunk). Chunks with no row kept are not yielded."""
+    a `group` column is given, see Encoder.encode_chunk). Chunks with no row kept are not yielded. `unseen` counts
+    the unseen values of the rows kept."""
     if scorer.engine == "torch":
         from dlf._runtime import reuse_freed_memory
         reuse_freed_memory()  # every sub-batch allocates and frees the same large activations, as in training
     for chunk in read_input(bundle, input, bad, labels=labels, **read):
-        batch, keep = bundle.encoder.encode_chunk(chunk, bad, labels=labels, group=group)
+        batch, keep = bundle.encoder.encode_chunk(chunk, bad, labels=labels, group=group, unseen=unseen)
         if batch is None:
             continue
         raw = scorer(batch)
@@ -441,9 +444,11 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
     with folder_for(output, "output"):  # removed again if the run fails
         writer = _Writer(tmp, ofmt, schema, output)
         rows = chunks = 0
+        unseen = UnseenCounts()
         try:
-            for chunk, probs, keep, *_ in scored_chunks(bundle, input, bad, scorer, fmt=fmt, header=header,
-                                                        columns=columns, delimiter=delimiter, block_bytes=block_bytes,
+            for chunk, probs, keep, *_ in scored_chunks(bundle, input, bad, scorer, unseen=unseen, fmt=fmt,
+                                                        header=header, columns=columns, delimiter=delimiter,
+                                                        block_bytes=block_bytes,
                                                         extra=[id_column] if id_column else None):
                 chunks += 1
                 cols = []
@@ -464,7 +469,8 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
             if not direct:
                 tmp.unlink(missing_ok=True)
             raise
-    return PredictResult(output, rows, bad.summary(), time.perf_counter() - started)
+    return PredictResult(output, rows, bad.summary(), time.perf_counter() - started,
+                         unseen.summary(bundle.feature_map))
 
 
 def predict_records(bundle: Bundle, records, *, engine: str = "torch", precision: str = "fp32",
