@@ -3,6 +3,7 @@ requests get the right status codes, the server stays healthy, predictions equal
 metrics and access logs are written; and the load-test script runs against a real server."""
 import json
 import logging
+import re
 import subprocess
 import sys
 import warnings
@@ -318,6 +319,26 @@ def test_health_metadata_metrics_and_access_log(client, caplog):
         assert f'path="/predict",method="POST",status="{status}"' in text
     assert 'dlf_request_duration_seconds_bucket{path="/predict",le="+Inf"}' in text
     assert "dlf_predicted_rows_total" in text and "process_resident_memory_bytes" in text
+
+
+def test_metrics_count_each_fields_values_and_those_unseen_in_training(demo):
+    """/metrics: per vocabulary field, the values of the records scored and those unseen in training (a client that
+    writes a column otherwise than the training files shows as a jump there); a refused request adds nothing."""
+    app = create_app(load_bundle(demo["bundle"]), api_key=KEY)
+    with TestClient(app) as c:
+        ok = c.post("/predict", headers=AUTH, json=[{"city": "city1", "device": "atlantis-tv"},
+                                                    {"city": "nowhere", "tags": ["t1", "zz"], "site": "s1"}])
+        assert ok.status_code == 200
+        assert c.post("/predict", headers=AUTH, json=[{"city": "elsewhere", "age": "x"}]).status_code == 422
+        text = c.get("/metrics").text
+    series = re.findall(r'(dlf_field(?:_unseen)?_values_total)\{field="(\w+)"\} (\d+)', text)
+    counts = {(metric, name): int(n) for metric, name, n in series}
+    assert counts[("dlf_field_values_total", "city")] == 2 and counts[("dlf_field_unseen_values_total", "city")] == 1
+    assert counts[("dlf_field_values_total", "device")] == 1
+    assert counts[("dlf_field_unseen_values_total", "device")] == 1
+    assert counts[("dlf_field_values_total", "tags")] == 2 and counts[("dlf_field_unseen_values_total", "tags")] == 1
+    assert not any(name == "site" for _, name in counts)  # hashed: no vocabulary, nothing is unseen
+    assert "# TYPE dlf_field_unseen_values_total counter" in text
 
 
 def test_metrics_labels_are_escaped_and_bounded():

@@ -75,11 +75,21 @@ class Metrics:
         self.latency: dict[str, list] = {}  # path -> [bucket counts..., sum, count]
         self.rows = 0
         self.calls = 0
+        self.values: dict[str, list[int]] = {}  # vocabulary field -> [values scored, of them unseen in training]
         self.started = time.time()
 
     def model_call(self) -> None:
         with self.lock:
             self.calls += 1
+
+    def observe_values(self, counts: dict) -> None:
+        """UnseenCounts.counts of records scored: a field whose unseen share jumps (a client that sends an id as
+        283.0, a new app version's values) shows in /metrics before anyone reads the scores."""
+        with self.lock:
+            for name, (values, unseen, _) in counts.items():
+                c = self.values.setdefault(name, [0, 0])
+                c[0] += values
+                c[1] += unseen
 
     def observe(self, path: str, method: str, status: int, seconds: float, rows: int = 0) -> None:
         # labels from a fixed set: a client's made-up paths or methods must not grow the series without bound
@@ -115,6 +125,13 @@ class Metrics:
                 lines.append(f'dlf_request_duration_seconds_sum{{path="{path}"}} {h[-2]:.6f}')
                 lines.append(f'dlf_request_duration_seconds_count{{path="{path}"}} {h[-1]}')
             rows, calls = self.rows, self.calls
+            values = sorted(self.values.items())
+        for metric, i, text in (("dlf_field_values_total", 0, "Values (not missing) of each vocabulary field in the "
+                                 "records scored."),
+                                ("dlf_field_unseen_values_total", 1, "Of them, values unseen in training (scored as "
+                                 "out of vocabulary).")):
+            lines += [f"# HELP {metric} {text}", f"# TYPE {metric} counter"]
+            lines += [f'{metric}{{field="{_label_value(name)}"}} {c[i]}' for name, c in values]
         labels = ",".join(f'{k}="{_label_value(v)}"' for k, v in info.items())
         lines += ["# HELP dlf_predicted_rows_total Records scored.", "# TYPE dlf_predicted_rows_total counter",
                   f"dlf_predicted_rows_total {rows}",
@@ -381,6 +398,7 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
 
     from dlf.data.readers import BadRows
     from dlf.data.schema import DataError
+    from dlf.serve.encoding import UnseenCounts
     from dlf.serve.predict import Scorer, drop_unscorable
 
     if max_batch < 1 or max_body_bytes < 1:
@@ -438,7 +456,8 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
     def score(records: list[dict[str, str]]):
         bad = BadRows("skip")
         chunk = encoder.records_chunk(records, "record")
-        batch, keep = encoder.encode_chunk(chunk, bad)
+        unseen = UnseenCounts()
+        batch, keep = encoder.encode_chunk(chunk, bad, unseen=unseen)
         if not bad.count:
             with inference:
                 metrics.model_call()
@@ -446,6 +465,7 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
             probs, _ = drop_unscorable(probs, batch, keep, chunk, encoder.numeric_columns, bad)
         if bad.count:
             raise RequestError(422, [_record_error(e) for e in bad.examples])
+        metrics.observe_values(unseen.counts)  # scored: a failed merged call is scored again request by request
         return probs
 
     def score_many(requests: list[list[dict[str, str]]]) -> list:
