@@ -309,6 +309,22 @@ def test_ctrl_c_on_a_two_process_run_is_one_line(tmp_path):
         f"interrupted: continue with dlf train --resume {run}"], stderr
 
 
+def test_ctrl_c_while_the_ranks_start_is_one_line(tmp_path):
+    """A Ctrl-C before the ranks could print their line (importing, here sleeping in sitecustomize) showed torchrun's
+    SignalException traceback and exited 1; now the launcher's line alone, and 130."""
+    hook = ("import os, signal, time\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)  # pytest in the background: SIGINT ignored\n"
+            "if 'RANK' in os.environ:\n"
+            "    if os.environ['RANK'] == '0':  # Ctrl-C: the launcher, torchrun's parent\n"
+            "        stat = open(f'/proc/{os.getppid()}/stat').read()\n"
+            "        os.kill(int(stat.rsplit(')', 1)[1].split()[1]), signal.SIGINT)\n"
+            "    time.sleep(60)\n")
+    run = tmp_path / "run"
+    proc = _nproc2_lr_with_hook(tmp_path, hook, "--out", str(run), timeout=120)
+    assert proc.returncode == 130 and proc.stderr.splitlines() == [
+        f"interrupted: continue with dlf train --resume {run}"], proc.stderr
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_to_the_launcher_alone_stops_every_rank(tmp_path, sig, code):
     """`kill PID` of `dlf train --nproc 2` ended the launcher alone: torchrun and both ranks trained on, orphaned,

@@ -237,12 +237,14 @@ def run_torchrun(nproc: int, argv: list[str], interrupted: str) -> int:
     shown: list[str] = []
     why: list[str] = []  # the shown lines that say why the run stopped
     held: list[str] = []  # from torchrun's first own line on: its shutdown log and report
+    stopping = False  # a SIGINT or SIGTERM came
     with sigterm_as_interrupt() as terminated:
         while True:
             try:
                 line = proc.stderr.readline()
             except KeyboardInterrupt:  # passed on to torchrun, which passes it on to the ranks: read on while they stop
                 proc.send_signal(signal.SIGTERM if terminated else signal.SIGINT)
+                stopping = True
                 continue
             if not line:
                 break
@@ -256,7 +258,7 @@ def run_torchrun(nproc: int, argv: list[str], interrupted: str) -> int:
                 sys.stderr.write(line)
                 if not lost:
                     why.append(line)
-            elif why:
+            elif why or stopping:  # also a rank's traceback of a Ctrl-C in its start, before it could say a line
                 continue
             elif held or _AGENT_LINE.match(line):
                 held.append(line)
@@ -266,6 +268,9 @@ def run_torchrun(nproc: int, argv: list[str], interrupted: str) -> int:
     if terminated:
         sys.stderr.write(interrupted + "\n")
         return 143
+    if not why and stopping:  # no rank could say so (a Ctrl-C while they started): this, not torchrun's traceback
+        sys.stderr.write(interrupted + "\n")
+        return 130
     if not why:
         sys.stderr.writelines(held)
         return code
