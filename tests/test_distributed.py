@@ -120,17 +120,25 @@ def test_sparse_embedding_l2_on_two_processes_follows_the_one_process_run():
     assert two["logloss"] == pytest.approx(one["logloss"], rel=1e-5) and two["auc"] == pytest.approx(one["auc"])
 
 
-def test_the_train_loss_of_a_two_process_run_covers_every_ranks_rows(tmp_path):
-    """The train loss of each evaluation (train_log.csv, metrics.json, TensorBoard) was rank 0's mean over its half of
-    the rows: 0.6071 against the 1-process run's 0.6082 on Frappe. Now the sum over every rank's rows, in a
-    mid-epoch checkpoint too: rank 0 carries it on after a resume (with any process count)."""
-    overrides = ["train.epochs=2", "train.eval_every_steps=2", "train.lr=0.05"]
+def test_the_train_loss_of_a_two_process_run_covers_every_ranks_rows(monkeypatch):
+    """The train loss of each evaluation (train_log.csv, metrics.json, TensorBoard) and TensorBoard's train/loss of
+    each step were rank 0's mean over its half of the rows: 0.6071 against the 1-process run's 0.6082 on Frappe.
+    Now the sum over every rank's rows, in a mid-epoch checkpoint too: rank 0 carries it on after a resume (with any
+    process count)."""
+    from dlf.train.trainer import RunLogger
+
+    overrides = ["train.epochs=2", "train.eval_every_steps=2", "train.lr=0.05", "train.log_every_steps=1"]
+    logged = []  # TensorBoard's train/loss (no run directory here: its writing and its chart take seconds)
+    monkeypatch.setattr(RunLogger, "step", lambda self, step, loss, lr: logged.append(loss))
     one = dlf.train(dlf.load_config(None, QUICK + overrides, model="lr"), console=Console(quiet=True))["history"]
-    ranks = _two_ranks(_train_code(overrides))
+    patch = ("from dlf.train.trainer import RunLogger\nlogged = []\n"
+             "RunLogger.step = lambda self, step, loss, lr: logged.append(loss)\n")
+    ranks = _two_ranks(patch + _train_code(overrides) + "print(json.dumps(logged))\n")
     assert [r.returncode for r in ranks] == [0, 0], ranks[0].stderr[-2000:]
-    two = json.loads(ranks[0].stdout)["history"]
-    assert [h["step"] for h in two] == [h["step"] for h in one]
-    assert [h["train_loss"] for h in two] == pytest.approx([h["train_loss"] for h in one], rel=1e-6)
+    two, logged_two = (json.loads(line) for line in ranks[0].stdout.splitlines())
+    assert [h["step"] for h in two["history"]] == [h["step"] for h in one]
+    assert [h["train_loss"] for h in two["history"]] == pytest.approx([h["train_loss"] for h in one], rel=1e-6)
+    assert len(logged) == 8 and logged_two == pytest.approx(logged, rel=1e-5)
 
 
 def test_a_last_batch_of_an_odd_size_on_two_processes_follows_the_one_process_run():

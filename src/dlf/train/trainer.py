@@ -652,8 +652,9 @@ def fit(model: nn.Module, train: ArrayDataset, valid: ArrayDataset, cfg, console
                     state.seen += len(batch)
                     state.loss_sum += loss_value * len(batch)
                     bar.update(task, advance=1, loss=state.loss_sum / state.seen, rate=epoch_rate())
-                    if main and state.global_step % log_every == 0:
-                        logger.step(state.global_step, loss_value, optimizer.param_groups[0]["lr"])
+                    if state.global_step % log_every == 0:  # the step's loss over every rank's rows, as train_loss
+                        step_sum, step_rows = dist.all_sum(loss_value * len(batch), len(batch))
+                        logger.step(state.global_step, step_sum / step_rows, optimizer.param_groups[0]["lr"])
                     last = index + 1 == steps_per_epoch
                     if every_eval and state.global_step % every_eval == 0 and not last:
                         stop = run_eval(epoch_end=False)
