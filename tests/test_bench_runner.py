@@ -1067,3 +1067,14 @@ def test_a_search_whose_trials_all_failed_says_so_in_its_seed_runs(tmp_path):
     assert [(r["kind"], r["status"], r["error"]) for r in result.records if r["kind"] == "run"] == [
         ("run", "failed", "hyper-parameter search: every trial failed, nothing to select")]
     assert json.loads((tmp_path / "runs/synthetic/lr/seed-1/error.json").read_text())["stage"] == "search"
+    assert "| synthetic | lr | 0/2 | none (every trial failed) |" in (tmp_path / "report.md").read_text()
+
+
+def test_a_search_stopped_before_its_trials_ran_is_not_reported_as_failed(tmp_path):
+    """Ctrl-C before a variant's trials ran: the report's search table said 'none (every trial failed)' for it."""
+    spec = tiny_spec(["lr"], seeds=[1], search={"grid": {"train.lr": [0.01, 0.02]}})
+    result = run_bench(spec, tmp_path, console=QUIET, train_fn=CountingTrain(interrupt_on_call=1))
+    assert result.interrupted
+    report = (tmp_path / "report.md").read_text()
+    assert "| synthetic | lr | 0/2 | none yet (2 trial(s) not run) |" in report
+    assert "every trial failed" not in report

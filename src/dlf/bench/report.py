@@ -249,7 +249,12 @@ def render_markdown(result, spec, cli_sets: dict, rows: list[dict]) -> str:
                   "| dataset | variant | trials done | chosen | validation score | grid keys not applicable |",
                   "|---|---|---|---|---:|---|"]
         for (dataset, variant), sel in result.selections.items():
-            chosen = _set_text(sel["params"]) if sel["params"] is not None else "none (every trial failed)"
+            # no choice yet after Ctrl-C (or --report-only) with trials not run: not the same as every trial failed
+            failed = sum(r["kind"] == "trial" and r["dataset"] == dataset and r["variant"] == variant
+                         and r["status"] == "failed" for r in result.records)
+            chosen = (_set_text(sel["params"]) if sel["params"] is not None
+                      else "none (every trial failed)" if failed == sel["trials"]
+                      else f"none yet ({sel['trials'] - sel['completed'] - failed} trial(s) not run)")
             score = "–" if sel["score"] is None else f"{sel['score']:.4f} ({sel['monitor']})"
             lines.append(f"| {dataset} | {variant} | {sel['completed']}/{sel['trials']} | {chosen} | {score} | "
                          f"{', '.join(sel.get('skipped_grid_keys') or []) or '–'} |")
