@@ -152,6 +152,25 @@ def test_a_last_batch_of_an_odd_size_on_two_processes_follows_the_one_process_ru
     assert json.loads(ranks[0].stdout)["test"]["logloss"] == pytest.approx(one["logloss"], rel=1e-5)
 
 
+def test_two_process_test_metrics_are_those_of_the_saved_weights_with_batch_norm():
+    """On CPU each rank's batch norm keeps running statistics of its own slice: the test (and validation) metrics
+    gathered from the ranks' shards mixed rank 1's statistics with rank 0's, which are the ones saved (DLF on
+    Frappe: test logloss 5e-4 from a 1-process evaluation of model.safetensors). Rank 0's now hold on every rank."""
+    patch = ("import importlib, json\nfrom dlf.train.distributed import DistContext\n"
+             "api = importlib.import_module('dlf.api')\nevaluate = api.evaluate\n"
+             "def both(model, data, batch_size, dist, precision):  # and rank 0's model alone, on every row\n"
+             "    gathered = evaluate(model, data, batch_size, dist, precision)\n"
+             "    if dist.is_main:\n"
+             "        print(json.dumps([gathered, evaluate(model, data, batch_size, DistContext(), precision)]))\n"
+             "    return gathered\n"
+             "api.evaluate = both\n")
+    ranks = _two_ranks(patch + _train_code(["model.batch_norm=true", "model.hidden_units=[16]", "train.epochs=2",
+                                            "train.lr=0.05"], model="dnn"))
+    assert [r.returncode for r in ranks] == [0, 0], ranks[0].stderr[-2000:]
+    gathered, alone = json.loads(ranks[0].stdout.splitlines()[0])
+    assert gathered == pytest.approx(alone, rel=1e-6)
+
+
 def test_torchrun_command_drops_nproc_and_runs_the_module():
     cmd = torchrun_command(4, ["train", "--nproc", "4", "--quiet", "--nproc=4", "--out", "r"])
     assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m", "dlf",

@@ -217,6 +217,12 @@ def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int, dist: DistCo
     if not dist.enabled:
         probs = predict_proba(model, data, batch_size, dist.device, precision)
         return classification_metrics(data.label, probs, data.group)
+    # rank 0's buffers (batch norm's running statistics), as DDP's next forward sets them: each rank's last training
+    # forward updated its own copy (on CPU, without SyncBatchNorm, from its own slice), so the other ranks' shards were
+    # predicted by models other than the one saved, and the best weights kept on those ranks differed too
+    for buffer in model.buffers():
+        if buffer.is_floating_point():  # (the others are counts and constants, the same on every rank)
+            dist.broadcast_(buffer)
     part = data.shard(dist.rank, dist.world)
     probs = dist.all_gather_np(predict_proba(model, part, batch_size, dist.device, precision))
     labels = dist.all_gather_np(part.label)
