@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -1078,3 +1079,26 @@ def test_a_search_stopped_before_its_trials_ran_is_not_reported_as_failed(tmp_pa
     report = (tmp_path / "report.md").read_text()
     assert "| synthetic | lr | 0/2 | none yet (2 trial(s) not run) |" in report
     assert "every trial failed" not in report
+
+
+def test_a_bench_on_a_relative_dataset_path_reports_from_another_folder(tmp_path, monkeypatch):
+    """bench.yaml kept `path: data/d` as given: `dlf bench --out DIR --report-only` run from another folder read it
+    as another (missing) dataset and rewrote the report with every finished run on it as not run yet."""
+    def train_fn(cfg, out=None, resume=None, console=None):  # what dlf.train leaves: config (path absolute), metrics
+        config = cfg.to_dict()
+        config["data"]["path"] = str(Path(config["data"]["path"]).resolve())
+        metrics = {"test": {"auc": 0.7, "logloss": 0.5}, "parameters": 1, "epochs_run": 1, "best_epoch": 1,
+                   "train_seconds": 1.0, "history": []}
+        Path(out).mkdir(parents=True)
+        (Path(out) / "config.yaml").write_text(yaml.safe_dump(config))
+        (Path(out) / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    monkeypatch.chdir(tmp_path)
+    spec = spec_from_dict({"models": ["lr"], "seeds": [1], "datasets": ["data/d"], "set": {"train.epochs": 1}},
+                          check_data=False)
+    assert [r["status"] for r in run_bench(spec, "b", console=QUIET, train_fn=train_fn).records] == ["done"]
+    monkeypatch.chdir(tmp_path / "b")
+    saved = load_spec(tmp_path / "b/bench.yaml", check_data=False)
+    result = run_bench(saved, tmp_path / "b", console=QUIET, report_only=True)
+    assert [r["status"] for r in result.records] == ["skipped"]

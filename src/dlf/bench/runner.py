@@ -731,9 +731,16 @@ def run_bench(spec: BenchSpec, out: str | Path, *, console: Console | None = Non
     if not (dry_run or report_only):  # --report-only keeps the saved spec (the next `--out DIR` alone resumes it)
         try:
             out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / "bench.yaml", yaml.safe_dump({**spec.to_dict(), **({"cli_set": cli_sets}
-                                                                                       if cli_sets else {})},
-                                                                 sort_keys=False))
+            saved = spec.to_dict()
+            # absolute: `dlf bench --out DIR` alone is run from any folder, and a relative path would name another
+            # dataset there (--report-only then listed every finished run on it as not run yet)
+            for body in saved.get("datasets", {}).values():
+                if body.get("path"):
+                    body["path"] = str(Path(body["path"]).expanduser().resolve())
+            if saved.get("config"):
+                saved["config"] = str(Path(saved["config"]).resolve())
+            atomic_write_text(out / "bench.yaml", yaml.safe_dump({**saved, **({"cli_set": cli_sets}
+                                                                              if cli_sets else {})}, sort_keys=False))
         except OSError as exc:  # a file in the path, no permission: was a NotADirectoryError traceback
             raise BenchError(f"{out}: cannot write the bench folder: {exc.strerror or exc}"
                              + (f": {exc.filename}" if exc.filename else "")) from None
