@@ -187,6 +187,14 @@ def test_rowwise_adagrad_trains_the_tables_and_needs_sparse_gradients():
     assert type(opt) is RowWiseAdagrad and opt.param_groups[0]["lr"] == 0.05
 
 
+def test_embedding_lr_without_sparse_embedding_is_refused_not_ignored():
+    # dense tables are in train.optimizer's one lr group: train.embedding_lr=0.5 trained exactly as without it
+    with pytest.raises(ConfigError, match=r"train.embedding_lr=0.5 .*set train.sparse_embedding=true as well"):
+        load_config(None, DATA + ["train.embedding_lr=0.5"], model="lr")
+    assert load_config(None, DATA + ["train.embedding_lr=0.5", "train.sparse_embedding=true"],
+                       model="lr").train.embedding_lr == 0.5
+
+
 def test_resuming_with_another_embedding_optimizer_is_refused(tmp_path):
     _train("lr", "train.batch_size=256", "train.sparse_embedding=true", "train.tensorboard=false", run_dir=tmp_path)
     ck = load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[0])  # written with SparseAdam

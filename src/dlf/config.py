@@ -87,6 +87,10 @@ class TrainConfig:
         if self.embedding_optimizer != "auto" and not self.sparse_embedding:
             raise ConfigError(f"train.embedding_optimizer={self.embedding_optimizer} updates the embedding tables "
                               "row by row from sparse gradients; set train.sparse_embedding=true as well")
+        if self.embedding_lr > 0 and not self.sparse_embedding:  # dense tables are in train.optimizer's one lr group:
+            # the value trained nothing differently, without a word
+            raise ConfigError(f"train.embedding_lr={self.embedding_lr} is the learning rate of the sparse tables' "
+                              "optimiser; set train.sparse_embedding=true as well (dense tables train at train.lr)")
         if self.threads < 0:  # torch.set_num_threads refuses it with a traceback
             raise ConfigError(f"train.threads must be >= 0 (0: torch's default), got {self.threads}")
         if not -2**32 < self.seed < 2**32:  # torch.manual_seed overflowed (a traceback) on larger ones
