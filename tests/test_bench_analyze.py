@@ -220,6 +220,19 @@ def test_cli_analyze_of_one_variant_from_two_benches_keeps_both_plots(trained_ru
     assert f"## Gradient norms: {runs[0]} (deepfm)" in text and f"## Gradient norms: {runs[1]} (deepfm)" in text
 
 
+def test_cli_analyze_of_run_folders_whose_names_share_a_first_word_keeps_both_plots(trained_runs, tmp_path):
+    """The png was named after the label's first word: runs 'my run' and 'my run2' both wrote grad_norms-my.png."""
+    import shutil
+
+    runs = [tmp_path / name for name in ("my run", "my run2")]
+    for run in runs:
+        shutil.copytree(trained_runs / "deepfm", run)
+    res = CliRunner().invoke(dlf_app(), ["analyze", *map(str, runs), "--out", str(tmp_path / "x"), "--no-probe"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "x").glob("grad_norms-*.png")) == [
+        "grad_norms-my run.png", "grad_norms-my run2.png"]
+
+
 def test_cli_analyze_into_a_path_that_cannot_be_a_folder_is_one_line(trained_runs, tmp_path):
     """--out below a file was a NotADirectoryError traceback."""
     (tmp_path / "file").write_text("x")

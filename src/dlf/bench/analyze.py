@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -325,7 +326,8 @@ def analyze_runs(runs: list[Path], out: Path | None = None, *, probe_rows: int =
         if not rows:
             log(f"{run}: grad_norms.csv is empty")
             continue
-        name = labels[str(run)].split(" ")[0].replace("/", "-")
+        # the label less its ' (model, ...)' part: its first word alone made 'my run' and 'my run2' one png
+        name = re.sub(r" \([^()]*\)$", "", labels[str(run)]).replace("/", "-")
         png = out / f"grad_norms-{name}.png"
         if plot_grad_norms(rows, png, f"{labels[str(run)]}: gradient norms before clipping"):
             files.append(png)
