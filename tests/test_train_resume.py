@@ -341,6 +341,18 @@ def test_the_config_differs_warning_names_what_changed(tmp_path):
     assert "config differs" in text and "train.threads: 1 -> 2, train.precision: fp32 -> bf16" in text
 
 
+def test_resuming_with_settings_that_compute_the_same_does_not_warn(tmp_path):
+    """model.checkpoint_layers (recomputes the same values) and train.checkpoint_every_steps changed on resume were
+    named in 'the config differs ... the result will not match', and the resumed run matched to the bit."""
+    run = tmp_path / "run"
+    dlf_api.train(_api_config("train.epochs=1"), out=run, console=Console(quiet=True))
+    console = Console(record=True, width=400)
+    dlf_api.train(_api_config("train.epochs=2", "model.checkpoint_layers=true", "train.checkpoint_every_steps=3",
+                              path=run / "config.yaml"), resume=run, console=console)
+    text = console.export_text()
+    assert "resuming from" in text and "config differs" not in text
+
+
 def test_data_path_with_a_tilde_in_a_yaml_config_is_the_home_folder(tmp_path, monkeypatch):
     """data.path: ~/data in a YAML file (no shell expands it) was read as ./~/data: 'not found'."""
     from dlf.data.preprocess import preprocess

@@ -324,12 +324,16 @@ def _check_data(resume: Checkpoint, data_id: dict) -> bool:
 
 def _comparable(config: dict) -> dict:
     """The config as JSON sees it, less the keys that do not change what is computed (epochs only says when to
-    stop: a run resumed with more epochs computes what an uninterrupted run with that many would)."""
+    stop: a run resumed with more epochs computes what an uninterrupted run with that many would; when checkpoints
+    are written and model.checkpoint_layers, which recomputes the same values, do not either: a run killed for memory
+    resumed with checkpoint_layers=true was told its result would not match, and it matched to the bit)."""
     d = json.loads(json.dumps(config))
     if d.get("data", {}).get("path"):  # `--resume RUN --data DIR` names the same folder relative to here
         d["data"]["path"] = os.path.realpath(d["data"]["path"])
-    for key in ("epochs", "progress", "tensorboard", "log_every_steps", "keep_checkpoints", "grad_norm_every_steps"):
+    for key in ("epochs", "progress", "tensorboard", "log_every_steps", "keep_checkpoints", "grad_norm_every_steps",
+                "checkpoint_every_steps"):
         d.get("train", {}).pop(key, None)
+    d.get("model", {}).pop("checkpoint_layers", None)
     return d
 
 
