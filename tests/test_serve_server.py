@@ -164,6 +164,19 @@ def test_error_messages_do_not_echo_long_values(client):
         "type": "value_error"}
 
 
+def test_a_record_of_many_unknown_fields_stops_at_the_error_limit(demo, monkeypatch):
+    """validate_records built an error for each of a record's keys and kept the first 50: one 4 MB record of 330,000
+    unknown keys took a second of the event loop (every other request waited); it stops at the limit."""
+    from dlf.serve import server
+
+    clipped = []
+    monkeypatch.setattr(server, "_clip", lambda text: clipped.append(text) or text)
+    with pytest.raises(server.RequestError) as exc:
+        server.validate_records([{f"k{i}": 0 for i in range(10_000)}], load_bundle(demo["bundle"]).encoder.inputs, 10)
+    assert exc.value.status == 422 and len(exc.value.detail) == server.MAX_ERRORS
+    assert len(clipped) <= 2 * server.MAX_ERRORS  # (each unknown key's name and message are clipped)
+
+
 def test_a_float_is_the_text_the_parquet_reader_gives_it(tmp_path):
     """A categorical value is its text: a float beyond 2^53 (an id that pandas stored as float64) was '1e+17' in a
     request and 1e-07 was '1e-07', where the Parquet reader that read the training file gives '100000000000000000'
