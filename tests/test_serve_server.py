@@ -334,6 +334,23 @@ def test_health_metadata_metrics_and_access_log(client, caplog):
     assert "dlf_predicted_rows_total" in text and "process_resident_memory_bytes" in text
 
 
+def test_the_access_logs_time_is_one_reading_of_the_clock(client, caplog, monkeypatch):
+    """The log line's seconds came from gmtime() and its milliseconds from a second time(): a request logged across a
+    second boundary read 12:00:00.000Z for 12:00:01.000 (or .999 of the second before). Both come from one reading."""
+    import time
+    import types
+
+    from dlf.serve import server
+
+    clock = types.SimpleNamespace(time=lambda: 1_000_000_000.9996, gmtime=time.gmtime, strftime=time.strftime,
+                                  perf_counter=time.perf_counter)
+    monkeypatch.setattr(server, "time", clock)
+    with caplog.at_level(logging.INFO, logger="dlf.serve.access"):
+        assert client.get("/health").status_code == 200
+    line = json.loads([r for r in caplog.records if r.name == "dlf.serve.access"][-1].getMessage())
+    assert line["ts"] == "2001-09-09T01:46:40.999Z"
+
+
 def test_metrics_count_each_fields_values_and_those_unseen_in_training(demo):
     """/metrics: per vocabulary field, the values of the records scored and those unseen in training (a client that
     writes a column otherwise than the training files shows as a jump there); a refused request adds nothing."""

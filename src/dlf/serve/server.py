@@ -326,8 +326,9 @@ class AccessLog:
             rows = counters["rows"]
             self.metrics.observe(scope["path"], scope["method"], status["code"], seconds, rows)
             client = scope.get("client")
+            now = time.time()  # one reading: gmtime() and a second time() could straddle a second (12:00:00.999Z)
             access_log.info(json.dumps({
-                "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
                 "method": scope["method"], "path": sent_path, "status": status["code"],
                 "duration_ms": round(seconds * 1000, 3), "rows": rows,
                 "client": f"{client[0]}:{client[1]}" if client else None, "request_id": request_id}))
