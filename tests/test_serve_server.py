@@ -371,6 +371,13 @@ def test_metrics_count_each_fields_values_and_those_unseen_in_training(demo):
     assert "# TYPE dlf_field_unseen_values_total counter" in text
 
 
+def test_model_info_names_the_precision(demo):
+    """dlf_model_info named the engine but not the precision: a bf16 server's scores (a few tenths of a per cent off
+    fp32's) could not be told from an fp32 server's on a dashboard, only by GET /metadata with the API key."""
+    with TestClient(create_app(load_bundle(demo["bundle"]), precision="bf16")) as c:
+        assert re.search(r'dlf_model_info\{.*engine="torch",precision="bf16"\} 1', c.get("/metrics").text)
+
+
 def test_metrics_labels_are_escaped_and_bounded():
     """A manifest string with a quote, backslash or newline stays one valid label (it broke the line), and made-up
     methods share one series (each used to add a series for as long as the server runs)."""

@@ -414,7 +414,7 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
                                 "limits": {"max_batch": max_batch, "max_body_bytes": max_body_bytes},
                                 "api_key_required": bool(api_key)}
     info = {"model": bundle.model_name, "dlf_version": bundle.manifest["dlf_version"],
-            "bundle_format": str(bundle.manifest["format_version"]), "engine": engine}
+            "bundle_format": str(bundle.manifest["format_version"]), "engine": engine, "precision": precision}
     key = api_key.encode() if api_key else None
 
     # redirect_slashes off: AccessLog serves /predict/ as /predict; /predict// is a 404, not a redirect to /predict/
