@@ -66,6 +66,16 @@ def test_l2_penalty_splits_embeddings_from_network_weights():
     assert norms[1] < 0.5 * norms[0]
 
 
+def test_net_l2_leaves_a_two_dimensional_bias_alone():
+    # DLF's residual gate bias is tokens x 1 (one per token, initialised to 1): by its shape it was a "weight matrix",
+    # so train.net_l2 pulled every gate towards sigmoid(0) while docs/training.md promises no L2 on biases
+    model = _model(_cfg())
+    _, net = split_params(model)
+    gate_biases = [p for n, p in model.named_parameters() if n.endswith("gate.bias")]
+    assert gate_biases and all(p.dim() == 2 for p in gate_biases)
+    assert not {id(p) for p in gate_biases} & {id(p) for p in net}
+
+
 def test_eval_every_steps_and_run_directory_contents(tmp_path):
     out = tmp_path / "run"
     metrics = dlf.train(_cfg("train.epochs=2", "train.eval_every_steps=3", "train.log_every_steps=2",

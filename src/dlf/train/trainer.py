@@ -100,7 +100,7 @@ def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
             continue
         if is_embedding_param(name, modules):
             emb.append(p)
-        elif p.dim() > 1:
+        elif p.dim() > 1 and not name.endswith("bias"):  # DLF's gate bias is tokens x 1, and net_l2 pulled it to 0
             net.append(p)
     return emb, net
 
