@@ -465,3 +465,23 @@ def test_metadata_of_a_run_with_an_undefined_test_auc(demo, tmp_path):
         r = c.get("/metadata")
         assert r.status_code == 200, r.text
         assert r.json()["test_metrics"]["auc"] is None and r.json()["test_metrics"]["logloss"] > 0
+
+
+def test_shutdown_waits_a_bounded_time_for_in_flight_requests(demo, monkeypatch):
+    """SIGTERM waited for every open request without limit: a client that had sent part of a body (Content-Length 100,
+    2 bytes sent) kept `dlf serve` running until an orchestrator's SIGKILL; uvicorn now cancels what is left after a
+    grace period."""
+    import uvicorn
+
+    from dlf.serve import server
+
+    called = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: called.update(kwargs))
+    loggers = [logging.getLogger(name) for name in ("dlf.serve", "dlf.serve.access")]
+    saved = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    try:
+        server.serve(demo["bundle"], port=0)
+    finally:  # serve() gives its loggers a stderr handler of their own: the other tests read them through caplog
+        for lg, (handlers, propagate, level) in zip(loggers, saved):
+            lg.handlers[:], lg.propagate, lg.level = handlers, propagate, level
+    assert called["timeout_graceful_shutdown"] == server.SHUTDOWN_GRACE_SECONDS > 0

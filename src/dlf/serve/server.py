@@ -56,6 +56,9 @@ MAX_MESSAGE = 200  # characters of an error message (see _clip)
 RECORD_ERROR = re.compile(r"""record row (\d+): (?:field (?:'([^']*)'|"([^"]*)"):)?""")  # the encoder's bad-row text
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_BODY_BYTES = 4 << 20
+# after SIGTERM/Ctrl-C, how long in-flight requests may take before uvicorn cancels them and exits: a client that sent
+# part of a body kept the server waiting for it forever (until an orchestrator's SIGKILL, after its own grace period)
+SHUTDOWN_GRACE_SECONDS = 20
 
 
 class RequestError(Exception):
@@ -640,4 +643,4 @@ def serve(bundle_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
                               "uvicorn.error": {"handlers": ["default"], "level": level, "propagate": False},
                               "uvicorn.access": {"handlers": ["default"], "level": "WARNING", "propagate": False}}}
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False,
-                log_config=log_config)
+                log_config=log_config, timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
