@@ -310,6 +310,18 @@ def test_internal_error_500_then_healthy(demo, client, monkeypatch):
         assert c.get("/health").json()["status"] == "ok"
 
 
+def test_an_internal_error_is_not_raised_again_to_the_server(demo, monkeypatch):
+    """Starlette raised the error again after on_error had answered the 500 and logged it: uvicorn logged a second,
+    bare 'Exception in ASGI application' line for each 500 (the docs promise one line). TestClient raises what the
+    server would have logged."""
+    import dlf.serve.encoding as enc
+
+    monkeypatch.setattr(enc.Encoder, "encode_chunk", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with TestClient(create_app(load_bundle(demo["bundle"]))) as c:
+        r = c.post("/predict", json=[{"city": "city1"}])
+    assert r.status_code == 500 and r.json() == {"detail": "internal error: RuntimeError"}
+
+
 def test_health_metadata_metrics_and_access_log(client, caplog):
     with caplog.at_level(logging.INFO, logger="dlf.serve.access"):
         assert client.post("/predict", json=[{"city": "city2", "device": "tablet"}], headers=AUTH).status_code == 200

@@ -317,13 +317,18 @@ class AccessLog:
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["answered"] = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode("latin-1"))]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # Starlette raises an error again once on_error has answered the 500 and logged it, and uvicorn logged it
+            # once more as a bare 'Exception in ASGI application' (two error lines per 500, the second saying nothing)
+            if not (status.get("answered") and status["code"] == 500):
+                raise
         finally:
             seconds = time.perf_counter() - started
             rows = counters["rows"]
