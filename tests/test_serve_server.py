@@ -286,6 +286,15 @@ def test_api_key_401(client):
     assert client.get("/health").status_code == 200  # probes need no key
 
 
+def test_a_right_bearer_key_beside_another_x_api_key_header_is_accepted(client):
+    """The docs accept a request with an X-API-Key or an Authorization: Bearer header that matches; with both, only
+    X-API-Key was compared, so a right bearer key beside a proxy's (or an empty) X-API-Key was a 401."""
+    for other in ("", "a-proxys-key"):
+        headers = {"X-API-Key": other, "Authorization": f"Bearer {KEY}"}
+        assert client.get("/metadata", headers=headers).status_code == 200
+    assert client.get("/metadata", headers={"X-API-Key": "", "Authorization": "Bearer nope"}).status_code == 401
+
+
 def test_an_api_key_beyond_ascii_matches_its_utf8_header(demo):
     """The header's text (its bytes decoded as latin-1) was encoded as UTF-8 and compared with the key's UTF-8: a key
     such as 'clé' never matched, every request was 401."""

@@ -432,12 +432,12 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
     def check_key(request: Request) -> None:
         if key is None:
             return
-        given = request.headers.get("x-api-key")
         auth = request.headers.get("authorization", "")
-        if given is None and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
+        # either header may hold the key: a right `Authorization: Bearer` beside another X-API-Key (a proxy's, or an
+        # empty one) was a 401
+        given = [request.headers.get("x-api-key"), auth[7:].strip() if auth.lower().startswith("bearer ") else None]
         # the header's bytes as sent (Starlette decodes them as latin-1): a UTF-8 key such as 'clé' never matched
-        if given is None or not hmac.compare_digest(given.encode("latin-1"), key):
+        if not any(g is not None and hmac.compare_digest(g.encode("latin-1"), key) for g in given):
             raise RequestError(401, "missing or wrong API key (send it in the X-API-Key header)")
 
     async def read_body(request: Request) -> bytes:
