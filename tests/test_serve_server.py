@@ -177,6 +177,28 @@ def test_a_record_of_many_unknown_fields_stops_at_the_error_limit(demo, monkeypa
     assert len(clipped) <= 2 * server.MAX_ERRORS  # (each unknown key's name and message are clipped)
 
 
+def test_request_bodies_are_checked_off_the_event_loop(client, monkeypatch):
+    """The JSON parse and the record checks ran on the event loop: [{"tags": [1.5, ...]}] with 300,000 floats (1.5 MB)
+    took 5 s to check, and /health, /metrics and every other client waited; they run in a worker thread."""
+    import asyncio
+
+    from dlf.serve import server
+
+    loops = []
+
+    def validate(*args):
+        try:
+            loops.append(asyncio.get_running_loop())
+        except RuntimeError:  # no event loop in this thread
+            loops.append(None)
+        return original(*args)
+
+    original = server.validate_records
+    monkeypatch.setattr(server, "validate_records", validate)
+    assert client.post("/predict", json=[{"tags": [1.5, 2.5]}], headers=AUTH).status_code == 200
+    assert loops == [None]
+
+
 def test_a_float_is_the_text_the_parquet_reader_gives_it(tmp_path):
     """A categorical value is its text: a float beyond 2^53 (an id that pandas stored as float64) was '1e+17' in a
     request and 1e-07 was '1e-07', where the Parquet reader that read the training file gives '100000000000000000'

@@ -464,6 +464,17 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
             gunzip.finish()
         return bytes(body)
 
+    def parse_records(body: bytes) -> list[dict[str, str]]:
+        try:
+            payload = json.loads(body, object_pairs_hook=_unique_keys, parse_int=_json_int)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestError(422, [{"loc": ["body"], "msg": f"invalid JSON: {str(exc).splitlines()[0]}",
+                                      "type": "value_error.json"}]) from None
+        except RecursionError:  # '[[[[...' a few thousand deep: json's recursive parser gives up (was a 500)
+            raise RequestError(422, [{"loc": ["body"], "msg": "invalid JSON: nested too deeply (records are "
+                                      "objects of field values)", "type": "value_error.json"}]) from None
+        return validate_records(payload, encoder.inputs, max_batch)
+
     def score(records: list[dict[str, str]]):
         bad = BadRows("skip")
         chunk = encoder.records_chunk(records, "record")
@@ -514,16 +525,9 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
     @app.post("/predict")
     async def predict(request: Request):
         check_key(request)
-        body = await read_body(request)
-        try:
-            payload = json.loads(body, object_pairs_hook=_unique_keys, parse_int=_json_int)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError(422, [{"loc": ["body"], "msg": f"invalid JSON: {str(exc).splitlines()[0]}",
-                                      "type": "value_error.json"}]) from None
-        except RecursionError:  # '[[[[...' a few thousand deep: json's recursive parser gives up (was a 500)
-            raise RequestError(422, [{"loc": ["body"], "msg": "invalid JSON: nested too deeply (records are "
-                                      "objects of field values)", "type": "value_error.json"}]) from None
-        records = validate_records(payload, encoder.inputs, max_batch)
+        # in a worker thread: a 1.5 MB list of 300,000 floats in a multi-valued field took 5 s to check, during which
+        # the event loop answered nothing (/health, /metrics, other clients)
+        records = await run_in_threadpool(parse_records, await read_body(request))
         try:
             if batcher is not None:
                 probs = await batcher.submit(records)
