@@ -167,9 +167,16 @@ def rss_bytes(pid: int | str = "self") -> int:
 
 # ---- request validation --------------------------------------------------------------------------
 
-def _scalar(value, category: bool = False) -> str:
+def _arrow_texts(values: list) -> dict:
+    """{float: its text as Arrow casts a float64 column to string} for the finite floats among `values`, in one Arrow
+    call: a call per item took 5 s of CPU for a list of 300,000 floats (1.5 MB, a few kilobytes gzip-compressed)."""
+    floats = [v for v in values if type(v) is float and math.isfinite(v)]
+    return dict(zip(floats, pc.cast(pa.array(floats, pa.float64()), pa.string()).to_pylist()))
+
+
+def _scalar(value, category: bool = False, texts: dict | None = None) -> str:
     """A JSON scalar -> the text a training file would hold; category: the text itself is the value (a categorical
-    field's or a list's item), not a number to parse."""
+    field's or a list's item), not a number to parse; texts: `_arrow_texts` of the list the value is in."""
     if isinstance(value, bool):  # before int (bool is one): "1"/"0", as dlf.data.readers reads a Parquet bool column
         return "1" if value else "0"
     if isinstance(value, str):
@@ -189,7 +196,7 @@ def _scalar(value, category: bool = False) -> str:
         # category), another in Arrow's notation (1e-07 -> "1e-7"); a number's notation does not matter
         if value.is_integer() and -2.0 ** 63 <= value < 2.0 ** 64:
             return str(int(value))
-        return pc.cast(pa.array([value]), pa.string())[0].as_py() if category else repr(value)
+        return (texts or _arrow_texts([value]))[value] if category else repr(value)
     raise ValueError(f"expected a string or a number, got {type(value).__name__}")
 
 
@@ -199,11 +206,11 @@ def value_text(value, f: InputField) -> str:
         return ""
     if f.kind == "multi":
         if isinstance(value, list):
-            items = []
+            items, texts = [], _arrow_texts(value)
             for item in value:
                 if item is None or isinstance(item, (list, dict)):
                     raise ValueError(f"list items must be strings, numbers or booleans, got {json.dumps(item)}")
-                text = _scalar(item, category=True)
+                text = _scalar(item, category=True, texts=texts)
                 if f.separator and f.separator in text:
                     raise ValueError(f"list item {text!r} contains the separator {f.separator!r}")
                 items.append(text)
