@@ -542,3 +542,17 @@ def test_shutdown_waits_a_bounded_time_for_in_flight_requests(demo, monkeypatch)
         for lg, (handlers, propagate, level) in zip(loggers, saved):
             lg.handlers[:], lg.propagate, lg.level = handlers, propagate, level
     assert called["timeout_graceful_shutdown"] == server.SHUTDOWN_GRACE_SECONDS > 0
+
+
+def test_a_logged_exception_names_its_type_in_the_json_line():
+    """uvicorn logs 'Exception in ASGI application\\n' with the error in exc_info only: the JSON line said nothing of
+    it (which error, what message)."""
+    from dlf.serve.server import _JsonLines
+
+    try:
+        raise RuntimeError("boom\nsecond line")
+    except RuntimeError:
+        record = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application\n", None,
+                                   sys.exc_info())
+    line = _JsonLines().format(record)
+    assert "\n" not in line and json.loads(line)["msg"] == "Exception in ASGI application: RuntimeError: boom"

@@ -524,9 +524,7 @@ def create_app(bundle: Bundle, *, api_key: str | None = None, max_batch: int = D
 
     @app.exception_handler(Exception)
     async def on_error(request: Request, exc: Exception):
-        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        logging.getLogger("dlf.serve").error("error on %s %s: %s: %s", request.method, request.url.path,
-                                             type(exc).__name__, line)
+        logging.getLogger("dlf.serve").error("error on %s %s: %s", request.method, request.url.path, _error_line(exc))
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
     @app.post("/predict")
@@ -599,11 +597,21 @@ def _clip(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE else f"{message[:MAX_MESSAGE]}... ({len(message):,} characters)"
 
 
+def _error_line(exc: BaseException) -> str:
+    """'TypeName: the message's first line' (up to 300 characters): a log line, not a traceback."""
+    line = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
 class _JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         msg = record.getMessage()
         if record.name == access_log.name:
             return msg
+        if record.exc_info and record.exc_info[1] is not None:
+            # uvicorn's 'Exception in ASGI application' (an error outside the endpoints' handler, a request cancelled
+            # at shutdown) carries the error only in exc_info, which this one-line format left out: it said nothing
+            msg = f"{msg.strip()}: {_error_line(record.exc_info[1])}"
         return json.dumps({"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
                            "level": record.levelname.lower(), "logger": record.name, "msg": msg})
 
