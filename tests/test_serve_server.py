@@ -373,6 +373,9 @@ def test_health_metadata_metrics_and_access_log(client, caplog):
         assert client.post("/predict", json=[{"age": "x"}], headers=AUTH).status_code == 422
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "dlf.serve.access"]
     assert [(x["path"], x["status"], x["rows"]) for x in lines[-2:]] == [("/predict", 200, 1), ("/predict", 422, 0)]
+    # the statuses /metrics must count below, whatever other tests ran before on this module's client
+    assert client.post("/predict", json=[{"city": "city2"}]).status_code == 401
+    assert client.post("/predict", json=[{"city": "city2"}] * 51, headers=AUTH).status_code == 413
     assert {"ts", "method", "duration_ms", "client", "request_id"} <= set(lines[-1])
     h = client.get("/health")
     assert h.status_code == 200 and h.json()["status"] == "ok" and h.json()["model"] == "dlf"
