@@ -627,6 +627,25 @@ def test_generic_reads_a_folder_of_parts_as_its_files(tmp_path):
         preprocess("generic", [parts], tmp_path / "c", schema=schema)
 
 
+def test_a_folder_skips_a_compressed_empty_part_as_it_skips_an_empty_one(tmp_path):
+    """Spark's gzip CSV of an empty partition (header off) is a 20-byte part-00001.csv.gz holding no bytes: it
+    stopped the folder with "header has no column(s) ['y', 'c']; it has []" where a 0-byte part is skipped."""
+    import gzip
+    parts = tmp_path / "log"
+    parts.mkdir()
+    with gzip.open(parts / "part-00000.csv.gz", "wt") as fh:
+        fh.write("y,c\n" + "".join(f"{i % 2},c{i % 5}\n" for i in range(20)))
+    gzip.open(parts / "part-00001.csv.gz", "wb").close()
+    schema = Schema(fields=[FieldOptions("c")], label="y")
+    assert preprocess("generic", [parts], tmp_path / "a", schema=schema).rows == 20
+    (parts / "part-00002.csv.gz").write_bytes(b"not gzip")  # a broken part is named, not skipped
+    with pytest.raises(DataError, match=r"part-00002\.csv\.gz: cannot read: "):
+        preprocess("generic", [parts], tmp_path / "c", schema=schema)
+    # given by itself it is an empty input, which stops as before
+    with pytest.raises(DataError, match=r"part-00001\.csv\.gz"):
+        preprocess("generic", [parts / "part-00001.csv.gz"], tmp_path / "b", schema=schema)
+
+
 def test_a_parquet_file_read_as_csv_says_so(tmp_path):
     """FuxiCTR YAML with data_format: csv on parquet splits said "header is not valid utf-8"."""
     import pyarrow as pa

@@ -20,8 +20,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.feather as feather
 
-from dlf.data.readers import (BadRows, Chunk, Problem, check_file, format_from_name, header_names, in_line_order,
-                              read_delimited, read_double_colon, read_lines, read_parquet, strip_bom)
+from dlf.data.readers import (COMPRESSIONS, BadRows, Chunk, Problem, check_file, format_from_name, header_names,
+                              in_line_order, open_input, read_delimited, read_double_colon, read_lines, read_parquet,
+                              strip_bom)
 from dlf.data.schema import DataError, FieldOptions, Schema, fill_text
 
 ROLES = ("train", "valid", "test")
@@ -135,6 +136,20 @@ def _expand_inputs(inputs: list[tuple[str, Path]], names: dict[str, tuple[str, .
     return out
 
 
+def _empty_part(path: Path) -> bool:
+    """No bytes, or none once decompressed: Spark's and Hive's gzip output of an empty partition is a 20-byte
+    part-00003.csv.gz holding nothing, an empty part like the 0-byte one written without compression."""
+    if path.stat().st_size == 0:
+        return True
+    if not path.name.lower().endswith(COMPRESSIONS):
+        return False
+    try:
+        with open_input(path) as fh:
+            return not fh.read(1)
+    except OSError:  # not the compression its name says: the reader names it
+        return False
+
+
 def _folder_files(inputs: list[tuple[str, Path]], schema: Schema) -> list[tuple[str, Path]]:
     """A folder input (Spark's or Hive's output: part-00000-*.parquet beside _SUCCESS and .crc files) stands for
     its data files in name order: not empty (Spark writes empty parts), not named '_*' or '.*' and, with format
@@ -150,7 +165,7 @@ def _folder_files(inputs: list[tuple[str, Path]], schema: Schema) -> list[tuple[
             raise DataError(f"{path}: holds folders ({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}); "
                             "give each with its own --input")
         # (a broken link is kept: check_file names it)
-        files = [p for p in entries if not (p.is_file() and p.stat().st_size == 0)
+        files = [p for p in entries if not (p.is_file() and _empty_part(p))
                  and (schema.format != "auto" or format_from_name(p))]
         if not files:
             raise DataError(f"{path}: a folder without data files (non-empty, not named '_*' or '.*'"
