@@ -547,6 +547,28 @@ def test_shutdown_waits_a_bounded_time_for_in_flight_requests(demo, monkeypatch)
     assert called["timeout_graceful_shutdown"] == server.SHUTDOWN_GRACE_SECONDS > 0
 
 
+@pytest.mark.parametrize("host, key, warned", [("0.0.0.0", None, True), ("10.1.2.3", None, True),
+                                               ("0.0.0.0", "k", False), ("127.0.0.1", None, False),
+                                               ("::1", None, False), ("localhost", None, False)])
+def test_a_server_any_client_can_reach_without_a_key_says_so(demo, monkeypatch, capsys, host, key, warned):
+    """An empty DLF_API_KEY (`DLF_API_KEY=` in a compose file) or none at all on 0.0.0.0 served /predict to anyone
+    without a word; beyond this machine the start-up log now warns."""
+    import uvicorn
+
+    from dlf.serve import server
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    monkeypatch.setattr(server, "check_address", lambda host, port: None)  # (10.1.2.3 is no address of this machine)
+    loggers = [logging.getLogger(name) for name in ("dlf.serve", "dlf.serve.access")]
+    saved = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    try:
+        server.serve(demo["bundle"], host=host, port=0, api_key=key)
+    finally:
+        for lg, (handlers, propagate, level) in zip(loggers, saved):
+            lg.handlers[:], lg.propagate, lg.level = handlers, propagate, level
+    assert ("no API key: /predict and /metadata answer any client" in capsys.readouterr().err) == warned
+
+
 def test_a_logged_exception_names_its_type_in_the_json_line():
     """uvicorn logs 'Exception in ASGI application\\n' with the error in exc_info only: the JSON line said nothing of
     it (which error, what message)."""

@@ -630,6 +630,16 @@ def check_address(host: str, port: int) -> None:
         raise DataError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+def _loopback(host: str) -> bool:
+    """An address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
 def serve(bundle_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, engine: str = "torch",
           threads: int = 0, log_level: str = "info", access_logs: bool = True, micro_batch: bool = True,
@@ -658,6 +668,9 @@ def serve(bundle_path: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
                                         bundle.model_name, engine, precision, url_host, port)
     for warning in bundle.warnings:
         logging.getLogger("dlf.serve").warning(warning)
+    if api_key is None and not _loopback(host):  # (an empty DLF_API_KEY, as a compose file's `DLF_API_KEY=`, is none)
+        logging.getLogger("dlf.serve").warning(f"no API key: /predict and /metadata answer any client that reaches "
+                                               f"{host}; set DLF_API_KEY or --api-key")
     level = log_level.upper()
     log_config = {"version": 1, "disable_existing_loggers": False,
                   "formatters": {"json": {"()": _JsonLines}},
