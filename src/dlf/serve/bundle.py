@@ -215,6 +215,7 @@ def export_bundle(run: str | Path, out: str | Path, *, data: str | Path | None =
             "model": {"name": cfg.model_name, "config": dataclasses.asdict(cfg.model),
                       "parameters": sum(p.numel() for p in model.parameters())},
             "preprocessing": {"mode": mode, "preset": fm.meta.get("preset"), "label": fm.label},
+            "training": {"precision": cfg.train.precision},  # of the run's own test metrics (test_metrics below)
             "source": {"run": str(run.resolve()), "dataset": None if dataset is None else str(dataset.resolve()),
                        "schema_hash": fm.meta.get("schema_hash"), "fingerprint": fm.meta.get("fingerprint")},
             "onnx": None,

@@ -192,6 +192,10 @@ def register(app: typer.Typer, fail: Callable[[str], None]) -> None:
                       highlight=False, soft_wrap=True)
         for note in unseen_notes(result.unseen):
             err.print(note, markup=False, highlight=False, soft_wrap=True)
+        trained = b.manifest.get("training", {}).get("precision")
+        if trained == "bf16" and precision == "fp32":  # fp32 scores of bf16-trained weights differ a little: say why
+            err.print("note: the run's own test metrics were computed under bf16 autocast (train.precision=bf16); "
+                      "--precision bf16 scores as they were", markup=False, highlight=False, soft_wrap=True)
 
     @app.command()
     def serve(
