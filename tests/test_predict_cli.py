@@ -134,6 +134,23 @@ def test_a_missing_input_leaves_no_new_output_folder_behind(bundle, tmp_path):
     assert not out.parent.exists()
 
 
+def test_a_folder_of_parts_as_input_names_a_part_to_give(bundle, tmp_path):
+    """A Spark job's output folder (which dlf preprocess reads whole) given to predict/evaluate: the error said only
+    'is a directory, expected a file'; it now says to give the parts one at a time, naming one."""
+    parts = tmp_path / "scores_in"
+    parts.mkdir()
+    (parts / "_SUCCESS").write_text("")
+    demo_rows(parts / "part-00000.csv", "34")
+    runner = CliRunner()
+    for args in (["predict", str(bundle), "-i", str(parts), "-o", str(tmp_path / "s.csv")],
+                 ["evaluate", str(bundle), "-i", str(parts)]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and r.output.strip() == (
+            f"error: {parts}: is a directory; dlf predict and evaluate read one file: give its parts one at a time "
+            f"(e.g. {parts / 'part-00000.csv'})"), r.output
+    assert not (tmp_path / "s.csv").exists()
+
+
 def test_a_pipe_as_input_is_refused_by_name(bundle, tmp_path):
     """`--input /dev/stdin` or `<(zcat ...)` said 'file is empty' (a pipe's size is 0); read once for its first line
     and again for the rows, a pipe would lose them."""

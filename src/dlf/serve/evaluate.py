@@ -20,11 +20,11 @@ from typing import Callable
 import numpy as np
 
 from dlf._io import atomic_write_json
-from dlf.data.readers import BadRows, check_file
+from dlf.data.readers import BadRows
 from dlf.data.schema import DataError
 from dlf.serve.bundle import Bundle
 from dlf.serve.encoding import UnseenCounts
-from dlf.serve.predict import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK_BYTES, Scorer, scored_chunks
+from dlf.serve.predict import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK_BYTES, Scorer, check_input, scored_chunks
 from dlf.train.metrics import classification_metrics
 
 
@@ -99,7 +99,7 @@ def check_json(path: Path, input: str | Path) -> None:
     overwritten with the metrics). The command then makes its folder with predict's folder_for."""
     if path.is_dir():
         raise DataError(f"{path}: is a directory; --json must be a file")
-    check_file(input)
+    check_input(input)
     if path.exists() and path.samefile(input):
         raise DataError(f"{path}: --json must not be the input file")
 

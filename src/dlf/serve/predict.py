@@ -149,6 +149,17 @@ def scored_chunks(bundle: Bundle, input: str | Path, bad: BadRows, scorer: Score
 
 # ---- reading --------------------------------------------------------------------------------------
 
+def check_input(path: str | Path) -> Path:
+    """check_file, with the way on for a folder (a Spark or Hive job's output), which dlf preprocess reads whole:
+    scoring reads one file, so that each output row stays with its input file's."""
+    path = Path(path)
+    if path.is_dir():
+        parts = sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
+        raise DataError(f"{path}: is a directory; dlf predict and evaluate read one file: give its parts one at a time"
+                        + (f" (e.g. {path / parts[0]})" if parts else ""))
+    return check_file(path)
+
+
 def _input_format(path: Path, fmt: str) -> str:
     if fmt != "auto":
         if fmt not in ("csv", "tsv", "parquet", "libfm"):
@@ -178,7 +189,7 @@ def read_input(bundle: Bundle, path: str | Path, bad: BadRows, *, labels: bool =
     header None: as the training files were (the bundle's schema), e.g. no header for Criteo TSV,
     whose columns are then the schema's `columns` (without the label when the file has one column
     fewer: test files carry no label). `columns` names the columns of a file without header."""
-    path = check_file(path)
+    path = check_input(path)
     named = fmt == "auto"  # the format from the file's name
     fmt = _input_format(path, fmt)
     label = bundle.feature_map.label
@@ -429,7 +440,7 @@ def predict_file(bundle: Bundle, input: str | Path, output: str | Path, *, id_co
         raise DataError(f"{output}: is a directory; --output must be a file")
     if Path(input).resolve() == output.resolve():
         raise DataError(f"{output}: --output must not be the input file")
-    check_file(input)  # before the output's folder is made: a mistyped --input left an empty new folder behind
+    check_input(input)  # before the output's folder is made: a mistyped --input left an empty new folder behind
     if id_column and _input_format(Path(input), fmt) == "libfm":
         raise DataError(f"{input}: libFM lines have no columns, so no --id-column: the output has one row per line, "
                         "in input order (with --on-bad-row skip, the skipped lines are left out)")
