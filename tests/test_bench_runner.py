@@ -291,6 +291,12 @@ def test_a_dataset_given_by_path_keeps_its_name_and_overrides_from_the_file(tmp_
     (other / "feature_map.json").write_text("{}")
     (ds,) = load_spec(spec_file, datasets=str(other)).datasets
     assert (ds.name, ds.set) == ("other", {})
+    # the file's dataset of the folder's name, found at another path: its settings kept (they were dropped)
+    moved = tmp_path / "elsewhere" / "criteo-small"
+    moved.mkdir(parents=True)
+    (moved / "feature_map.json").write_text("{}")
+    (ds,) = load_spec(spec_file, datasets=str(moved)).datasets
+    assert (ds.name, ds.path, ds.set) == ("criteo-small", str(moved), {"train.batch_size": 256})
 
 
 def test_a_finished_run_on_a_dataset_given_by_relative_path_is_not_rerun(tmp_path, monkeypatch):

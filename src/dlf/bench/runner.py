@@ -328,14 +328,19 @@ def load_spec(path: str | Path | None = None, *, models: str | None = None, data
     if datasets is not None:
         chosen = [d.strip() for d in datasets.split(",") if d.strip()]
         file_ds = raw.get("datasets") if isinstance(raw.get("datasets"), dict) else {}
-        # a folder given by path is the file's dataset with that path, if there is one (its name and `set` kept)
+        # a folder given by path is the file's dataset with that path, if there is one (its name and `set` kept);
+        # else the file's processed dataset of the folder's name, found elsewhere (its `set` kept, the path given:
+        # `--datasets data/frappe` with a file's frappe at runs/data/frappe dropped its settings without a word)
         by_path = {Path(str(body["path"])).expanduser().resolve(): name for name, body in file_ds.items()
                    if isinstance(body, dict) and body.get("path")}
         named, given = {}, {}
         for d in chosen:
             name = d if d in file_ds else by_path.get(Path(d).expanduser().resolve())
+            same_name = file_ds.get(_dataset_name(d))
             if name is not None:
                 body = file_ds[name]
+            elif isinstance(same_name, dict) and same_name.get("path"):
+                name, body = _dataset_name(d), {**same_name, "path": d}
             elif d == "synthetic":
                 name, body = d, {}
             else:
